@@ -1,0 +1,12 @@
+//! Wire types shared by the hub, the klusterlet and users, and a typed HTTP client.
+//!
+//! This crate has no server dependencies: a CI tool can depend on it alone.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod types;
+
+pub use client::{ClientError, HubClient, Indexed, ListOptions};
+pub use config::{ClientConfig, parse_duration};
+pub use types::*;

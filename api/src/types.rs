@@ -1,0 +1,682 @@
+//! Wire types of the REST API v1, in the JSON shape of Open Cluster Management's
+//! `work.open-cluster-management.io/v1` and `cluster.open-cluster-management.io/v1`.
+//!
+//! Every struct keeps the fields it does not model in `extra`, so a document pushed by a
+//! user (for example with `spec.executor` or `manifestConfigs[].conditionRules`) comes back
+//! exactly as it went in.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `apiVersion` of a ManifestWork.
+pub const WORK_API_VERSION: &str = "work.open-cluster-management.io/v1";
+/// `apiVersion` of a ManagedCluster.
+pub const CLUSTER_API_VERSION: &str = "cluster.open-cluster-management.io/v1";
+/// The finalizer the hub adds for a cluster's agent; only the agent removes it.
+pub const CLEANUP_FINALIZER: &str = "klusterlet/cleanup";
+
+/// Fields the wire types do not model, kept verbatim.
+pub type Extra = Map<String, Value>;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Kubernetes-style object metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Object name, unique within its namespace (the cluster, for works).
+    #[serde(default)]
+    pub name: String,
+    /// For a ManifestWork: the managed cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Labels, matched by `labelSelector`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Set by the hub on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Bumped by the hub when the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The change index of the object's last change, as a string (Kubernetes style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Set by the hub on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<DateTime<Utc>>,
+    /// Set by the hub when deletion was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<DateTime<Utc>>,
+    /// Finalizers that must be removed before the object goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// Metadata fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, e.g. `Applied`, `Available`, `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// A human-readable message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The work generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When `status` last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<DateTime<Utc>>,
+}
+
+impl Condition {
+    /// Whether this condition is `True`.
+    pub fn is_true(&self) -> bool {
+        self.status == "True"
+    }
+}
+
+/// Finds a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// A bundle of Kubernetes manifests for one managed cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestWork {
+    /// Always `work.open-cluster-management.io/v1`.
+    #[serde(default = "work_api_version")]
+    pub api_version: String,
+    /// Always `ManifestWork`.
+    #[serde(default = "work_kind")]
+    pub kind: String,
+    /// Name, namespace (= cluster), labels, server-set fields.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// What to apply and how.
+    #[serde(default)]
+    pub spec: ManifestWorkSpec,
+    /// Written by the cluster's agent only.
+    #[serde(default, skip_serializing_if = "ManifestWorkStatus::is_empty")]
+    pub status: ManifestWorkStatus,
+    /// Top-level fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn work_api_version() -> String {
+    WORK_API_VERSION.to_string()
+}
+fn work_kind() -> String {
+    "ManifestWork".to_string()
+}
+
+impl ManifestWork {
+    /// A new work with the given name and cluster and these manifests.
+    pub fn new(cluster: &str, name: &str, manifests: Vec<Value>) -> Self {
+        ManifestWork {
+            api_version: work_api_version(),
+            kind: work_kind(),
+            metadata: ObjectMeta {
+                name: name.to_string(),
+                namespace: Some(cluster.to_string()),
+                ..Default::default()
+            },
+            spec: ManifestWorkSpec {
+                workload: ManifestsTemplate {
+                    manifests,
+                    extra: Extra::new(),
+                },
+                ..Default::default()
+            },
+            status: ManifestWorkStatus::default(),
+            extra: Extra::new(),
+        }
+    }
+
+    /// The work's condition of this type, if any.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        find_condition(&self.status.conditions, type_)
+    }
+}
+
+/// The desired state of a ManifestWork.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestWorkSpec {
+    /// The manifests to apply.
+    #[serde(default)]
+    pub workload: ManifestsTemplate,
+    /// What happens to applied resources when the work is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_option: Option<DeleteOption>,
+    /// Per-resource options: feedback rules and update strategy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_configs: Vec<ManifestConfigOption>,
+    /// Spec fields we do not model (for example `executor`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The manifests of a work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestsTemplate {
+    /// Raw Kubernetes objects, kept exactly as given.
+    #[serde(default)]
+    pub manifests: Vec<Value>,
+    /// Fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// How applied resources are treated when the work is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PropagationPolicy {
+    /// Delete the resources and wait until they are gone (the default).
+    #[default]
+    Foreground,
+    /// Leave every resource on the cluster.
+    Orphan,
+    /// Leave the resources matched by `selectivelyOrphans`, delete the rest.
+    SelectivelyOrphan,
+}
+
+/// `spec.deleteOption`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteOption {
+    /// Foreground (default), Orphan or SelectivelyOrphan.
+    #[serde(default)]
+    pub propagation_policy: PropagationPolicy,
+    /// The resources to orphan with `SelectivelyOrphan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selectively_orphans: Option<SelectivelyOrphan>,
+    /// Delete the work this long after it finished (stored; acted on later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i64>,
+    /// Fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `deleteOption.selectivelyOrphans`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectivelyOrphan {
+    /// Resources to leave on the cluster.
+    #[serde(default)]
+    pub orphaning_rules: Vec<ResourceIdentifier>,
+}
+
+/// Names one resource of a work: group, resource (plural), name and namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceIdentifier {
+    /// API group, empty for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// Plural resource name, e.g. `deployments`.
+    #[serde(default)]
+    pub resource: String,
+    /// Object name.
+    #[serde(default)]
+    pub name: String,
+    /// Object namespace, empty for cluster-scoped objects.
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// `spec.manifestConfigs[]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestConfigOption {
+    /// Which resource these options apply to.
+    pub resource_identifier: ResourceIdentifier,
+    /// What to report back from the resource's status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback_rules: Vec<FeedbackRule>,
+    /// How to apply the resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<UpdateStrategy>,
+    /// Fields we do not model (for example `conditionRules`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The kind of a feedback rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedbackType {
+    /// The well-known fields of Deployments, StatefulSets, DaemonSets, Jobs and Pods.
+    WellKnownStatus,
+    /// The given JSON paths.
+    #[serde(rename = "JSONPaths")]
+    JsonPaths,
+}
+
+/// `manifestConfigs[].feedbackRules[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackRule {
+    /// WellKnownStatus or JSONPaths.
+    #[serde(rename = "type")]
+    pub type_: FeedbackType,
+    /// The paths for JSONPaths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_paths: Vec<JsonPath>,
+}
+
+/// One named JSON path of a feedback rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonPath {
+    /// The name the value is reported under.
+    pub name: String,
+    /// A JSON path into the resource, e.g. `.status.replicas`.
+    pub path: String,
+    /// Fields we do not model (for example `version`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The kind of an update strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateStrategyType {
+    /// Server-side apply, field manager `klusterlet`, forced (the default).
+    #[default]
+    Update,
+    /// Create when missing, never update.
+    CreateOnly,
+    /// Server-side apply with the given field manager and force.
+    ServerSideApply,
+    /// Never write; only observe and report.
+    ReadOnly,
+}
+
+/// `manifestConfigs[].updateStrategy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    /// Update, CreateOnly, ServerSideApply or ReadOnly.
+    #[serde(rename = "type", default)]
+    pub type_: UpdateStrategyType,
+    /// Options for ServerSideApply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_apply: Option<ServerSideApplyConfig>,
+}
+
+/// `updateStrategy.serverSideApply`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSideApplyConfig {
+    /// Take ownership of conflicting fields.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+    /// Field manager name (default `klusterlet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_manager: Option<String>,
+    /// Fields we do not model (for example `ignoreFields`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `status` of a ManifestWork, written by the cluster's agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestWorkStatus {
+    /// Work conditions: Applied, Available, Ready, Degraded, Progressing, Deleting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Per-manifest status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_status: Option<ManifestResourceStatus>,
+    /// Fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ManifestWorkStatus {
+    /// True when nothing has been reported.
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty() && self.resource_status.is_none() && self.extra.is_empty()
+    }
+}
+
+/// `status.resourceStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestResourceStatus {
+    /// One entry per manifest.
+    #[serde(default)]
+    pub manifests: Vec<ManifestCondition>,
+}
+
+/// The status of one manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestCondition {
+    /// Which manifest.
+    pub resource_meta: ManifestResourceMeta,
+    /// Applied, Available, Ready.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Values read from the resource's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_feedback: Option<StatusFeedbackResult>,
+}
+
+/// Identifies a manifest of a work and the resource it became.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestResourceMeta {
+    /// Index of the manifest in `spec.workload.manifests`.
+    pub ordinal: i32,
+    /// API group.
+    #[serde(default)]
+    pub group: String,
+    /// API version.
+    #[serde(default)]
+    pub version: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+    /// Plural resource.
+    #[serde(default)]
+    pub resource: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Namespace, empty when cluster-scoped.
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// `statusFeedback`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusFeedbackResult {
+    /// The values read.
+    #[serde(default)]
+    pub values: Vec<FeedbackValue>,
+}
+
+/// One feedback value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedbackValue {
+    /// The rule's name for it.
+    pub name: String,
+    /// The typed value.
+    pub field_value: FieldValue,
+}
+
+/// A typed feedback value, OCM style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldValue {
+    /// Integer, String, Boolean or JsonRaw.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Set when `type` is Integer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integer: Option<i64>,
+    /// Set when `type` is String.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    /// Set when `type` is Boolean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boolean: Option<bool>,
+    /// Set when `type` is JsonRaw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_raw: Option<String>,
+}
+
+/// The body of `PUT .../manifestworks/{name}/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// The new status.
+    pub status: ManifestWorkStatus,
+}
+
+/// A managed cluster as the hub knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedCluster {
+    /// Always `cluster.open-cluster-management.io/v1`.
+    #[serde(default = "cluster_api_version")]
+    pub api_version: String,
+    /// Always `ManagedCluster`.
+    #[serde(default = "cluster_kind")]
+    pub kind: String,
+    /// Name and labels.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Acceptance and taints.
+    #[serde(default)]
+    pub spec: ManagedClusterSpec,
+    /// Conditions, claims, lease; set by the hub.
+    #[serde(default)]
+    pub status: ManagedClusterStatus,
+    /// Top-level fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn cluster_api_version() -> String {
+    CLUSTER_API_VERSION.to_string()
+}
+fn cluster_kind() -> String {
+    "ManagedCluster".to_string()
+}
+
+impl ManagedCluster {
+    /// A new cluster record with this name and labels.
+    pub fn new(name: &str, labels: BTreeMap<String, String>) -> Self {
+        ManagedCluster {
+            api_version: cluster_api_version(),
+            kind: cluster_kind(),
+            metadata: ObjectMeta {
+                name: name.to_string(),
+                labels,
+                ..Default::default()
+            },
+            spec: ManagedClusterSpec::default(),
+            status: ManagedClusterStatus::default(),
+            extra: Extra::new(),
+        }
+    }
+
+    /// The cluster's condition of this type, if any.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        find_condition(&self.status.conditions, type_)
+    }
+}
+
+/// `spec` of a ManagedCluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedClusterSpec {
+    /// Whether the hub accepted the cluster's agent.
+    #[serde(default)]
+    pub hub_accepts_client: bool,
+    /// Taints, kept as given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Value>,
+    /// Fields we do not model.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `status` of a ManagedCluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedClusterStatus {
+    /// HubAcceptedManagedCluster, ManagedClusterJoined, ManagedClusterConditionAvailable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Facts the agent read from its cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
+    /// The managed cluster's Kubernetes version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ClusterVersion>,
+    /// When the agent last renewed its lease (served live, not indexed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lease_time: Option<DateTime<Utc>>,
+}
+
+/// A named fact about a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Claim name, e.g. `kubeversion.open-cluster-management.io`.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// `status.version` of a ManagedCluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterVersion {
+    /// e.g. `v1.33.13`.
+    #[serde(default)]
+    pub kubernetes: String,
+}
+
+/// Metadata of a list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListMeta {
+    /// Pass back as `continue` to get the next page.
+    #[serde(rename = "continue", default, skip_serializing_if = "Option::is_none")]
+    pub continue_: Option<String>,
+    /// The change index this list is consistent with; pass as `index` to block.
+    #[serde(default)]
+    pub index: u64,
+}
+
+/// A list of objects: `ManifestWorkList`, `ManagedClusterList`, `TokenList`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct List<T> {
+    /// Always `v1`.
+    pub api_version: String,
+    /// e.g. `ManifestWorkList`.
+    pub kind: String,
+    /// Continue token and index.
+    pub metadata: ListMeta,
+    /// The objects.
+    pub items: Vec<T>,
+}
+
+impl<T> List<T> {
+    /// A list of the given kind.
+    pub fn new(kind: &str, items: Vec<T>, index: u64, continue_: Option<String>) -> Self {
+        List {
+            api_version: "v1".to_string(),
+            kind: kind.to_string(),
+            metadata: ListMeta { continue_, index },
+            items,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code: `malformed`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `deleting`, `precondition_failed`, `too_large`, `invalid`, `unavailable`,
+    /// `internal`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Extra facts, e.g. the field paths of a 422.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// One invalid field of a 422 response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.workload.manifests[2].kind`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The body of `DELETE /api/v1/clusters/{c}?force=true`: what was left on the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDeletion {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether the records are gone already.
+    pub removed: bool,
+    /// Works whose resources may still be on the cluster (their agent never cleaned up).
+    #[serde(default)]
+    pub works_left: Vec<String>,
+}
+
+/// Parses a YAML or JSON text into a JSON value (YAML is a superset of JSON).
+pub fn parse_yaml_value(text: &str) -> Result<Value, String> {
+    serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let doc = json!({
+            "apiVersion": WORK_API_VERSION,
+            "kind": "ManifestWork",
+            "metadata": {"name": "w", "namespace": "c1", "managedFields": [{"x": 1}]},
+            "spec": {
+                "workload": {"manifests": [{"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "a"}, "data": {"k": "v"}, "weird": [1, 2]}]},
+                "executor": {"subject": {"type": "ServiceAccount"}},
+                "manifestConfigs": [{
+                    "resourceIdentifier": {"group": "apps", "resource": "deployments", "name": "d", "namespace": "n"},
+                    "conditionRules": [{"type": "CEL"}],
+                    "updateStrategy": {"type": "ServerSideApply", "serverSideApply": {"force": true, "ignoreFields": [{"condition": "OnSpokeChange"}]}}
+                }]
+            },
+            "futureTopLevel": true
+        });
+        let work: ManifestWork = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&work).unwrap(), doc);
+    }
+
+    #[test]
+    fn defaults_fill_api_version_and_kind() {
+        let work: ManifestWork = serde_json::from_value(json!({"metadata": {"name": "w"}})).unwrap();
+        assert_eq!(work.api_version, WORK_API_VERSION);
+        assert_eq!(work.kind, "ManifestWork");
+    }
+
+    #[test]
+    fn yaml_parses_to_the_same_value_as_json() {
+        let yaml = "metadata:\n  name: w\nspec:\n  workload:\n    manifests:\n    - apiVersion: v1\n      kind: ConfigMap\n      metadata: {name: a}\n";
+        let v = parse_yaml_value(yaml).unwrap();
+        assert_eq!(v["spec"]["workload"]["manifests"][0]["kind"], "ConfigMap");
+    }
+}
