@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod selector;
 pub mod types;
 
 pub use client::{ClientError, HubClient, Indexed, ListOptions};

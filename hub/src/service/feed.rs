@@ -1,0 +1,271 @@
+//! The change feed behind blocking queries.
+//!
+//! The feed holds the last committed index and a ring of recent changes. It only ever
+//! publishes a gap-free run of indexes: when a batch arrives that does not start right after
+//! what it has (another hub wrote in between), it reads the missing changes from the
+//! database first. A waiter therefore never sees an index without having seen every change
+//! at or below it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::store::{Change, Store, StoreError};
+
+/// How many recent changes are kept in memory for waiters to check.
+const RING: usize = 100_000;
+
+/// Decides whether a change is one a waiter cares about.
+pub type ChangeFilter = Box<dyn Fn(&Change) -> bool + Send + Sync>;
+
+struct Inner {
+    ring: VecDeque<Change>,
+    /// Per-cluster wake-ups, so an agent's wait is not woken by other clusters' writes.
+    clusters: HashMap<String, watch::Sender<u64>>,
+}
+
+/// Publishes committed changes and wakes the blocking queries they concern.
+pub struct ChangeFeed {
+    latest: watch::Sender<u64>,
+    inner: Mutex<Inner>,
+    /// Serialises catch-up reads, so two publishers never race past a gap.
+    publish: tokio::sync::Mutex<()>,
+}
+
+impl ChangeFeed {
+    /// A feed starting at the store's current index.
+    pub fn new(start: u64) -> Arc<Self> {
+        Arc::new(ChangeFeed {
+            latest: watch::Sender::new(start),
+            inner: Mutex::new(Inner {
+                ring: VecDeque::new(),
+                clusters: HashMap::new(),
+            }),
+            publish: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The last index published: every change at or below it is visible in the store.
+    pub fn latest(&self) -> u64 {
+        *self.latest.borrow()
+    }
+
+    /// Number of blocking queries waiting now.
+    pub fn waiters(&self) -> usize {
+        let inner = self.inner.lock().expect("feed lock");
+        self.latest.receiver_count()
+            + inner
+                .clusters
+                .values()
+                .map(|s| s.receiver_count())
+                .sum::<usize>()
+    }
+
+    /// Publishes a batch this hub committed. If it does not follow on from what the feed has,
+    /// the missing changes (written by other hubs) are read from the store first.
+    pub async fn publish_local(&self, store: &dyn Store, batch: Vec<Change>) -> Result<(), StoreError> {
+        let Some(first) = batch.first().map(|c| c.index) else {
+            return Ok(());
+        };
+        let _guard = self.publish.lock().await;
+        let latest = self.latest();
+        if first == latest + 1 {
+            self.push(batch);
+            Ok(())
+        } else if first > latest + 1 {
+            self.catch_up_locked(store, batch.last().map(|c| c.index).unwrap_or(first))
+                .await
+        } else {
+            // Already published through a notification from the database.
+            let fresh: Vec<Change> = batch.into_iter().filter(|c| c.index > latest).collect();
+            self.push(fresh);
+            Ok(())
+        }
+    }
+
+    /// Reads and publishes every change up to at least `target` (another hub's commit).
+    pub async fn catch_up(&self, store: &dyn Store, target: u64) -> Result<(), StoreError> {
+        let _guard = self.publish.lock().await;
+        self.catch_up_locked(store, target).await
+    }
+
+    async fn catch_up_locked(&self, store: &dyn Store, target: u64) -> Result<(), StoreError> {
+        loop {
+            let latest = self.latest();
+            if latest >= target {
+                return Ok(());
+            }
+            let changes = store.changes_since(latest, 10_000).await?;
+            if changes.is_empty() {
+                // The log was pruned past us; jump ahead so waiters re-read the store.
+                let current = store.current_index().await?;
+                if current > latest {
+                    self.jump(current);
+                }
+                return Ok(());
+            }
+            if changes[0].index != latest + 1 {
+                self.jump(changes[0].index - 1);
+            }
+            self.push(changes);
+        }
+    }
+
+    /// Moves the index forward without the changes in between: every waiter wakes.
+    fn jump(&self, index: u64) {
+        let mut inner = self.inner.lock().expect("feed lock");
+        inner.ring.clear();
+        for tx in inner.clusters.values() {
+            tx.send_replace(index);
+        }
+        drop(inner);
+        self.latest.send_replace(index);
+    }
+
+    fn push(&self, batch: Vec<Change>) {
+        let Some(last) = batch.last().map(|c| c.index) else {
+            return;
+        };
+        let mut inner = self.inner.lock().expect("feed lock");
+        let mut touched: Vec<String> = Vec::new();
+        for c in batch {
+            if !touched.contains(&c.cluster) {
+                touched.push(c.cluster.clone());
+            }
+            inner.ring.push_back(c);
+        }
+        while inner.ring.len() > RING {
+            inner.ring.pop_front();
+        }
+        for cluster in touched {
+            if let Some(tx) = inner.clusters.get(&cluster) {
+                tx.send_replace(last);
+            }
+        }
+        // Forget per-cluster channels nobody waits on any more.
+        if inner.clusters.len() > 1024 {
+            inner.clusters.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        drop(inner);
+        self.latest.send_replace(last);
+    }
+
+    /// Whether a change after `after` and at or below `upto` passes `filter`. Returns true
+    /// too when the ring no longer reaches back to `after` (the caller must re-read).
+    fn any_since(&self, after: u64, upto: u64, filter: &ChangeFilter) -> bool {
+        let inner = self.inner.lock().expect("feed lock");
+        match inner.ring.front() {
+            Some(first) if first.index <= after + 1 => {}
+            _ => return true,
+        }
+        // Indexes in the ring are consecutive, so the start position is arithmetic.
+        let first = inner.ring.front().map(|c| c.index).unwrap_or(0);
+        let skip = (after + 1).saturating_sub(first) as usize;
+        inner
+            .ring
+            .iter()
+            .skip(skip)
+            .take_while(|c| c.index <= upto)
+            .any(|c| filter(c))
+    }
+
+    /// Waits until a change after `after` passes `filter`, or `wait` runs out. Returns the
+    /// index to report: the caller reads the store after this returns.
+    ///
+    /// `cluster` narrows the wake-ups to one cluster's writes (an agent's watch).
+    pub async fn wait(
+        &self,
+        after: u64,
+        cluster: Option<&str>,
+        filter: ChangeFilter,
+        wait: Duration,
+    ) -> u64 {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = match cluster {
+            Some(c) => {
+                let mut inner = self.inner.lock().expect("feed lock");
+                let latest = self.latest();
+                inner
+                    .clusters
+                    .entry(c.to_string())
+                    .or_insert_with(|| watch::Sender::new(latest))
+                    .subscribe()
+            }
+            None => self.latest.subscribe(),
+        };
+        let mut checked = after;
+        loop {
+            rx.borrow_and_update();
+            let latest = self.latest();
+            // An index from the future (say, a restored database) is answered at once.
+            if after > latest {
+                return latest;
+            }
+            if latest > checked {
+                if self.any_since(checked, latest, &filter) {
+                    return latest;
+                }
+                checked = latest;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return self.latest() },
+                _ = tokio::time::sleep_until(deadline) => return self.latest(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ChangeKind;
+
+    fn change(index: u64, cluster: &str) -> Change {
+        Change {
+            index,
+            kind: ChangeKind::Work,
+            cluster: cluster.into(),
+            name: "w".into(),
+            labels: Default::default(),
+            prev_labels: None,
+            status_only: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_only_for_its_cluster() {
+        let feed = ChangeFeed::new(0);
+        let f2 = feed.clone();
+        let waiter = tokio::spawn(async move {
+            f2.wait(0, Some("c1"), Box::new(|c: &Change| c.cluster == "c1"), Duration::from_secs(5))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        feed.push(vec![change(1, "c2")]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a write to c2 must not wake c1's waiter");
+        feed.push(vec![change(2, "c1")]);
+        assert_eq!(waiter.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_wait_times_out_with_the_same_index() {
+        let feed = ChangeFeed::new(7);
+        let got = feed
+            .wait(7, None, Box::new(|_: &Change| true), Duration::from_millis(50))
+            .await;
+        assert_eq!(got, 7);
+    }
+
+    #[tokio::test]
+    async fn an_old_index_outside_the_ring_returns_at_once() {
+        let feed = ChangeFeed::new(100);
+        feed.push(vec![change(101, "c1")]);
+        let got = feed
+            .wait(3, None, Box::new(|_: &Change| false), Duration::from_secs(5))
+            .await;
+        assert_eq!(got, 101);
+    }
+}

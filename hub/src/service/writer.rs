@@ -1,0 +1,198 @@
+//! Group commit: one writer task per hub takes every queued write, runs them in one
+//! transaction under the change-index lock, gives their changes consecutive indexes, commits
+//! once, publishes the changes to the feed, and only then answers the callers.
+
+use std::sync::Arc;
+
+use api::{ManagedCluster, ManifestWork};
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{Error, Result};
+use super::feed::ChangeFeed;
+use super::{clusters, works};
+use crate::store::{Change, ChangeKind, Store, StoreError, WriteTx};
+
+/// Most writes per transaction; beyond this the commit latency grows for little gain.
+const MAX_BATCH: usize = 256;
+
+/// A write request.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    PutWork(works::PutWork),
+    DeleteWork { cluster: String, name: String },
+    PutWorkStatus(works::PutStatus),
+    RemoveFinalizer { cluster: String, name: String, finalizer: String },
+    PutCluster(Box<ManagedCluster>),
+    SetClusterLabels(clusters::SetLabels),
+    DeleteCluster { name: String, force: bool },
+    MarkClusterJoined { name: String },
+}
+
+/// What a write produced.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// The work after the write; `gone` when the write removed it.
+    Work {
+        work: Box<ManifestWork>,
+        gone: bool,
+        created: bool,
+    },
+    /// The cluster after the write.
+    Cluster(Box<ManagedCluster>),
+    /// A cluster deletion's result.
+    ClusterDeletion(api::ClusterDeletion),
+}
+
+/// The writes of one transaction, and the changes they made so far.
+pub(crate) struct Batch<'a> {
+    pub tx: &'a mut dyn WriteTx,
+    pub changes: Vec<Change>,
+    pub now: DateTime<Utc>,
+    next: u64,
+}
+
+impl Batch<'_> {
+    /// The index the next recorded change will get; objects store it as resourceVersion.
+    pub fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    /// Records a change to a work at `next_index()`.
+    pub fn record_work(&mut self, cluster: &str, name: &str, old: Option<&ManifestWork>, new: Option<&ManifestWork>, status_only: bool) {
+        let labels = new.map(|w| w.metadata.labels.clone()).unwrap_or_default();
+        let prev = old.map(|w| &w.metadata.labels).filter(|l| **l != labels).cloned();
+        self.push(ChangeKind::Work, cluster, name, labels, prev, status_only);
+    }
+
+    /// Records a change to a cluster at `next_index()`.
+    pub fn record_cluster(&mut self, name: &str, old: Option<&ManagedCluster>, new: Option<&ManagedCluster>) {
+        let labels = new.map(|c| c.metadata.labels.clone()).unwrap_or_default();
+        let prev = old.map(|c| &c.metadata.labels).filter(|l| **l != labels).cloned();
+        self.push(ChangeKind::Cluster, name, name, labels, prev, false);
+    }
+
+    fn push(&mut self, kind: ChangeKind, cluster: &str, name: &str, labels: std::collections::BTreeMap<String, String>, prev_labels: Option<std::collections::BTreeMap<String, String>>, status_only: bool) {
+        self.changes.push(Change {
+            index: self.next,
+            kind,
+            cluster: cluster.to_string(),
+            name: name.to_string(),
+            labels,
+            prev_labels,
+            status_only,
+        });
+        self.next += 1;
+    }
+}
+
+async fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
+    match op {
+        Op::PutWork(put) => works::put(batch, put).await,
+        Op::DeleteWork { cluster, name } => works::delete(batch, cluster, name).await,
+        Op::PutWorkStatus(put) => works::put_status(batch, put).await,
+        Op::RemoveFinalizer { cluster, name, finalizer } => works::remove_finalizer(batch, cluster, name, finalizer).await,
+        Op::PutCluster(c) => clusters::put(batch, c).await,
+        Op::SetClusterLabels(s) => clusters::set_labels(batch, s).await,
+        Op::DeleteCluster { name, force } => clusters::delete(batch, name, *force).await,
+        Op::MarkClusterJoined { name } => clusters::mark_joined(batch, name).await,
+    }
+}
+
+type Reply = oneshot::Sender<Result<Outcome>>;
+
+/// The handle through which requests reach the writer task.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<(Op, Reply)>,
+}
+
+impl Writer {
+    /// Starts the writer task.
+    pub fn start(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(run(store, feed, rx));
+        Writer { tx }
+    }
+
+    /// Queues a write and waits for its committed result.
+    pub async fn write(&self, op: Op) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((op, reply))
+            .await
+            .map_err(|_| Error::Internal("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Internal("the writer dropped a request".into()))?
+    }
+}
+
+async fn run(store: Arc<dyn Store>, feed: Arc<ChangeFeed>, mut rx: mpsc::Receiver<(Op, Reply)>) {
+    let mut queue = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
+        let ops: Vec<(Op, Reply)> = std::mem::take(&mut queue);
+        metrics::histogram!("hub_write_batch_size").record(ops.len() as f64);
+        let (ops, replies): (Vec<Op>, Vec<Reply>) = ops.into_iter().unzip();
+        match commit(&*store, &feed, &ops).await {
+            Ok(results) => {
+                for (reply, r) in replies.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) if ops.len() > 1 => {
+                // One write may have tripped the database; retry each alone so the others
+                // still land and only the culprit fails.
+                tracing::warn!(error = %e, writes = ops.len(), "batch failed; retrying writes one by one");
+                for (op, reply) in ops.into_iter().zip(replies) {
+                    let r = match commit(&*store, &feed, std::slice::from_ref(&op)).await {
+                        Ok(mut r) => r.pop().unwrap_or_else(|| Err(Error::Internal("no result".into()))),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write failed");
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e.into()));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the ops in one transaction and publishes their changes. The per-op results are
+/// returned only when the commit succeeded.
+async fn commit(store: &dyn Store, feed: &ChangeFeed, ops: &[Op]) -> Result<Vec<Result<Outcome>>, StoreError> {
+    let mut tx = store.begin_write().await?;
+    let base = tx.base_index();
+    let mut batch = Batch {
+        tx: &mut *tx,
+        changes: Vec::new(),
+        now: Utc::now(),
+        next: base + 1,
+    };
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let mark = batch.changes.len();
+        let r = execute(&mut batch, op).await;
+        if let Err(Error::Unavailable(e)) = r {
+            return Err(e);
+        }
+        if r.is_err() {
+            // A refused write must leave no change behind (ops check before they write).
+            debug_assert_eq!(batch.changes.len(), mark);
+        }
+        results.push(r);
+    }
+    let changes = std::mem::take(&mut batch.changes);
+    tx.commit(&changes).await?;
+    // The writes are durable now: a failure to publish must not fail (and so repeat) them.
+    // The feed's poll catches up on its own.
+    if let Err(e) = feed.publish_local(store, changes).await {
+        tracing::warn!(error = %e, "could not publish committed changes; the feed will catch up");
+    }
+    Ok(results)
+}
+

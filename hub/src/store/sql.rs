@@ -1,0 +1,372 @@
+//! The SQL shared by both backends. Both dialects take `$N` placeholders and the same
+//! schema shape, so the implementation is written once and stamped out per database;
+//! each backend supplies only how to take the index lock, how to tell other hubs, and
+//! how to listen.
+
+/// Implements [`Store`](super::Store) for `$store` and [`WriteTx`](super::WriteTx) for
+/// `$tx` over the sqlx database `$db`. The backend module provides
+/// `$store::begin_locked`, `$store::listen_impl`, `$store::BACKEND` and
+/// `$tx::announce(&mut self, last_index)`.
+macro_rules! sql_store {
+    (store: $store:ident, tx: $tx:ident, db: $db:ty) => {
+        /// A write transaction on this backend, holding the index lock.
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+            base: u64,
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::WriteTx for $tx {
+            fn base_index(&self) -> u64 {
+                self.base
+            }
+
+            async fn get_work(
+                &mut self,
+                cluster: &str,
+                name: &str,
+            ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
+                        .bind(cluster)
+                        .bind(name)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
+                    .transpose()
+            }
+
+            async fn work_names(
+                &mut self,
+                cluster: &str,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT name FROM works WHERE cluster = $1 ORDER BY name")
+                        .bind(cluster)
+                        .fetch_all(&mut *self.tx)
+                        .await?;
+                Ok(rows.into_iter().map(|(n,)| n).collect())
+            }
+
+            async fn put_work(
+                &mut self,
+                work: &api::ManifestWork,
+                index: u64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let object = serde_json::to_string(work).map_err(|source| {
+                    $crate::store::StoreError::Corrupt {
+                        what: format!("work {}", work.metadata.name),
+                        source,
+                    }
+                })?;
+                sqlx::query(
+                    "INSERT INTO works (cluster, name, resource_version, object) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (cluster, name) DO UPDATE \
+                     SET resource_version = excluded.resource_version, object = excluded.object",
+                )
+                .bind(work.metadata.namespace.as_deref().unwrap_or_default())
+                .bind(&work.metadata.name)
+                .bind(index as i64)
+                .bind(object)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_work(
+                &mut self,
+                cluster: &str,
+                name: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM works WHERE cluster = $1 AND name = $2")
+                    .bind(cluster)
+                    .bind(name)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_cluster(
+                &mut self,
+                name: &str,
+            ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
+                    .transpose()
+            }
+
+            async fn put_cluster(
+                &mut self,
+                cluster: &api::ManagedCluster,
+                index: u64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let object = serde_json::to_string(cluster).map_err(|source| {
+                    $crate::store::StoreError::Corrupt {
+                        what: format!("cluster {}", cluster.metadata.name),
+                        source,
+                    }
+                })?;
+                sqlx::query(
+                    "INSERT INTO clusters (name, resource_version, object) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE \
+                     SET resource_version = excluded.resource_version, object = excluded.object",
+                )
+                .bind(&cluster.metadata.name)
+                .bind(index as i64)
+                .bind(object)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_cluster(&mut self, name: &str) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM clusters WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn commit(
+                mut self: Box<Self>,
+                changes: &[$crate::store::Change],
+            ) -> Result<(), $crate::store::StoreError> {
+                if let Some(last) = changes.last() {
+                    // One multi-row insert per batch keeps the round trips per write low.
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO changes (idx, kind, cluster, name, labels, prev_labels, status_only) ",
+                    );
+                    qb.push_values(changes, |mut b, c| {
+                        b.push_bind(c.index as i64)
+                            .push_bind(c.kind as i16 as i32)
+                            .push_bind(c.cluster.clone())
+                            .push_bind(c.name.clone())
+                            .push_bind($crate::store::labels_json(&c.labels))
+                            .push_bind(c.prev_labels.as_ref().map($crate::store::labels_json))
+                            .push_bind(c.status_only);
+                    });
+                    qb.build().execute(&mut *self.tx).await?;
+                    sqlx::query("UPDATE hub_index SET value = $1 WHERE id = 1")
+                        .bind(last.index as i64)
+                        .execute(&mut *self.tx)
+                        .await?;
+                    self.announce(last.index).await?;
+                }
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn begin_write(
+                &self,
+            ) -> Result<Box<dyn $crate::store::WriteTx>, $crate::store::StoreError> {
+                let (tx, base) = self.begin_locked().await?;
+                Ok(Box::new($tx { tx, base }))
+            }
+
+            async fn current_index(&self) -> Result<u64, $crate::store::StoreError> {
+                let (v,): (i64,) = sqlx::query_as("SELECT value FROM hub_index WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(v as u64)
+            }
+
+            async fn changes_since(
+                &self,
+                index: u64,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::Change>, $crate::store::StoreError> {
+                let rows: Vec<(i64, i32, String, String, String, Option<String>, bool)> =
+                    sqlx::query_as(
+                        "SELECT idx, CAST(kind AS INTEGER), cluster, name, labels, prev_labels, status_only \
+                         FROM changes WHERE idx > $1 ORDER BY idx LIMIT $2",
+                    )
+                    .bind(index as i64)
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(idx, kind, cluster, name, labels, prev, status_only)| {
+                        $crate::store::Change {
+                            index: idx as u64,
+                            kind: if kind == 2 {
+                                $crate::store::ChangeKind::Cluster
+                            } else {
+                                $crate::store::ChangeKind::Work
+                            },
+                            cluster,
+                            name,
+                            labels: $crate::store::parse_labels(&labels),
+                            prev_labels: prev.as_deref().map($crate::store::parse_labels),
+                            status_only,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn prune_changes(&self, below: u64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM changes WHERE idx <= $1")
+                    .bind(below as i64)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn get_work(
+                &self,
+                cluster: &str,
+                name: &str,
+            ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
+                        .bind(cluster)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
+                    .transpose()
+            }
+
+            async fn list_works(
+                &self,
+                cluster: Option<&str>,
+                after: Option<(&str, &str)>,
+                limit: u32,
+            ) -> Result<Vec<api::ManifestWork>, $crate::store::StoreError> {
+                let (after_cluster, after_name) = after.unwrap_or(("", ""));
+                let rows: Vec<(String,)> = match cluster {
+                    Some(c) => {
+                        sqlx::query_as(
+                            "SELECT object FROM works WHERE cluster = $1 AND name > $2 \
+                             ORDER BY name LIMIT $3",
+                        )
+                        .bind(c)
+                        .bind(if after_cluster == c { after_name } else { "" })
+                        .bind(limit as i64)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query_as(
+                            "SELECT object FROM works \
+                             WHERE cluster > $1 OR (cluster = $1 AND name > $2) \
+                             ORDER BY cluster, name LIMIT $3",
+                        )
+                        .bind(after_cluster)
+                        .bind(after_name)
+                        .bind(limit as i64)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                };
+                rows.iter()
+                    .map(|(o,)| $crate::store::decode("work", o))
+                    .collect()
+            }
+
+            async fn count_works(&self) -> Result<u64, $crate::store::StoreError> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM works")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n as u64)
+            }
+
+            async fn get_cluster(
+                &self,
+                name: &str,
+            ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
+                    .transpose()
+            }
+
+            async fn list_clusters(
+                &self,
+            ) -> Result<Vec<api::ManagedCluster>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT object FROM clusters ORDER BY name")
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.iter()
+                    .map(|(o,)| $crate::store::decode("cluster", o))
+                    .collect()
+            }
+
+            async fn get_setting(
+                &self,
+                key: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT value FROM settings WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(v,)| v))
+            }
+
+            async fn init_setting(
+                &self,
+                key: &str,
+                value: &str,
+            ) -> Result<String, $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                let (v,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(v)
+            }
+
+            async fn put_setting(
+                &self,
+                key: &str,
+                value: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn listen(
+                &self,
+            ) -> Result<Option<$crate::store::IndexStream>, $crate::store::StoreError> {
+                self.listen_impl().await
+            }
+
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
