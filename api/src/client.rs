@@ -148,7 +148,9 @@ pub struct HubClient {
 impl std::fmt::Debug for HubClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The token never reaches logs.
-        f.debug_struct("HubClient").field("base", &self.base).finish()
+        f.debug_struct("HubClient")
+            .field("base", &self.base)
+            .finish()
     }
 }
 
@@ -218,10 +220,13 @@ impl HubClient {
             Some(Ok(req)) => (rb, req.url().to_string()),
             _ => (rb, self.base.clone()),
         };
-        let resp = rb_ok.send().await.map_err(|source| ClientError::Transport {
-            url: url.clone(),
-            source,
-        })?;
+        let resp = rb_ok
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
         let status = resp.status();
         let index = resp
             .headers()

@@ -49,7 +49,9 @@ impl Selector {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Err(SelectorError(format!("empty requirement in selector {text:?}")));
+                return Err(SelectorError(format!(
+                    "empty requirement in selector {text:?}"
+                )));
             }
             requirements.push(parse_requirement(part)?);
         }
@@ -90,7 +92,9 @@ fn split_top_level(text: &str) -> Result<Vec<&str>, SelectorError> {
             ')' => {
                 depth -= 1;
                 if depth < 0 {
-                    return Err(SelectorError(format!("unbalanced ')' in selector {text:?}")));
+                    return Err(SelectorError(format!(
+                        "unbalanced ')' in selector {text:?}"
+                    )));
                 }
             }
             ',' if depth == 0 => {
@@ -101,7 +105,9 @@ fn split_top_level(text: &str) -> Result<Vec<&str>, SelectorError> {
         }
     }
     if depth != 0 {
-        return Err(SelectorError(format!("unbalanced '(' in selector {text:?}")));
+        return Err(SelectorError(format!(
+            "unbalanced '(' in selector {text:?}"
+        )));
     }
     parts.push(&text[start..]);
     Ok(parts)
@@ -112,10 +118,16 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         return Ok(Requirement::DoesNotExist(check_key(key.trim())?));
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(check_key(k.trim())?, check_value(v.trim())?));
+        return Ok(Requirement::NotEquals(
+            check_key(k.trim())?,
+            check_value(v.trim())?,
+        ));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::Equals(check_key(k.trim())?, check_value(v.trim())?));
+        return Ok(Requirement::Equals(
+            check_key(k.trim())?,
+            check_value(v.trim())?,
+        ));
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if words.len() == 2 {
@@ -154,14 +166,16 @@ fn check_key(key: &str) -> Result<String, SelectorError> {
 }
 
 fn check_value(value: &str) -> Result<String, SelectorError> {
-    validate_label_value(value).map_err(|m| SelectorError(format!("label value {value:?}: {m}")))?;
+    validate_label_value(value)
+        .map_err(|m| SelectorError(format!("label value {value:?}: {m}")))?;
     Ok(value.to_string())
 }
 
 fn is_name_part(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -177,7 +191,10 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
         validate_dns_subdomain(p).map_err(|m| format!("prefix {m}"))?;
     }
     if !is_name_part(name, 63) {
-        return Err("must be 1-63 characters of [A-Za-z0-9-_.], starting and ending with an alphanumeric".into());
+        return Err(
+            "must be 1-63 characters of [A-Za-z0-9-_.], starting and ending with an alphanumeric"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -197,7 +214,9 @@ pub fn validate_label_value(value: &str) -> Result<(), String> {
 pub fn validate_dns_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -215,7 +234,8 @@ pub fn validate_dns_subdomain(name: &str) -> Result<(), String> {
         && name.len() <= 253
         && name.split('.').all(|l| {
             !l.is_empty()
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && l.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && l.ends_with(|c: char| c.is_ascii_alphanumeric())
         });
@@ -233,7 +253,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -255,15 +278,35 @@ mod tests {
         for s in yes {
             assert!(Selector::parse(s).unwrap().matches(&l), "{s} should match");
         }
-        let no = ["env=dev", "env!=prod", "env in (dev)", "env notin (prod)", "zone", "!env", "env=prod,tier=api"];
+        let no = [
+            "env=dev",
+            "env!=prod",
+            "env in (dev)",
+            "env notin (prod)",
+            "zone",
+            "!env",
+            "env=prod,tier=api",
+        ];
         for s in no {
-            assert!(!Selector::parse(s).unwrap().matches(&l), "{s} should not match");
+            assert!(
+                !Selector::parse(s).unwrap().matches(&l),
+                "{s} should not match"
+            );
         }
     }
 
     #[test]
     fn bad_selectors_are_rejected() {
-        for s in ["env in prod", "env in (prod", "a,,b", "env ~ x", "-bad=x", "env=in valid", "=x", "env in (a b)"] {
+        for s in [
+            "env in prod",
+            "env in (prod",
+            "a,,b",
+            "env ~ x",
+            "-bad=x",
+            "env=in valid",
+            "=x",
+            "env in (a b)",
+        ] {
             assert!(Selector::parse(s).is_err(), "{s} should be rejected");
         }
     }

@@ -668,7 +668,8 @@ mod tests {
 
     #[test]
     fn defaults_fill_api_version_and_kind() {
-        let work: ManifestWork = serde_json::from_value(json!({"metadata": {"name": "w"}})).unwrap();
+        let work: ManifestWork =
+            serde_json::from_value(json!({"metadata": {"name": "w"}})).unwrap();
         assert_eq!(work.api_version, WORK_API_VERSION);
         assert_eq!(work.kind, "ManifestWork");
     }

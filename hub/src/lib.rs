@@ -1,5 +1,11 @@
 //! The hub: stores ManifestWorks per managed cluster and serves them over HTTPS.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;

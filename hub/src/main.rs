@@ -1,1 +1,61 @@
-fn main(){}
+//! The `hub` binary: `hub serve` runs the hub; every other verb is a client of one.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use hub::config::{LogFormat, ServeArgs};
+
+/// Hub of a fleet of Kubernetes clusters: stores ManifestWorks per cluster for their agents.
+///
+/// Exit codes: 0 success; 1 the work failed or the hub refused the request; 2 usage error;
+/// 3 timed out; 4 the hub is unreachable, answered 5xx, 401 or 403.
+#[derive(Debug, Parser)]
+#[command(name = "hub", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub server.
+    Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Client(hub::cli::ClientCommand),
+}
+
+fn init_tracing(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format, "info,tower_http=info,sqlx=warn");
+            match hub::server::run(*args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("hub serve: {e:#}");
+                    1
+                }
+            }
+        }
+        Command::Client(cmd) => {
+            init_tracing(LogFormat::Pretty, "warn");
+            hub::cli::run(cmd).await
+        }
+    };
+    std::process::exit(code);
+}

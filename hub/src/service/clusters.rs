@@ -23,10 +23,19 @@ pub fn validate_cluster(name: &str, cluster: &mut ManagedCluster) -> Result<()> 
     let mut errs = Vec::new();
     let mut bad = |field: String, message: String| errs.push(FieldError { field, message });
     if !cluster.metadata.name.is_empty() && cluster.metadata.name != name {
-        bad("metadata.name".into(), format!("{:?} does not match the name in the path, {name:?}", cluster.metadata.name));
+        bad(
+            "metadata.name".into(),
+            format!(
+                "{:?} does not match the name in the path, {name:?}",
+                cluster.metadata.name
+            ),
+        );
     }
     if cluster.kind != "ManagedCluster" {
-        bad("kind".into(), format!("must be ManagedCluster, not {:?}", cluster.kind));
+        bad(
+            "kind".into(),
+            format!("must be ManagedCluster, not {:?}", cluster.kind),
+        );
     }
     check_labels("metadata.labels", &cluster.metadata.labels, &mut bad);
     if !errs.is_empty() {
@@ -46,8 +55,14 @@ pub fn validate_label_patch(patch: &SetLabels) -> Result<()> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
         .collect();
-    check_labels("labels", &set, &mut |field, message| errs.push(FieldError { field, message }));
-    if errs.is_empty() { Ok(()) } else { Err(Error::invalid_fields(errs)) }
+    check_labels("labels", &set, &mut |field, message| {
+        errs.push(FieldError { field, message })
+    });
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid_fields(errs))
+    }
 }
 
 fn not_found(name: &str) -> Error {
@@ -58,7 +73,11 @@ fn cluster_outcome(c: ManagedCluster) -> Result<Outcome> {
     Ok(Outcome::Cluster(Box::new(c)))
 }
 
-async fn write(batch: &mut Batch<'_>, old: Option<&ManagedCluster>, mut new: ManagedCluster) -> Result<Outcome> {
+async fn write(
+    batch: &mut Batch<'_>,
+    old: Option<&ManagedCluster>,
+    mut new: ManagedCluster,
+) -> Result<Outcome> {
     new.metadata.resource_version = Some(batch.next_index().to_string());
     batch.tx.put_cluster(&new, batch.next_index()).await?;
     batch.record_cluster(&new.metadata.name.clone(), old, Some(&new));
@@ -73,7 +92,9 @@ pub(crate) async fn put(batch: &mut Batch<'_>, body: &ManagedCluster) -> Result<
     match &old {
         Some(old) => {
             if old.metadata.deletion_timestamp.is_some() {
-                return Err(Error::Deleting(format!("cluster {name:?} is being deleted")));
+                return Err(Error::Deleting(format!(
+                    "cluster {name:?} is being deleted"
+                )));
             }
             let m = &mut new.metadata;
             m.uid = old.metadata.uid.clone();
@@ -102,7 +123,11 @@ pub(crate) async fn put(batch: &mut Batch<'_>, body: &ManagedCluster) -> Result<
 
 /// Sets or removes labels.
 pub(crate) async fn set_labels(batch: &mut Batch<'_>, patch: &SetLabels) -> Result<Outcome> {
-    let old = batch.tx.get_cluster(&patch.name).await?.ok_or_else(|| not_found(&patch.name))?;
+    let old = batch
+        .tx
+        .get_cluster(&patch.name)
+        .await?
+        .ok_or_else(|| not_found(&patch.name))?;
     let mut new = old.clone();
     for (k, v) in &patch.labels {
         match v {
@@ -118,11 +143,29 @@ pub(crate) async fn set_labels(batch: &mut Batch<'_>, patch: &SetLabels) -> Resu
 
 /// Marks the cluster as joined by an agent: works created from now on get its finalizer.
 pub(crate) async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<Outcome> {
-    let old = batch.tx.get_cluster(name).await?.ok_or_else(|| not_found(name))?;
+    let old = batch
+        .tx
+        .get_cluster(name)
+        .await?
+        .ok_or_else(|| not_found(name))?;
     let mut new = old.clone();
     let now = batch.now;
-    set_condition(&mut new.status.conditions, "ManagedClusterJoined", "True", "AgentJoined", "the cluster's agent joined", now);
-    set_condition(&mut new.status.conditions, "HubAcceptedManagedCluster", "True", "HubClusterAdminAccepted", "accepted by the hub", now);
+    set_condition(
+        &mut new.status.conditions,
+        "ManagedClusterJoined",
+        "True",
+        "AgentJoined",
+        "the cluster's agent joined",
+        now,
+    );
+    set_condition(
+        &mut new.status.conditions,
+        "HubAcceptedManagedCluster",
+        "True",
+        "HubClusterAdminAccepted",
+        "accepted by the hub",
+        now,
+    );
     new.spec.hub_accepts_client = true;
     if new == old {
         return cluster_outcome(old);
@@ -131,7 +174,14 @@ pub(crate) async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<Out
 }
 
 /// Sets a condition, keeping its transition time when the status did not change.
-pub fn set_condition(conds: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str, now: chrono::DateTime<chrono::Utc>) {
+pub fn set_condition(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) {
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
         if c.status != status {
             c.last_transition_time = Some(now);
@@ -155,10 +205,16 @@ pub fn set_condition(conds: &mut Vec<Condition>, type_: &str, status: &str, reas
 /// it), and the record goes when its last work does. `force` removes everything now and
 /// lists the works whose resources may still be on the cluster.
 pub(crate) async fn delete(batch: &mut Batch<'_>, name: &str, force: bool) -> Result<Outcome> {
-    let old = batch.tx.get_cluster(name).await?.ok_or_else(|| not_found(name))?;
+    let old = batch
+        .tx
+        .get_cluster(name)
+        .await?
+        .ok_or_else(|| not_found(name))?;
     let mut left = Vec::new();
     for work_name in batch.tx.work_names(name).await? {
-        let Some(w) = batch.tx.get_work(name, &work_name).await? else { continue };
+        let Some(w) = batch.tx.get_work(name, &work_name).await? else {
+            continue;
+        };
         if force {
             if !w.metadata.finalizers.is_empty() {
                 left.push(work_name.clone());
@@ -186,13 +242,20 @@ pub(crate) async fn delete(batch: &mut Batch<'_>, name: &str, force: bool) -> Re
         new.metadata.deletion_timestamp = Some(batch.now);
         write(batch, Some(&old), new).await?;
     }
-    Ok(Outcome::ClusterDeletion(ClusterDeletion { cluster: name.to_string(), removed, works_left: left }))
+    Ok(Outcome::ClusterDeletion(ClusterDeletion {
+        cluster: name.to_string(),
+        removed,
+        works_left: left,
+    }))
 }
 
 /// Removes a deleting cluster once its last work is gone.
 pub(crate) async fn remove_if_drained(batch: &mut Batch<'_>, name: &str) -> Result<()> {
-    let Some(cluster) = batch.tx.get_cluster(name).await? else { return Ok(()) };
-    if cluster.metadata.deletion_timestamp.is_some() && batch.tx.work_names(name).await?.is_empty() {
+    let Some(cluster) = batch.tx.get_cluster(name).await? else {
+        return Ok(());
+    };
+    if cluster.metadata.deletion_timestamp.is_some() && batch.tx.work_names(name).await?.is_empty()
+    {
         batch.tx.delete_cluster(name).await?;
         batch.record_cluster(name, Some(&cluster), None);
     }

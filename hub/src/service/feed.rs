@@ -65,7 +65,11 @@ impl ChangeFeed {
 
     /// Publishes a batch this hub committed. If it does not follow on from what the feed has,
     /// the missing changes (written by other hubs) are read from the store first.
-    pub async fn publish_local(&self, store: &dyn Store, batch: Vec<Change>) -> Result<(), StoreError> {
+    pub async fn publish_local(
+        &self,
+        store: &dyn Store,
+        batch: Vec<Change>,
+    ) -> Result<(), StoreError> {
         let Some(first) = batch.first().map(|c| c.index) else {
             return Ok(());
         };
@@ -168,7 +172,7 @@ impl ChangeFeed {
             .iter()
             .skip(skip)
             .take_while(|c| c.index <= upto)
-            .any(|c| filter(c))
+            .any(filter)
     }
 
     /// Waits until a change after `after` passes `filter`, or `wait` runs out. Returns the
@@ -239,13 +243,21 @@ mod tests {
         let feed = ChangeFeed::new(0);
         let f2 = feed.clone();
         let waiter = tokio::spawn(async move {
-            f2.wait(0, Some("c1"), Box::new(|c: &Change| c.cluster == "c1"), Duration::from_secs(5))
-                .await
+            f2.wait(
+                0,
+                Some("c1"),
+                Box::new(|c: &Change| c.cluster == "c1"),
+                Duration::from_secs(5),
+            )
+            .await
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         feed.push(vec![change(1, "c2")]);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "a write to c2 must not wake c1's waiter");
+        assert!(
+            !waiter.is_finished(),
+            "a write to c2 must not wake c1's waiter"
+        );
         feed.push(vec![change(2, "c1")]);
         assert_eq!(waiter.await.unwrap(), 2);
     }
@@ -254,7 +266,12 @@ mod tests {
     async fn a_wait_times_out_with_the_same_index() {
         let feed = ChangeFeed::new(7);
         let got = feed
-            .wait(7, None, Box::new(|_: &Change| true), Duration::from_millis(50))
+            .wait(
+                7,
+                None,
+                Box::new(|_: &Change| true),
+                Duration::from_millis(50),
+            )
             .await;
         assert_eq!(got, 7);
     }
@@ -264,7 +281,12 @@ mod tests {
         let feed = ChangeFeed::new(100);
         feed.push(vec![change(101, "c1")]);
         let got = feed
-            .wait(3, None, Box::new(|_: &Change| false), Duration::from_secs(5))
+            .wait(
+                3,
+                None,
+                Box::new(|_: &Change| false),
+                Duration::from_secs(5),
+            )
             .await;
         assert_eq!(got, 101);
     }

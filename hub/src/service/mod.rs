@@ -81,7 +81,11 @@ impl Hub {
         let feed = ChangeFeed::new(store.current_index().await?);
         let writer = Writer::start(store.clone(), feed.clone());
         tokio::spawn(follow(store.clone(), feed.clone()));
-        Ok(Arc::new(Hub { store, feed, writer }))
+        Ok(Arc::new(Hub {
+            store,
+            feed,
+            writer,
+        }))
     }
 
     /// The store, for settings and health.
@@ -101,60 +105,115 @@ impl Hub {
 
     fn expect_work(outcome: Outcome) -> Result<WorkWrite> {
         match outcome {
-            Outcome::Work { work, gone, created } => Ok(WorkWrite { work: works::present(*work), gone, created }),
-            other => Err(Error::Internal(format!("unexpected write outcome {other:?}"))),
+            Outcome::Work {
+                work,
+                gone,
+                created,
+            } => Ok(WorkWrite {
+                work: works::present(*work),
+                gone,
+                created,
+            }),
+            other => Err(Error::Internal(format!(
+                "unexpected write outcome {other:?}"
+            ))),
         }
     }
 
     fn expect_cluster(outcome: Outcome) -> Result<ManagedCluster> {
         match outcome {
             Outcome::Cluster(c) => Ok(*c),
-            other => Err(Error::Internal(format!("unexpected write outcome {other:?}"))),
+            other => Err(Error::Internal(format!(
+                "unexpected write outcome {other:?}"
+            ))),
         }
     }
 
     /// Creates or replaces a work (body validated against the path first).
     #[tracing::instrument(skip(self, work), fields(cluster, name))]
-    pub async fn put_work(&self, cluster: &str, name: &str, mut work: ManifestWork, if_match: Option<String>) -> Result<WorkWrite> {
+    pub async fn put_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut work: ManifestWork,
+        if_match: Option<String>,
+    ) -> Result<WorkWrite> {
         works::validate_work(cluster, name, &mut work)?;
-        let put = works::PutWork { cluster: cluster.into(), name: name.into(), work, if_match };
-        Self::expect_work(self.writer.write(Op::PutWork(put)).await?)
+        let put = works::PutWork {
+            cluster: cluster.into(),
+            name: name.into(),
+            work,
+            if_match,
+        };
+        Self::expect_work(self.writer.write(Op::PutWork(Box::new(put))).await?)
     }
 
     /// Asks for a work's deletion.
     #[tracing::instrument(skip(self))]
     pub async fn delete_work(&self, cluster: &str, name: &str) -> Result<WorkWrite> {
         works::validate_cluster_name(cluster)?;
-        let op = Op::DeleteWork { cluster: cluster.into(), name: name.into() };
+        let op = Op::DeleteWork {
+            cluster: cluster.into(),
+            name: name.into(),
+        };
         Self::expect_work(self.writer.write(op).await?)
     }
 
     /// Writes a work's status (the cluster's agent).
     #[tracing::instrument(skip(self, status))]
-    pub async fn put_work_status(&self, cluster: &str, name: &str, status: ManifestWorkStatus) -> Result<ManifestWork> {
+    pub async fn put_work_status(
+        &self,
+        cluster: &str,
+        name: &str,
+        status: ManifestWorkStatus,
+    ) -> Result<ManifestWork> {
         works::validate_cluster_name(cluster)?;
-        let op = Op::PutWorkStatus(works::PutStatus { cluster: cluster.into(), name: name.into(), status });
+        let op = Op::PutWorkStatus(Box::new(works::PutStatus {
+            cluster: cluster.into(),
+            name: name.into(),
+            status,
+        }));
         Ok(Self::expect_work(self.writer.write(op).await?)?.work)
     }
 
     /// Removes a finalizer (the cluster's agent, after cleaning up).
     #[tracing::instrument(skip(self))]
-    pub async fn remove_work_finalizer(&self, cluster: &str, name: &str, finalizer: &str) -> Result<WorkWrite> {
+    pub async fn remove_work_finalizer(
+        &self,
+        cluster: &str,
+        name: &str,
+        finalizer: &str,
+    ) -> Result<WorkWrite> {
         works::validate_cluster_name(cluster)?;
-        let op = Op::RemoveFinalizer { cluster: cluster.into(), name: name.into(), finalizer: finalizer.into() };
+        let op = Op::RemoveFinalizer {
+            cluster: cluster.into(),
+            name: name.into(),
+            finalizer: finalizer.into(),
+        };
         Self::expect_work(self.writer.write(op).await?)
     }
 
     /// Reads one work; with `block`, first waits until it changed past the index.
-    pub async fn get_work(&self, cluster: &str, name: &str, block: Option<Block>) -> Result<(Option<ManifestWork>, u64)> {
+    pub async fn get_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        block: Option<Block>,
+    ) -> Result<(Option<ManifestWork>, u64)> {
         works::validate_cluster_name(cluster)?;
         if let Some(b) = block {
             let (c, n) = (cluster.to_string(), name.to_string());
-            let filter: feed::ChangeFilter = Box::new(move |ch: &Change| ch.kind == ChangeKind::Work && ch.cluster == c && ch.name == n);
+            let filter: feed::ChangeFilter = Box::new(move |ch: &Change| {
+                ch.kind == ChangeKind::Work && ch.cluster == c && ch.name == n
+            });
             self.feed.wait(b.index, Some(cluster), filter, b.wait).await;
         }
         let index = self.feed.latest();
-        let work = self.store.get_work(cluster, name).await?.map(works::present);
+        let work = self
+            .store
+            .get_work(cluster, name)
+            .await?
+            .map(works::present);
         Ok((work, index))
     }
 
@@ -166,20 +225,28 @@ impl Hub {
         }
         let after = q.continue_.as_deref().map(decode_continue).transpose()?;
         if let (Some(b), None) = (q.block, &after) {
-            let (cluster, sel, ignore_status) = (q.cluster.clone(), q.selector.clone(), q.ignore_status_changes);
+            let (cluster, sel, ignore_status) = (
+                q.cluster.clone(),
+                q.selector.clone(),
+                q.ignore_status_changes,
+            );
             let cross_cluster = q.cluster.is_none() && !q.cluster_selector.is_empty();
             let filter: feed::ChangeFilter = Box::new(move |ch: &Change| match ch.kind {
                 ChangeKind::Cluster => cross_cluster,
                 ChangeKind::Work => {
                     !(ignore_status && ch.status_only)
                         && cluster.as_deref().is_none_or(|c| c == ch.cluster)
-                        && (sel.matches(&ch.labels) || ch.prev_labels.as_ref().is_some_and(|l| sel.matches(l)))
+                        && (sel.matches(&ch.labels)
+                            || ch.prev_labels.as_ref().is_some_and(|l| sel.matches(l)))
                 }
             });
-            self.feed.wait(b.index, q.cluster.as_deref(), filter, b.wait).await;
+            self.feed
+                .wait(b.index, q.cluster.as_deref(), filter, b.wait)
+                .await;
         }
         let index = self.feed.latest();
-        let clusters: Option<Vec<String>> = if q.cluster.is_none() && !q.cluster_selector.is_empty() {
+        let clusters: Option<Vec<String>> = if q.cluster.is_none() && !q.cluster_selector.is_empty()
+        {
             Some(
                 self.store
                     .list_clusters()
@@ -192,19 +259,33 @@ impl Hub {
         } else {
             None
         };
-        let limit = if q.limit == 0 { u32::MAX } else { q.limit.min(MAX_PAGE) };
+        let limit = if q.limit == 0 {
+            u32::MAX
+        } else {
+            q.limit.min(MAX_PAGE)
+        };
         let mut items = Vec::new();
         let mut cursor = after;
         let mut more = false;
         'pages: loop {
-            let chunk = 1000.min(limit.saturating_sub(items.len() as u32).max(1) * 2).max(100);
+            let chunk = limit
+                .saturating_sub(items.len() as u32)
+                .saturating_mul(2)
+                .clamp(100, 5000);
             let page = self
                 .store
-                .list_works(q.cluster.as_deref(), cursor.as_ref().map(|(c, n)| (c.as_str(), n.as_str())), chunk)
+                .list_works(
+                    q.cluster.as_deref(),
+                    cursor.as_ref().map(|(c, n)| (c.as_str(), n.as_str())),
+                    chunk,
+                )
                 .await?;
             let exhausted = (page.len() as u32) < chunk;
             for w in page {
-                let key = (w.metadata.namespace.clone().unwrap_or_default(), w.metadata.name.clone());
+                let key = (
+                    w.metadata.namespace.clone().unwrap_or_default(),
+                    w.metadata.name.clone(),
+                );
                 let in_scope = clusters.as_ref().is_none_or(|cs| cs.contains(&key.0));
                 if in_scope && q.selector.matches(&w.metadata.labels) {
                     if items.len() as u32 >= limit {
@@ -220,7 +301,12 @@ impl Hub {
             }
         }
         let continue_ = if more {
-            items.last().map(|w: &ManifestWork| encode_continue(w.metadata.namespace.as_deref().unwrap_or_default(), &w.metadata.name))
+            items.last().map(|w: &ManifestWork| {
+                encode_continue(
+                    w.metadata.namespace.as_deref().unwrap_or_default(),
+                    &w.metadata.name,
+                )
+            })
         } else {
             None
         };
@@ -228,54 +314,101 @@ impl Hub {
     }
 
     /// Creates or updates a cluster record (admin).
-    pub async fn put_cluster(&self, name: &str, mut cluster: ManagedCluster) -> Result<ManagedCluster> {
+    pub async fn put_cluster(
+        &self,
+        name: &str,
+        mut cluster: ManagedCluster,
+    ) -> Result<ManagedCluster> {
         clusters::validate_cluster(name, &mut cluster)?;
         Self::expect_cluster(self.writer.write(Op::PutCluster(Box::new(cluster))).await?)
     }
 
     /// Sets (`Some`) or removes (`None`) cluster labels (admin).
-    pub async fn set_cluster_labels(&self, name: &str, labels: BTreeMap<String, Option<String>>) -> Result<ManagedCluster> {
-        let patch = clusters::SetLabels { name: name.into(), labels };
+    pub async fn set_cluster_labels(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, Option<String>>,
+    ) -> Result<ManagedCluster> {
+        let patch = clusters::SetLabels {
+            name: name.into(),
+            labels,
+        };
         clusters::validate_label_patch(&patch)?;
         Self::expect_cluster(self.writer.write(Op::SetClusterLabels(patch)).await?)
     }
 
     /// Marks a cluster as having a joined agent (registration).
     pub async fn mark_cluster_joined(&self, name: &str) -> Result<ManagedCluster> {
-        Self::expect_cluster(self.writer.write(Op::MarkClusterJoined { name: name.into() }).await?)
+        Self::expect_cluster(
+            self.writer
+                .write(Op::MarkClusterJoined { name: name.into() })
+                .await?,
+        )
     }
 
     /// Deletes a cluster (see [`clusters::delete`]).
     pub async fn delete_cluster(&self, name: &str, force: bool) -> Result<ClusterDeletion> {
         works::validate_cluster_name(name)?;
-        match self.writer.write(Op::DeleteCluster { name: name.into(), force }).await? {
+        match self
+            .writer
+            .write(Op::DeleteCluster {
+                name: name.into(),
+                force,
+            })
+            .await?
+        {
             Outcome::ClusterDeletion(d) => Ok(d),
-            other => Err(Error::Internal(format!("unexpected write outcome {other:?}"))),
+            other => Err(Error::Internal(format!(
+                "unexpected write outcome {other:?}"
+            ))),
         }
     }
 
     /// Reads one cluster.
-    pub async fn get_cluster(&self, name: &str, block: Option<Block>) -> Result<(Option<ManagedCluster>, u64)> {
+    pub async fn get_cluster(
+        &self,
+        name: &str,
+        block: Option<Block>,
+    ) -> Result<(Option<ManagedCluster>, u64)> {
         works::validate_cluster_name(name)?;
         if let Some(b) = block {
             let n = name.to_string();
-            self.feed.wait(b.index, None, Box::new(move |ch: &Change| ch.kind == ChangeKind::Cluster && ch.name == n), b.wait).await;
+            self.feed
+                .wait(
+                    b.index,
+                    None,
+                    Box::new(move |ch: &Change| ch.kind == ChangeKind::Cluster && ch.name == n),
+                    b.wait,
+                )
+                .await;
         }
         let index = self.feed.latest();
         Ok((self.store.get_cluster(name).await?, index))
     }
 
     /// Lists clusters matching a selector.
-    pub async fn list_clusters(&self, selector: &Selector, block: Option<Block>) -> Result<List<ManagedCluster>> {
+    pub async fn list_clusters(
+        &self,
+        selector: &Selector,
+        block: Option<Block>,
+    ) -> Result<List<ManagedCluster>> {
         if let Some(b) = block {
             let sel = selector.clone();
             let filter: feed::ChangeFilter = Box::new(move |ch: &Change| {
-                ch.kind == ChangeKind::Cluster && (sel.matches(&ch.labels) || ch.prev_labels.as_ref().is_some_and(|l| sel.matches(l)))
+                ch.kind == ChangeKind::Cluster
+                    && (sel.matches(&ch.labels)
+                        || ch.prev_labels.as_ref().is_some_and(|l| sel.matches(l)))
             });
             self.feed.wait(b.index, None, filter, b.wait).await;
         }
         let index = self.feed.latest();
-        let items = self.store.list_clusters().await?.into_iter().filter(|c| selector.matches(&c.metadata.labels)).collect();
+        let items = self
+            .store
+            .list_clusters()
+            .await?
+            .into_iter()
+            .filter(|c| selector.matches(&c.metadata.labels))
+            .collect();
         Ok(List::new("ManagedClusterList", items, index, None))
     }
 }
@@ -287,9 +420,16 @@ fn encode_continue(cluster: &str, name: &str) -> String {
 fn decode_continue(token: &str) -> Result<(String, String)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
-        .map_err(|_| Error::Malformed(format!("continue token {token:?} is not one this hub issued")))?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::Malformed("continue token is not valid".into()))?;
-    let (c, n) = text.split_once('/').ok_or_else(|| Error::Malformed("continue token is not valid".into()))?;
+        .map_err(|_| {
+            Error::Malformed(format!(
+                "continue token {token:?} is not one this hub issued"
+            ))
+        })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Malformed("continue token is not valid".into()))?;
+    let (c, n) = text
+        .split_once('/')
+        .ok_or_else(|| Error::Malformed("continue token is not valid".into()))?;
     Ok((c.to_string(), n.to_string()))
 }
 

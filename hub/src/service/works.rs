@@ -1,8 +1,12 @@
 //! ManifestWork rules: validation, what a create/replace/delete/status write does, and the
 //! `Deleting` condition readers see.
 
-use api::selector::{validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value};
-use api::{CLEANUP_FINALIZER, Condition, FieldError, ManifestWork, ManifestWorkStatus, WORK_API_VERSION};
+use api::selector::{
+    validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value,
+};
+use api::{
+    CLEANUP_FINALIZER, Condition, FieldError, ManifestWork, ManifestWorkStatus, WORK_API_VERSION,
+};
 
 use super::error::{Error, Result};
 use super::writer::{Batch, Outcome};
@@ -46,17 +50,35 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
         bad("metadata.name".into(), m);
     }
     if work.api_version != WORK_API_VERSION {
-        bad("apiVersion".into(), format!("must be {WORK_API_VERSION}, not {:?}", work.api_version));
+        bad(
+            "apiVersion".into(),
+            format!("must be {WORK_API_VERSION}, not {:?}", work.api_version),
+        );
     }
     if work.kind != "ManifestWork" {
-        bad("kind".into(), format!("must be ManifestWork, not {:?} (plain manifests go inside spec.workload.manifests; `hub apply --name` wraps them)", work.kind));
+        bad(
+            "kind".into(),
+            format!(
+                "must be ManifestWork, not {:?} (plain manifests go inside spec.workload.manifests; `hub apply --name` wraps them)",
+                work.kind
+            ),
+        );
     }
     if !work.metadata.name.is_empty() && work.metadata.name != name {
-        bad("metadata.name".into(), format!("{:?} does not match the name in the path, {name:?}", work.metadata.name));
+        bad(
+            "metadata.name".into(),
+            format!(
+                "{:?} does not match the name in the path, {name:?}",
+                work.metadata.name
+            ),
+        );
     }
     match work.metadata.namespace.as_deref() {
         Some(ns) if !ns.is_empty() && ns != cluster => {
-            bad("metadata.namespace".into(), format!("{ns:?} does not match the cluster in the path, {cluster:?}"));
+            bad(
+                "metadata.namespace".into(),
+                format!("{ns:?} does not match the cluster in the path, {cluster:?}"),
+            );
         }
         _ => {}
     }
@@ -73,22 +95,35 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
             continue;
         };
         for key in ["apiVersion", "kind"] {
-            if !obj.get(key).and_then(|v| v.as_str()).is_some_and(|s| !s.is_empty()) {
+            if obj
+                .get(key)
+                .and_then(|v| v.as_str())
+                .is_none_or(str::is_empty)
+            {
                 bad(field(&format!(".{key}")), "is required".into());
             }
         }
-        let meta_name = obj.get("metadata").and_then(|md| md.get("name")).and_then(|n| n.as_str());
-        if !meta_name.is_some_and(|s| !s.is_empty()) {
+        let meta_name = obj
+            .get("metadata")
+            .and_then(|md| md.get("name"))
+            .and_then(|n| n.as_str());
+        if meta_name.is_none_or(str::is_empty) {
             bad(field(".metadata.name"), "is required".into());
         }
     }
     for (i, c) in work.spec.manifest_configs.iter().enumerate() {
         let id = &c.resource_identifier;
         if id.resource.is_empty() {
-            bad(format!("spec.manifestConfigs[{i}].resourceIdentifier.resource"), "is required".into());
+            bad(
+                format!("spec.manifestConfigs[{i}].resourceIdentifier.resource"),
+                "is required".into(),
+            );
         }
         if id.name.is_empty() {
-            bad(format!("spec.manifestConfigs[{i}].resourceIdentifier.name"), "is required".into());
+            bad(
+                format!("spec.manifestConfigs[{i}].resourceIdentifier.name"),
+                "is required".into(),
+            );
         }
     }
     if !errs.is_empty() {
@@ -100,7 +135,11 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
 }
 
 /// Checks label keys and values.
-pub fn check_labels(path: &str, labels: &std::collections::BTreeMap<String, String>, bad: &mut impl FnMut(String, String)) {
+pub fn check_labels(
+    path: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    bad: &mut impl FnMut(String, String),
+) {
     for (k, v) in labels {
         if let Err(m) = validate_label_key(k) {
             bad(format!("{path}[{k}]"), format!("key: {m}"));
@@ -123,8 +162,15 @@ pub fn present(mut work: ManifestWork) -> ManifestWork {
         work.status.conditions.push(Condition {
             type_: "Deleting".into(),
             status: "True".into(),
-            reason: if work.metadata.finalizers.is_empty() { "Deleted".into() } else { "AwaitingCleanup".into() },
-            message: format!("deletion requested; waiting for finalizers: {}", work.metadata.finalizers.join(", ")),
+            reason: if work.metadata.finalizers.is_empty() {
+                "Deleted".into()
+            } else {
+                "AwaitingCleanup".into()
+            },
+            message: format!(
+                "deletion requested; waiting for finalizers: {}",
+                work.metadata.finalizers.join(", ")
+            ),
             observed_generation: work.metadata.generation,
             last_transition_time: Some(ts),
         });
@@ -133,7 +179,9 @@ pub fn present(mut work: ManifestWork) -> ManifestWork {
 }
 
 fn not_found(cluster: &str, name: &str) -> Error {
-    Error::NotFound(format!("manifestwork {name:?} not found in cluster {cluster:?}"))
+    Error::NotFound(format!(
+        "manifestwork {name:?} not found in cluster {cluster:?}"
+    ))
 }
 
 fn rv(work: &ManifestWork) -> &str {
@@ -141,7 +189,11 @@ fn rv(work: &ManifestWork) -> &str {
 }
 
 fn outcome(work: ManifestWork, gone: bool) -> Result<Outcome> {
-    Ok(Outcome::Work { work: Box::new(work), gone, created: false })
+    Ok(Outcome::Work {
+        work: Box::new(work),
+        gone,
+        created: false,
+    })
 }
 
 /// Creates or replaces a work. Users never change finalizers or status.
@@ -153,33 +205,56 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
         .await?
         .ok_or_else(|| Error::NotFound(format!("cluster {cluster_name:?} does not exist; create it first (hub accept, or PUT /api/v1/clusters/{cluster_name})")))?;
     if cluster.metadata.deletion_timestamp.is_some() {
-        return Err(Error::Deleting(format!("cluster {cluster_name:?} is being deleted")));
+        return Err(Error::Deleting(format!(
+            "cluster {cluster_name:?} is being deleted"
+        )));
     }
-    let body_rv = put.work.metadata.resource_version.as_deref().filter(|v| !v.is_empty());
+    let body_rv = put
+        .work
+        .metadata
+        .resource_version
+        .as_deref()
+        .filter(|v| !v.is_empty());
     let old = batch.tx.get_work(cluster_name, name).await?;
     let Some(old) = old else {
         if put.if_match.is_some() {
-            return Err(Error::PreconditionFailed(format!("If-Match given but manifestwork {name:?} does not exist")));
+            return Err(Error::PreconditionFailed(format!(
+                "If-Match given but manifestwork {name:?} does not exist"
+            )));
         }
         if body_rv.is_some() {
-            return Err(Error::NotFound(format!("manifestwork {name:?} does not exist; drop metadata.resourceVersion to create it")));
+            return Err(Error::NotFound(format!(
+                "manifestwork {name:?} does not exist; drop metadata.resourceVersion to create it"
+            )));
         }
         let mut work = put.work.clone();
-        let joined = cluster.condition("ManagedClusterJoined").is_some_and(Condition::is_true);
+        let joined = cluster
+            .condition("ManagedClusterJoined")
+            .is_some_and(Condition::is_true);
         let m = &mut work.metadata;
         m.uid = Some(uuid::Uuid::new_v4().to_string());
         m.creation_timestamp = Some(batch.now);
         m.deletion_timestamp = None;
         m.generation = Some(1);
-        m.finalizers = if joined { vec![CLEANUP_FINALIZER.to_string()] } else { Vec::new() };
+        m.finalizers = if joined {
+            vec![CLEANUP_FINALIZER.to_string()]
+        } else {
+            Vec::new()
+        };
         m.resource_version = Some(batch.next_index().to_string());
         work.status = ManifestWorkStatus::default();
         batch.tx.put_work(&work, batch.next_index()).await?;
         batch.record_work(cluster_name, name, None, Some(&work), false);
-        return Ok(Outcome::Work { work: Box::new(work), gone: false, created: true });
+        return Ok(Outcome::Work {
+            work: Box::new(work),
+            gone: false,
+            created: true,
+        });
     };
     if old.metadata.deletion_timestamp.is_some() {
-        return Err(Error::Deleting(format!("manifestwork {name:?} is being deleted")));
+        return Err(Error::Deleting(format!(
+            "manifestwork {name:?} is being deleted"
+        )));
     }
     if let Some(tag) = &put.if_match
         && tag.trim() != "*"
@@ -220,7 +295,11 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
 
 /// Asks for a work's deletion: gone at once without finalizers, else marked deleting.
 pub(crate) async fn delete(batch: &mut Batch<'_>, cluster: &str, name: &str) -> Result<Outcome> {
-    let old = batch.tx.get_work(cluster, name).await?.ok_or_else(|| not_found(cluster, name))?;
+    let old = batch
+        .tx
+        .get_work(cluster, name)
+        .await?
+        .ok_or_else(|| not_found(cluster, name))?;
     if old.metadata.deletion_timestamp.is_some() {
         return outcome(old, false);
     }
@@ -230,8 +309,15 @@ pub(crate) async fn delete(batch: &mut Batch<'_>, cluster: &str, name: &str) -> 
 }
 
 /// Marks a work deleting, or removes it when no finalizer holds it.
-pub(crate) async fn mark_deleting(batch: &mut Batch<'_>, old: &ManifestWork, mut work: ManifestWork) -> Result<Outcome> {
-    let (cluster, name) = (old.metadata.namespace.clone().unwrap_or_default(), old.metadata.name.clone());
+pub(crate) async fn mark_deleting(
+    batch: &mut Batch<'_>,
+    old: &ManifestWork,
+    mut work: ManifestWork,
+) -> Result<Outcome> {
+    let (cluster, name) = (
+        old.metadata.namespace.clone().unwrap_or_default(),
+        old.metadata.name.clone(),
+    );
     if work.metadata.finalizers.is_empty() {
         batch.tx.delete_work(&cluster, &name).await?;
         batch.record_work(&cluster, &name, Some(old), None, false);
@@ -245,23 +331,39 @@ pub(crate) async fn mark_deleting(batch: &mut Batch<'_>, old: &ManifestWork, mut
 
 /// The generation a status was computed for: the newest of its work conditions.
 fn observed_generation(status: &ManifestWorkStatus) -> Option<i64> {
-    status.conditions.iter().filter_map(|c| c.observed_generation).max()
+    status
+        .conditions
+        .iter()
+        .filter_map(|c| c.observed_generation)
+        .max()
 }
 
 /// Writes a work's status. A status computed for an older generation than the one stored
 /// is ignored, so a slow agent cannot roll status back.
 pub(crate) async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result<Outcome> {
-    let old = batch.tx.get_work(&put.cluster, &put.name).await?.ok_or_else(|| not_found(&put.cluster, &put.name))?;
+    let old = batch
+        .tx
+        .get_work(&put.cluster, &put.name)
+        .await?
+        .ok_or_else(|| not_found(&put.cluster, &put.name))?;
     for (i, c) in put.status.conditions.iter().enumerate() {
         if !matches!(c.status.as_str(), "True" | "False" | "Unknown") {
-            return Err(Error::invalid(format!("status.conditions[{i}].status"), format!("must be True, False or Unknown, not {:?}", c.status)));
+            return Err(Error::invalid(
+                format!("status.conditions[{i}].status"),
+                format!("must be True, False or Unknown, not {:?}", c.status),
+            ));
         }
         if c.type_.is_empty() {
-            return Err(Error::invalid(format!("status.conditions[{i}].type"), "is required"));
+            return Err(Error::invalid(
+                format!("status.conditions[{i}].type"),
+                "is required",
+            ));
         }
     }
-    if let (Some(new), Some(held)) = (observed_generation(&put.status), observed_generation(&old.status))
-        && new < held
+    if let (Some(new), Some(held)) = (
+        observed_generation(&put.status),
+        observed_generation(&old.status),
+    ) && new < held
     {
         return outcome(old, false);
     }
@@ -281,8 +383,17 @@ pub(crate) async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result
 
 /// Removes a finalizer; a deleting work whose last finalizer goes is removed, and so is a
 /// deleting cluster whose last work goes.
-pub(crate) async fn remove_finalizer(batch: &mut Batch<'_>, cluster: &str, name: &str, finalizer: &str) -> Result<Outcome> {
-    let old = batch.tx.get_work(cluster, name).await?.ok_or_else(|| not_found(cluster, name))?;
+pub(crate) async fn remove_finalizer(
+    batch: &mut Batch<'_>,
+    cluster: &str,
+    name: &str,
+    finalizer: &str,
+) -> Result<Outcome> {
+    let old = batch
+        .tx
+        .get_work(cluster, name)
+        .await?
+        .ok_or_else(|| not_found(cluster, name))?;
     if !old.metadata.finalizers.iter().any(|f| f == finalizer) {
         return outcome(old, false);
     }
@@ -340,12 +451,27 @@ mod tests {
     #[test]
     fn bad_names_are_422() {
         let mut w = work(json!({}));
-        assert!(matches!(validate_work("Bad_Cluster", "w", &mut w), Err(Error::Invalid { .. })));
-        assert!(matches!(validate_work("c1", "UPPER", &mut w), Err(Error::Invalid { .. })));
-        assert!(matches!(validate_work("c1", &"a".repeat(254), &mut w), Err(Error::Invalid { .. })));
-        assert!(matches!(validate_work(&"c".repeat(64), "w", &mut w), Err(Error::Invalid { .. })));
+        assert!(matches!(
+            validate_work("Bad_Cluster", "w", &mut w),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            validate_work("c1", "UPPER", &mut w),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            validate_work("c1", &"a".repeat(254), &mut w),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            validate_work(&"c".repeat(64), "w", &mut w),
+            Err(Error::Invalid { .. })
+        ));
         let mut w = work(json!({"apiVersion": "v1", "kind": "ConfigMap"}));
-        assert!(matches!(validate_work("c1", "w", &mut w), Err(Error::Invalid { .. })));
+        assert!(matches!(
+            validate_work("c1", "w", &mut w),
+            Err(Error::Invalid { .. })
+        ));
     }
 
     #[test]

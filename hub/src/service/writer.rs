@@ -19,14 +19,26 @@ const MAX_BATCH: usize = 256;
 /// A write request.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    PutWork(works::PutWork),
-    DeleteWork { cluster: String, name: String },
-    PutWorkStatus(works::PutStatus),
-    RemoveFinalizer { cluster: String, name: String, finalizer: String },
+    PutWork(Box<works::PutWork>),
+    DeleteWork {
+        cluster: String,
+        name: String,
+    },
+    PutWorkStatus(Box<works::PutStatus>),
+    RemoveFinalizer {
+        cluster: String,
+        name: String,
+        finalizer: String,
+    },
     PutCluster(Box<ManagedCluster>),
     SetClusterLabels(clusters::SetLabels),
-    DeleteCluster { name: String, force: bool },
-    MarkClusterJoined { name: String },
+    DeleteCluster {
+        name: String,
+        force: bool,
+    },
+    MarkClusterJoined {
+        name: String,
+    },
 }
 
 /// What a write produced.
@@ -59,20 +71,46 @@ impl Batch<'_> {
     }
 
     /// Records a change to a work at `next_index()`.
-    pub fn record_work(&mut self, cluster: &str, name: &str, old: Option<&ManifestWork>, new: Option<&ManifestWork>, status_only: bool) {
+    pub fn record_work(
+        &mut self,
+        cluster: &str,
+        name: &str,
+        old: Option<&ManifestWork>,
+        new: Option<&ManifestWork>,
+        status_only: bool,
+    ) {
         let labels = new.map(|w| w.metadata.labels.clone()).unwrap_or_default();
-        let prev = old.map(|w| &w.metadata.labels).filter(|l| **l != labels).cloned();
+        let prev = old
+            .map(|w| &w.metadata.labels)
+            .filter(|l| **l != labels)
+            .cloned();
         self.push(ChangeKind::Work, cluster, name, labels, prev, status_only);
     }
 
     /// Records a change to a cluster at `next_index()`.
-    pub fn record_cluster(&mut self, name: &str, old: Option<&ManagedCluster>, new: Option<&ManagedCluster>) {
+    pub fn record_cluster(
+        &mut self,
+        name: &str,
+        old: Option<&ManagedCluster>,
+        new: Option<&ManagedCluster>,
+    ) {
         let labels = new.map(|c| c.metadata.labels.clone()).unwrap_or_default();
-        let prev = old.map(|c| &c.metadata.labels).filter(|l| **l != labels).cloned();
+        let prev = old
+            .map(|c| &c.metadata.labels)
+            .filter(|l| **l != labels)
+            .cloned();
         self.push(ChangeKind::Cluster, name, name, labels, prev, false);
     }
 
-    fn push(&mut self, kind: ChangeKind, cluster: &str, name: &str, labels: std::collections::BTreeMap<String, String>, prev_labels: Option<std::collections::BTreeMap<String, String>>, status_only: bool) {
+    fn push(
+        &mut self,
+        kind: ChangeKind,
+        cluster: &str,
+        name: &str,
+        labels: std::collections::BTreeMap<String, String>,
+        prev_labels: Option<std::collections::BTreeMap<String, String>>,
+        status_only: bool,
+    ) {
         self.changes.push(Change {
             index: self.next,
             kind,
@@ -91,7 +129,11 @@ async fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
         Op::PutWork(put) => works::put(batch, put).await,
         Op::DeleteWork { cluster, name } => works::delete(batch, cluster, name).await,
         Op::PutWorkStatus(put) => works::put_status(batch, put).await,
-        Op::RemoveFinalizer { cluster, name, finalizer } => works::remove_finalizer(batch, cluster, name, finalizer).await,
+        Op::RemoveFinalizer {
+            cluster,
+            name,
+            finalizer,
+        } => works::remove_finalizer(batch, cluster, name, finalizer).await,
         Op::PutCluster(c) => clusters::put(batch, c).await,
         Op::SetClusterLabels(s) => clusters::set_labels(batch, s).await,
         Op::DeleteCluster { name, force } => clusters::delete(batch, name, *force).await,
@@ -146,7 +188,9 @@ async fn run(store: Arc<dyn Store>, feed: Arc<ChangeFeed>, mut rx: mpsc::Receive
                 tracing::warn!(error = %e, writes = ops.len(), "batch failed; retrying writes one by one");
                 for (op, reply) in ops.into_iter().zip(replies) {
                     let r = match commit(&*store, &feed, std::slice::from_ref(&op)).await {
-                        Ok(mut r) => r.pop().unwrap_or_else(|| Err(Error::Internal("no result".into()))),
+                        Ok(mut r) => r
+                            .pop()
+                            .unwrap_or_else(|| Err(Error::Internal("no result".into()))),
                         Err(e) => Err(e.into()),
                     };
                     let _ = reply.send(r);
@@ -164,7 +208,11 @@ async fn run(store: Arc<dyn Store>, feed: Arc<ChangeFeed>, mut rx: mpsc::Receive
 
 /// Runs the ops in one transaction and publishes their changes. The per-op results are
 /// returned only when the commit succeeded.
-async fn commit(store: &dyn Store, feed: &ChangeFeed, ops: &[Op]) -> Result<Vec<Result<Outcome>>, StoreError> {
+async fn commit(
+    store: &dyn Store,
+    feed: &ChangeFeed,
+    ops: &[Op],
+) -> Result<Vec<Result<Outcome>>, StoreError> {
     let mut tx = store.begin_write().await?;
     let base = tx.base_index();
     let mut batch = Batch {
@@ -195,4 +243,3 @@ async fn commit(store: &dyn Store, feed: &ChangeFeed, ops: &[Op]) -> Result<Vec<
     }
     Ok(results)
 }
-

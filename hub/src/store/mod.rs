@@ -121,8 +121,11 @@ pub trait WriteTx: Send {
     /// The index of the last committed change (the lock is held, so it cannot move).
     fn base_index(&self) -> u64;
     /// One work, as this transaction sees it.
-    async fn get_work(&mut self, cluster: &str, name: &str)
-    -> Result<Option<ManifestWork>, StoreError>;
+    async fn get_work(
+        &mut self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<ManifestWork>, StoreError>;
     /// The names of every work of a cluster.
     async fn work_names(&mut self, cluster: &str) -> Result<Vec<String>, StoreError>;
     /// Inserts or replaces a work (its resourceVersion is the index of this change).

@@ -33,7 +33,9 @@ impl PgStore {
 
     /// Begins a transaction and takes the index row lock; every hub's writer queues here,
     /// which is what makes indexes follow commit order.
-    async fn begin_locked(&self) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, u64), StoreError> {
+    async fn begin_locked(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, u64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let (v,): (i64,) = sqlx::query_as("SELECT value FROM hub_index WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut *tx)

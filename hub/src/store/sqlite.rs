@@ -3,7 +3,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::{IndexStream, StoreError, sql::sql_store};
 
@@ -36,7 +38,9 @@ impl SqliteStore {
 
     /// `BEGIN IMMEDIATE` takes the database write lock up front, so the index read here
     /// cannot move until commit.
-    async fn begin_locked(&self) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, u64), StoreError> {
+    async fn begin_locked(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, u64), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let (v,): (i64,) = sqlx::query_as("SELECT value FROM hub_index WHERE id = 1")
             .fetch_one(&mut *tx)

@@ -1,0 +1,58 @@
+//! `hub serve` settings: every flag also reads an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, coloured on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of `hub serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Use 0.0.0.0:8443 so agents on other machines can reach it.
+    #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Where the embedded database, the client config and other state live
+    /// [default: ~/.local/share/hub].
+    #[arg(long, env = "HUB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://... for Postgres; default: SQLite in the data dir.
+    #[arg(long, env = "HUB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Host name or IP address clients and agents use to reach this hub; goes into the
+    /// serving certificate and the client config [default: the listen address, or
+    /// 127.0.0.1 when listening on all interfaces].
+    #[arg(long, env = "HUB_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// PEM certificate chain to serve instead of the hub's own CA-signed one.
+    #[arg(long, env = "HUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle clients should trust when --tls-cert is given [default: the chain in
+    /// --tls-cert].
+    #[arg(long, env = "HUB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The admin bearer token. Default: generated on first start, stored hashed, and
+    /// written to <data-dir>/client.yaml.
+    #[arg(long, env = "HUB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest request body (a work), in bytes.
+    #[arg(long, env = "HUB_MAX_WORK_BYTES", default_value_t = 500 * 1024)]
+    pub max_work_bytes: usize,
+    /// Log format [default: pretty].
+    #[arg(long, env = "HUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// How long in-flight requests may run after SIGTERM/SIGINT (e.g. 30s).
+    #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "30s", value_parser = api::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+}

@@ -1,0 +1,190 @@
+//! Extractors: request bodies in JSON or YAML, query parameters, the caller's identity.
+
+use api::selector::Selector;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::AppState;
+use crate::service::{Block, DEFAULT_WAIT, Error, MAX_WAIT};
+
+/// A request body in JSON or YAML (`application/yaml`, `application/x-yaml`, `text/yaml`;
+/// without a content type the text is sniffed), decoded into `T`. Syntax errors are 400s
+/// naming line and column; type errors are 422s naming the field.
+pub struct Doc<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Doc<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.to_ascii_lowercase());
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::TooLarge(format!(
+                    "request body is larger than the limit: {}",
+                    r.body_text()
+                ))
+            } else {
+                Error::Malformed(format!("cannot read the request body: {}", r.body_text()))
+            }
+        })?;
+        let value = parse_body(content_type.as_deref(), &bytes)?;
+        decode(value).map(Doc)
+    }
+}
+
+/// Parses a body as JSON or YAML into a JSON value.
+pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Error> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::Malformed(format!("the body is not UTF-8 text: {e}")))?;
+    if text.trim().is_empty() {
+        return Err(Error::Malformed("the request body is empty".into()));
+    }
+    let yaml = content_type.is_some_and(|ct| ct.contains("yaml"));
+    let json = content_type.is_some_and(|ct| ct.contains("json"))
+        || (!yaml && text.trim_start().starts_with('{'));
+    if json {
+        serde_json::from_str(text).map_err(|e| {
+            Error::Malformed(format!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ))
+        })
+    } else {
+        if text.lines().skip(1).any(|l| l.trim_end() == "---") {
+            return Err(Error::Malformed(
+                "the body holds several YAML documents; send one".into(),
+            ));
+        }
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| Error::Malformed(format!("malformed YAML: {e}")))
+    }
+}
+
+/// Decodes a JSON value into `T`, naming the field that does not fit.
+pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
+    if !value.is_object() {
+        return Err(Error::invalid("(body)", "must be an object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Error::invalid(
+            if path == "." {
+                "(body)".to_string()
+            } else {
+                path
+            },
+            e.inner().to_string(),
+        )
+    })
+}
+
+/// Query parameters of gets and lists.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    /// kubectl-style label selector.
+    pub label_selector: Option<String>,
+    /// Label selector on clusters.
+    pub cluster_selector: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
+    /// Continue token.
+    #[serde(rename = "continue")]
+    pub continue_: Option<String>,
+    /// Block until something changed past this index.
+    pub index: Option<String>,
+    /// How long to block (`30s`, `5m`; default 60 s, at most 300 s).
+    pub wait: Option<String>,
+}
+
+impl ListParams {
+    /// The blocking part, if `index` was given.
+    pub fn block(&self) -> Result<Option<Block>, Error> {
+        let Some(index) = self.index.as_deref().filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let index = index.parse::<u64>().map_err(|_| {
+            Error::Malformed(format!(
+                "index must be a non-negative integer, not {index:?}"
+            ))
+        })?;
+        let wait = match self.wait.as_deref().filter(|s| !s.is_empty()) {
+            Some(w) => {
+                api::parse_duration(w).map_err(|m| Error::Malformed(format!("wait: {m}")))?
+            }
+            None => DEFAULT_WAIT,
+        };
+        Ok(Some(Block {
+            index,
+            wait: wait.min(MAX_WAIT),
+        }))
+    }
+
+    /// The label selector (empty when absent).
+    pub fn selector(&self) -> Result<Selector, Error> {
+        parse_selector("labelSelector", self.label_selector.as_deref())
+    }
+
+    /// The cluster selector (empty when absent).
+    pub fn cluster_selector(&self) -> Result<Selector, Error> {
+        parse_selector("clusterSelector", self.cluster_selector.as_deref())
+    }
+
+    /// The page size (0: everything).
+    pub fn limit(&self) -> Result<u32, Error> {
+        match self.limit.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(0),
+            Some(l) => l.parse().map_err(|_| {
+                Error::Malformed(format!("limit must be a non-negative integer, not {l:?}"))
+            }),
+        }
+    }
+}
+
+fn parse_selector(name: &str, text: Option<&str>) -> Result<Selector, Error> {
+    Selector::parse(text.unwrap_or("")).map_err(|e| Error::Malformed(format!("{name}: {e}")))
+}
+
+pub use crate::auth::Principal;
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                Error::Unauthorized(
+                    "this call needs a bearer token (Authorization: Bearer ...)".into(),
+                )
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+            })?;
+        state.auth.authenticate(token)
+    }
+}

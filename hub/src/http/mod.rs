@@ -1,0 +1,196 @@
+//! The REST API v1: router, shared state, system endpoints, serving over TLS.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::service::Hub;
+
+mod clusters;
+pub mod error;
+pub mod extract;
+mod openapi;
+mod works;
+
+/// What `/api/v1/cluster-info` serves: enough for an agent to pin the hub's CA.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    /// The hub's URL as agents should use it.
+    pub server: String,
+    /// PEM of the CA that signs the hub's serving certificate.
+    pub certificate_authority_data: String,
+    /// `sha256:<hex>` of the CA's SubjectPublicKeyInfo.
+    pub ca_hash: String,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service.
+    pub hub: Arc<Hub>,
+    /// Token verification.
+    pub auth: Arc<Auth>,
+    /// Served at `/api/v1/cluster-info`.
+    pub cluster_info: Arc<ClusterInfo>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// A response with the change index (`X-Hub-Index`) and, for single objects, the `ETag`.
+pub fn respond(
+    status: StatusCode,
+    index: u64,
+    etag: Option<String>,
+    body: impl IntoResponse,
+) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert("x-hub-index", HeaderValue::from(index));
+    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        h.insert(axum::http::header::ETAG, tag);
+    }
+    resp
+}
+
+/// The process-wide Prometheus recorder (one per process, shared by every router in it).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("hub_http_request_duration_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    30.0, 120.0, 300.0,
+                ],
+            )
+            .expect("static buckets are valid");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (tests); then ours only renders zeros.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Builds the router. It never binds: tests drive it with `oneshot`, `serve` binds.
+pub fn router(state: AppState) -> Router {
+    metrics_handle();
+    let api = Router::new()
+        .route("/cluster-info", get(cluster_info))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/clusters", get(clusters::list))
+        .route(
+            "/clusters/{cluster}",
+            get(clusters::get)
+                .put(clusters::put)
+                .delete(clusters::delete),
+        )
+        .route("/clusters/{cluster}/labels", put(clusters::put_labels))
+        .route("/clusters/{cluster}/manifestworks", get(works::list))
+        .route(
+            "/clusters/{cluster}/manifestworks/{name}",
+            get(works::get).put(works::put).delete(works::delete),
+        )
+        .route(
+            "/clusters/{cluster}/manifestworks/{name}/status",
+            put(works::put_status),
+        )
+        .route(
+            "/clusters/{cluster}/manifestworks/{name}/finalizers",
+            axum::routing::delete(works::remove_finalizer),
+        )
+        .route("/manifestworks", get(works::list_all));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .nest("/api/v1", api)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(track))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Counts requests by route and status and times them.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", resp.status().as_u16().to_string()),
+    ];
+    metrics::counter!("hub_http_requests_total", &labels).increment(1);
+    metrics::histogram!("hub_http_request_duration_seconds", &labels[..2])
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// A panic is a bug of ours: log it, answer the usual 500 body, keep serving.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    crate::service::Error::Internal(format!("panic: {detail}")).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.hub.store().ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        Ok(Err(e)) => crate::service::Error::from(e).into_response(),
+        Err(_) => crate::service::Error::Unavailable(crate::store::StoreError::Database(
+            sqlx::Error::PoolTimedOut,
+        ))
+        .into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    if let Ok(n) = state.hub.store().count_works().await {
+        metrics::gauge!("hub_works_stored").set(n as f64);
+    }
+    metrics::gauge!("hub_blocking_queries_waiting").set(state.hub.waiters() as f64);
+    metrics::gauge!("hub_change_index").set(state.hub.index() as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        metrics_handle().render(),
+    )
+        .into_response()
+}
+
+async fn cluster_info(State(state): State<AppState>) -> Json<ClusterInfo> {
+    Json((*state.cluster_info).clone())
+}

@@ -1,0 +1,224 @@
+//! `hub serve`: open the store, set up TLS and credentials, serve until a signal.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::ClientConfig;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::auth::Auth;
+use crate::config::ServeArgs;
+use crate::http::{AppState, ClusterInfo, router};
+use crate::service::Hub;
+use crate::tls::{self, CaBundle};
+
+/// A hub that is listening.
+pub struct Running {
+    /// The URL clients use.
+    pub url: String,
+    /// Where the client config was written.
+    pub client_config: PathBuf,
+    handle: Handle<std::net::SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections and lets in-flight requests finish within `grace`.
+    pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        self.handle.graceful_shutdown(Some(grace));
+        self.task.await.context("server task")?.context("server")?;
+        Ok(())
+    }
+}
+
+/// Runs `hub serve` until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let grace = args.shutdown_grace;
+    let running = start(args).await?;
+    shutdown_signal().await;
+    tracing::info!(grace = ?grace, "shutting down; finishing in-flight requests");
+    running.shutdown(grace).await
+}
+
+/// Starts serving and returns at once.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    let ServeArgs {
+        listen,
+        data_dir,
+        database_url,
+        advertise_address,
+        tls_cert,
+        tls_key,
+        tls_ca,
+        admin_token,
+        max_work_bytes,
+        log_format: _,
+        shutdown_grace: _,
+    } = args;
+    let data_dir = data_dir.unwrap_or_else(api::config::default_hub_data_dir);
+    create_private_dir(&data_dir)?;
+    let database_url =
+        database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("hub.db").display()));
+    let store = crate::store::connect(&database_url)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&database_url)))?;
+    tracing::info!(backend = store.backend(), "store ready");
+    let hub = Hub::start(store.clone())
+        .await
+        .context("starting the hub service")?;
+    let (auth, known_token) = Auth::init(&*store, admin_token.as_deref())
+        .await
+        .context("loading the admin token")?;
+
+    let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let host = advertise_address.unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            listen.ip().to_string()
+        }
+    });
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
+
+    let (chain_pem, key_pem, ca_pem) = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read(&cert)?;
+            let ca = match tls_ca {
+                Some(ca) => read(&ca)?,
+                None => chain.clone(),
+            };
+            (chain, read(&key)?, ca)
+        }
+        _ => {
+            let ca = CaBundle::load_or_create(&*store)
+                .await
+                .context("loading the hub CA")?;
+            let mut hosts = vec![
+                host.clone(),
+                "127.0.0.1".into(),
+                "localhost".into(),
+                "::1".into(),
+            ];
+            if !listen.ip().is_unspecified() {
+                hosts.push(listen.ip().to_string());
+            }
+            let serving = ca
+                .issue_serving_cert(&hosts)
+                .context("issuing the serving certificate")?;
+            (serving.chain_pem, serving.key_pem, ca.cert_pem)
+        }
+    };
+    let ca_hash = tls::ca_hash(&ca_pem).context("hashing the CA certificate")?;
+    let rustls = RustlsConfig::from_pem(chain_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .context("loading the TLS certificate and key")?;
+
+    let client_config = data_dir.join("client.yaml");
+    write_client_config(&client_config, &url, &ca_pem, known_token, &auth)?;
+
+    let state = AppState {
+        hub,
+        auth: Arc::new(auth),
+        cluster_info: Arc::new(ClusterInfo {
+            server: url.clone(),
+            certificate_authority_data: ca_pem,
+            ca_hash,
+        }),
+        max_body_bytes: max_work_bytes,
+    };
+    let app = router(state);
+    let handle = Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, rustls)?.handle(handle.clone());
+    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    tracing::info!(%url, client_config = %client_config.display(), "hub listening");
+    println!("hub listening on {url}");
+    println!(
+        "client config written to {} (the hub CLI reads it with no flags)",
+        client_config.display()
+    );
+    Ok(Running {
+        url,
+        client_config,
+        handle,
+        task,
+    })
+}
+
+/// Writes `client.yaml` with the admin token when this process knows it: given, generated
+/// now, or already in the previous file and still valid.
+fn write_client_config(
+    path: &Path,
+    url: &str,
+    ca_pem: &str,
+    known: Option<String>,
+    auth: &Auth,
+) -> anyhow::Result<()> {
+    let token = known.or_else(|| {
+        ClientConfig::load(path)
+            .ok()
+            .and_then(|c| c.token)
+            .filter(|t| auth.is_admin_token(t))
+    });
+    if token.is_none() {
+        tracing::warn!(path = %path.display(), "the admin token is not known to this process (set HUB_ADMIN_TOKEN); client config written without it");
+    }
+    let cfg = ClientConfig {
+        server: url.to_string(),
+        ca_data: Some(ca_pem.to_string()),
+        token,
+    };
+    cfg.save(path)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,156 @@
+//! The hub's own CA and serving certificates (used when no `--tls-cert` is given).
+//!
+//! The CA lives in the database, so every hub sharing it serves under the same CA, and
+//! agents pin it by the SHA-256 of its SubjectPublicKeyInfo (kubeadm's
+//! discovery-token-ca-cert-hash).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+/// The settings key of the CA (certificate and key, one JSON value so both come from the
+/// same hub when several start at once).
+const CA_SETTING: &str = "tls.ca";
+
+/// Failures creating or loading certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Certificate generation or parsing failed.
+    #[error("certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored or given PEM is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A CA certificate and its key, in PEM.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CaBundle {
+    /// The CA certificate.
+    pub cert_pem: String,
+    /// The CA private key; never logged.
+    key_pem: String,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaBundle")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A serving certificate chain and key, in PEM.
+pub struct ServingCert {
+    /// Leaf then CA.
+    pub chain_pem: String,
+    /// The leaf's private key.
+    pub key_pem: String,
+}
+
+impl CaBundle {
+    /// Creates a new self-signed CA.
+    pub fn generate() -> Result<Self, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "fleethub-ca");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = time_from_now(-3600);
+        params.not_after = time_from_now(10 * 365 * 24 * 3600);
+        let cert = params.self_signed(&key)?;
+        Ok(CaBundle {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The CA shared by every hub on this database, created by whichever hub came first.
+    pub async fn load_or_create(store: &dyn Store) -> Result<Self, TlsError> {
+        let candidate = serde_json::to_string(&Self::generate()?)
+            .map_err(|e| TlsError::Invalid(e.to_string()))?;
+        let stored = store.init_setting(CA_SETTING, &candidate).await?;
+        serde_json::from_str(&stored).map_err(|e| TlsError::Invalid(format!("stored CA: {e}")))
+    }
+
+    /// Issues a serving certificate for these names and addresses.
+    pub fn issue_serving_cert(&self, hosts: &[String]) -> Result<ServingCert, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "fleethub");
+        for h in hosts {
+            let san = match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(h.clone().try_into()?),
+            };
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.not_before = time_from_now(-3600);
+        params.not_after = time_from_now(365 * 24 * 3600);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(ServingCert {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// `sha256:<hex>` of the SubjectPublicKeyInfo of the first certificate in a PEM bundle: the
+/// value `klusterlet join --ca-hash` pins.
+pub fn ca_hash(cert_pem: &str) -> Result<String, TlsError> {
+    let der = pem_first_cert(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| TlsError::Invalid(format!("CA certificate: {e}")))?;
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
+}
+
+fn pem_first_cert(pem: &str) -> Result<Vec<u8>, TlsError> {
+    use base64::Engine;
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let start = pem
+        .find(begin)
+        .ok_or_else(|| TlsError::Invalid("no PEM certificate found".into()))?
+        + begin.len();
+    let stop = pem[start..]
+        .find(end)
+        .ok_or_else(|| TlsError::Invalid("unterminated PEM certificate".into()))?
+        + start;
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| TlsError::Invalid(format!("PEM certificate: {e}")))
+}
+
+fn time_from_now(secs: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc() + time::Duration::seconds(secs)
+}
