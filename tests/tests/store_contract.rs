@@ -1,0 +1,708 @@
+//! The store contract: the same suite runs on SQLite and on a real Postgres, through the
+//! service layer (which is what every handler calls), each test on its own database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::selector::Selector;
+use api::{CLEANUP_FINALIZER, Condition, ManagedCluster, ManifestWork, ManifestWorkStatus};
+use hub::service::{Block, Error, Hub, WorkQuery};
+use serde_json::json;
+use testkit::postgres::TestPostgres;
+
+/// A fresh hub on a fresh database of the given backend; the tempdir keeps SQLite alive.
+struct Fixture {
+    hub: Arc<Hub>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let hub = Hub::start(hub::store::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    Fixture {
+        hub,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Fixture {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let hub = Hub::start(hub::store::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    Fixture {
+        hub,
+        url,
+        _dir: None,
+    }
+}
+
+fn work(name: &str, labels: serde_json::Value, manifests: serde_json::Value) -> ManifestWork {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"workload": {"manifests": manifests}}
+    }))
+    .unwrap()
+}
+
+fn cm(name: &str, value: &str) -> serde_json::Value {
+    json!([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {"v": value}}])
+}
+
+async fn cluster(hub: &Hub, name: &str, labels: &[(&str, &str)]) {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    hub.put_cluster(name, ManagedCluster::new(name, labels))
+        .await
+        .unwrap();
+}
+
+fn rv(w: &ManifestWork) -> u64 {
+    w.metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn list_query(cluster: Option<&str>) -> WorkQuery {
+    WorkQuery {
+        cluster: cluster.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+async fn create_read_and_round_trip(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let mut w = work("w1", json!({"app": "web"}), cm("a", "1"));
+    w.spec.extra.insert(
+        "executor".into(),
+        json!({"subject": {"type": "ServiceAccount"}}),
+    );
+    w.spec.workload.manifests[0]["unmodelled"] = json!({"deep": [1, "x", null]});
+    let created = f.hub.put_work("c1", "w1", w.clone(), None).await.unwrap();
+    assert!(created.created);
+    let m = &created.work.metadata;
+    assert!(m.uid.is_some() && m.creation_timestamp.is_some());
+    assert_eq!(m.generation, Some(1));
+    assert_eq!(m.namespace.as_deref(), Some("c1"));
+    let (got, index) = f.hub.get_work("c1", "w1", None).await.unwrap();
+    let got = got.unwrap();
+    assert_eq!(
+        got.spec, w.spec,
+        "the spec, with fields we do not model, comes back unchanged"
+    );
+    assert!(index >= rv(&got));
+    assert!(
+        f.hub
+            .get_work("c1", "nope", None)
+            .await
+            .unwrap()
+            .0
+            .is_none()
+    );
+}
+
+async fn generation_and_resource_version(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let w = work("w1", json!({}), cm("a", "1"));
+    let first = f
+        .hub
+        .put_work("c1", "w1", w.clone(), None)
+        .await
+        .unwrap()
+        .work;
+    let same = f.hub.put_work("c1", "w1", w.clone(), None).await.unwrap();
+    assert!(!same.created);
+    assert_eq!(rv(&same.work), rv(&first), "a no-op put changes nothing");
+    let relabelled = f
+        .hub
+        .put_work(
+            "c1",
+            "w1",
+            work("w1", json!({"x": "y"}), cm("a", "1")),
+            None,
+        )
+        .await
+        .unwrap()
+        .work;
+    assert!(rv(&relabelled) > rv(&first));
+    assert_eq!(
+        relabelled.metadata.generation,
+        Some(1),
+        "labels are not the spec"
+    );
+    let changed = f
+        .hub
+        .put_work(
+            "c1",
+            "w1",
+            work("w1", json!({"x": "y"}), cm("a", "2")),
+            None,
+        )
+        .await
+        .unwrap()
+        .work;
+    assert_eq!(changed.metadata.generation, Some(2));
+    assert_eq!(changed.metadata.uid, first.metadata.uid);
+    assert_eq!(
+        changed.metadata.creation_timestamp,
+        first.metadata.creation_timestamp
+    );
+}
+
+async fn optimistic_concurrency(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let first = f
+        .hub
+        .put_work("c1", "w1", work("w1", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap()
+        .work;
+    let mut stale = work("w1", json!({}), cm("a", "2"));
+    stale.metadata.resource_version = Some("1".into());
+    let e = f
+        .hub
+        .put_work("c1", "w1", stale.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+    let e = f
+        .hub
+        .put_work(
+            "c1",
+            "w1",
+            work("w1", json!({}), cm("a", "2")),
+            Some("\"1\"".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PreconditionFailed(_)), "{e:?}");
+    stale.metadata.resource_version = first.metadata.resource_version.clone();
+    let tag = format!("\"{}\"", rv(&first));
+    let ok = f
+        .hub
+        .put_work("c1", "w1", stale, Some(tag))
+        .await
+        .unwrap()
+        .work;
+    assert_eq!(ok.metadata.generation, Some(2));
+    let (unchanged, _) = f.hub.get_work("c1", "w1", None).await.unwrap();
+    assert_eq!(
+        unchanged.unwrap().spec.workload.manifests,
+        cm("a", "2").as_array().unwrap().clone()
+    );
+    let e = f
+        .hub
+        .put_work("nope", "w1", work("w1", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NotFound(_)),
+        "a work for an unknown cluster is 404: {e:?}"
+    );
+}
+
+async fn deletion_with_and_without_finalizers(f: Fixture) {
+    cluster(&f.hub, "plain", &[]).await;
+    f.hub
+        .put_work("plain", "w", work("w", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let d = f.hub.delete_work("plain", "w").await.unwrap();
+    assert!(d.gone, "no agent, no finalizer: removed at once");
+    assert!(
+        f.hub
+            .get_work("plain", "w", None)
+            .await
+            .unwrap()
+            .0
+            .is_none()
+    );
+
+    cluster(&f.hub, "joined", &[]).await;
+    f.hub.mark_cluster_joined("joined").await.unwrap();
+    let w = f
+        .hub
+        .put_work("joined", "w", work("w", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap()
+        .work;
+    assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
+    // A user's PUT cannot drop the agent's finalizer.
+    let mut sneaky = work("w", json!({}), cm("a", "2"));
+    sneaky.metadata.finalizers = vec![];
+    let w = f
+        .hub
+        .put_work("joined", "w", sneaky, None)
+        .await
+        .unwrap()
+        .work;
+    assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
+    let d = f.hub.delete_work("joined", "w").await.unwrap();
+    assert!(!d.gone);
+    assert!(d.work.metadata.deletion_timestamp.is_some());
+    assert!(d.work.condition("Deleting").is_some_and(Condition::is_true));
+    let e = f
+        .hub
+        .put_work("joined", "w", work("w", json!({}), cm("a", "3")), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Deleting(_)), "{e:?}");
+    let r = f
+        .hub
+        .remove_work_finalizer("joined", "w", CLEANUP_FINALIZER)
+        .await
+        .unwrap();
+    assert!(r.gone);
+    assert!(
+        f.hub
+            .get_work("joined", "w", None)
+            .await
+            .unwrap()
+            .0
+            .is_none()
+    );
+}
+
+fn status_at(generation: i64, reason: &str) -> ManifestWorkStatus {
+    ManifestWorkStatus {
+        conditions: vec![Condition {
+            type_: "Applied".into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: Some(generation),
+            last_transition_time: None,
+        }],
+        ..Default::default()
+    }
+}
+
+async fn status_writes_never_roll_back(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    f.hub
+        .put_work("c1", "w", work("w", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    f.hub
+        .put_work("c1", "w", work("w", json!({}), cm("a", "2")), None)
+        .await
+        .unwrap();
+    let w = f
+        .hub
+        .put_work_status("c1", "w", status_at(2, "New"))
+        .await
+        .unwrap();
+    assert_eq!(w.condition("Applied").unwrap().reason, "New");
+    let w = f
+        .hub
+        .put_work_status("c1", "w", status_at(1, "Old"))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.condition("Applied").unwrap().reason,
+        "New",
+        "an older observedGeneration is ignored"
+    );
+    // A user's PUT keeps the agent's status.
+    let w = f
+        .hub
+        .put_work("c1", "w", work("w", json!({"l": "v"}), cm("a", "2")), None)
+        .await
+        .unwrap()
+        .work;
+    assert_eq!(w.condition("Applied").unwrap().reason, "New");
+    let mut bad = status_at(2, "X");
+    bad.conditions[0].status = "Maybe".into();
+    assert!(matches!(
+        f.hub.put_work_status("c1", "w", bad).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+async fn selectors_and_pages(f: Fixture) {
+    cluster(&f.hub, "a", &[("env", "prod")]).await;
+    cluster(&f.hub, "b", &[("env", "dev")]).await;
+    for c in ["a", "b"] {
+        for i in 0..5 {
+            let tier = if i % 2 == 0 { "web" } else { "db" };
+            f.hub
+                .put_work(
+                    c,
+                    &format!("w{i}"),
+                    work("x", json!({"tier": tier}), cm("a", "1")),
+                    None,
+                )
+                .await
+                .unwrap_err();
+            f.hub
+                .put_work(
+                    c,
+                    &format!("w{i}"),
+                    work(&format!("w{i}"), json!({"tier": tier}), cm("a", "1")),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let q = WorkQuery {
+        selector: Selector::parse("tier=web").unwrap(),
+        ..list_query(None)
+    };
+    assert_eq!(f.hub.list_works(q).await.unwrap().items.len(), 6);
+    let q = WorkQuery {
+        selector: Selector::parse("tier in (db),tier!=web").unwrap(),
+        ..list_query(Some("a"))
+    };
+    assert_eq!(f.hub.list_works(q).await.unwrap().items.len(), 2);
+    let q = WorkQuery {
+        cluster_selector: Selector::parse("env=prod").unwrap(),
+        ..list_query(None)
+    };
+    let items = f.hub.list_works(q).await.unwrap().items;
+    assert!(
+        items.len() == 5
+            && items
+                .iter()
+                .all(|w| w.metadata.namespace.as_deref() == Some("a"))
+    );
+    // Pages of 3 over 10 works: every work once, in order.
+    let mut seen = Vec::new();
+    let mut cont = None;
+    loop {
+        let q = WorkQuery {
+            limit: 3,
+            continue_: cont,
+            ..list_query(None)
+        };
+        let page = f.hub.list_works(q).await.unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|w| {
+            format!(
+                "{}/{}",
+                w.metadata.namespace.as_deref().unwrap(),
+                w.metadata.name
+            )
+        }));
+        cont = page.metadata.continue_;
+        if cont.is_none() {
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen, sorted);
+    let bad = WorkQuery {
+        continue_: Some("!!".into()),
+        ..list_query(None)
+    };
+    assert!(matches!(
+        f.hub.list_works(bad).await,
+        Err(Error::Malformed(_))
+    ));
+}
+
+async fn cluster_deletion(f: Fixture) {
+    cluster(&f.hub, "gone", &[]).await;
+    f.hub
+        .put_work("gone", "w", work("w", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let d = f.hub.delete_cluster("gone", false).await.unwrap();
+    assert!(
+        d.removed && d.works_left.is_empty(),
+        "no agent: everything goes at once: {d:?}"
+    );
+    assert!(f.hub.get_cluster("gone", None).await.unwrap().0.is_none());
+
+    cluster(&f.hub, "held", &[]).await;
+    f.hub.mark_cluster_joined("held").await.unwrap();
+    f.hub
+        .put_work("held", "w1", work("w1", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    f.hub
+        .put_work("held", "w2", work("w2", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let d = f.hub.delete_cluster("held", false).await.unwrap();
+    assert!(!d.removed);
+    assert_eq!(d.works_left, ["w1", "w2"]);
+    let (w, _) = f.hub.get_work("held", "w1", None).await.unwrap();
+    assert!(
+        w.unwrap().metadata.deletion_timestamp.is_some(),
+        "the cluster's works are deleting"
+    );
+    let e = f
+        .hub
+        .put_work("held", "w3", work("w3", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Deleting(_)), "{e:?}");
+    f.hub
+        .remove_work_finalizer("held", "w1", CLEANUP_FINALIZER)
+        .await
+        .unwrap();
+    assert!(
+        f.hub.get_cluster("held", None).await.unwrap().0.is_some(),
+        "one work is left"
+    );
+    f.hub
+        .remove_work_finalizer("held", "w2", CLEANUP_FINALIZER)
+        .await
+        .unwrap();
+    assert!(
+        f.hub.get_cluster("held", None).await.unwrap().0.is_none(),
+        "the last work took the cluster with it"
+    );
+
+    cluster(&f.hub, "forced", &[]).await;
+    f.hub.mark_cluster_joined("forced").await.unwrap();
+    f.hub
+        .put_work("forced", "w", work("w", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let d = f.hub.delete_cluster("forced", true).await.unwrap();
+    assert!(d.removed);
+    assert_eq!(
+        d.works_left,
+        ["w"],
+        "force lists what the agent never cleaned"
+    );
+    assert!(
+        f.hub
+            .get_work("forced", "w", None)
+            .await
+            .unwrap()
+            .0
+            .is_none()
+    );
+}
+
+async fn blocking_queries(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    cluster(&f.hub, "c2", &[]).await;
+    f.hub
+        .put_work("c1", "w", work("w", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let index = f
+        .hub
+        .list_works(list_query(Some("c1")))
+        .await
+        .unwrap()
+        .metadata
+        .index;
+
+    // Nothing changes: the wait runs out and answers the same index.
+    let q = WorkQuery {
+        block: Some(Block {
+            index,
+            wait: Duration::from_millis(300),
+        }),
+        ..list_query(Some("c1"))
+    };
+    let start = Instant::now();
+    let l = f.hub.list_works(q.clone()).await.unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(l.metadata.index, index);
+
+    // A write to another cluster does not wake c1's waiter; a write to c1 does.
+    let hub = f.hub.clone();
+    let q = WorkQuery {
+        block: Some(Block {
+            index,
+            wait: Duration::from_secs(30),
+        }),
+        ..list_query(Some("c1"))
+    };
+    let waiter = tokio::spawn(async move { hub.list_works(q).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.hub
+        .put_work("c2", "other", work("other", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "c2's write woke c1's waiter");
+    f.hub
+        .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let l = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.items.len(), 2);
+    assert!(l.metadata.index > index);
+
+    // The agent's view: its own status writes do not wake it.
+    let index = l.metadata.index;
+    let hub = f.hub.clone();
+    let q = WorkQuery {
+        block: Some(Block {
+            index,
+            wait: Duration::from_secs(30),
+        }),
+        ignore_status_changes: true,
+        ..list_query(Some("c1"))
+    };
+    let waiter = tokio::spawn(async move { hub.list_works(q).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.hub
+        .put_work_status("c1", "w", status_at(1, "Done"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a status write woke the agent's own watch"
+    );
+    f.hub.delete_work("c1", "w2").await.unwrap();
+    let l = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.items.len(), 1, "the deleted work is simply absent");
+
+    // A single object's wait wakes on its deletion and reads as gone.
+    let (_, index) = f.hub.get_work("c1", "w", None).await.unwrap();
+    let hub = f.hub.clone();
+    let waiter = tokio::spawn(async move {
+        hub.get_work(
+            "c1",
+            "w",
+            Some(Block {
+                index,
+                wait: Duration::from_secs(30),
+            }),
+        )
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.hub.delete_work("c1", "w").await.unwrap();
+    let (w, after) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(w.is_none() && after > index);
+}
+
+/// Many writers at once and one blocking reader: the reader sees every acknowledged write
+/// within a second of its acknowledgement, and no wait runs out.
+async fn concurrent_writers_and_a_blocking_reader(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let hub = f.hub.clone();
+    let reader = tokio::spawn(async move {
+        let mut index = hub.index();
+        let mut seen = std::collections::HashMap::<String, Instant>::new();
+        while seen.len() < 400 {
+            let q = WorkQuery {
+                block: Some(Block {
+                    index,
+                    wait: Duration::from_secs(30),
+                }),
+                ..list_query(Some("c1"))
+            };
+            let start = Instant::now();
+            let l = hub.list_works(q).await.unwrap();
+            assert!(
+                start.elapsed() < Duration::from_secs(29),
+                "a wait ran out with writes pending"
+            );
+            for w in l.items {
+                seen.entry(w.metadata.name.clone())
+                    .or_insert_with(Instant::now);
+            }
+            index = l.metadata.index;
+        }
+        seen
+    });
+    let mut writers = Vec::new();
+    for t in 0..16 {
+        let hub = f.hub.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..25 {
+                let name = format!("w-{t}-{i}");
+                hub.put_work("c1", &name, work(&name, json!({}), cm("a", "1")), None)
+                    .await
+                    .unwrap();
+                acked.push((name, Instant::now()));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the reader saw every write")
+        .unwrap();
+    for (name, at) in acked {
+        let seen_at = seen[&name];
+        assert!(
+            seen_at.saturating_duration_since(at) < Duration::from_secs(1),
+            "{name} was seen {:?} after its ack",
+            seen_at - at
+        );
+    }
+}
+
+async fn data_survives_a_restart(f: Fixture) {
+    cluster(&f.hub, "c1", &[("k", "v")]).await;
+    f.hub
+        .put_work("c1", "w", work("w", json!({"a": "b"}), cm("a", "1")), None)
+        .await
+        .unwrap();
+    let index = f.hub.index();
+    let reopened = Hub::start(hub::store::connect(&f.url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(reopened.index(), index, "the index lives in the database");
+    let (w, _) = reopened.get_work("c1", "w", None).await.unwrap();
+    assert_eq!(w.unwrap().metadata.labels["a"], "b");
+    let (c, _) = reopened.get_cluster("c1", None).await.unwrap();
+    assert_eq!(c.unwrap().metadata.labels["k"], "v");
+    let w = reopened
+        .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None)
+        .await
+        .unwrap()
+        .work;
+    assert_eq!(rv(&w), index + 1, "indexes continue where they stopped");
+}
+
+macro_rules! contract {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::$backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
+    deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
+    cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart);
+contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
+    deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
+    cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart);
