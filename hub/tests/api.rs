@@ -1,0 +1,611 @@
+//! Router tests with `oneshot` on a real SQLite store: every bad input gets the documented
+//! status and JSON error body, and changes nothing.
+//!
+//! Bad inputs tried: no token, a wrong token, a malformed Authorization header; malformed
+//! JSON, malformed YAML, several YAML documents, non-UTF-8 bytes, an empty body, a body that
+//! is an array, a field of the wrong type, an unknown enum value; a body over the limit;
+//! a work name and a cluster name that are not DNS-1123, a cluster name over 63 characters;
+//! manifests without apiVersion, kind or metadata.name; a body namespace or name that
+//! differs from the path; a plain manifest sent as a work; a stale resourceVersion; a failed
+//! If-Match; a work for an unknown cluster; a PUT to a deleting work; a bad index, wait,
+//! limit, selector and continue token; bad cluster labels; an unknown path and method.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hub::auth::Auth;
+use hub::http::{AppState, ClusterInfo, router};
+use hub::service::Hub;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-admin-token";
+
+struct Api {
+    app: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn api_with_limit(max_body_bytes: usize) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = hub::store::connect(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+        .await
+        .unwrap();
+    let hub = Hub::start(store.clone()).await.unwrap();
+    let (auth, _) = Auth::init(&*store, Some(TOKEN)).await.unwrap();
+    let state = AppState {
+        hub,
+        auth: Arc::new(auth),
+        cluster_info: Arc::new(ClusterInfo {
+            server: "https://127.0.0.1:1".into(),
+            certificate_authority_data: "PEM".into(),
+            ca_hash: "sha256:00".into(),
+        }),
+        max_body_bytes,
+    };
+    Api {
+        app: router(state),
+        _dir: dir,
+    }
+}
+
+async fn api() -> Api {
+    api_with_limit(500 * 1024).await
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        match body {
+            Some(b) => {
+                self.call(
+                    method,
+                    uri,
+                    Some("application/json"),
+                    b.to_string(),
+                    &[("authorization", &auth)],
+                )
+                .await
+            }
+            None => {
+                self.call(
+                    method,
+                    uri,
+                    None,
+                    Body::empty(),
+                    &[("authorization", &auth)],
+                )
+                .await
+            }
+        }
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        self.call(
+            method,
+            uri,
+            Some(content_type),
+            body,
+            &[("authorization", &auth)],
+        )
+        .await
+    }
+}
+
+fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "body: {}", r.body);
+    assert_eq!(r.body["code"], code, "body: {}", r.body);
+    assert!(
+        r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "body: {}",
+        r.body
+    );
+}
+
+const W: &str = "/api/v1/clusters/c1/manifestworks/w1";
+
+fn good_work() -> Value {
+    json!({
+        "apiVersion": "work.open-cluster-management.io/v1",
+        "kind": "ManifestWork",
+        "metadata": {"name": "w1", "labels": {"app": "web"}},
+        "spec": {"workload": {"manifests": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "default"}, "data": {"k": "v"}}
+        ]}}
+    })
+}
+
+async fn with_work() -> (Api, String) {
+    let api = api().await;
+    assert_eq!(
+        api.admin("PUT", "/api/v1/clusters/c1", Some(json!({})))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let r = api.admin("PUT", W, Some(good_work())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let rv = r.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.headers["etag"], format!("\"{rv}\"").as_str());
+    assert!(r.headers.contains_key("x-hub-index"));
+    (api, rv)
+}
+
+/// The stored work is still exactly the one created.
+async fn assert_unchanged(api: &Api, rv: &str) {
+    let r = api.admin("GET", W, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["metadata"]["resourceVersion"], rv,
+        "a refused request changed the work"
+    );
+    assert_eq!(r.body["spec"], good_work()["spec"]);
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let (api, _) = with_work().await;
+    let r = api.call("GET", W, None, Body::empty(), &[]).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = api
+        .call(
+            "GET",
+            W,
+            None,
+            Body::empty(),
+            &[("authorization", "Bearer wrong")],
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = api
+        .call(
+            "GET",
+            W,
+            None,
+            Body::empty(),
+            &[("authorization", "Basic abc")],
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = api
+        .call(
+            "PUT",
+            W,
+            Some("application/json"),
+            good_work().to_string(),
+            &[],
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    for open in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/api/v1/cluster-info",
+    ] {
+        assert_eq!(
+            api.call("GET", open, None, Body::empty(), &[]).await.status,
+            StatusCode::OK,
+            "{open}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_with_a_position() {
+    let (api, rv) = with_work().await;
+    let r = api
+        .raw(
+            "PUT",
+            W,
+            "application/json",
+            "{\"spec\": {\"workload\": [1,}",
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column"),
+        "{}",
+        r.body
+    );
+    let r = api
+        .raw(
+            "PUT",
+            W,
+            "application/yaml",
+            "metadata:\n  name: w1\nspec: [\n  x: y\n",
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("line"),
+        "{}",
+        r.body
+    );
+    let r = api
+        .raw(
+            "PUT",
+            W,
+            "application/yaml",
+            "metadata: {name: w1}\n---\nmetadata: {name: w2}\n",
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    let r = api
+        .raw("PUT", W, "application/json", vec![0xffu8, 0xfe, 0x00])
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    let r = api.raw("PUT", W, "application/json", "").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    let r = api.raw("PUT", W, "application/json", "[1, 2]").await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let r = api
+        .raw(
+            "PUT",
+            W,
+            "application/json",
+            r#"{"spec": {"workload": {"manifests": 5}}}"#,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(r.body["details"][0]["field"], "spec.workload.manifests");
+    let r = api
+        .raw(
+            "PUT",
+            W,
+            "application/json",
+            r#"{"spec": {"deleteOption": {"propagationPolicy": "Sometimes"}}}"#,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(
+        r.body["details"][0]["field"],
+        "spec.deleteOption.propagationPolicy"
+    );
+    assert_unchanged(&api, &rv).await;
+}
+
+#[tokio::test]
+async fn yaml_and_sniffed_bodies_are_accepted() {
+    let (api, _) = with_work().await;
+    let yaml = "apiVersion: work.open-cluster-management.io/v1\nkind: ManifestWork\nmetadata:\n  name: w2\nspec:\n  workload:\n    manifests:\n    - apiVersion: v1\n      kind: ConfigMap\n      metadata: {name: a}\n";
+    for ct in [
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml",
+        "application/x-www-form-urlencoded",
+    ] {
+        let r = api
+            .raw("PUT", "/api/v1/clusters/c1/manifestworks/w2", ct, yaml)
+            .await;
+        assert!(r.status.is_success(), "{ct}: {}", r.body);
+    }
+    let r = api
+        .raw(
+            "PUT",
+            "/api/v1/clusters/c1/manifestworks/w3",
+            "text/plain",
+            good_work().to_string().replace("w1", "w3"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+#[tokio::test]
+async fn too_large_is_413() {
+    let api = api_with_limit(4096).await;
+    api.admin("PUT", "/api/v1/clusters/c1", Some(json!({})))
+        .await;
+    let mut w = good_work();
+    w["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("x".repeat(8192));
+    let r = api.admin("PUT", W, Some(w)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_eq!(
+        api.admin("GET", W, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn invalid_works_are_422_naming_the_field() {
+    let (api, rv) = with_work().await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "/api/v1/clusters/c1/manifestworks/Bad_Name",
+            json!({}),
+            "metadata.name",
+        ),
+        (
+            "/api/v1/clusters/Bad_Cluster/manifestworks/w1",
+            json!({}),
+            "cluster",
+        ),
+        (
+            &"/api/v1/clusters/cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc/manifestworks/w1",
+            json!({}),
+            "cluster",
+        ),
+        (
+            W,
+            json!({"spec": {"workload": {"manifests": [{"kind": "ConfigMap", "metadata": {"name": "a"}}]}}}),
+            "spec.workload.manifests[0].apiVersion",
+        ),
+        (
+            W,
+            json!({"spec": {"workload": {"manifests": [{"apiVersion": "v1", "metadata": {"name": "a"}}]}}}),
+            "spec.workload.manifests[0].kind",
+        ),
+        (
+            W,
+            json!({"spec": {"workload": {"manifests": [good_work()["spec"]["workload"]["manifests"][0], {"apiVersion": "v1", "kind": "ConfigMap"}]}}}),
+            "spec.workload.manifests[1].metadata.name",
+        ),
+        (
+            W,
+            json!({"metadata": {"namespace": "c2"}}),
+            "metadata.namespace",
+        ),
+        (W, json!({"metadata": {"name": "w2"}}), "metadata.name"),
+        (
+            W,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w1"}}),
+            "apiVersion",
+        ),
+        (
+            W,
+            json!({"metadata": {"labels": {"bad key": "v"}}}),
+            "metadata.labels[bad key]",
+        ),
+    ];
+    for (uri, body, field) in cases {
+        let r = api.admin("PUT", uri, Some(body)).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        let fields: Vec<&str> = r.body["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{uri}: expected {field} in {fields:?}"
+        );
+    }
+    assert_unchanged(&api, &rv).await;
+}
+
+#[tokio::test]
+async fn conflicts_preconditions_and_missing_objects() {
+    let (api, rv) = with_work().await;
+    let mut stale = good_work();
+    stale["metadata"]["resourceVersion"] = json!("999");
+    stale["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("changed");
+    assert_error(
+        &api.admin("PUT", W, Some(stale)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let r = api
+        .call(
+            "PUT",
+            W,
+            Some("application/json"),
+            good_work().to_string(),
+            &[("authorization", &auth), ("if-match", "\"999\"")],
+        )
+        .await;
+    assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    assert_unchanged(&api, &rv).await;
+    let etag = format!("\"{rv}\"");
+    let mut changed = good_work();
+    changed["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("changed");
+    let r = api
+        .call(
+            "PUT",
+            W,
+            Some("application/json"),
+            changed.to_string(),
+            &[("authorization", &auth), ("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["metadata"]["generation"], 2);
+    assert_error(
+        &api.admin(
+            "PUT",
+            "/api/v1/clusters/nope/manifestworks/w1",
+            Some(good_work()),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &api.admin("GET", "/api/v1/clusters/c1/manifestworks/nope", None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &api.admin("DELETE", "/api/v1/clusters/c1/manifestworks/nope", None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &api.admin("GET", "/api/v1/clusters/nope", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn queries_are_checked() {
+    let (api, _) = with_work().await;
+    for q in [
+        "index=abc",
+        "index=-1",
+        "index=1&wait=forever",
+        "limit=ten",
+        "labelSelector=a%20in%20b",
+        "labelSelector=%3D%3D",
+        "continue=%21%21",
+    ] {
+        let r = api
+            .admin(
+                "GET",
+                &format!("/api/v1/clusters/c1/manifestworks?{q}"),
+                None,
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    }
+    let r = api
+        .admin("GET", "/api/v1/manifestworks?clusterSelector=%21%21", None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    let r = api
+        .admin("DELETE", "/api/v1/clusters/c1?force=maybe", None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    let r = api.admin("DELETE", &format!("{W}/finalizers"), None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
+    let r = api
+        .admin(
+            "PUT",
+            "/api/v1/clusters/c1/labels",
+            Some(json!({"bad key": "v"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let r = api
+        .admin("PUT", "/api/v1/clusters/c1/labels", Some(json!({"ok": 5})))
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let r = api.admin("GET", "/api/v1/nothing-here", None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = api.admin("POST", W, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["code"], "malformed");
+}
+
+#[tokio::test]
+async fn lists_labels_and_deletion_over_http() {
+    let (api, _) = with_work().await;
+    let r = api
+        .admin(
+            "GET",
+            "/api/v1/clusters/c1/manifestworks?labelSelector=app%3Dweb",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["kind"], "ManifestWorkList");
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let index = r.body["metadata"]["index"].as_u64().unwrap();
+    assert_eq!(r.headers["x-hub-index"], index.to_string().as_str());
+    let r = api
+        .admin(
+            "GET",
+            "/api/v1/clusters/c1/manifestworks?labelSelector=app%3Ddb",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+    let r = api
+        .admin(
+            "PUT",
+            "/api/v1/clusters/c1/labels",
+            Some(json!({"env": "prod"})),
+        )
+        .await;
+    assert_eq!(r.body["metadata"]["labels"]["env"], "prod");
+    let r = api
+        .admin(
+            "GET",
+            "/api/v1/manifestworks?clusterSelector=env%3Dprod",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    let r = api
+        .admin(
+            "PUT",
+            "/api/v1/clusters/c1/labels",
+            Some(json!({"env": null})),
+        )
+        .await;
+    assert!(r.body["metadata"]["labels"].get("env").is_none());
+    let r = api.admin("GET", "/api/v1/clusters", None).await;
+    assert_eq!(r.body["kind"], "ManagedClusterList");
+    let r = api.admin("DELETE", W, None).await;
+    assert_eq!(r.status, StatusCode::OK, "no agent holds it: gone at once");
+    assert_eq!(
+        api.admin("GET", W, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = api.admin("DELETE", "/api/v1/clusters/c1", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["removed"], true);
+    let r = api.admin("GET", "/metrics", None).await;
+    let text = r.body.as_str().unwrap();
+    assert!(text.contains("hub_http_requests_total"), "{text}");
+    assert!(text.contains("hub_works_stored"), "{text}");
+}
