@@ -1,0 +1,211 @@
+//! The real `hub` binary as a child process, for end-to-end tests and benchmarks.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use api::{ClientConfig, HubClient};
+
+/// The workspace's binaries directory (`target/<profile>`), from this test's own path.
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("cannot locate the target directory")
+}
+
+/// Path of a workspace binary (`hub`, `klusterlet`), building it when missing.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = target_dir()?.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(cargo)
+            .args(["build", "--bin", name, "--manifest-path"])
+            .arg(&manifest)
+            .status()
+            .context("running cargo build")?;
+        if !status.success() || !path.exists() {
+            bail!(
+                "could not build the {name} binary (expected at {})",
+                path.display()
+            );
+        }
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running `hub serve` child; killed on drop.
+pub struct HubProcess {
+    child: Option<Child>,
+    /// The data dir (client.yaml, SQLite file).
+    pub data_dir: PathBuf,
+    /// `127.0.0.1:PORT` it listens on.
+    pub port: u16,
+    /// The arguments it was started with, to restart it the same way.
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl HubProcess {
+    /// Starts `hub serve` on a free port with this data dir and extra arguments, and waits
+    /// until it answers `/readyz`.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<HubProcess> {
+        Self::start_on(data_dir, free_port(), extra).await
+    }
+
+    /// Like [`start`](Self::start) on a given port (restarts keep their port).
+    pub async fn start_on(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<HubProcess> {
+        let mut args = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--shutdown-grace".into(),
+            "5s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = HubProcess {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            port,
+            args,
+            log: data_dir.join("hub.log"),
+        };
+        p.spawn().await?;
+        Ok(p)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(binary("hub")?)
+            .args(&self.args)
+            .env_remove("HUB_DATABASE_URL")
+            .env("HUB_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting hub serve")?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "hub exited with {status} while starting; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(cfg) = ClientConfig::load(&self.client_config_path())
+                && let Ok(client) = HubClient::new(&cfg)
+                && let Ok(resp) = client.request(reqwest::Method::GET, "/readyz").send().await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("hub not ready within 60 s; log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The hub's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Where it wrote its client config.
+    pub fn client_config_path(&self) -> PathBuf {
+        self.data_dir.join("client.yaml")
+    }
+
+    /// An admin client from its client config.
+    pub fn client(&self) -> anyhow::Result<HubClient> {
+        Ok(HubClient::new(&ClientConfig::load(
+            &self.client_config_path(),
+        )?)?)
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`) to the hub.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("hub not running")?;
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns whether it exited successfully.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let child = self.child.as_mut().context("hub not running")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.success());
+            }
+            if Instant::now() > deadline {
+                bail!("hub did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`, then start again with the same arguments and port.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
