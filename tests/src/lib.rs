@@ -1,1 +1,7 @@
+//! Test harnesses shared by the integration and end-to-end tests and the benchmarks:
+//! a real Postgres ([`postgres`]) and real Kubernetes clusters ([`cluster`]).
 #![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod postgres;
+pub mod procs;

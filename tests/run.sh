@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, installing what this machine is missing first:
+#   1. Debian's postgresql (the tests start their own servers from its binaries),
+#   2. the test-cluster binaries (tests/cluster/build.sh, cached under ~/.cache/fleethub),
+#   3. cargo test --workspace, with CARGO_TARGET_DIR under ~/.cache so later runs reuse
+#      compiled dependencies.
+# Exits non-zero when a step or any test fails. Prints how long each phase took.
+#
+#   bash tests/run.sh                                      # everything
+#   bash tests/run.sh -p testkit --test postgres_harness   # arguments go to cargo test
+#   bash tests/run.sh -- --nocapture                       # ... and after -- to the tests
+#   bash tests/run.sh --setup-only                         # install and build prerequisites only
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+setup_only=0
+if [ "${1:-}" = "--setup-only" ]; then
+  setup_only=1
+  shift
+fi
+
+# --- timing -------------------------------------------------------------------------
+timings=()
+phase_name=""
+phase_started=0
+script_started=$(date +%s)
+
+end_phase() {
+  if [ -n "$phase_name" ]; then
+    local took=$(($(date +%s) - phase_started))
+    timings+=("$(printf '  %-26s %5ss%s' "$phase_name" "$took" "${1:-}")")
+    echo "run.sh: ${phase_name} took ${took}s${1:-}" >&2
+    phase_name=""
+  fi
+}
+
+phase() {
+  end_phase
+  phase_name="$1"
+  phase_started=$(date +%s)
+  echo >&2
+  echo "run.sh: === ${phase_name} ===" >&2
+}
+
+summary() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then end_phase "  (failed)"; else end_phase; fi
+  echo >&2
+  echo "run.sh: phases" >&2
+  for line in "${timings[@]}"; do echo "$line" >&2; done
+  printf '  %-26s %5ss\n' "total" "$(($(date +%s) - script_started))" >&2
+  if [ "$status" -ne 0 ]; then echo "run.sh: FAILED (exit $status)" >&2; fi
+  exit "$status"
+}
+trap summary EXIT
+
+# --- helpers ------------------------------------------------------------------------
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    echo "run.sh: '$*' needs root, and sudo is not installed" >&2
+    return 1
+  fi
+}
+
+apt_get() {
+  # No questions (CI has no stdin); keep config files we changed.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null
+}
+
+# The bin dir of the highest Postgres version Debian's packages installed, if any.
+postgres_bin_dir() {
+  local dir best=""
+  for dir in /usr/lib/postgresql/*/bin; do
+    [ -x "$dir/postgres" ] && best="$(printf '%s\n%s\n' "$best" "$dir" | sort -V | tail -n 1)"
+  done
+  printf '%s' "$best"
+}
+
+# --- 1. Postgres --------------------------------------------------------------------
+phase "postgres"
+if [ -z "$(postgres_bin_dir)" ]; then
+  echo "run.sh: no /usr/lib/postgresql/*/bin/postgres; installing Debian's postgresql" >&2
+  apt_get update
+  # postgresql-common first, to switch off the cluster the server package would create and
+  # start on port 5432: the tests never use it, they start their own servers.
+  apt_get install --no-install-recommends postgresql-common
+  as_root sed -ri 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
+    /etc/postgresql-common/createcluster.conf
+  apt_get install --no-install-recommends postgresql
+fi
+pg_bin="$(postgres_bin_dir)"
+for tool in initdb postgres pgbench; do
+  if [ ! -x "$pg_bin/$tool" ]; then
+    echo "run.sh: $pg_bin/$tool is missing after installing postgresql" >&2
+    exit 1
+  fi
+done
+if ! id postgres >/dev/null 2>&1; then
+  echo "run.sh: no 'postgres' system user (Debian's postgresql-common creates it)" >&2
+  exit 1
+fi
+echo "run.sh: postgres binaries: $pg_bin ($("$pg_bin/postgres" --version))" >&2
+
+# --- 2. Test-cluster binaries -------------------------------------------------------
+phase "test-cluster binaries"
+FLEETHUB_K8S_BIN_DIR="$(bash tests/cluster/build.sh)"
+export FLEETHUB_K8S_BIN_DIR
+echo "run.sh: FLEETHUB_K8S_BIN_DIR=$FLEETHUB_K8S_BIN_DIR" >&2
+
+if [ "$setup_only" -eq 1 ]; then
+  exit 0
+fi
+
+# --- 3. Build and run the tests -----------------------------------------------------
+command -v cargo >/dev/null || { echo "run.sh: cargo is not installed" >&2; exit 1; }
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fleethub/target}"
+echo "run.sh: CARGO_TARGET_DIR=$CARGO_TARGET_DIR" >&2
+
+# Arguments before -- go to cargo, after it to the test binaries. --workspace unless the
+# caller picked packages (cargo would otherwise ignore -p).
+cargo_args=()
+test_args=()
+seen_dashes=0
+scope="--workspace"
+for arg in "$@"; do
+  if [ "$seen_dashes" -eq 1 ]; then
+    test_args+=("$arg")
+  elif [ "$arg" = "--" ]; then
+    seen_dashes=1
+  else
+    case "$arg" in
+      -p | -p* | --package | --package=* | --workspace | --manifest-path | --manifest-path=*) scope="" ;;
+    esac
+    cargo_args+=("$arg")
+  fi
+done
+[ -n "$scope" ] && cargo_args=("$scope" "${cargo_args[@]}")
+
+phase "build tests"
+echo "+ cargo test --no-run ${cargo_args[*]}" >&2
+cargo test --no-run "${cargo_args[@]}"
+
+phase "run tests"
+echo "+ cargo test ${cargo_args[*]} -- ${test_args[*]}" >&2
+cargo test "${cargo_args[@]}" -- "${test_args[@]}"
