@@ -9,6 +9,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::ClientConfig;
+use crate::registration::{
+    AccessToken, AuditEntry, ClusterInfo, CredentialRequest, LeaseRenewal, LeaseStatus,
+    Registration, RegistrationRequest, Token, TokenRequest,
+};
 use crate::types::{
     ClusterDeletion, ErrorBody, List, ManagedCluster, ManifestWork, ManifestWorkStatus,
     StatusUpdate,
@@ -422,5 +426,166 @@ impl HubClient {
             labels,
         )
         .await
+    }
+
+    /// Reads one cluster; with `opts.index` set, blocks until it changed past that index
+    /// (a cluster that is gone answers 404).
+    pub async fn get_cluster_with(
+        &self,
+        name: &str,
+        opts: &ListOptions,
+    ) -> Result<Indexed<ManagedCluster>, ClientError> {
+        let mut rb = self
+            .request(Method::GET, &format!("/api/v1/clusters/{}", seg(name)))
+            .query(&opts.query());
+        if let Some(t) = opts.blocking_timeout() {
+            rb = rb.timeout(t);
+        }
+        self.send(rb).await
+    }
+
+    /// A client that trusts any certificate, only to fetch `cluster-info` before the CA is
+    /// pinned: the caller must check the CA hash it gets back before trusting anything.
+    pub fn for_discovery(server: &str) -> Result<Self, ClientError> {
+        let base = server.trim_end_matches('/').to_string();
+        url::Url::parse(&base)
+            .map_err(|e| ClientError::Config(format!("server {server:?}: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(HubClient {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// `GET /api/v1/cluster-info` (no token needed).
+    pub async fn cluster_info(&self) -> Result<ClusterInfo, ClientError> {
+        Ok(self
+            .send(self.request(Method::GET, "/api/v1/cluster-info"))
+            .await?
+            .value)
+    }
+
+    /// Creates a bootstrap or API token (admin). The answer carries `ID.SECRET` once.
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<Token, ClientError> {
+        Ok(self.json(Method::POST, "/api/v1/tokens", req).await?.value)
+    }
+
+    /// Lists tokens (admin), without secrets.
+    pub async fn list_tokens(&self) -> Result<List<Token>, ClientError> {
+        Ok(self
+            .send(self.request(Method::GET, "/api/v1/tokens"))
+            .await?
+            .value)
+    }
+
+    /// Revokes a token (admin).
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        self.send::<Value>(self.request(Method::DELETE, &format!("/api/v1/tokens/{}", seg(id))))
+            .await?;
+        Ok(())
+    }
+
+    /// Asks to join; this client's token must be a bootstrap token.
+    pub async fn register(&self, req: &RegistrationRequest) -> Result<Registration, ClientError> {
+        Ok(self
+            .json(Method::POST, "/api/v1/registrations", req)
+            .await?
+            .value)
+    }
+
+    /// Reads a join request; with `index`, blocks until it changed. The joining agent calls
+    /// this with a JWT signed by its own key as the bearer token.
+    pub async fn get_registration(
+        &self,
+        id: &str,
+        opts: &ListOptions,
+    ) -> Result<Indexed<Registration>, ClientError> {
+        let mut rb = self
+            .request(Method::GET, &format!("/api/v1/registrations/{}", seg(id)))
+            .query(&opts.query());
+        if let Some(t) = opts.blocking_timeout() {
+            rb = rb.timeout(t);
+        }
+        self.send(rb).await
+    }
+
+    /// Lists join requests (admin).
+    pub async fn list_registrations(
+        &self,
+        opts: &ListOptions,
+    ) -> Result<Indexed<List<Registration>>, ClientError> {
+        let mut rb = self
+            .request(Method::GET, "/api/v1/registrations")
+            .query(&opts.query());
+        if let Some(t) = opts.blocking_timeout() {
+            rb = rb.timeout(t);
+        }
+        self.send(rb).await
+    }
+
+    /// Accepts a join request (admin).
+    pub async fn accept_registration(&self, id: &str) -> Result<Registration, ClientError> {
+        let path = format!("/api/v1/registrations/{}/accept", seg(id));
+        Ok(self.send(self.request(Method::POST, &path)).await?.value)
+    }
+
+    /// Denies a join request (admin).
+    pub async fn deny_registration(&self, id: &str) -> Result<Registration, ClientError> {
+        let path = format!("/api/v1/registrations/{}/deny", seg(id));
+        Ok(self.send(self.request(Method::POST, &path)).await?.value)
+    }
+
+    /// Trades a JWT signed by the agent's own key for a short-lived access token.
+    pub async fn credentials(
+        &self,
+        cluster: &str,
+        assertion: &str,
+    ) -> Result<AccessToken, ClientError> {
+        let body = CredentialRequest {
+            assertion: assertion.to_string(),
+        };
+        let path = format!("/api/v1/clusters/{}/credentials", seg(cluster));
+        Ok(self.json(Method::POST, &path, &body).await?.value)
+    }
+
+    /// Renews the cluster's lease (the agent).
+    pub async fn renew_lease(
+        &self,
+        cluster: &str,
+        renewal: &LeaseRenewal,
+    ) -> Result<LeaseStatus, ClientError> {
+        let path = format!("/api/v1/clusters/{}/lease", seg(cluster));
+        Ok(self.json(Method::PUT, &path, renewal).await?.value)
+    }
+
+    /// Cuts a cluster's agent off at once (admin); deletes nothing.
+    pub async fn revoke_cluster(&self, name: &str) -> Result<ManagedCluster, ClientError> {
+        let path = format!("/api/v1/clusters/{}/revoke", seg(name));
+        Ok(self.send(self.request(Method::POST, &path)).await?.value)
+    }
+
+    /// Reads the audit log (admin), newest first.
+    pub async fn list_audit(
+        &self,
+        target: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<List<AuditEntry>, ClientError> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = target {
+            q.push(("target", t.to_string()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        Ok(self
+            .send(self.request(Method::GET, "/api/v1/audit").query(&q))
+            .await?
+            .value)
     }
 }

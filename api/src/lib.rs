@@ -5,9 +5,11 @@
 
 pub mod client;
 pub mod config;
+pub mod registration;
 pub mod selector;
 pub mod types;
 
 pub use client::{ClientError, HubClient, Indexed, ListOptions};
 pub use config::{ClientConfig, parse_duration};
+pub use registration::*;
 pub use types::*;

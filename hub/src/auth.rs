@@ -1,6 +1,15 @@
-//! Who may call: bearer tokens, stored only as SHA-256 hashes.
+//! Who may call: the admin token, API and bootstrap tokens (`ID.SECRET`, stored hashed),
+//! agents' short-lived access JWTs (signed by the hub), and a joining agent's own assertion.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::selector::Selector;
+use api::{Token, TokenKind, Verb};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::service::Error;
@@ -8,17 +17,148 @@ use crate::store::{Store, StoreError};
 
 /// The settings key of the admin token's hash.
 const ADMIN_TOKEN_SETTING: &str = "auth.admin_token_sha256";
+/// The settings key of the hub's JWT signing keys.
+const SIGNING_KEYS_SETTING: &str = "auth.signing_keys";
+/// `aud` of the assertions agents sign with their own key.
+pub const ASSERTION_AUDIENCE: &str = "fleethub";
+/// `aud` of the access tokens the hub issues to agents.
+const ACCESS_AUDIENCE: &str = "fleethub-agent";
+/// An agent's assertion may live at most this long.
+const MAX_ASSERTION_LIFETIME: i64 = 600;
 
-/// Who is calling. Registration adds agents and scoped API tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     /// The hub administrator.
     Admin,
+    /// A cluster's agent, through its access token.
+    Agent {
+        /// Its cluster.
+        cluster: String,
+    },
+    /// An API token, limited to its clusters and verbs.
+    Api {
+        /// The token's id.
+        token_id: String,
+        /// What it may touch.
+        scope: ApiScope,
+    },
+    /// A bootstrap token: may only ask to join.
+    Bootstrap {
+        /// The token.
+        token: Box<Token>,
+    },
+    /// A joining agent, through an assertion signed by its key: may only read its request.
+    Registrant {
+        /// The registration.
+        registration_id: String,
+    },
 }
 
-/// Verifies bearer tokens.
+/// The reach of an API token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiScope {
+    /// Clusters by name.
+    pub clusters: Vec<String>,
+    /// Clusters by labels.
+    pub selector: Option<Selector>,
+    /// What it may do.
+    pub verbs: Vec<Verb>,
+}
+
+impl ApiScope {
+    /// Whether a cluster with this name and these labels is in scope.
+    pub fn covers(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.clusters.iter().any(|c| c == name)
+            || self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
+}
+
+impl Principal {
+    /// How the audit log names it.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Admin => "admin".into(),
+            Principal::Agent { cluster } => format!("cluster:{cluster}"),
+            Principal::Api { token_id, .. } => format!("token:{token_id}"),
+            Principal::Bootstrap { token } => format!("bootstrap:{}", token.id),
+            Principal::Registrant { registration_id } => format!("registration:{registration_id}"),
+        }
+    }
+
+    /// Admins only.
+    pub fn require_admin(&self) -> Result<(), Error> {
+        match self {
+            Principal::Admin => Ok(()),
+            other => Err(Error::Forbidden(format!(
+                "{} may not do this: admins only",
+                other.actor()
+            ))),
+        }
+    }
+
+    /// Whether reads by this principal see `Secret` data (else it is replaced by a hash).
+    pub fn sees_secrets(&self) -> bool {
+        match self {
+            Principal::Api { scope, .. } => scope.verbs.contains(&Verb::Secrets),
+            _ => true,
+        }
+    }
+}
+
+/// Claims of the JWTs agents sign with their own key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// Who signs: `cluster:<name>` or `registration:<id>`.
+    pub iss: String,
+    /// The same as `iss`.
+    pub sub: String,
+    /// `fleethub`.
+    pub aud: String,
+    /// Issued at (seconds).
+    pub iat: i64,
+    /// Expiry (seconds).
+    pub exp: i64,
+    /// Unique id.
+    #[serde(default)]
+    pub jti: String,
+}
+
+/// Claims of the access tokens the hub issues.
+#[derive(Debug, Serialize, Deserialize)]
+struct AccessClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
+    /// The agent generation it was issued for; revocation bumps it.
+    #[serde(rename = "gen")]
+    generation: i64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    private_pem: String,
+    public_pem: String,
+    created_at: DateTime<Utc>,
+}
+
+struct SigningKey {
+    kid: String,
+    created_at: DateTime<Utc>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+/// Verifies bearer tokens and issues agents' access tokens.
 pub struct Auth {
+    store: Arc<dyn Store>,
     admin_token_sha256: String,
+    /// Newest last; the newest signs, all verify.
+    keys: std::sync::RwLock<Vec<Arc<SigningKey>>>,
+    access_ttl: Duration,
 }
 
 impl std::fmt::Debug for Auth {
@@ -32,52 +172,163 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// `sha256:<hex>` of a PEM text, to compare keys by eye.
+pub fn pem_hash(pem: &str) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(pem.trim().as_bytes()))
+    )
+}
+
 /// A new random secret with a readable prefix.
 pub fn new_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 24];
+    format!("{prefix}{}", random_hex(24))
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", hex::encode(bytes))
+    hex::encode(bytes)
+}
+
+fn unauthorized(message: &str) -> Error {
+    Error::Unauthorized(message.to_string())
+}
+
+fn generate_key() -> Result<StoredKey, Error> {
+    let key = rcgen::KeyPair::generate()
+        .map_err(|e| Error::Internal(format!("generating a signing key: {e}")))?;
+    let public_pem = key.public_key_pem();
+    Ok(StoredKey {
+        kid: token_hash(&public_pem)[..16].to_string(),
+        private_pem: key.serialize_pem(),
+        public_pem,
+        created_at: Utc::now(),
+    })
+}
+
+fn load_key(k: &StoredKey) -> Result<SigningKey, Error> {
+    Ok(SigningKey {
+        kid: k.kid.clone(),
+        created_at: k.created_at,
+        encoding: EncodingKey::from_ec_pem(k.private_pem.as_bytes())
+            .map_err(|e| Error::Internal(format!("signing key {}: {e}", k.kid)))?,
+        decoding: DecodingKey::from_ec_pem(k.public_pem.as_bytes())
+            .map_err(|e| Error::Internal(format!("signing key {}: {e}", k.kid)))?,
+    })
+}
+
+/// Verifies an assertion signed by an agent's own key (public key in PEM) for `subject`.
+pub fn verify_assertion(public_key_pem: &str, assertion: &str, subject: &str) -> Result<(), Error> {
+    let key = DecodingKey::from_ec_pem(public_key_pem.as_bytes())
+        .map_err(|_| unauthorized("the agent's stored key is unusable"))?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[ASSERTION_AUDIENCE]);
+    v.set_required_spec_claims(&["exp", "sub", "aud", "iat"]);
+    v.sub = Some(subject.to_string());
+    v.leeway = 30;
+    let data = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &v)
+        .map_err(|e| unauthorized(&format!("the assertion is not valid for {subject}: {e}")))?;
+    if data.claims.exp - data.claims.iat > MAX_ASSERTION_LIFETIME {
+        return Err(unauthorized(
+            "the assertion lives too long (at most 10 minutes)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a PEM is an ECDSA P-256 public key we can verify with.
+pub fn check_public_key(pem: &str) -> Result<(), String> {
+    DecodingKey::from_ec_pem(pem.as_bytes())
+        .map(|_| ())
+        .map_err(|e| format!("not an ECDSA P-256 public key in PEM: {e}"))
 }
 
 impl Auth {
-    /// Loads the admin token's hash. With `admin_token` given it becomes the admin token;
-    /// otherwise the stored one stays, and on a first start one is generated. Returns the
-    /// plaintext when this call knows it (given or generated now), so `client.yaml` can
-    /// carry it.
+    /// Loads the admin token's hash and the signing keys. With `admin_token` given it
+    /// becomes the admin token; otherwise the stored one stays, and on a first start one is
+    /// generated. Returns the plaintext when this call knows it (given or generated now), so
+    /// `client.yaml` can carry it.
     pub async fn init(
-        store: &dyn Store,
+        store: Arc<dyn Store>,
         admin_token: Option<&str>,
+        access_ttl: Duration,
     ) -> Result<(Auth, Option<String>), StoreError> {
-        if let Some(t) = admin_token {
-            let hash = token_hash(t);
-            store.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
-            return Ok((
-                Auth {
-                    admin_token_sha256: hash,
-                },
-                Some(t.to_string()),
-            ));
-        }
-        if let Some(hash) = store.get_setting(ADMIN_TOKEN_SETTING).await? {
-            return Ok((
-                Auth {
-                    admin_token_sha256: hash,
-                },
-                None,
-            ));
-        }
-        let token = new_secret("hubadm_");
-        let stored = store
-            .init_setting(ADMIN_TOKEN_SETTING, &token_hash(&token))
-            .await?;
-        // Another hub may have initialised it first; then our token is not the admin's.
-        let known = (stored == token_hash(&token)).then_some(token);
-        Ok((
-            Auth {
-                admin_token_sha256: stored,
+        let (admin_token_sha256, known) = match admin_token {
+            Some(t) => {
+                let hash = token_hash(t);
+                store.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
+                (hash, Some(t.to_string()))
+            }
+            None => match store.get_setting(ADMIN_TOKEN_SETTING).await? {
+                Some(hash) => (hash, None),
+                None => {
+                    let token = new_secret("hubadm_");
+                    let stored = store
+                        .init_setting(ADMIN_TOKEN_SETTING, &token_hash(&token))
+                        .await?;
+                    // Another hub may have initialised it first; then our token is not the admin's.
+                    let known = (stored == token_hash(&token)).then_some(token);
+                    (stored, known)
+                }
             },
-            known,
-        ))
+        };
+        let auth = Auth {
+            store,
+            admin_token_sha256,
+            keys: std::sync::RwLock::new(Vec::new()),
+            access_ttl,
+        };
+        auth.load_keys().await?;
+        Ok((auth, known))
+    }
+
+    async fn load_keys(&self) -> Result<(), StoreError> {
+        let candidate = generate_key().map_err(|e| StoreError::UnsupportedUrl(e.to_string()))?;
+        let text = serde_json::to_string(&vec![candidate]).unwrap_or_default();
+        let stored = self.store.init_setting(SIGNING_KEYS_SETTING, &text).await?;
+        let keys: Vec<StoredKey> = serde_json::from_str(&stored).unwrap_or_default();
+        let loaded: Vec<Arc<SigningKey>> = keys
+            .iter()
+            .filter_map(|k| load_key(k).ok())
+            .map(Arc::new)
+            .collect();
+        *self.keys.write().expect("keys lock") = loaded;
+        Ok(())
+    }
+
+    /// Adds a new signing key, which signs from now on; older keys keep verifying the tokens
+    /// they signed until `keep` has passed since the newer key came (at least the access
+    /// token lifetime). Other hubs pick the new key up when they next reload.
+    pub async fn rotate_signing_key(&self, keep: Duration) -> Result<String, Error> {
+        let stored = self
+            .store
+            .get_setting(SIGNING_KEYS_SETTING)
+            .await?
+            .unwrap_or_else(|| "[]".into());
+        let mut keys: Vec<StoredKey> = serde_json::from_str(&stored).unwrap_or_default();
+        let new = generate_key()?;
+        let kid = new.kid.clone();
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(keep.max(self.access_ttl)).unwrap_or_default();
+        // A key is dropped once its successor has been signing for longer than `keep`.
+        let successors: Vec<DateTime<Utc>> = keys.iter().skip(1).map(|k| k.created_at).collect();
+        let mut i = 0;
+        keys.retain(|_| {
+            let keep_it = successors.get(i).is_none_or(|next| *next > cutoff);
+            i += 1;
+            keep_it
+        });
+        keys.push(new);
+        self.store
+            .put_setting(
+                SIGNING_KEYS_SETTING,
+                &serde_json::to_string(&keys).unwrap_or_default(),
+            )
+            .await?;
+        self.load_keys().await?;
+        Ok(kid)
     }
 
     /// Whether `token` is the admin token.
@@ -88,12 +339,147 @@ impl Auth {
         )
     }
 
+    /// Issues an access token for a cluster's agent at this agent generation.
+    pub fn issue_access_token(
+        &self,
+        cluster: &str,
+        generation: i64,
+    ) -> Result<(String, DateTime<Utc>), Error> {
+        let key = self
+            .keys
+            .read()
+            .expect("keys lock")
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::Internal("no signing key".into()))?;
+        let now = Utc::now();
+        let exp =
+            now + chrono::Duration::from_std(self.access_ttl).unwrap_or(chrono::Duration::hours(1));
+        let claims = AccessClaims {
+            iss: "fleethub-hub".into(),
+            sub: format!("cluster:{cluster}"),
+            aud: ACCESS_AUDIENCE.into(),
+            iat: now.timestamp(),
+            exp: exp.timestamp(),
+            generation,
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| Error::Internal(format!("signing an access token: {e}")))?;
+        Ok((jwt, exp))
+    }
+
     /// The principal a bearer token stands for.
-    pub fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
         if self.is_admin_token(token) {
             return Ok(Principal::Admin);
         }
-        Err(Error::Unauthorized("the bearer token is not valid".into()))
+        match token.matches('.').count() {
+            2 => self.authenticate_jwt(token).await,
+            1 => self.authenticate_token(token).await,
+            _ => Err(unauthorized("the bearer token is not valid")),
+        }
+    }
+
+    async fn authenticate_token(&self, token: &str) -> Result<Principal, Error> {
+        let (id, secret) = token.split_once('.').unwrap_or((token, ""));
+        let stored = self
+            .store
+            .get_token(id)
+            .await?
+            .ok_or_else(|| unauthorized("the token is not valid (unknown or revoked)"))?;
+        if !constant_time_eq(
+            token_hash(secret).as_bytes(),
+            stored.secret_sha256.as_bytes(),
+        ) {
+            return Err(unauthorized("the token is not valid"));
+        }
+        if stored.token.expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(unauthorized("the token has expired"));
+        }
+        let t = stored.token;
+        match t.kind {
+            TokenKind::Bootstrap => Ok(Principal::Bootstrap { token: Box::new(t) }),
+            TokenKind::Api => {
+                let selector = match &t.cluster_selector {
+                    Some(s) => Some(Selector::parse(s).map_err(|e| {
+                        Error::Internal(format!("stored selector of token {}: {e}", t.id))
+                    })?),
+                    None => None,
+                };
+                Ok(Principal::Api {
+                    token_id: t.id,
+                    scope: ApiScope {
+                        clusters: t.clusters,
+                        selector,
+                        verbs: t.verbs,
+                    },
+                })
+            }
+        }
+    }
+
+    async fn authenticate_jwt(&self, token: &str) -> Result<Principal, Error> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("the bearer token is not a valid JWT"))?;
+        let key = header.kid.as_deref().and_then(|kid| {
+            self.keys
+                .read()
+                .expect("keys lock")
+                .iter()
+                .find(|k| k.kid == kid)
+                .cloned()
+        });
+        if let Some(key) = key {
+            return self.authenticate_access(token, &key).await;
+        }
+        // Not ours: a joining agent's assertion, signed with the key in its registration.
+        let claims: AssertionClaims = jsonwebtoken::dangerous::insecure_decode(token)
+            .map(|d| d.claims)
+            .map_err(|_| unauthorized("the bearer token is not a valid JWT"))?;
+        let id = claims
+            .sub
+            .strip_prefix("registration:")
+            .ok_or_else(|| unauthorized("the JWT is signed by an unknown key"))?;
+        let registration = self
+            .store
+            .get_registration(id)
+            .await?
+            .ok_or_else(|| unauthorized("the JWT names an unknown registration"))?;
+        verify_assertion(&registration.public_key, token, &claims.sub)?;
+        Ok(Principal::Registrant {
+            registration_id: id.to_string(),
+        })
+    }
+
+    async fn authenticate_access(&self, token: &str, key: &SigningKey) -> Result<Principal, Error> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&[ACCESS_AUDIENCE]);
+        v.set_required_spec_claims(&["exp", "sub", "aud"]);
+        // The hub checks its own tokens (hubs on one database share a clock closely enough).
+        v.leeway = 0;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &v)
+            .map_err(|e| unauthorized(&format!("the access token is not valid: {e}")))?;
+        let cluster = data
+            .claims
+            .sub
+            .strip_prefix("cluster:")
+            .ok_or_else(|| unauthorized("the access token names no cluster"))?;
+        let agent = self
+            .store
+            .get_agent(cluster)
+            .await?
+            .ok_or_else(|| unauthorized("the cluster has no accepted agent"))?;
+        if agent.revoked || agent.generation != data.claims.generation {
+            return Err(unauthorized(
+                "the agent's credentials were revoked; join again",
+            ));
+        }
+        let _ = key.created_at;
+        Ok(Principal::Agent {
+            cluster: cluster.to_string(),
+        })
     }
 }
 

@@ -52,6 +52,18 @@ pub struct ServeArgs {
     /// Log format [default: pretty].
     #[arg(long, env = "HUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Lifetime of the access tokens agents get (they renew at two thirds of it).
+    #[arg(long, env = "HUB_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = api::parse_duration)]
+    pub access_token_ttl: std::time::Duration,
+    /// How often agents renew their lease; the hub tells them.
+    #[arg(long, env = "HUB_LEASE_INTERVAL", default_value = "10s", value_parser = api::parse_duration)]
+    pub lease_interval: std::time::Duration,
+    /// How long after its last renewal a cluster turns Unknown [default: 5 lease intervals].
+    #[arg(long, env = "HUB_LEASE_GRACE", value_parser = api::parse_duration)]
+    pub lease_grace: Option<std::time::Duration>,
+    /// Lifetime of bootstrap tokens created without --ttl.
+    #[arg(long, env = "HUB_BOOTSTRAP_TOKEN_TTL", default_value = "24h", value_parser = api::parse_duration)]
+    pub bootstrap_token_ttl: std::time::Duration,
     /// How long in-flight requests may run after SIGTERM/SIGINT (e.g. 30s).
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "30s", value_parser = api::parse_duration)]
     pub shutdown_grace: std::time::Duration,

@@ -13,7 +13,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::http::{AppState, ClusterInfo, router};
-use crate::service::Hub;
+use crate::service::{Hub, HubSettings};
 use crate::tls::{self, CaBundle};
 
 /// A hub that is listening.
@@ -56,6 +56,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tls_ca,
         admin_token,
         max_work_bytes,
+        access_token_ttl,
+        lease_interval,
+        lease_grace,
+        bootstrap_token_ttl,
         log_format: _,
         shutdown_grace: _,
     } = args;
@@ -67,10 +71,17 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("opening the database {}", redact_url(&database_url)))?;
     tracing::info!(backend = store.backend(), "store ready");
-    let hub = Hub::start(store.clone())
-        .await
-        .context("starting the hub service")?;
-    let (auth, known_token) = Auth::init(&*store, admin_token.as_deref())
+    let hub = Hub::start_with(
+        store.clone(),
+        HubSettings {
+            lease_interval,
+            lease_grace: lease_grace.unwrap_or(lease_interval * 5),
+            bootstrap_token_ttl,
+        },
+    )
+    .await
+    .context("starting the hub service")?;
+    let (auth, known_token) = Auth::init(store.clone(), admin_token.as_deref(), access_token_ttl)
         .await
         .context("loading the admin token")?;
 
@@ -139,7 +150,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let app = router(state);
     let handle = Handle::new();
     let server = axum_server::from_tcp_rustls(listener, rustls)?.handle(handle.clone());
-    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let task = tokio::spawn(async move {
+        server
+            .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
+    });
     tracing::info!(%url, client_config = %client_config.display(), "hub listening");
     println!("hub listening on {url}");
     println!(

@@ -18,23 +18,29 @@ fn target_dir() -> anyhow::Result<PathBuf> {
         .context("cannot locate the target directory")
 }
 
-/// Path of a workspace binary (`hub`, `klusterlet`), building it when missing.
+/// Path of a workspace binary (`hub`, `klusterlet`), built (or brought up to date) once
+/// per test process, so a test never runs a stale binary.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let path = target_dir()?.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = Command::new(cargo)
-            .args(["build", "--bin", name, "--manifest-path"])
-            .arg(&manifest)
-            .status()
-            .context("running cargo build")?;
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bin", name, "--manifest-path"])
+            .arg(&manifest);
+        if target_dir()?.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build")?;
         if !status.success() || !path.exists() {
             bail!(
                 "could not build the {name} binary (expected at {})",
                 path.display()
             );
         }
+        built.push(name.to_string());
     }
     Ok(path)
 }

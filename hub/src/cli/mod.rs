@@ -1,13 +1,286 @@
 //! The `hub` CLI verbs other than `serve`: kubectl/clusteradm style, talking REST to a hub.
+//!
+//! Every verb returns `Result<(), CliError>`; [`run`] turns the error into one line on
+//! stderr and the exit code of DESIGN.md (0 ok, 1 refused, 2 usage or bad local input,
+//! 3 timed out, 4 hub unreachable, 5xx, 401 or 403).
 
-use clap::Subcommand;
+use api::ClientError;
+use clap::{Args, Subcommand};
+
+pub mod apply;
+pub mod connection;
+pub mod delete;
+pub mod get;
+pub mod input;
+pub mod label;
+pub mod output;
+
+pub use connection::ConnectionArgs;
+
+/// The resource name kubectl would print for a ManifestWork.
+pub const WORK_RESOURCE: &str = "manifestwork.work.open-cluster-management.io";
+/// The resource name kubectl would print for a ManagedCluster.
+pub const CLUSTER_RESOURCE: &str = "managedcluster.cluster.open-cluster-management.io";
 
 /// Client commands (they talk to a running hub).
 #[derive(Debug, Subcommand)]
-pub enum ClientCommand {}
+pub enum ClientCommand {
+    /// Apply ManifestWorks, or plain Kubernetes manifests as one work, to clusters.
+    ///
+    /// The input is a stream of YAML or JSON documents. ManifestWork documents
+    /// (work.open-cluster-management.io/v1) are applied as they are; a stream of plain
+    /// Kubernetes manifests becomes one work named --name. Mixing the two is an error.
+    /// Applying replaces the work: manifests no longer in the input are removed from the
+    /// cluster. Each work prints `created`, `configured` or `unchanged`.
+    ///
+    /// Exit codes: 0 every work applied; 1 the hub refused a work (each refusal is
+    /// printed, the other works are still applied) or no cluster matches
+    /// --cluster-selector; 2 usage error or bad input (unreadable file, invalid YAML,
+    /// mixed documents, a namespace that differs from --cluster; nothing is sent then);
+    /// 4 the hub is unreachable or answered 5xx, 401 or 403.
+    Apply(apply::ApplyArgs),
+    /// Show works or clusters as a table, JSON or YAML.
+    ///
+    /// Exit codes: 0 shown (an empty list too); 1 the hub refused, e.g. NAME does not
+    /// exist; 2 usage error; 4 the hub is unreachable or answered 5xx, 401 or 403.
+    Get(get::GetArgs),
+    /// Delete a work or a cluster and wait until it is gone.
+    ///
+    /// Like kubectl, waits by default until the object is gone, which for a work means its
+    /// agent removed its resources from the cluster.
+    ///
+    /// Exit codes: 0 deleted (gone, or asked for with --wait=false); 1 the hub refused
+    /// (for example the object does not exist); 2 usage error; 3 --timeout ran out while
+    /// the object was still deleting (what is pending is printed); 4 the hub is
+    /// unreachable or answered 5xx, 401 or 403.
+    Delete(delete::DeleteArgs),
+    /// Set or remove labels of a cluster.
+    ///
+    /// Exit codes: 0 done; 1 the hub refused (e.g. no such cluster); 2 usage error or a bad
+    /// label; 4 the hub is unreachable or answered 5xx, 401 or 403.
+    Label(label::LabelArgs),
+}
+
+/// Why a command failed; each kind has its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags or bad local input (an unreadable file, mixed documents): exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The hub answered with an error or could not be reached: exit 1 or 4.
+    #[error(transparent)]
+    Client(Box<ClientError>),
+    /// The request cannot be carried out, decided on this side (a selector matching no
+    /// cluster): exit 1.
+    #[error("{0}")]
+    Refused(String),
+    /// A wait ran out: exit 3.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The errors were printed already as they happened; exit with this code.
+    #[error("failed (exit code {0})")]
+    Reported(i32),
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Client(Box::new(e))
+    }
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Client(e) => e.exit_code(),
+            CliError::Refused(_) => 1,
+            CliError::TimedOut(_) => 3,
+            CliError::Reported(code) => *code,
+        }
+    }
+
+    /// Prints the error as one line on stderr (nothing for `Reported`) and returns the
+    /// exit code.
+    pub fn report(&self) -> i32 {
+        match self {
+            CliError::Client(e) => eprintln!("{}", describe_client_error(e, None)),
+            CliError::Reported(_) => {}
+            other => eprintln!("error: {other}"),
+        }
+        self.exit_code()
+    }
+}
+
+/// One line for a client error, kubectl style: `Error from server (NotFound): ...` when
+/// the hub answered, `error: ...` otherwise. `about` names the object concerned.
+pub fn describe_client_error(err: &ClientError, about: Option<&str>) -> String {
+    let about = about.map(|a| format!("{a}: ")).unwrap_or_default();
+    match err {
+        ClientError::Api { status, body } => {
+            let reason = if body.code == "unknown" {
+                format!("HTTP {}", status.as_u16())
+            } else {
+                camel_case(&body.code)
+            };
+            let mut line = format!("Error from server ({reason}): {about}{}", body.message);
+            if let Some(fields) = body.details.as_ref().and_then(|d| d.as_array()) {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .filter_map(|f| {
+                        let field = f.get("field")?.as_str()?;
+                        let message = f.get("message")?.as_str()?;
+                        Some(format!("{field}: {message}"))
+                    })
+                    .collect();
+                if !fields.is_empty() {
+                    line.push_str(&format!(" ({})", fields.join("; ")));
+                }
+            }
+            if matches!(status.as_u16(), 401 | 403) {
+                line.push_str(
+                    " (check --token, HUB_TOKEN or the token in the client config: --config, HUB_CONFIG, <data-dir>/client.yaml)",
+                );
+            }
+            line
+        }
+        ClientError::Transport { url, source } => {
+            // reqwest's own message repeats the URL; its causes say what happened.
+            let why = match std::error::Error::source(source) {
+                Some(cause) => error_chain(cause),
+                None => source.to_string(),
+            };
+            format!("error: {about}cannot reach the hub at {url}: {why}")
+        }
+        other => format!("error: {about}{other}"),
+    }
+}
+
+/// An error and its sources, joined by `: `, without repeating a message its cause
+/// already contains.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        let msg = e.to_string();
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// `not_found` → `NotFound`.
+fn camel_case(code: &str) -> String {
+    code.split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c).collect::<String>(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// Flags of `--wait`/`--timeout` shared by the verbs that wait for deletion.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Wait until the object is gone (`--wait=false` returns once deletion was asked for).
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub wait: bool,
+    /// How long to wait for the deletion, e.g. 30s, 5m (exit code 3 when it runs out).
+    #[arg(long, default_value = "60s", value_parser = api::parse_duration)]
+    pub timeout: std::time::Duration,
+}
 
 /// Runs a client command; returns the process exit code (DESIGN.md: 0 ok, 1 failed or
 /// refused, 2 usage, 3 timed out, 4 hub unreachable, 5xx, 401/403).
 pub async fn run(command: ClientCommand) -> i32 {
-    match command {}
+    let result = match command {
+        ClientCommand::Apply(args) => apply::run(args).await,
+        ClientCommand::Get(args) => get::run(args).await,
+        ClientCommand::Delete(args) => delete::run(args).await,
+        ClientCommand::Label(args) => label::run(args).await,
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => e.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::ErrorBody;
+    use reqwest::StatusCode;
+
+    fn api_error(status: u16, code: &str, message: &str) -> ClientError {
+        ClientError::Api {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+                details: None,
+            },
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Refused("x".into()).exit_code(), 1);
+        assert_eq!(CliError::TimedOut("x".into()).exit_code(), 3);
+        assert_eq!(
+            CliError::from(api_error(404, "not_found", "x")).exit_code(),
+            1
+        );
+        assert_eq!(
+            CliError::from(api_error(409, "conflict", "x")).exit_code(),
+            1
+        );
+        assert_eq!(
+            CliError::from(api_error(401, "unauthorized", "x")).exit_code(),
+            4
+        );
+        assert_eq!(
+            CliError::from(api_error(403, "forbidden", "x")).exit_code(),
+            4
+        );
+        assert_eq!(
+            CliError::from(api_error(503, "unavailable", "x")).exit_code(),
+            4
+        );
+    }
+
+    #[test]
+    fn server_errors_read_like_kubectl() {
+        let e = api_error(404, "not_found", "manifestwork \"w\" not found");
+        assert_eq!(
+            describe_client_error(&e, None),
+            "Error from server (NotFound): manifestwork \"w\" not found"
+        );
+        let e = ClientError::Api {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: ErrorBody {
+                code: "invalid".into(),
+                message: "the work is invalid".into(),
+                details: Some(serde_json::json!([
+                    {"field": "spec.workload.manifests[0].kind", "message": "is required"}
+                ])),
+            },
+        };
+        assert_eq!(
+            describe_client_error(&e, Some("manifestwork \"w\" (cluster c1)")),
+            "Error from server (Invalid): manifestwork \"w\" (cluster c1): the work is invalid (spec.workload.manifests[0].kind: is required)"
+        );
+    }
 }

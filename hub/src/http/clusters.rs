@@ -1,18 +1,23 @@
-//! ManagedCluster handlers.
+//! ManagedCluster handlers, including the agent's lease and credentials.
 
 use std::collections::BTreeMap;
 
-use api::ManagedCluster;
+use api::{CredentialRequest, LeaseRenewal, ManagedCluster};
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
+use serde_json::json;
 
-use super::extract::{Doc, ListParams, Principal};
+use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, respond};
 use crate::service::Error;
+use crate::service::access::Action;
+use crate::service::registration::with_lease;
+
+type ClusterPath = Result<Path<String>, PathRejection>;
 
 fn cluster_response(status: StatusCode, index: u64, c: &ManagedCluster) -> Response {
     let etag = c
@@ -23,17 +28,32 @@ fn cluster_response(status: StatusCode, index: u64, c: &ManagedCluster) -> Respo
     respond(status, index, etag, Json(c))
 }
 
-/// `GET /api/v1/clusters`, with `labelSelector` and blocking `index`.
+fn target(name: &str) -> String {
+    format!("clusters/{name}")
+}
+
+/// `GET /api/v1/clusters`, with `labelSelector` and blocking `index`; filtered to the
+/// caller's scope.
 pub async fn list(
     State(state): State<AppState>,
-    _who: Principal,
+    who: Principal,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(params) = params?;
-    let list = state
+    let scope = state.hub.readable_clusters(&who).await?;
+    let mut list = state
         .hub
         .list_clusters(&params.selector()?, params.block()?)
         .await?;
+    if let Some(scope) = scope {
+        list.items.retain(|c| scope.contains(&c.metadata.name));
+    }
+    let leases = state.hub.store().leases().await?;
+    list.items = list
+        .items
+        .into_iter()
+        .map(|c| with_lease(c, &leases))
+        .collect();
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,
@@ -45,14 +65,22 @@ pub async fn list(
 /// `GET /api/v1/clusters/{cluster}`.
 pub async fn get(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<Path<String>, PathRejection>,
+    who: Principal,
+    path: ClusterPath,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Path(name) = path?;
     let Query(params) = params?;
+    state.hub.authorize(&who, &name, Action::Read).await?;
     match state.hub.get_cluster(&name, params.block()?).await? {
-        (Some(c), index) => Ok(cluster_response(StatusCode::OK, index, &c)),
+        (Some(c), index) => {
+            let leases = state.hub.store().leases().await?;
+            Ok(cluster_response(
+                StatusCode::OK,
+                index,
+                &with_lease(c, &leases),
+            ))
+        }
         (None, index) => Ok(respond(
             StatusCode::NOT_FOUND,
             index,
@@ -65,13 +93,25 @@ pub async fn get(
 /// `PUT /api/v1/clusters/{cluster}` (admin): create or update labels, taints, acceptance.
 pub async fn put(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<Path<String>, PathRejection>,
+    who: Principal,
+    Source(from): Source,
+    path: ClusterPath,
     Doc(cluster): Doc<ManagedCluster>,
 ) -> Result<Response, Error> {
     let Path(name) = path?;
+    who.require_admin()?;
     let existed = state.hub.get_cluster(&name, None).await?.0.is_some();
     let c = state.hub.put_cluster(&name, cluster).await?;
+    state
+        .hub
+        .audit(
+            &who,
+            "cluster.put",
+            &target(&name),
+            &from,
+            json!({"labels": c.metadata.labels}),
+        )
+        .await;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -83,12 +123,19 @@ pub async fn put(
 /// `PUT /api/v1/clusters/{cluster}/labels` (admin): `{"k": "v", "gone": null}`.
 pub async fn put_labels(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<Path<String>, PathRejection>,
+    who: Principal,
+    Source(from): Source,
+    path: ClusterPath,
     Doc(labels): Doc<BTreeMap<String, Option<String>>>,
 ) -> Result<Response, Error> {
     let Path(name) = path?;
+    who.require_admin()?;
+    let details = json!({"labels": labels});
     let c = state.hub.set_cluster_labels(&name, labels).await?;
+    state
+        .hub
+        .audit(&who, "cluster.label", &target(&name), &from, details)
+        .await;
     Ok(cluster_response(StatusCode::OK, state.hub.index(), &c))
 }
 
@@ -99,16 +146,18 @@ pub struct DeleteParams {
     pub force: Option<String>,
 }
 
-/// `DELETE /api/v1/clusters/{cluster}[?force=true]`: 200 when gone, 202 while its agent
-/// cleans up its works.
+/// `DELETE /api/v1/clusters/{cluster}[?force=true]` (admin): 200 when gone, 202 while its
+/// agent cleans up its works.
 pub async fn delete(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<Path<String>, PathRejection>,
+    who: Principal,
+    Source(from): Source,
+    path: ClusterPath,
     params: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Path(name) = path?;
     let Query(params) = params?;
+    who.require_admin()?;
     let force = match params.force.as_deref() {
         None | Some("") | Some("false") => false,
         Some("true") => true,
@@ -119,10 +168,76 @@ pub async fn delete(
         }
     };
     let d = state.hub.delete_cluster(&name, force).await?;
+    state
+        .hub
+        .audit(
+            &who,
+            "cluster.delete",
+            &target(&name),
+            &from,
+            json!({"force": force, "removed": d.removed, "worksLeft": d.works_left}),
+        )
+        .await;
     let status = if d.removed {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
     Ok(respond(status, state.hub.index(), None, Json(d)))
+}
+
+/// `POST /api/v1/clusters/{cluster}/revoke` (admin): the agent's credentials stop working
+/// at once; nothing is deleted.
+pub async fn revoke(
+    State(state): State<AppState>,
+    who: Principal,
+    Source(from): Source,
+    path: ClusterPath,
+) -> Result<Response, Error> {
+    let Path(name) = path?;
+    who.require_admin()?;
+    let c = state.hub.revoke_cluster(&name).await?;
+    state
+        .hub
+        .audit(&who, "cluster.revoke", &target(&name), &from, json!({}))
+        .await;
+    Ok(cluster_response(StatusCode::OK, state.hub.index(), &c))
+}
+
+/// `PUT /api/v1/clusters/{cluster}/lease` (the cluster's agent): heartbeat and claims.
+pub async fn lease(
+    State(state): State<AppState>,
+    who: Principal,
+    path: ClusterPath,
+    Doc(renewal): Doc<LeaseRenewal>,
+) -> Result<Response, Error> {
+    let Path(name) = path?;
+    state.hub.authorize(&who, &name, Action::AgentWrite).await?;
+    let status = state.hub.renew_lease(&name, &renewal).await?;
+    Ok(respond(
+        StatusCode::OK,
+        state.hub.index(),
+        None,
+        Json(status),
+    ))
+}
+
+/// `POST /api/v1/clusters/{cluster}/credentials`: no bearer token; the body's assertion,
+/// signed by the agent's own key, is the proof.
+pub async fn credentials(
+    State(state): State<AppState>,
+    path: ClusterPath,
+    Doc(req): Doc<CredentialRequest>,
+) -> Result<Response, Error> {
+    let Path(name) = path?;
+    let token = state
+        .hub
+        .issue_credentials(&state.auth, &name, &req.assertion)
+        .await?;
+    Ok(respond(
+        StatusCode::OK,
+        state.hub.index(),
+        None,
+        Json(token),
+    ))
 }

@@ -185,6 +185,22 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 Error::Unauthorized("the Authorization header must be `Bearer <token>`".into())
             })?;
-        state.auth.authenticate(token)
+        state.auth.authenticate(token).await
+    }
+}
+
+/// Where a request came from (the peer address), for the audit log.
+pub struct Source(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Ok(Source(addr))
     }
 }

@@ -9,9 +9,8 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -22,19 +21,10 @@ mod clusters;
 pub mod error;
 pub mod extract;
 mod openapi;
+mod registration;
 mod works;
 
-/// What `/api/v1/cluster-info` serves: enough for an agent to pin the hub's CA.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterInfo {
-    /// The hub's URL as agents should use it.
-    pub server: String,
-    /// PEM of the CA that signs the hub's serving certificate.
-    pub certificate_authority_data: String,
-    /// `sha256:<hex>` of the CA's SubjectPublicKeyInfo.
-    pub ca_hash: String,
-}
+pub use api::ClusterInfo;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -113,7 +103,29 @@ pub fn router(state: AppState) -> Router {
             "/clusters/{cluster}/manifestworks/{name}/finalizers",
             axum::routing::delete(works::remove_finalizer),
         )
-        .route("/manifestworks", get(works::list_all));
+        .route("/manifestworks", get(works::list_all))
+        .route("/clusters/{cluster}/revoke", post(clusters::revoke))
+        .route("/clusters/{cluster}/lease", put(clusters::lease))
+        .route(
+            "/clusters/{cluster}/credentials",
+            post(clusters::credentials),
+        )
+        .route(
+            "/tokens",
+            post(registration::create_token).get(registration::list_tokens),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(registration::revoke_token),
+        )
+        .route(
+            "/registrations",
+            post(registration::register).get(registration::list_registrations),
+        )
+        .route("/registrations/{id}", get(registration::get_registration))
+        .route("/registrations/{id}/accept", post(registration::accept))
+        .route("/registrations/{id}/deny", post(registration::deny))
+        .route("/audit", get(registration::audit));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -1,24 +1,35 @@
-//! ManifestWork handlers: extract, call the service, shape the response.
+//! ManifestWork handlers: extract, authorize, call the service, audit, shape the response.
 
 use api::{ManifestWork, StatusUpdate};
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
+use serde_json::json;
 
-use super::extract::{Doc, ListParams, Principal};
+use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, respond};
+use crate::service::access::{Action, mask_secrets, reject_placeholders};
 use crate::service::{Error, WorkQuery, WorkWrite, works};
 
-type WorkPath = Path<(String, String)>;
+type WorkPath = Result<Path<(String, String)>, PathRejection>;
 
-fn work_response(status: StatusCode, index: u64, work: &ManifestWork) -> Response {
+fn work_response(
+    status: StatusCode,
+    index: u64,
+    who: &Principal,
+    mut work: ManifestWork,
+) -> Response {
+    if !who.sees_secrets() {
+        mask_secrets(&mut work);
+    }
     let etag = work.metadata.resource_version.as_deref().map(works::etag);
     respond(status, index, etag, Json(work))
 }
 
-fn write_response(state: &AppState, w: WorkWrite) -> Response {
+fn write_response(state: &AppState, who: &Principal, w: WorkWrite) -> Response {
     let status = if w.created {
         StatusCode::CREATED
     } else if w.work.metadata.deletion_timestamp.is_some() && !w.gone {
@@ -26,39 +37,54 @@ fn write_response(state: &AppState, w: WorkWrite) -> Response {
     } else {
         StatusCode::OK
     };
-    work_response(status, state.hub.index(), &w.work)
+    work_response(status, state.hub.index(), who, w.work)
+}
+
+fn target(cluster: &str, name: &str) -> String {
+    format!("clusters/{cluster}/manifestworks/{name}")
 }
 
 /// `PUT /api/v1/clusters/{cluster}/manifestworks/{name}`: create or replace.
 pub async fn put(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<WorkPath, axum::extract::rejection::PathRejection>,
+    who: Principal,
+    Source(from): Source,
+    path: WorkPath,
     headers: HeaderMap,
     Doc(work): Doc<ManifestWork>,
 ) -> Result<Response, Error> {
     let Path((cluster, name)) = path?;
+    state
+        .hub
+        .authorize(&who, &cluster, Action::WriteWorks)
+        .await?;
+    reject_placeholders(&work)?;
     let if_match = headers
         .get("if-match")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let w = state.hub.put_work(&cluster, &name, work, if_match).await?;
-    Ok(write_response(&state, w))
+    let details = json!({"generation": w.work.metadata.generation, "resourceVersion": w.work.metadata.resource_version, "created": w.created});
+    state
+        .hub
+        .audit(&who, "work.put", &target(&cluster, &name), &from, details)
+        .await;
+    Ok(write_response(&state, &who, w))
 }
 
 /// `GET /api/v1/clusters/{cluster}/manifestworks/{name}`, blocking with `index`.
 pub async fn get(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<WorkPath, axum::extract::rejection::PathRejection>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    who: Principal,
+    path: WorkPath,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Path((cluster, name)) = path?;
     let Query(params) = params?;
-    let (work, index) = state.hub.get_work(&cluster, &name, params.block()?).await?;
-    match work {
-        Some(w) => Ok(work_response(StatusCode::OK, index, &w)),
-        None => {
+    state.hub.authorize(&who, &cluster, Action::Read).await?;
+    match state.hub.get_work(&cluster, &name, params.block()?).await? {
+        (Some(w), index) => Ok(work_response(StatusCode::OK, index, &who, w)),
+        (None, index) => {
             let err = Error::NotFound(format!(
                 "manifestwork {name:?} not found in cluster {cluster:?}"
             ));
@@ -70,27 +96,30 @@ pub async fn get(
 /// `GET /api/v1/clusters/{cluster}/manifestworks`, blocking with `index`.
 pub async fn list(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    who: Principal,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Path(cluster) = path?;
     let Query(params) = params?;
-    list_with(state, Some(cluster), params).await
+    state.hub.authorize(&who, &cluster, Action::Read).await?;
+    list_with(state, who, Some(cluster), params).await
 }
 
-/// `GET /api/v1/manifestworks`: across clusters, with `clusterSelector`.
+/// `GET /api/v1/manifestworks`: across clusters, with `clusterSelector`; filtered to the
+/// caller's scope.
 pub async fn list_all(
     State(state): State<AppState>,
-    _who: Principal,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    who: Principal,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(params) = params?;
-    list_with(state, None, params).await
+    list_with(state, who, None, params).await
 }
 
 async fn list_with(
     state: AppState,
+    who: Principal,
     cluster: Option<String>,
     params: ListParams,
 ) -> Result<Response, Error> {
@@ -101,9 +130,14 @@ async fn list_with(
         limit: params.limit()?,
         continue_: params.continue_.clone().filter(|c| !c.is_empty()),
         block: params.block()?,
-        ignore_status_changes: false,
+        // A cluster's agent is not woken by its own status writes.
+        ignore_status_changes: matches!(who, Principal::Agent { .. }),
+        scope: state.hub.readable_clusters(&who).await?,
     };
-    let list = state.hub.list_works(query).await?;
+    let mut list = state.hub.list_works(query).await?;
+    if !who.sees_secrets() {
+        list.items.iter_mut().for_each(mask_secrets);
+    }
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,
@@ -116,27 +150,46 @@ async fn list_with(
 /// agent cleans up.
 pub async fn delete(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<WorkPath, axum::extract::rejection::PathRejection>,
+    who: Principal,
+    Source(from): Source,
+    path: WorkPath,
 ) -> Result<Response, Error> {
     let Path((cluster, name)) = path?;
+    state
+        .hub
+        .authorize(&who, &cluster, Action::WriteWorks)
+        .await?;
     let w = state.hub.delete_work(&cluster, &name).await?;
-    Ok(write_response(&state, w))
+    state
+        .hub
+        .audit(
+            &who,
+            "work.delete",
+            &target(&cluster, &name),
+            &from,
+            json!({"removed": w.gone}),
+        )
+        .await;
+    Ok(write_response(&state, &who, w))
 }
 
 /// `PUT .../manifestworks/{name}/status`: the agent's report.
 pub async fn put_status(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<WorkPath, axum::extract::rejection::PathRejection>,
+    who: Principal,
+    path: WorkPath,
     Doc(update): Doc<StatusUpdate>,
 ) -> Result<Response, Error> {
     let Path((cluster, name)) = path?;
+    state
+        .hub
+        .authorize(&who, &cluster, Action::AgentWrite)
+        .await?;
     let work = state
         .hub
         .put_work_status(&cluster, &name, update.status)
         .await?;
-    Ok(work_response(StatusCode::OK, state.hub.index(), &work))
+    Ok(work_response(StatusCode::OK, state.hub.index(), &who, work))
 }
 
 /// Query of the finalizer removal.
@@ -149,12 +202,16 @@ pub struct FinalizerParams {
 /// `DELETE .../manifestworks/{name}/finalizers?name=F`: the agent is done cleaning up.
 pub async fn remove_finalizer(
     State(state): State<AppState>,
-    _who: Principal,
-    path: Result<WorkPath, axum::extract::rejection::PathRejection>,
-    params: Result<Query<FinalizerParams>, axum::extract::rejection::QueryRejection>,
+    who: Principal,
+    path: WorkPath,
+    params: Result<Query<FinalizerParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Path((cluster, name)) = path?;
     let Query(params) = params?;
+    state
+        .hub
+        .authorize(&who, &cluster, Action::AgentWrite)
+        .await?;
     let finalizer = params.name.filter(|n| !n.is_empty()).ok_or_else(|| {
         Error::Malformed("name of the finalizer is required: ?name=klusterlet/cleanup".into())
     })?;
@@ -162,5 +219,10 @@ pub async fn remove_finalizer(
         .hub
         .remove_work_finalizer(&cluster, &name, &finalizer)
         .await?;
-    Ok(work_response(StatusCode::OK, state.hub.index(), &w.work).into_response())
+    Ok(work_response(
+        StatusCode::OK,
+        state.hub.index(),
+        &who,
+        w.work,
+    ))
 }

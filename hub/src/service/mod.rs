@@ -11,9 +11,11 @@ use futures::StreamExt;
 
 use crate::store::{Change, ChangeKind, Store};
 
+pub mod access;
 pub mod clusters;
 pub mod error;
 pub mod feed;
+pub mod registration;
 pub mod works;
 mod writer;
 
@@ -55,6 +57,29 @@ pub struct WorkQuery {
     /// Status-only changes do not wake this query (the cluster's agent: status is its own
     /// output).
     pub ignore_status_changes: bool,
+    /// Only these clusters (the caller's scope); `None`: all.
+    pub scope: Option<Vec<String>>,
+}
+
+/// Timings of registration and leases.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// How often agents renew their lease.
+    pub lease_interval: Duration,
+    /// How long after the last renewal a cluster becomes Unknown.
+    pub lease_grace: Duration,
+    /// Lifetime of bootstrap tokens created without `ttl`.
+    pub bootstrap_token_ttl: Duration,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        HubSettings {
+            lease_interval: Duration::from_secs(10),
+            lease_grace: Duration::from_secs(50),
+            bootstrap_token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The result of a work write.
@@ -73,19 +98,33 @@ pub struct Hub {
     store: Arc<dyn Store>,
     feed: Arc<ChangeFeed>,
     writer: Writer,
+    settings: HubSettings,
 }
 
 impl Hub {
-    /// Starts the writer and the feed's followers of other hubs' writes.
+    /// Starts with default timings.
     pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Hub>> {
+        Self::start_with(store, HubSettings::default()).await
+    }
+
+    /// Starts the writer, the feed's followers of other hubs' writes, and the lease monitor.
+    pub async fn start_with(store: Arc<dyn Store>, settings: HubSettings) -> Result<Arc<Hub>> {
         let feed = ChangeFeed::new(store.current_index().await?);
         let writer = Writer::start(store.clone(), feed.clone());
         tokio::spawn(follow(store.clone(), feed.clone()));
-        Ok(Arc::new(Hub {
+        let hub = Arc::new(Hub {
             store,
             feed,
             writer,
-        }))
+            settings,
+        });
+        tokio::spawn(monitor_leases(Arc::downgrade(&hub)));
+        Ok(hub)
+    }
+
+    /// The timings in force.
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
     }
 
     /// The store, for settings and health.
@@ -225,17 +264,20 @@ impl Hub {
         }
         let after = q.continue_.as_deref().map(decode_continue).transpose()?;
         if let (Some(b), None) = (q.block, &after) {
-            let (cluster, sel, ignore_status) = (
+            let (cluster, sel, ignore_status, scope) = (
                 q.cluster.clone(),
                 q.selector.clone(),
                 q.ignore_status_changes,
+                q.scope.clone(),
             );
             let cross_cluster = q.cluster.is_none() && !q.cluster_selector.is_empty();
             let filter: feed::ChangeFilter = Box::new(move |ch: &Change| match ch.kind {
+                ChangeKind::Registration => false,
                 ChangeKind::Cluster => cross_cluster,
                 ChangeKind::Work => {
                     !(ignore_status && ch.status_only)
                         && cluster.as_deref().is_none_or(|c| c == ch.cluster)
+                        && scope.as_ref().is_none_or(|s| s.contains(&ch.cluster))
                         && (sel.matches(&ch.labels)
                             || ch.prev_labels.as_ref().is_some_and(|l| sel.matches(l)))
                 }
@@ -286,7 +328,8 @@ impl Hub {
                     w.metadata.namespace.clone().unwrap_or_default(),
                     w.metadata.name.clone(),
                 );
-                let in_scope = clusters.as_ref().is_none_or(|cs| cs.contains(&key.0));
+                let in_scope = clusters.as_ref().is_none_or(|cs| cs.contains(&key.0))
+                    && q.scope.as_ref().is_none_or(|cs| cs.contains(&key.0));
                 if in_scope && q.selector.matches(&w.metadata.labels) {
                     if items.len() as u32 >= limit {
                         more = true;
@@ -410,6 +453,21 @@ impl Hub {
             .filter(|c| selector.matches(&c.metadata.labels))
             .collect();
         Ok(List::new("ManagedClusterList", items, index, None))
+    }
+}
+
+/// Checks leases every half interval (at most every second) while the hub lives.
+async fn monitor_leases(hub: std::sync::Weak<Hub>) {
+    loop {
+        let period = match hub.upgrade() {
+            Some(h) => (h.settings.lease_interval / 2).min(Duration::from_secs(1)),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(h) = hub.upgrade() else { return };
+        if let Err(e) = h.check_leases().await {
+            tracing::debug!(error = %e, "lease check failed; will retry");
+        }
     }
 }
 

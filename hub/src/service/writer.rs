@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
 use super::feed::ChangeFeed;
-use super::{clusters, works};
+use super::{clusters, registration, works};
 use crate::store::{Change, ChangeKind, Store, StoreError, WriteTx};
 
 /// Most writes per transaction; beyond this the commit latency grows for little gain.
@@ -39,6 +39,22 @@ pub(crate) enum Op {
     MarkClusterJoined {
         name: String,
     },
+    CreateRegistration {
+        registration: Box<api::Registration>,
+        auto_accept: bool,
+    },
+    DecideRegistration {
+        id: String,
+        accept: bool,
+    },
+    RevokeAgent {
+        cluster: String,
+    },
+    SetAvailability {
+        cluster: String,
+        available: bool,
+        claims: Option<Vec<api::Claim>>,
+    },
 }
 
 /// What a write produced.
@@ -54,6 +70,8 @@ pub(crate) enum Outcome {
     Cluster(Box<ManagedCluster>),
     /// A cluster deletion's result.
     ClusterDeletion(api::ClusterDeletion),
+    /// A registration after the write.
+    Registration(Box<api::Registration>),
 }
 
 /// The writes of one transaction, and the changes they made so far.
@@ -102,6 +120,18 @@ impl Batch<'_> {
         self.push(ChangeKind::Cluster, name, name, labels, prev, false);
     }
 
+    /// Records a change to a registration at `next_index()`.
+    pub fn record_registration(&mut self, cluster: &str, id: &str) {
+        self.push(
+            ChangeKind::Registration,
+            cluster,
+            id,
+            Default::default(),
+            None,
+            false,
+        );
+    }
+
     fn push(
         &mut self,
         kind: ChangeKind,
@@ -138,6 +168,17 @@ async fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
         Op::SetClusterLabels(s) => clusters::set_labels(batch, s).await,
         Op::DeleteCluster { name, force } => clusters::delete(batch, name, *force).await,
         Op::MarkClusterJoined { name } => clusters::mark_joined(batch, name).await,
+        Op::CreateRegistration {
+            registration,
+            auto_accept,
+        } => registration::create(batch, registration, *auto_accept).await,
+        Op::DecideRegistration { id, accept } => registration::decide(batch, id, *accept).await,
+        Op::RevokeAgent { cluster } => registration::revoke(batch, cluster).await,
+        Op::SetAvailability {
+            cluster,
+            available,
+            claims,
+        } => registration::set_availability(batch, cluster, *available, claims.as_deref()).await,
     }
 }
 

@@ -48,6 +48,47 @@ pub enum ChangeKind {
     Work = 1,
     /// A ManagedCluster.
     Cluster = 2,
+    /// A registration (join request); `cluster` is the cluster it asks for, `name` its id.
+    Registration = 3,
+}
+
+/// A token as stored: its public record and the hash of its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredToken {
+    /// The public record (`uses` is the stored counter).
+    pub token: api::Token,
+    /// Hex SHA-256 of the secret.
+    pub secret_sha256: String,
+}
+
+/// The accepted agent of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// The cluster.
+    pub cluster: String,
+    /// PEM public key the agent signs its assertions with.
+    pub public_key: String,
+    /// The registration that was accepted.
+    pub registration_id: String,
+    /// Bumped on revocation and re-acceptance: access tokens carry it.
+    pub generation: i64,
+    /// Cut off by `hub revoke cluster`.
+    pub revoked: bool,
+}
+
+/// An audit entry to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// From where.
+    pub source: String,
+    /// Extra facts, never secrets.
+    pub details: serde_json::Value,
 }
 
 /// One entry of the change log: an object that changed at `index`.
@@ -108,6 +149,38 @@ pub trait Store: Send + Sync + 'static {
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Stores a new token.
+    async fn insert_token(&self, token: &StoredToken) -> Result<(), StoreError>;
+    /// One token.
+    async fn get_token(&self, id: &str) -> Result<Option<StoredToken>, StoreError>;
+    /// All tokens, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
+    /// Removes a token; whether it existed.
+    async fn delete_token(&self, id: &str) -> Result<bool, StoreError>;
+    /// Counts one use of a token unless `max_uses` is reached; whether it was counted.
+    async fn use_token(&self, id: &str, max_uses: Option<u64>) -> Result<bool, StoreError>;
+    /// One registration.
+    async fn get_registration(&self, id: &str) -> Result<Option<api::Registration>, StoreError>;
+    /// All registrations, oldest first.
+    async fn list_registrations(&self) -> Result<Vec<api::Registration>, StoreError>;
+    /// The accepted agent of a cluster.
+    async fn get_agent(&self, cluster: &str) -> Result<Option<Agent>, StoreError>;
+    /// Records a lease renewal (not indexed).
+    async fn renew_lease(
+        &self,
+        cluster: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+    /// Every cluster's last lease renewal.
+    async fn leases(&self) -> Result<BTreeMap<String, chrono::DateTime<chrono::Utc>>, StoreError>;
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
+    /// The newest audit entries, optionally for one target prefix.
+    async fn list_audit(
+        &self,
+        target_prefix: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<api::AuditEntry>, StoreError>;
     /// Indexes committed by any hub on this database, pushed by the database
     /// (`LISTEN/NOTIFY` on Postgres); `None` where only one hub can write (SQLite).
     async fn listen(&self) -> Result<Option<IndexStream>, StoreError>;
@@ -137,8 +210,21 @@ pub trait WriteTx: Send {
     /// Inserts or replaces a cluster.
     async fn put_cluster(&mut self, cluster: &ManagedCluster, index: u64)
     -> Result<(), StoreError>;
-    /// Removes a cluster.
+    /// Removes a cluster (and its agent and lease).
     async fn delete_cluster(&mut self, name: &str) -> Result<(), StoreError>;
+    /// One registration, as this transaction sees it.
+    async fn get_registration(&mut self, id: &str)
+    -> Result<Option<api::Registration>, StoreError>;
+    /// Inserts or replaces a registration.
+    async fn put_registration(
+        &mut self,
+        registration: &api::Registration,
+        index: u64,
+    ) -> Result<(), StoreError>;
+    /// The accepted agent of a cluster, as this transaction sees it.
+    async fn get_agent(&mut self, cluster: &str) -> Result<Option<Agent>, StoreError>;
+    /// Inserts or replaces a cluster's agent.
+    async fn put_agent(&mut self, agent: &Agent) -> Result<(), StoreError>;
     /// Records the changes, advances the index to the last one, tells other hubs, commits.
     async fn commit(self: Box<Self>, changes: &[Change]) -> Result<(), StoreError>;
 }
@@ -167,5 +253,41 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, S
     serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
         what: what.to_string(),
         source,
+    })
+}
+
+fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Corrupt {
+        what: what.to_string(),
+        source,
+    })
+}
+
+fn agent_from_row(
+    (cluster, public_key, registration_id, generation, revoked): (
+        String,
+        String,
+        String,
+        i64,
+        bool,
+    ),
+) -> Agent {
+    Agent {
+        cluster,
+        public_key,
+        registration_id,
+        generation,
+        revoked,
+    }
+}
+
+fn token_from_row(
+    (secret_sha256, uses, object): (String, i64, String),
+) -> Result<StoredToken, StoreError> {
+    let mut token: api::Token = decode("token", &object)?;
+    token.uses = uses.max(0) as u64;
+    Ok(StoredToken {
+        token,
+        secret_sha256,
     })
 }

@@ -125,10 +125,79 @@ macro_rules! sql_store {
             }
 
             async fn delete_cluster(&mut self, name: &str) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("DELETE FROM clusters WHERE name = $1")
-                    .bind(name)
-                    .execute(&mut *self.tx)
-                    .await?;
+                for sql in [
+                    "DELETE FROM clusters WHERE name = $1",
+                    "DELETE FROM agents WHERE cluster = $1",
+                    "DELETE FROM leases WHERE cluster = $1",
+                ] {
+                    sqlx::query(sql).bind(name).execute(&mut *self.tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn get_registration(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
+                    .transpose()
+            }
+
+            async fn put_registration(
+                &mut self,
+                registration: &api::Registration,
+                index: u64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let object = $crate::store::encode("registration", registration)?;
+                sqlx::query(
+                    "INSERT INTO registrations (id, cluster, resource_version, object) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO UPDATE \
+                     SET resource_version = excluded.resource_version, object = excluded.object",
+                )
+                .bind(&registration.id)
+                .bind(&registration.cluster_name)
+                .bind(index as i64)
+                .bind(object)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_agent(
+                &mut self,
+                cluster: &str,
+            ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
+                let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
+                    "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
+                )
+                .bind(cluster)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                Ok(row.map($crate::store::agent_from_row))
+            }
+
+            async fn put_agent(
+                &mut self,
+                agent: &$crate::store::Agent,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO agents (cluster, public_key, registration_id, generation, revoked) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cluster) DO UPDATE \
+                     SET public_key = excluded.public_key, registration_id = excluded.registration_id, \
+                         generation = excluded.generation, revoked = excluded.revoked",
+                )
+                .bind(&agent.cluster)
+                .bind(&agent.public_key)
+                .bind(&agent.registration_id)
+                .bind(agent.generation)
+                .bind(agent.revoked)
+                .execute(&mut *self.tx)
+                .await?;
                 Ok(())
             }
 
@@ -197,10 +266,10 @@ macro_rules! sql_store {
                     .map(|(idx, kind, cluster, name, labels, prev, status_only)| {
                         $crate::store::Change {
                             index: idx as u64,
-                            kind: if kind == 2 {
-                                $crate::store::ChangeKind::Cluster
-                            } else {
-                                $crate::store::ChangeKind::Work
+                            kind: match kind {
+                                2 => $crate::store::ChangeKind::Cluster,
+                                3 => $crate::store::ChangeKind::Registration,
+                                _ => $crate::store::ChangeKind::Work,
                             },
                             cluster,
                             name,
@@ -354,6 +423,174 @@ macro_rules! sql_store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn insert_token(
+                &self,
+                token: &$crate::store::StoredToken,
+            ) -> Result<(), $crate::store::StoreError> {
+                let object = $crate::store::encode("token", &token.token)?;
+                sqlx::query("INSERT INTO tokens (id, secret_sha256, uses, object) VALUES ($1, $2, 0, $3)")
+                    .bind(&token.token.id)
+                    .bind(&token.secret_sha256)
+                    .bind(object)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_token(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::StoredToken>, $crate::store::StoreError> {
+                let row: Option<(String, i64, String)> =
+                    sqlx::query_as("SELECT secret_sha256, uses, object FROM tokens WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map($crate::store::token_from_row).transpose()
+            }
+
+            async fn list_tokens(
+                &self,
+            ) -> Result<Vec<$crate::store::StoredToken>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64, String)> =
+                    sqlx::query_as("SELECT secret_sha256, uses, object FROM tokens ORDER BY id")
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map($crate::store::token_from_row).collect()
+            }
+
+            async fn delete_token(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn use_token(
+                &self,
+                id: &str,
+                max_uses: Option<u64>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // One statement, so concurrent joins cannot both take the last use.
+                let r = sqlx::query("UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND ($2 < 0 OR uses < $2)")
+                    .bind(id)
+                    .bind(max_uses.map(|m| m as i64).unwrap_or(-1))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn get_registration(
+                &self,
+                id: &str,
+            ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
+                    .transpose()
+            }
+
+            async fn list_registrations(
+                &self,
+            ) -> Result<Vec<api::Registration>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT object FROM registrations ORDER BY resource_version")
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.iter().map(|(o,)| $crate::store::decode("registration", o)).collect()
+            }
+
+            async fn get_agent(
+                &self,
+                cluster: &str,
+            ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
+                let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
+                    "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
+                )
+                .bind(cluster)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map($crate::store::agent_from_row))
+            }
+
+            async fn renew_lease(
+                &self,
+                cluster: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO leases (cluster, renewed_at) VALUES ($1, $2) \
+                     ON CONFLICT (cluster) DO UPDATE SET renewed_at = excluded.renewed_at",
+                )
+                .bind(cluster)
+                .bind(at.to_rfc3339())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn leases(
+                &self,
+            ) -> Result<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>, $crate::store::StoreError> {
+                let rows: Vec<(String, String)> = sqlx::query_as("SELECT cluster, renewed_at FROM leases")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(c, t)| {
+                        chrono::DateTime::parse_from_rfc3339(&t).ok().map(|t| (c, t.with_timezone(&chrono::Utc)))
+                    })
+                    .collect())
+            }
+
+            async fn append_audit(
+                &self,
+                e: &$crate::store::NewAuditEntry,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit (at, actor, action, target, source, details) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(chrono::Utc::now().to_rfc3339())
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(&e.source)
+                .bind(e.details.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit(
+                &self,
+                target_prefix: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<api::AuditEntry>, $crate::store::StoreError> {
+                let rows: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
+                    "SELECT id, at, actor, action, target, source, details FROM audit \
+                     WHERE $1 = '' OR target = $1 OR target LIKE $1 || '/%' ORDER BY id DESC LIMIT $2",
+                )
+                .bind(target_prefix.unwrap_or(""))
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, at, actor, action, target, source, details)| api::AuditEntry {
+                        id,
+                        at: chrono::DateTime::parse_from_rfc3339(&at)
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                            .unwrap_or_default(),
+                        actor,
+                        action,
+                        target,
+                        source,
+                        details: serde_json::from_str(&details).unwrap_or_default(),
+                    })
+                    .collect())
             }
 
             async fn listen(

@@ -1,0 +1,172 @@
+//! Where the CLI finds the hub: flags, then environment, then `--config`/`HUB_CONFIG`,
+//! then `client.yaml` in the hub's data dir (what `hub serve` writes).
+
+use std::path::{Path, PathBuf};
+
+use api::{ClientConfig, HubClient};
+use clap::Args;
+
+use super::CliError;
+
+/// How to reach the hub. Each setting is taken from the first of: its flag, its
+/// environment variable, the client config file.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnectionArgs {
+    /// The hub's URL, e.g. https://hub.example.com:8443 [default: `server` of the client
+    /// config]
+    #[arg(long, env = "HUB_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token [default: `token` of the client config]
+    #[arg(
+        long,
+        env = "HUB_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the hub's certificate [default: `caData` of the
+    /// client config; without either, the system's trusted roots]
+    #[arg(long, env = "HUB_CA_FILE", global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client config file (YAML with server, caData, token) [default: client.yaml in
+    /// $HUB_DATA_DIR, else in ~/.local/share/hub, as `hub serve` writes it]
+    #[arg(long, env = "HUB_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The default client config: `client.yaml` in `HUB_DATA_DIR` or the default data dir.
+pub fn default_config_path() -> PathBuf {
+    let dir = std::env::var_os("HUB_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(api::config::default_hub_data_dir);
+    dir.join("client.yaml")
+}
+
+impl ConnectionArgs {
+    /// Resolves the settings into a client configuration. The config file is read only
+    /// when a setting is missing; an explicitly named file must exist, the default one
+    /// may be absent.
+    pub fn resolve(&self) -> Result<ClientConfig, CliError> {
+        let ConnectionArgs {
+            server,
+            token,
+            ca_file,
+            config,
+        } = self;
+        let ca_data = match ca_file {
+            Some(path) => Some(read_ca(path)?),
+            None => None,
+        };
+        let complete = server.is_some() && token.is_some() && ca_data.is_some();
+        let file = if complete {
+            None
+        } else {
+            match config {
+                Some(path) => Some((path.clone(), load(path)?)),
+                None => {
+                    let path = default_config_path();
+                    if path.exists() {
+                        Some((path.clone(), load(&path)?))
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        let from_file = file.as_ref().map(|(_, c)| c);
+        let Some(server) = server.clone().filter(|s| !s.is_empty()).or_else(|| {
+            from_file
+                .map(|c| c.server.clone())
+                .filter(|s| !s.is_empty())
+        }) else {
+            let why = match &file {
+                Some((path, _)) => format!("{} names no server", path.display()),
+                None => format!(
+                    "no --server, no HUB_SERVER, and no client config at {}",
+                    default_config_path().display()
+                ),
+            };
+            return Err(CliError::Usage(format!(
+                "no hub to talk to: {why}. On the hub's machine `hub serve` writes that file \
+                 (set HUB_DATA_DIR if it used --data-dir); elsewhere copy it and pass \
+                 --config FILE (or HUB_CONFIG), or pass --server URL --token TOKEN --ca-file CA.pem"
+            )));
+        };
+        Ok(ClientConfig {
+            server,
+            ca_data: ca_data.or_else(|| from_file.and_then(|c| c.ca_data.clone())),
+            token: token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .or_else(|| from_file.and_then(|c| c.token.clone())),
+        })
+    }
+
+    /// A client of the resolved hub.
+    pub fn client(&self) -> Result<HubClient, CliError> {
+        let config = self.resolve()?;
+        HubClient::new(&config).map_err(|e| CliError::Usage(e.to_string()))
+    }
+}
+
+fn load(path: &Path) -> Result<ClientConfig, CliError> {
+    ClientConfig::load(path).map_err(|e| CliError::Usage(format!("client config {e}")))
+}
+
+fn read_ca(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("--ca-file {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_field_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        ClientConfig {
+            server: "https://file:1".into(),
+            ca_data: Some("FILE CA".into()),
+            token: Some("file-token".into()),
+        }
+        .save(&path)
+        .unwrap();
+        let args = ConnectionArgs {
+            server: Some("https://flag:2".into()),
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.server, "https://flag:2");
+        assert_eq!(c.token.as_deref(), Some("file-token"));
+        assert_eq!(c.ca_data.as_deref(), Some("FILE CA"));
+
+        let args = ConnectionArgs {
+            token: Some("flag-token".into()),
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.server, "https://file:1");
+        assert_eq!(c.token.as_deref(), Some("flag-token"));
+    }
+
+    #[test]
+    fn a_named_config_that_is_missing_is_a_usage_error() {
+        let args = ConnectionArgs {
+            config: Some("/nonexistent/client.yaml".into()),
+            ..Default::default()
+        };
+        let err = args.resolve().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("/nonexistent/client.yaml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! `hub delete work|cluster`: ask for deletion, then wait with blocking GETs until the
+//! object is gone (like kubectl, by default).
+
+use std::time::{Duration, Instant};
+
+use api::{ClientError, HubClient, Indexed, ListOptions, ManagedCluster, ManifestWork};
+use clap::{ArgGroup, Args, Subcommand};
+
+use super::get::{check_selector, list_all_clusters, list_all_works};
+use super::{
+    CLUSTER_RESOURCE, CliError, ConnectionArgs, WORK_RESOURCE, WaitArgs, describe_client_error,
+    output,
+};
+
+/// The longest one blocking GET asks the hub to wait (the hub's own maximum).
+const MAX_BLOCK: Duration = Duration::from_secs(300);
+
+/// The flags of `hub delete` (its help text is on [`super::ClientCommand::Delete`]).
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// What to delete.
+    #[command(subcommand)]
+    pub what: DeleteCommand,
+    /// How to reach the hub.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// The kinds `hub delete` deletes.
+#[derive(Debug, Subcommand)]
+pub enum DeleteCommand {
+    /// Delete a ManifestWork; its agent removes its resources from the cluster first.
+    ///
+    /// Exit codes: 0 gone; 1 refused or not found; 2 usage; 3 timed out; 4 hub
+    /// unreachable, 5xx, 401 or 403.
+    #[command(visible_alias = "works", aliases = ["manifestwork", "manifestworks", "mw"])]
+    Work(DeleteWorkArgs),
+    /// Delete a cluster and all its works; the record goes once its agent cleaned up.
+    ///
+    /// Exit codes: 0 gone; 1 refused or not found; 2 usage; 3 timed out; 4 hub
+    /// unreachable, 5xx, 401 or 403.
+    #[command(
+        visible_alias = "clusters",
+        aliases = ["managedcluster", "managedclusters", "mcl"]
+    )]
+    Cluster(DeleteClusterArgs),
+}
+
+/// `hub delete work`.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("target").required(true).args(["cluster", "cluster_selector"])
+))]
+pub struct DeleteWorkArgs {
+    /// The work's name.
+    pub name: String,
+    /// The cluster the work belongs to.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Delete the work from every cluster whose labels match this selector.
+    #[arg(long, value_name = "SELECTOR")]
+    pub cluster_selector: Option<String>,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `hub delete cluster`.
+#[derive(Debug, Args)]
+pub struct DeleteClusterArgs {
+    /// The cluster's name.
+    pub name: String,
+    /// Remove the records at once, without waiting for the agent to clean up: resources
+    /// of its works may be left on the cluster (they are listed).
+    #[arg(long)]
+    pub force: bool,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Runs `hub delete`.
+pub async fn run(args: DeleteArgs) -> Result<(), CliError> {
+    let DeleteArgs { what, connection } = args;
+    match what {
+        DeleteCommand::Work(a) => delete_work(a, &connection).await,
+        DeleteCommand::Cluster(a) => delete_cluster(a, &connection).await,
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now() + timeout
+}
+
+/// How long the next blocking GET may wait, or `None` when the deadline has passed.
+fn next_wait(deadline: Instant) -> Option<Duration> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    (left >= Duration::from_millis(1)).then(|| left.min(MAX_BLOCK))
+}
+
+fn work_deleted(name: &str, cluster: &str) -> String {
+    format!("{WORK_RESOURCE} {name:?} deleted (cluster {cluster})\n")
+}
+
+async fn delete_work(args: DeleteWorkArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
+    let DeleteWorkArgs {
+        name,
+        cluster,
+        cluster_selector,
+        wait: WaitArgs { wait, timeout },
+    } = args;
+    check_selector("--cluster-selector", cluster_selector.as_deref())?;
+    let deadline = deadline_after(timeout);
+    let client = connection.client()?;
+    let targets: Vec<String> = match (cluster, &cluster_selector) {
+        (Some(c), _) => {
+            client.delete_work(&c, &name).await?;
+            vec![c]
+        }
+        (None, Some(selector)) => {
+            let opts = ListOptions {
+                label_selector: Some(selector.clone()),
+                ..Default::default()
+            };
+            let clusters = list_all_clusters(&client, opts).await?;
+            if clusters.items.is_empty() {
+                return Err(CliError::Refused(format!(
+                    "no cluster matches the selector {selector:?}"
+                )));
+            }
+            let mut targets = Vec::new();
+            for c in clusters.items {
+                let c = c.metadata.name;
+                match client.delete_work(&c, &name).await {
+                    Ok(_) => targets.push(c),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        let about = format!("manifestwork {name:?} (cluster {c})");
+                        eprintln!("{}", describe_client_error(&e, Some(&about)));
+                        return Err(CliError::Reported(e.exit_code()));
+                    }
+                }
+            }
+            if targets.is_empty() {
+                return Err(CliError::Refused(format!(
+                    "manifestwork {name:?} not found in any cluster matching {selector:?}"
+                )));
+            }
+            targets
+        }
+        (None, None) => unreachable!("clap requires --cluster or --cluster-selector"),
+    };
+    if !wait {
+        for c in &targets {
+            output::print(&work_deleted(&name, c));
+        }
+        return Ok(());
+    }
+    let mut pending = Vec::new();
+    for c in &targets {
+        match wait_work_gone(&client, c, &name, deadline).await? {
+            None => output::print(&work_deleted(&name, c)),
+            Some(w) => pending.push(work_pending(&w)),
+        }
+    }
+    if !pending.is_empty() {
+        return Err(CliError::TimedOut(format!(
+            "timed out after {} waiting for the deletion of {}",
+            humantime(timeout),
+            pending.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// What keeps a deleting work around, for the timeout message.
+fn work_pending(w: &ManifestWork) -> String {
+    let m = &w.metadata;
+    let cluster = m.namespace.as_deref().unwrap_or_default();
+    if m.finalizers.is_empty() {
+        format!(
+            "manifestwork {:?} in cluster {cluster}: still present",
+            m.name
+        )
+    } else {
+        format!(
+            "manifestwork {:?} in cluster {cluster}: waiting for finalizer {} (the cluster's agent has not finished removing its resources)",
+            m.name,
+            m.finalizers.join(", ")
+        )
+    }
+}
+
+/// Blocks until the work is gone (`None`) or the deadline passed (the work as last seen).
+async fn wait_work_gone(
+    client: &HubClient,
+    cluster: &str,
+    name: &str,
+    deadline: Instant,
+) -> Result<Option<ManifestWork>, CliError> {
+    let get = |opts: ListOptions| async move { client.get_work(cluster, name, &opts).await };
+    wait_gone(get, deadline).await
+}
+
+/// The wait loop shared by works and clusters: one plain GET for the index, then
+/// blocking GETs from the last index until a 404 or the deadline.
+async fn wait_gone<T, F, Fut>(get: F, deadline: Instant) -> Result<Option<T>, CliError>
+where
+    F: Fn(ListOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<Indexed<T>, ClientError>>,
+{
+    let mut last = match get(ListOptions::default()).await {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(wait) = next_wait(deadline) {
+        let opts = ListOptions {
+            index: Some(last.index),
+            wait: Some(wait),
+            ..Default::default()
+        };
+        match get(opts).await {
+            Ok(v) => {
+                // Never go back: a missing header must not turn into a busy loop at 0.
+                let index = v.index.max(last.index);
+                last = Indexed {
+                    value: v.value,
+                    index,
+                };
+            }
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(last.value))
+}
+
+async fn delete_cluster(
+    args: DeleteClusterArgs,
+    connection: &ConnectionArgs,
+) -> Result<(), CliError> {
+    let DeleteClusterArgs {
+        name,
+        force,
+        wait: WaitArgs { wait, timeout },
+    } = args;
+    let deadline = deadline_after(timeout);
+    let client = connection.client()?;
+    let deletion = client.delete_cluster(&name, force).await?.value;
+    if force && !deletion.works_left.is_empty() {
+        eprintln!(
+            "warning: the agent of cluster {name} did not clean up these works; their resources may still be on the cluster: {}",
+            deletion.works_left.join(", ")
+        );
+    }
+    let deleted = format!("{CLUSTER_RESOURCE} {name:?} deleted\n");
+    if deletion.removed || !wait {
+        output::print(&deleted);
+        return Ok(());
+    }
+    let get = |opts: ListOptions| {
+        let (client, name) = (&client, &name);
+        async move { client.get_cluster_with(name, &opts).await }
+    };
+    let still: Option<ManagedCluster> = wait_gone(get, deadline).await?;
+    if still.is_none() {
+        output::print(&deleted);
+        return Ok(());
+    }
+    let works = list_all_works(&client, Some(&name), ListOptions::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|w| w.metadata.name)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let pending = if works.is_empty() {
+        "the cluster record is still there".to_string()
+    } else {
+        format!(
+            "its agent has not cleaned up these works yet: {} (--force removes the records at once)",
+            works.join(", ")
+        )
+    };
+    Err(CliError::TimedOut(format!(
+        "timed out after {} waiting for the deletion of cluster {name}: {pending}",
+        humantime(timeout)
+    )))
+}
+
+/// `90s` → `1m30s`, the way durations are written on the command line.
+fn humantime(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_written() {
+        assert_eq!(humantime(Duration::from_secs(60)), "1m");
+        assert_eq!(humantime(Duration::from_secs(90)), "1m30s");
+        assert_eq!(humantime(Duration::from_secs(3605)), "1h5s");
+        assert_eq!(humantime(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(humantime(Duration::ZERO), "0s");
+    }
+}

@@ -1,0 +1,691 @@
+//! Joining: bootstrap tokens, join requests, acceptance, agents' identities, leases and
+//! revocation. What happens inside the write transaction lives here too.
+
+use api::{
+    Claim, Condition, ManagedCluster, Registration, RegistrationRequest, RegistrationState, Token,
+    TokenKind, TokenRequest, Verb, claims,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::clusters::set_condition;
+use super::error::{Error, Result};
+use super::works::{check_labels, validate_cluster_name};
+use super::writer::{Batch, Outcome};
+use crate::auth::{check_public_key, pem_hash, random_hex, token_hash};
+use crate::store::{Agent, StoredToken};
+
+/// The taint a cluster gets while its lease has expired.
+pub const UNREACHABLE_TAINT: &str = "cluster.open-cluster-management.io/unreachable";
+/// The condition that follows the lease.
+pub const AVAILABLE: &str = "ManagedClusterConditionAvailable";
+
+/// Checks a token request and builds the token and its secret.
+pub fn new_token(
+    req: &TokenRequest,
+    default_bootstrap_ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<(StoredToken, String)> {
+    let mut errs = Vec::new();
+    let mut bad = |field: String, message: String| errs.push(api::FieldError { field, message });
+    let ttl = match req.ttl.as_deref() {
+        Some(t) => match api::parse_duration(t) {
+            Ok(d) if d.is_zero() => {
+                bad("ttl".into(), "must be positive".into());
+                None
+            }
+            Ok(d) => Some(d),
+            Err(m) => {
+                bad("ttl".into(), m);
+                None
+            }
+        },
+        None if req.kind == TokenKind::Bootstrap => Some(default_bootstrap_ttl),
+        None => None,
+    };
+    check_labels("labels", &req.labels, &mut bad);
+    for (i, c) in req.clusters.iter().enumerate() {
+        if let Err(m) = api::selector::validate_dns_label(c) {
+            bad(format!("clusters[{i}]"), m);
+        }
+    }
+    if let Some(s) = &req.cluster_selector
+        && let Err(e) = api::selector::Selector::parse(s)
+    {
+        bad("clusterSelector".into(), e.to_string());
+    }
+    match req.kind {
+        TokenKind::Api => {
+            if req.clusters.is_empty() && req.cluster_selector.is_none() {
+                bad(
+                    "clusters".into(),
+                    "an api token needs clusters or a clusterSelector".into(),
+                );
+            }
+            if req.auto_accept || !req.labels.is_empty() || req.max_uses.is_some() {
+                bad(
+                    "kind".into(),
+                    "autoAccept, labels and maxUses are for bootstrap tokens".into(),
+                );
+            }
+        }
+        TokenKind::Bootstrap => {
+            if !req.clusters.is_empty() || req.cluster_selector.is_some() || !req.verbs.is_empty() {
+                bad(
+                    "kind".into(),
+                    "clusters, clusterSelector and verbs are for api tokens".into(),
+                );
+            }
+        }
+    }
+    if req.max_uses == Some(0) {
+        bad("maxUses".into(), "must be at least 1".into());
+    }
+    if !errs.is_empty() {
+        return Err(Error::invalid_fields(errs));
+    }
+    let id = random_hex(4);
+    let secret = random_hex(16);
+    let mut verbs = req.verbs.clone();
+    if req.kind == TokenKind::Api && verbs.is_empty() {
+        verbs.push(Verb::Read);
+    }
+    verbs.sort();
+    verbs.dedup();
+    let token = Token {
+        id: id.clone(),
+        kind: req.kind,
+        expires_at: ttl
+            .map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))),
+        max_uses: req.max_uses,
+        uses: 0,
+        auto_accept: req.auto_accept,
+        labels: req.labels.clone(),
+        clusters: req.clusters.clone(),
+        cluster_selector: req.cluster_selector.clone(),
+        verbs,
+        description: req.description.clone(),
+        created_at: now,
+        token: None,
+    };
+    let plain = format!("{id}.{secret}");
+    Ok((
+        StoredToken {
+            token,
+            secret_sha256: token_hash(&secret),
+        },
+        plain,
+    ))
+}
+
+/// Checks a join request and builds the registration it becomes.
+pub fn new_registration(
+    req: &RegistrationRequest,
+    token: &Token,
+    now: DateTime<Utc>,
+) -> Result<Registration> {
+    validate_cluster_name(&req.cluster_name).map_err(|_| {
+        Error::invalid(
+            "clusterName",
+            format!("{:?} is not a DNS-1123 label", req.cluster_name),
+        )
+    })?;
+    let mut errs = Vec::new();
+    check_labels("labels", &req.labels, &mut |field, message| {
+        errs.push(api::FieldError { field, message })
+    });
+    if let Err(m) = check_public_key(&req.public_key) {
+        errs.push(api::FieldError {
+            field: "publicKey".into(),
+            message: m,
+        });
+    }
+    if !errs.is_empty() {
+        return Err(Error::invalid_fields(errs));
+    }
+    let mut labels = req.labels.clone();
+    labels.extend(token.labels.clone());
+    Ok(Registration {
+        id: uuid::Uuid::new_v4().to_string(),
+        cluster_name: req.cluster_name.clone(),
+        labels,
+        claims: req.claims.clone(),
+        public_key: req.public_key.trim().to_string() + "\n",
+        public_key_hash: pem_hash(&req.public_key),
+        state: RegistrationState::Pending,
+        message: format!("waiting for an admin: hub accept {}", req.cluster_name),
+        token_id: token.id.clone(),
+        created_at: now,
+        decided_at: None,
+        resource_version: None,
+    })
+}
+
+async fn write_registration(
+    batch: &mut Batch<'_>,
+    old: Option<&Registration>,
+    mut reg: Registration,
+) -> Result<Registration> {
+    reg.resource_version = Some(batch.next_index().to_string());
+    batch.tx.put_registration(&reg, batch.next_index()).await?;
+    let _ = old;
+    batch.record_registration(&reg.cluster_name, &reg.id);
+    Ok(reg)
+}
+
+/// Stores a new join request; with `auto_accept` it is accepted at once unless another
+/// agent owns the name (then it waits for an admin: never a silent takeover).
+pub(crate) async fn create(
+    batch: &mut Batch<'_>,
+    reg: &Registration,
+    auto_accept: bool,
+) -> Result<Outcome> {
+    let owner = batch.tx.get_agent(&reg.cluster_name).await?;
+    let taken = owner
+        .as_ref()
+        .is_some_and(|a| !a.revoked && a.public_key.trim() != reg.public_key.trim());
+    let mut reg = reg.clone();
+    if taken {
+        reg.message = format!(
+            "cluster {:?} already has an agent with another key; an admin must accept this request (hub accept {} --request {}) to replace it",
+            reg.cluster_name, reg.cluster_name, reg.id
+        );
+    }
+    if auto_accept && !taken {
+        let cluster = batch.tx.get_cluster(&reg.cluster_name).await?;
+        if cluster
+            .as_ref()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_none())
+        {
+            return accept_in(batch, None, reg).await;
+        }
+    }
+    let reg = write_registration(batch, None, reg).await?;
+    Ok(Outcome::Registration(Box::new(reg)))
+}
+
+/// Accepts or denies a pending join request.
+pub(crate) async fn decide(batch: &mut Batch<'_>, id: &str, accept: bool) -> Result<Outcome> {
+    let old = batch
+        .tx
+        .get_registration(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("registration {id:?} not found")))?;
+    match (old.state, accept) {
+        (RegistrationState::Accepted, true) | (RegistrationState::Denied, false) => {
+            return Ok(Outcome::Registration(Box::new(old)));
+        }
+        (RegistrationState::Pending, _) => {}
+        (state, _) => {
+            return Err(Error::Conflict(format!(
+                "registration {id} is already {state:?}"
+            )));
+        }
+    }
+    if accept {
+        return accept_in(batch, Some(&old), old.clone()).await;
+    }
+    let mut reg = old.clone();
+    reg.state = RegistrationState::Denied;
+    reg.message = "denied by an admin".into();
+    reg.decided_at = Some(batch.now);
+    let reg = write_registration(batch, Some(&old), reg).await?;
+    Ok(Outcome::Registration(Box::new(reg)))
+}
+
+async fn accept_in(
+    batch: &mut Batch<'_>,
+    old_reg: Option<&Registration>,
+    mut reg: Registration,
+) -> Result<Outcome> {
+    let name = reg.cluster_name.clone();
+    let old = batch.tx.get_cluster(&name).await?;
+    if old
+        .as_ref()
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+    {
+        return Err(Error::Deleting(format!(
+            "cluster {name:?} is being deleted"
+        )));
+    }
+    let now = batch.now;
+    let mut cluster = old.clone().unwrap_or_else(|| {
+        let mut c = ManagedCluster::new(&name, Default::default());
+        c.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+        c.metadata.creation_timestamp = Some(now);
+        c.metadata.generation = Some(1);
+        c
+    });
+    cluster.metadata.labels.extend(reg.labels.clone());
+    apply_claims(&mut cluster, &reg.claims);
+    cluster.spec.hub_accepts_client = true;
+    let conds = &mut cluster.status.conditions;
+    set_condition(
+        conds,
+        "HubAcceptedManagedCluster",
+        "True",
+        "HubClusterAdminAccepted",
+        "accepted by the hub",
+        now,
+    );
+    set_condition(
+        conds,
+        "ManagedClusterJoined",
+        "True",
+        "ManagedClusterJoined",
+        "the cluster's agent joined",
+        now,
+    );
+    if !api::find_condition(conds, AVAILABLE).is_some_and(Condition::is_true) {
+        set_condition(
+            conds,
+            AVAILABLE,
+            "Unknown",
+            "AwaitingLease",
+            "waiting for the agent's first lease",
+            now,
+        );
+    }
+    cluster.metadata.resource_version = Some(batch.next_index().to_string());
+    batch.tx.put_cluster(&cluster, batch.next_index()).await?;
+    batch.record_cluster(&name, old.as_ref(), Some(&cluster));
+    let generation = batch
+        .tx
+        .get_agent(&name)
+        .await?
+        .map(|a| a.generation + 1)
+        .unwrap_or(1);
+    batch
+        .tx
+        .put_agent(&Agent {
+            cluster: name.clone(),
+            public_key: reg.public_key.clone(),
+            registration_id: reg.id.clone(),
+            generation,
+            revoked: false,
+        })
+        .await?;
+    reg.state = RegistrationState::Accepted;
+    reg.message = format!("accepted: cluster {name:?} joined");
+    reg.decided_at = Some(now);
+    let reg = write_registration(batch, old_reg, reg).await?;
+    Ok(Outcome::Registration(Box::new(reg)))
+}
+
+fn apply_claims(cluster: &mut ManagedCluster, claims: &[Claim]) {
+    cluster.status.claims = claims.to_vec();
+    if let Some(v) = claims.iter().find(|c| c.name == claims::KUBE_VERSION) {
+        cluster.status.version = Some(api::ClusterVersion {
+            kubernetes: v.value.clone(),
+        });
+    }
+}
+
+/// Cuts a cluster's agent off: its access tokens stop working at once, nothing is deleted.
+pub(crate) async fn revoke(batch: &mut Batch<'_>, name: &str) -> Result<Outcome> {
+    let old = batch
+        .tx
+        .get_cluster(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("cluster {name:?} not found")))?;
+    if let Some(mut agent) = batch.tx.get_agent(name).await? {
+        agent.revoked = true;
+        agent.generation += 1;
+        batch.tx.put_agent(&agent).await?;
+    }
+    let mut cluster = old.clone();
+    let now = batch.now;
+    cluster.spec.hub_accepts_client = false;
+    let conds = &mut cluster.status.conditions;
+    set_condition(
+        conds,
+        "HubAcceptedManagedCluster",
+        "False",
+        "Revoked",
+        "the agent's credentials were revoked by an admin",
+        now,
+    );
+    set_condition(
+        conds,
+        "ManagedClusterJoined",
+        "False",
+        "Revoked",
+        "the agent must join again",
+        now,
+    );
+    set_condition(
+        conds,
+        AVAILABLE,
+        "Unknown",
+        "Revoked",
+        "the agent's credentials were revoked",
+        now,
+    );
+    cluster.metadata.resource_version = Some(batch.next_index().to_string());
+    batch.tx.put_cluster(&cluster, batch.next_index()).await?;
+    batch.record_cluster(name, Some(&old), Some(&cluster));
+    Ok(Outcome::Cluster(Box::new(cluster)))
+}
+
+/// Sets the lease-driven availability (and the unreachable taint), and fresh claims.
+/// Writes nothing when nothing changes, so renewals do not advance the index.
+pub(crate) async fn set_availability(
+    batch: &mut Batch<'_>,
+    name: &str,
+    available: bool,
+    claims: Option<&[Claim]>,
+) -> Result<Outcome> {
+    let Some(old) = batch.tx.get_cluster(name).await? else {
+        return Err(Error::NotFound(format!("cluster {name:?} not found")));
+    };
+    let mut cluster = old.clone();
+    let now = batch.now;
+    let conds = &mut cluster.status.conditions;
+    if available {
+        set_condition(
+            conds,
+            AVAILABLE,
+            "True",
+            "ManagedClusterAvailable",
+            "the agent renews its lease",
+            now,
+        );
+        cluster
+            .spec
+            .taints
+            .retain(|t| t.get("key").and_then(|k| k.as_str()) != Some(UNREACHABLE_TAINT));
+    } else {
+        set_condition(
+            conds,
+            AVAILABLE,
+            "Unknown",
+            "ManagedClusterLeaseUpdateStopped",
+            "the agent stopped renewing its lease",
+            now,
+        );
+        if !cluster
+            .spec
+            .taints
+            .iter()
+            .any(|t| t.get("key").and_then(|k| k.as_str()) == Some(UNREACHABLE_TAINT))
+        {
+            cluster
+                .spec
+                .taints
+                .push(json!({"key": UNREACHABLE_TAINT, "effect": "NoSelect", "timeAdded": now}));
+        }
+    }
+    if let Some(c) = claims {
+        apply_claims(&mut cluster, c);
+    }
+    if cluster == old {
+        return Ok(Outcome::Cluster(Box::new(old)));
+    }
+    cluster.metadata.resource_version = Some(batch.next_index().to_string());
+    batch.tx.put_cluster(&cluster, batch.next_index()).await?;
+    batch.record_cluster(name, Some(&old), Some(&cluster));
+    Ok(Outcome::Cluster(Box::new(cluster)))
+}
+
+/// Whether a cluster is due to be marked unavailable: it has an agent that was accepted,
+/// is not marked Unknown yet, and its last lease (or acceptance) is older than `grace`.
+pub fn lease_expired(
+    cluster: &ManagedCluster,
+    last_lease: Option<DateTime<Utc>>,
+    grace: std::time::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let joined = cluster
+        .condition("ManagedClusterJoined")
+        .is_some_and(Condition::is_true);
+    let available = cluster.condition(AVAILABLE);
+    let marked = available.is_some_and(|c| c.status == "Unknown" && c.reason != "AwaitingLease");
+    if !joined || marked {
+        return false;
+    }
+    let since = last_lease
+        .or_else(|| {
+            cluster
+                .condition("ManagedClusterJoined")
+                .and_then(|c| c.last_transition_time)
+        })
+        .unwrap_or(now);
+    now.signed_duration_since(since)
+        .to_std()
+        .is_ok_and(|d| d > grace)
+}
+
+impl super::Hub {
+    /// Creates a token; the answer carries `ID.SECRET` once, nothing else ever does.
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<Token> {
+        let (stored, plain) = new_token(req, self.settings.bootstrap_token_ttl, Utc::now())?;
+        self.store.insert_token(&stored).await?;
+        let mut token = stored.token;
+        token.token = Some(plain);
+        Ok(token)
+    }
+
+    /// Every token, without secrets.
+    pub async fn list_tokens(&self) -> Result<api::List<Token>> {
+        let items = self
+            .store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(|t| t.token)
+            .collect();
+        Ok(api::List::new("TokenList", items, self.index(), None))
+    }
+
+    /// Revokes a token at once.
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        if self.store.delete_token(id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("token {id:?} not found")))
+        }
+    }
+
+    /// A klusterlet asks to join with a bootstrap token. The token's use is counted only
+    /// once the request is known to be well-formed, so a bad request costs nothing.
+    pub async fn register(&self, token: &Token, req: &RegistrationRequest) -> Result<Registration> {
+        let reg = new_registration(req, token, Utc::now())?;
+        if !self.store.use_token(&token.id, token.max_uses).await? {
+            return Err(Error::Unauthorized(format!(
+                "bootstrap token {} has been used up or revoked",
+                token.id
+            )));
+        }
+        let op = super::writer::Op::CreateRegistration {
+            registration: Box::new(reg),
+            auto_accept: token.auto_accept,
+        };
+        self.expect_registration(op).await
+    }
+
+    async fn expect_registration(&self, op: super::writer::Op) -> Result<Registration> {
+        match self.writer.write(op).await? {
+            Outcome::Registration(r) => Ok(*r),
+            other => Err(Error::Internal(format!(
+                "unexpected write outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// Accepts (`true`) or denies a join request.
+    pub async fn decide_registration(&self, id: &str, accept: bool) -> Result<Registration> {
+        self.expect_registration(super::writer::Op::DecideRegistration {
+            id: id.into(),
+            accept,
+        })
+        .await
+    }
+
+    /// One join request; with `block`, waits until it changed past the index.
+    pub async fn get_registration(
+        &self,
+        id: &str,
+        block: Option<super::Block>,
+    ) -> Result<(Option<Registration>, u64)> {
+        if let Some(b) = block {
+            let id = id.to_string();
+            let filter: super::feed::ChangeFilter = Box::new(move |c: &crate::store::Change| {
+                c.kind == crate::store::ChangeKind::Registration && c.name == id
+            });
+            self.feed.wait(b.index, None, filter, b.wait).await;
+        }
+        let index = self.index();
+        Ok((self.store.get_registration(id).await?, index))
+    }
+
+    /// Every join request, oldest first; with `block`, waits for any registration change.
+    pub async fn list_registrations(
+        &self,
+        block: Option<super::Block>,
+    ) -> Result<api::List<Registration>> {
+        if let Some(b) = block {
+            let filter: super::feed::ChangeFilter = Box::new(|c: &crate::store::Change| {
+                c.kind == crate::store::ChangeKind::Registration
+            });
+            self.feed.wait(b.index, None, filter, b.wait).await;
+        }
+        let index = self.index();
+        Ok(api::List::new(
+            "RegistrationList",
+            self.store.list_registrations().await?,
+            index,
+            None,
+        ))
+    }
+
+    /// Cuts a cluster's agent off at once.
+    pub async fn revoke_cluster(&self, name: &str) -> Result<ManagedCluster> {
+        validate_cluster_name(name)?;
+        match self
+            .writer
+            .write(super::writer::Op::RevokeAgent {
+                cluster: name.into(),
+            })
+            .await?
+        {
+            Outcome::Cluster(c) => Ok(*c),
+            other => Err(Error::Internal(format!(
+                "unexpected write outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// Trades an assertion signed by the cluster agent's own key for an access token.
+    pub async fn issue_credentials(
+        &self,
+        auth: &crate::auth::Auth,
+        cluster: &str,
+        assertion: &str,
+    ) -> Result<api::AccessToken> {
+        validate_cluster_name(cluster)?;
+        let agent = self.store.get_agent(cluster).await?.ok_or_else(|| {
+            Error::Unauthorized(format!("cluster {cluster:?} has no accepted agent"))
+        })?;
+        if agent.revoked {
+            return Err(Error::Unauthorized(format!(
+                "the agent of cluster {cluster:?} was revoked; join again"
+            )));
+        }
+        crate::auth::verify_assertion(&agent.public_key, assertion, &format!("cluster:{cluster}"))?;
+        let (access_token, expires_at) = auth.issue_access_token(cluster, agent.generation)?;
+        Ok(api::AccessToken {
+            access_token,
+            expires_at,
+            lease_interval_seconds: self.settings.lease_interval.as_secs().max(1),
+        })
+    }
+
+    /// A heartbeat from the cluster's agent: recorded without touching the change index,
+    /// unless availability (or the claims) change.
+    pub async fn renew_lease(
+        &self,
+        cluster: &str,
+        renewal: &api::LeaseRenewal,
+    ) -> Result<api::LeaseStatus> {
+        let now = Utc::now();
+        let current = self
+            .store
+            .get_cluster(cluster)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("cluster {cluster:?} not found")))?;
+        self.store.renew_lease(cluster, now).await?;
+        let available = current.condition(AVAILABLE).is_some_and(Condition::is_true);
+        let claims_changed = renewal
+            .claims
+            .as_ref()
+            .is_some_and(|c| *c != current.status.claims);
+        if !available || claims_changed {
+            let op = super::writer::Op::SetAvailability {
+                cluster: cluster.into(),
+                available: true,
+                claims: renewal.claims.clone(),
+            };
+            self.writer.write(op).await?;
+        }
+        Ok(api::LeaseStatus {
+            lease_interval_seconds: self.settings.lease_interval.as_secs().max(1),
+            renewed_at: now,
+        })
+    }
+
+    /// Marks clusters whose lease ran out as unavailable (by this hub's clock).
+    pub async fn check_leases(&self) -> Result<usize> {
+        let now = Utc::now();
+        let leases = self.store.leases().await?;
+        let mut marked = 0;
+        for c in self.store.list_clusters().await? {
+            let name = c.metadata.name.clone();
+            if lease_expired(
+                &c,
+                leases.get(&name).copied(),
+                self.settings.lease_grace,
+                now,
+            ) {
+                let op = super::writer::Op::SetAvailability {
+                    cluster: name,
+                    available: false,
+                    claims: None,
+                };
+                if self.writer.write(op).await.is_ok() {
+                    marked += 1;
+                }
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Appends to the audit log; a failure is logged, never fails the request it records.
+    pub async fn audit(
+        &self,
+        who: &crate::auth::Principal,
+        action: &str,
+        target: &str,
+        source: &str,
+        details: serde_json::Value,
+    ) {
+        let entry = crate::store::NewAuditEntry {
+            actor: who.actor(),
+            action: action.into(),
+            target: target.into(),
+            source: source.into(),
+            details,
+        };
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::warn!(error = %e, action, target, "could not write the audit log");
+        }
+    }
+}
+
+/// Fills `status.lastLeaseTime` from the lease table (served live, never indexed).
+pub fn with_lease(
+    mut cluster: ManagedCluster,
+    leases: &std::collections::BTreeMap<String, DateTime<Utc>>,
+) -> ManagedCluster {
+    cluster.status.last_lease_time = leases.get(&cluster.metadata.name).copied();
+    cluster
+}

@@ -1,0 +1,996 @@
+//! The `hub` CLI as a user runs it: the real binary as a process against a real
+//! `hub serve` (SQLite, its own CA, the `client.yaml` it writes), asserting on stdout,
+//! stderr and exit codes.
+//!
+//! One test drives an in-process hub over plain HTTP instead, because it needs what no
+//! REST call can do yet: mark a cluster as joined by an agent, so that works get the
+//! agent's finalizer and deletion has something to wait for.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::{ClientConfig, HubClient, ListOptions, ManagedCluster, ManifestWork};
+use serde_json::{Value, json};
+
+const HUB: &str = env!("CARGO_BIN_EXE_hub");
+const WORK: &str = "manifestwork.work.open-cluster-management.io";
+const CLUSTER: &str = "managedcluster.cluster.open-cluster-management.io";
+
+fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A `hub serve` child process, killed when dropped (also when a test panics).
+struct HubServe {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for HubServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HubServe {
+    /// Starts `hub serve` on a free loopback port and waits for its `client.yaml` and
+    /// `/healthz`.
+    async fn start() -> HubServe {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = std::fs::File::create(dir.path().join("hub.log")).unwrap();
+        let child = std::process::Command::new(HUB)
+            .args(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("HUB_DATABASE_URL")
+            .env_remove("HUB_ADMIN_TOKEN")
+            .env("HUB_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting hub serve");
+        let mut hub = HubServe { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = hub.child.try_wait().unwrap() {
+                panic!("hub serve exited with {status}; log:\n{}", hub.log());
+            }
+            if let Ok(client) = hub.try_client()
+                && let Ok(resp) = client
+                    .request(reqwest::Method::GET, "/healthz")
+                    .send()
+                    .await
+                && resp.status().is_success()
+            {
+                return hub;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub not healthy within 60 s; log:\n{}",
+                hub.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.data_dir().join("client.yaml")
+    }
+
+    fn config(&self) -> ClientConfig {
+        ClientConfig::load(&self.config_path()).unwrap()
+    }
+
+    fn try_client(&self) -> anyhow::Result<HubClient> {
+        Ok(HubClient::new(&ClientConfig::load(&self.config_path())?)?)
+    }
+
+    /// A typed client, for setting up what the CLI has no verb for.
+    fn client(&self) -> HubClient {
+        self.try_client().unwrap()
+    }
+
+    /// Runs the CLI with `HUB_CONFIG` pointing at this hub's `client.yaml`.
+    async fn cli(&self, args: &[&str]) -> Run {
+        let config = self.config_path();
+        Cli::new(args)
+            .env("HUB_CONFIG", config.to_str().unwrap())
+            .run()
+            .await
+    }
+
+    /// A file in the test's directory.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn add_cluster(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.client()
+            .put_cluster(&ManagedCluster::new(name, labels))
+            .await
+            .unwrap();
+    }
+
+    /// A raw API GET, to compare with what `-o json` prints.
+    async fn api_get(&self, path: &str) -> Value {
+        let client = self.client();
+        client
+            .send::<Value>(client.request(reqwest::Method::GET, path))
+            .await
+            .unwrap()
+            .value
+    }
+}
+
+/// One CLI run to make: arguments, environment, stdin. The connection variables of the
+/// test's own environment never leak in, and the default data dir is an empty one.
+struct Cli {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    stdin: Option<String>,
+    empty_data_dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(args: &[&str]) -> Self {
+        Cli {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            stdin: None,
+            empty_data_dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.into());
+        self
+    }
+
+    async fn run(self) -> Run {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new(HUB);
+        cmd.args(&self.args);
+        for key in [
+            "HUB_SERVER",
+            "HUB_TOKEN",
+            "HUB_CA_FILE",
+            "HUB_CONFIG",
+            "HUB_LOG",
+        ] {
+            cmd.env_remove(key);
+        }
+        cmd.env("HUB_DATA_DIR", self.empty_data_dir.path());
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("running the hub CLI");
+        if let Some(text) = &self.stdin {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(text.as_bytes()).await.unwrap();
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("the CLI finished within 120 s")
+            .unwrap();
+        let run = Run {
+            code: out.status.code().expect("the CLI exited, not killed"),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+            args: self.args.join(" "),
+        };
+        // Whatever went wrong, never a panic or a Rust Debug dump.
+        for dump in ["panicked", "Error {", "Api {", "Transport {", "Some("] {
+            assert!(!run.stderr.contains(dump), "{run}");
+        }
+        run
+    }
+}
+
+/// What a CLI run did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    args: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hub {} exited {}\n--- stdout\n{}--- stderr\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Run {
+    /// Asserts exit code 0 and returns stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "{self}");
+        &self.stdout
+    }
+
+    /// Asserts this exit code and one error line on stderr, and returns that line.
+    fn fails(&self, code: i32) -> &str {
+        assert_eq!(self.code, code, "{self}");
+        assert!(!self.stderr.trim().is_empty(), "no error message: {self}");
+        self.stderr.trim()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
+    }
+
+    /// The table as rows of cells (header first).
+    fn table(&self) -> Vec<Vec<String>> {
+        self.ok()
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+}
+
+fn work_yaml(name: &str, namespace: Option<&str>, data: &str) -> String {
+    let ns = namespace
+        .map(|n| format!("  namespace: {n}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: work.open-cluster-management.io/v1
+kind: ManifestWork
+metadata:
+  name: {name}
+{ns}spec:
+  workload:
+    manifests:
+    - apiVersion: v1
+      kind: ConfigMap
+      metadata: {{name: {name}, namespace: default}}
+      data: {{k: {data}}}
+"
+    )
+}
+
+fn manifest_names(work: &Value) -> Vec<String> {
+    work["spec"]["workload"]["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_get_and_delete_like_kubectl() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[]).await;
+
+    // A ManifestWork document: created, then unchanged, then configured.
+    let file = hub.write("work.yaml", &work_yaml("web", Some("c1"), "v1"));
+    let f = file.to_str().unwrap();
+    let apply = ["apply", "-f", f, "--cluster", "c1"];
+    assert_eq!(
+        hub.cli(&apply).await.ok(),
+        format!("{WORK}/web created (cluster c1)\n")
+    );
+    assert_eq!(
+        hub.cli(&apply).await.ok(),
+        format!("{WORK}/web unchanged (cluster c1)\n")
+    );
+    hub.write("work.yaml", &work_yaml("web", Some("c1"), "v2"));
+    assert_eq!(
+        hub.cli(&apply).await.ok(),
+        format!("{WORK}/web configured (cluster c1)\n")
+    );
+
+    // A directory of plain manifests becomes one work, files in lexical order, only
+    // *.yaml, *.yml and *.json.
+    hub.write(
+        "bundle/10-b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b1}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b2}\n",
+    );
+    hub.write(
+        "bundle/02-a.json",
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}"#,
+    );
+    hub.write(
+        "bundle/20-c.yml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\n",
+    );
+    hub.write("bundle/README.txt", "not a manifest");
+    let dir = hub.dir.path().join("bundle");
+    let run = hub
+        .cli(&[
+            "apply",
+            "-f",
+            dir.to_str().unwrap(),
+            "--cluster",
+            "c1",
+            "--name",
+            "bundle",
+        ])
+        .await;
+    assert_eq!(run.ok(), format!("{WORK}/bundle created (cluster c1)\n"));
+
+    // Stdin, and -f repeated: the manifests of both inputs, in order.
+    let extra = hub.write(
+        "extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-file}\n",
+    );
+    let stdin_doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-stdin}\n";
+    let run = Cli::new(&[
+        "apply",
+        "-f",
+        "-",
+        "-f",
+        extra.to_str().unwrap(),
+        "--cluster",
+        "c1",
+        "--name",
+        "piped",
+    ])
+    .env("HUB_CONFIG", hub.config_path().to_str().unwrap())
+    .stdin(stdin_doc)
+    .run()
+    .await;
+    assert_eq!(run.ok(), format!("{WORK}/piped created (cluster c1)\n"));
+    let piped = hub.api_get("/api/v1/clusters/c1/manifestworks/piped").await;
+    assert_eq!(manifest_names(&piped), ["from-stdin", "from-file"]);
+    // A ManifestWork file next to plain manifests is refused as a mix.
+    let run = Cli::new(&[
+        "apply",
+        "-f",
+        "-",
+        "-f",
+        f,
+        "--cluster",
+        "c1",
+        "--name",
+        "piped",
+    ])
+    .env("HUB_CONFIG", hub.config_path().to_str().unwrap())
+    .stdin(stdin_doc)
+    .run()
+    .await;
+    assert!(run.fails(2).contains("mixes"), "{run}");
+
+    // -o json prints the object exactly as the API returns it.
+    let run = hub
+        .cli(&["get", "works", "bundle", "--cluster", "c1", "-o", "json"])
+        .await;
+    let bundle = run.json();
+    assert_eq!(
+        bundle,
+        hub.api_get("/api/v1/clusters/c1/manifestworks/bundle")
+            .await
+    );
+    assert_eq!(manifest_names(&bundle), ["a", "b1", "b2", "c"]);
+    // -o yaml is the same object.
+    let run = hub
+        .cli(&["get", "works", "bundle", "--cluster", "c1", "-o", "yaml"])
+        .await;
+    let yaml: Value = serde_saphyr::from_str(run.ok()).unwrap();
+    assert_eq!(yaml, bundle);
+
+    // Lists: the List the API returns.
+    let list = hub
+        .cli(&["get", "works", "--cluster", "c1", "-o", "json"])
+        .await;
+    let list = list.json();
+    assert_eq!(list["kind"], "ManifestWorkList");
+    assert_eq!(
+        list["items"],
+        hub.api_get("/api/v1/clusters/c1/manifestworks").await["items"]
+    );
+
+    // Paging is followed: one work per page gives the same list.
+    let paged = hub
+        .cli(&[
+            "get",
+            "works",
+            "--cluster",
+            "c1",
+            "-o",
+            "json",
+            "--chunk-size",
+            "1",
+        ])
+        .await
+        .json();
+    assert_eq!(paged["items"], list["items"]);
+    assert_eq!(paged["items"].as_array().unwrap().len(), 3);
+
+    // The table: columns, manifest counts, unreported conditions as "-".
+    let table = hub.cli(&["get", "works", "--cluster", "c1"]).await.table();
+    assert_eq!(
+        table[0],
+        ["NAME", "MANIFESTS", "APPLIED", "AVAILABLE", "READY", "AGE"]
+    );
+    let rows: Vec<&[String]> = table[1..].iter().map(|r| &r[..5]).collect();
+    assert_eq!(
+        rows,
+        [
+            ["bundle", "4", "-", "-", "-"],
+            ["piped", "2", "-", "-", "-"],
+            ["web", "1", "-", "-", "-"]
+        ]
+    );
+    // Across clusters (-A, also the default without --cluster): a CLUSTER column.
+    for args in [&["get", "works", "-A"][..], &["get", "works"]] {
+        let table = hub.cli(args).await.table();
+        assert_eq!(table[0][..2], ["CLUSTER", "NAME"]);
+        assert_eq!(table[1][..2], ["c1", "bundle"]);
+    }
+    // Wide: generation, resourceVersion, labels.
+    let table = hub
+        .cli(&["get", "works", "web", "--cluster", "c1", "-o", "wide"])
+        .await
+        .table();
+    assert_eq!(table[0][6..], ["GENERATION", "RESOURCEVERSION", "LABELS"]);
+    assert_eq!(table[1][6], "2", "configured once: generation 2");
+    assert_eq!(table[1][8], "<none>");
+
+    // A name that does not exist: the hub's refusal, exit 1.
+    let run = hub.cli(&["get", "works", "nope", "--cluster", "c1"]).await;
+    assert!(
+        run.fails(1).starts_with("Error from server (NotFound): "),
+        "{run}"
+    );
+    assert!(run.stdout.is_empty(), "{run}");
+
+    // Delete: gone at once (no agent holds a finalizer), then not found.
+    let run = hub.cli(&["delete", "work", "web", "--cluster", "c1"]).await;
+    assert_eq!(run.ok(), format!("{WORK} \"web\" deleted (cluster c1)\n"));
+    let run = hub.cli(&["get", "works", "web", "--cluster", "c1"]).await;
+    assert!(run.fails(1).contains("NotFound"), "{run}");
+    let run = hub.cli(&["delete", "work", "web", "--cluster", "c1"]).await;
+    assert!(run.fails(1).contains("NotFound"), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_exits_2_and_sends_nothing() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[]).await;
+    let work = hub.write("work.yaml", &work_yaml("web", Some("c1"), "v1"));
+    let other_ns = hub.write("other.yaml", &work_yaml("web", Some("c2"), "v1"));
+    let plain = hub.write(
+        "plain.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+    );
+    let mixed = hub.write(
+        "mixed.yaml",
+        &format!(
+            "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\n",
+            work_yaml("web", Some("c1"), "v1")
+        ),
+    );
+    let broken = hub.write("broken.yaml", "kind: [ConfigMap\n");
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["-f".into(), p(&mixed), "--name".into(), "x".into()],
+            "mixes ManifestWork documents",
+        ),
+        (
+            vec!["-f".into(), p(&work), "-f".into(), p(&plain)],
+            "mixes ManifestWork documents",
+        ),
+        // The namespace of a ManifestWork is its cluster: a document for c2 sent with
+        // --cluster c1 is a mistake in the input, found before anything is sent, so it
+        // is a usage error (2) like other bad input, not a refusal by the hub (1).
+        (vec!["-f".into(), p(&other_ns)], "does not match --cluster"),
+        (vec!["-f".into(), p(&plain)], "--name"),
+        (
+            vec!["-f".into(), p(&work), "--name".into(), "x".into()],
+            "--name",
+        ),
+        (
+            vec!["-f".into(), p(&plain), "--name".into(), "Not_A_Name".into()],
+            "--name",
+        ),
+        (
+            vec!["-f".into(), "/nonexistent/x.yaml".into()],
+            "cannot read",
+        ),
+        (vec!["-f".into(), p(&broken)], "invalid YAML"),
+    ];
+    for (args, message) in cases {
+        let mut full = vec!["apply", "--cluster", "c1"];
+        full.extend(args.iter().map(String::as_str));
+        let run = hub.cli(&full).await;
+        let err = run.fails(2);
+        assert!(err.starts_with("error: "), "{run}");
+        assert!(err.contains(message), "wanted {message:?}: {run}");
+        assert_eq!(err.lines().count(), 1, "one line: {run}");
+        assert!(run.stdout.is_empty(), "{run}");
+    }
+    // Usage errors of clap: no target cluster, both targets, a bad selector.
+    let w = p(&work);
+    for args in [
+        vec!["apply", "-f", &w],
+        vec![
+            "apply",
+            "-f",
+            &w,
+            "--cluster",
+            "c1",
+            "--cluster-selector",
+            "a=b",
+        ],
+        vec!["apply", "-f", &w, "--cluster-selector", "a in (b"],
+        vec!["get", "works", "-l", "a in (b"],
+        vec!["get", "works", "web"],
+        vec![
+            "delete",
+            "work",
+            "web",
+            "--cluster",
+            "c1",
+            "--timeout",
+            "soon",
+        ],
+    ] {
+        hub.cli(&args).await.fails(2);
+    }
+    let works = hub
+        .client()
+        .list_works(None, &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert!(
+        works.items.is_empty(),
+        "nothing was sent: {:?}",
+        works.items
+    );
+
+    // A refusal by the hub is 1: a cluster that does not exist.
+    let w9 = hub.write("c9.yaml", &work_yaml("web", Some("c9"), "v1"));
+    let run = hub
+        .cli(&["apply", "-f", w9.to_str().unwrap(), "--cluster", "c9"])
+        .await;
+    assert!(
+        run.fails(1)
+            .starts_with("Error from server (NotFound): manifestwork \"web\" (cluster c9)"),
+        "{run}"
+    );
+
+    // --dry-run prints what would be sent, offline, and sends nothing.
+    let plain = p(&plain);
+    let run = Cli::new(&[
+        "apply",
+        "-f",
+        &plain,
+        "--cluster",
+        "c1",
+        "--name",
+        "dry",
+        "--dry-run",
+    ])
+    .env("HUB_SERVER", "https://127.0.0.1:1")
+    .run()
+    .await;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(run.ok()).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(
+        docs[0]["metadata"],
+        json!({"name": "dry", "namespace": "c1"})
+    );
+    assert_eq!(
+        docs[0]["spec"]["workload"]["manifests"][0]["metadata"]["name"],
+        "a"
+    );
+    assert!(
+        hub.client()
+            .list_works(None, &ListOptions::default())
+            .await
+            .unwrap()
+            .value
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_is_found_from_flags_env_or_files_and_failures_exit_4_or_2() {
+    let hub = HubServe::start().await;
+    let config = hub.config();
+
+    // The data dir's client.yaml, found through HUB_DATA_DIR with nothing else set.
+    let run = Cli::new(&["get", "clusters"])
+        .env("HUB_DATA_DIR", hub.data_dir().to_str().unwrap())
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.stderr.trim(), "No resources found.", "{run}");
+
+    // Flags alone.
+    let ca = hub.write("ca.pem", config.ca_data.as_deref().unwrap());
+    let token = config.token.clone().unwrap();
+    let run = Cli::new(&[
+        "get",
+        "clusters",
+        "--server",
+        &config.server,
+        "--token",
+        &token,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ])
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    // Environment alone.
+    let run = Cli::new(&["get", "clusters"])
+        .env("HUB_SERVER", &config.server)
+        .env("HUB_TOKEN", &token)
+        .env("HUB_CA_FILE", ca.to_str().unwrap())
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+
+    // A wrong token beats the file's: 401 is exit 4.
+    let run = Cli::new(&["get", "clusters"])
+        .env("HUB_CONFIG", hub.config_path().to_str().unwrap())
+        .env("HUB_TOKEN", "wrong")
+        .run()
+        .await;
+    assert!(
+        run.fails(4).starts_with("Error from server (Unauthorized)"),
+        "{run}"
+    );
+    let run = hub.cli(&["get", "works", "--token", "wrong"]).await;
+    run.fails(4);
+
+    // Nothing listening: exit 4.
+    let unreachable = format!("https://127.0.0.1:{}", free_port());
+    let run = hub
+        .cli(&["get", "clusters", "--server", unreachable.as_str()])
+        .await;
+    let err = run.fails(4);
+    assert!(
+        err.starts_with(&format!("error: cannot reach the hub at {unreachable}")),
+        "{run}"
+    );
+    assert_eq!(err.lines().count(), 1, "{run}");
+
+    // The wrong CA: the hub is not trusted, exit 4, and the token is never sent.
+    let other = rcgen::generate_simple_self_signed(vec!["other-ca".to_string()]).unwrap();
+    let other_ca = hub.write("other-ca.pem", &other.cert.pem());
+    let run = hub
+        .cli(&["get", "clusters", "--ca-file", other_ca.to_str().unwrap()])
+        .await;
+    run.fails(4);
+
+    // No hub anywhere: a usage problem (2) saying how to point at one.
+    let run = Cli::new(&["get", "works"]).run().await;
+    let err = run.fails(2);
+    assert!(err.contains("no hub to talk to"), "{run}");
+    assert!(
+        err.contains("--server") && err.contains("HUB_CONFIG"),
+        "{run}"
+    );
+    let run = Cli::new(&["get", "works", "--config", "/nonexistent/client.yaml"])
+        .run()
+        .await;
+    assert!(run.fails(2).contains("/nonexistent/client.yaml"), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_set_removed_and_selected() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[]).await;
+    hub.add_cluster("c2", &[("env", "dev")]).await;
+
+    let run = hub
+        .cli(&["label", "cluster", "c1", "env=prod", "tier=web"])
+        .await;
+    assert_eq!(run.ok(), format!("{CLUSTER}/c1 labeled\n"));
+    let table = hub.cli(&["get", "clusters"]).await.table();
+    assert_eq!(
+        table[0],
+        ["NAME", "ACCEPTED", "JOINED", "AVAILABLE", "LABELS", "AGE"]
+    );
+    assert_eq!(
+        table[1][..5],
+        ["c1", "false", "-", "-", "env=prod,tier=web"]
+    );
+    assert_eq!(table[2][..5], ["c2", "false", "-", "-", "env=dev"]);
+
+    let run = hub.cli(&["label", "cluster", "c1", "tier-"]).await;
+    assert_eq!(run.ok(), format!("{CLUSTER}/c1 unlabeled\n"));
+    let table = hub.cli(&["get", "clusters", "c1"]).await.table();
+    assert_eq!(table[1][4], "env=prod");
+
+    let table = hub
+        .cli(&["get", "clusters", "-l", "env=prod"])
+        .await
+        .table();
+    assert_eq!(table.len(), 2, "header and c1: {table:?}");
+    assert_eq!(table[1][0], "c1");
+    let run = hub
+        .cli(&["get", "clusters", "-l", "env=prod", "-o", "json"])
+        .await;
+    let list = run.json();
+    assert_eq!(list["kind"], "ManagedClusterList");
+    assert_eq!(
+        list["items"][0]["metadata"]["labels"],
+        json!({"env": "prod"})
+    );
+
+    hub.cli(&["label", "cluster", "c1", "bad key=x"])
+        .await
+        .fails(2);
+    hub.cli(&["label", "cluster", "c1", "env"]).await.fails(2);
+    let run = hub.cli(&["label", "cluster", "nope", "a=b"]).await;
+    assert!(run.fails(1).contains("NotFound"), "{run}");
+    let run = hub.cli(&["get", "clusters", "nope"]).await;
+    assert!(
+        run.fails(1).starts_with("Error from server (NotFound)"),
+        "{run}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_delete_over_a_cluster_selector() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[("env", "prod")]).await;
+    hub.add_cluster("c2", &[("env", "prod")]).await;
+    hub.add_cluster("c3", &[("env", "dev")]).await;
+    // Whatever namespace the document has, each matching cluster gets its own copy.
+    let file = hub.write("work.yaml", &work_yaml("web", Some("somewhere"), "v1"));
+    let apply = [
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--cluster-selector",
+        "env=prod",
+    ];
+    assert_eq!(
+        hub.cli(&apply).await.ok(),
+        format!("{WORK}/web created (cluster c1)\n{WORK}/web created (cluster c2)\n")
+    );
+    assert_eq!(
+        hub.cli(&apply).await.ok(),
+        format!("{WORK}/web unchanged (cluster c1)\n{WORK}/web unchanged (cluster c2)\n")
+    );
+    let list = hub.cli(&["get", "works", "-A", "-o", "json"]).await.json();
+    let placed: Vec<(&str, &str)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["metadata"]["namespace"].as_str().unwrap(),
+                w["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(placed, [("c1", "web"), ("c2", "web")]);
+
+    let none = [
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--cluster-selector",
+        "env=nowhere",
+    ];
+    assert!(hub.cli(&none).await.fails(1).contains("no cluster matches"));
+
+    let run = hub
+        .cli(&["delete", "work", "web", "--cluster-selector", "env=prod"])
+        .await;
+    assert_eq!(
+        run.ok(),
+        format!("{WORK} \"web\" deleted (cluster c1)\n{WORK} \"web\" deleted (cluster c2)\n")
+    );
+    let works = hub
+        .client()
+        .list_works(None, &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert!(works.items.is_empty(), "{:?}", works.items);
+    let run = hub
+        .cli(&["delete", "work", "web", "--cluster-selector", "env=prod"])
+        .await;
+    assert!(run.fails(1).contains("not found"), "{run}");
+
+    // Deleting a cluster without works: gone at once.
+    let run = hub.cli(&["delete", "cluster", "c3"]).await;
+    assert_eq!(run.ok(), format!("{CLUSTER} \"c3\" deleted\n"));
+    hub.cli(&["get", "clusters", "c3"]).await.fails(1);
+}
+
+/// An in-process hub over plain HTTP whose service the test can reach directly.
+struct InProcessHub {
+    hub: Arc<hub::service::Hub>,
+    url: String,
+    client: HubClient,
+    _dir: tempfile::TempDir,
+}
+
+const TOKEN: &str = "cli-test-admin-token";
+
+impl InProcessHub {
+    async fn start() -> InProcessHub {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = hub::store::connect(&url).await.unwrap();
+        let service = hub::service::Hub::start(store.clone()).await.unwrap();
+        let (auth, _) = hub::auth::Auth::init(
+            store.clone(),
+            Some(TOKEN),
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let state = hub::http::AppState {
+            hub: service.clone(),
+            auth: Arc::new(auth),
+            cluster_info: Arc::new(hub::http::ClusterInfo {
+                server: "http://127.0.0.1".into(),
+                certificate_authority_data: String::new(),
+                ca_hash: String::new(),
+            }),
+            max_body_bytes: 500 * 1024,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = hub::http::router(state);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = HubClient::new(&ClientConfig {
+            server: url.clone(),
+            ca_data: None,
+            token: Some(TOKEN.into()),
+        })
+        .unwrap();
+        InProcessHub {
+            hub: service,
+            url,
+            client,
+            _dir: dir,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Cli {
+        Cli::new(args)
+            .env("HUB_SERVER", &self.url)
+            .env("HUB_TOKEN", TOKEN)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_waits_for_the_agent_with_blocking_gets_and_times_out_with_exit_3() {
+    let h = InProcessHub::start().await;
+    h.client
+        .put_cluster(&ManagedCluster::new("c1", Default::default()))
+        .await
+        .unwrap();
+    // An agent joined: works get its finalizer, and deletion waits for it. The agent's
+    // part (removing the finalizer) is played through the service, which the admin token
+    // may not do over REST.
+    h.hub.mark_cluster_joined("c1").await.unwrap();
+    for name in ["w1", "w2"] {
+        let w = ManifestWork::new(
+            "c1",
+            name,
+            vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})],
+        );
+        let put = h.client.put_work(&w, None).await.unwrap().value;
+        assert_eq!(put.metadata.finalizers, [api::CLEANUP_FINALIZER]);
+    }
+
+    // Nobody removes the finalizer: exit 3, saying what is pending.
+    let started = Instant::now();
+    let run = h
+        .cli(&["delete", "work", "w1", "--cluster", "c1", "--timeout", "1s"])
+        .run()
+        .await;
+    let err = run.fails(3);
+    assert!(err.starts_with("error: timed out after 1s"), "{run}");
+    assert!(err.contains("klusterlet/cleanup"), "{run}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{run}");
+    assert!(run.stdout.is_empty(), "{run}");
+
+    // --wait=false returns at once.
+    let run = h
+        .cli(&["delete", "work", "w1", "--cluster", "c1", "--wait=false"])
+        .run()
+        .await;
+    assert_eq!(run.ok(), format!("{WORK} \"w1\" deleted (cluster c1)\n"));
+
+    // The agent finishes while the CLI waits: the blocking GET wakes up at once, long
+    // before the timeout.
+    let waiting = tokio::spawn(
+        h.cli(&[
+            "delete",
+            "work",
+            "w1",
+            "--cluster",
+            "c1",
+            "--timeout",
+            "100s",
+        ])
+        .run(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let finished_at = Instant::now();
+    h.hub
+        .remove_work_finalizer("c1", "w1", api::CLEANUP_FINALIZER)
+        .await
+        .unwrap();
+    let run = waiting.await.unwrap();
+    assert_eq!(run.ok(), format!("{WORK} \"w1\" deleted (cluster c1)\n"));
+    assert!(
+        finished_at.elapsed() < Duration::from_secs(10),
+        "the wait noticed the deletion late: {:?}",
+        finished_at.elapsed()
+    );
+
+    // A cluster with a work its agent has not cleaned up: exit 3 naming the work.
+    let run = h
+        .cli(&["delete", "cluster", "c1", "--timeout", "1s"])
+        .run()
+        .await;
+    let err = run.fails(3);
+    assert!(err.contains("cluster c1") && err.contains("w2"), "{run}");
+    let waiting = tokio::spawn(
+        h.cli(&["delete", "cluster", "c1", "--timeout", "100s"])
+            .run(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    h.hub
+        .remove_work_finalizer("c1", "w2", api::CLEANUP_FINALIZER)
+        .await
+        .unwrap();
+    let run = waiting.await.unwrap();
+    assert_eq!(run.ok(), format!("{CLUSTER} \"c1\" deleted\n"));
+    assert!(h.client.get_cluster("c1").await.unwrap_err().is_not_found());
+}

@@ -1,0 +1,822 @@
+//! Registration and security against a real hub process over real TLS. The agent side is
+//! played by this test with its own P-256 key, speaking the protocol the klusterlet speaks.
+//!
+//! Bad credentials tried: expired, revoked, used-up and malformed bootstrap tokens; JWTs
+//! signed by the wrong key, with `alg: none`, expired, for another cluster's subject, and
+//! an access token after revocation; API tokens outside their clusters or verbs.
+
+use std::time::Duration;
+
+use api::{
+    ClientConfig, HubClient, LeaseRenewal, ListOptions, ManagedCluster, ManifestWork,
+    RegistrationRequest, RegistrationState, TokenKind, TokenRequest, Verb,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use testkit::procs::HubProcess;
+
+fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A pretend agent: a key pair and the JWTs it signs.
+struct AgentKey {
+    private_pem: String,
+    public_pem: String,
+}
+
+impl AgentKey {
+    fn new() -> Self {
+        let k = rcgen::KeyPair::generate().unwrap();
+        AgentKey {
+            private_pem: k.serialize_pem(),
+            public_pem: k.public_key_pem(),
+        }
+    }
+
+    fn assertion_with(&self, subject: &str, iat_offset: i64, life: i64) -> String {
+        let now = chrono::Utc::now().timestamp() + iat_offset;
+        let claims = json!({"iss": subject, "sub": subject, "aud": "fleethub", "iat": now, "exp": now + life, "jti": uuid::Uuid::new_v4().to_string()});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(self.private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn assertion(&self, subject: &str) -> String {
+        self.assertion_with(subject, 0, 120)
+    }
+}
+
+struct Fixture {
+    hub: HubProcess,
+    admin: HubClient,
+    cfg: ClientConfig,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(extra: &[&str]) -> Fixture {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--lease-interval", "1s", "--lease-grace", "2s"];
+    args.extend_from_slice(extra);
+    let hub = HubProcess::start(dir.path(), &args).await.unwrap();
+    let cfg = ClientConfig::load(&hub.client_config_path()).unwrap();
+    let admin = HubClient::new(&cfg).unwrap();
+    Fixture {
+        hub,
+        admin,
+        cfg,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn as_token(&self, token: &str) -> HubClient {
+        self.admin.with_token(Some(token.to_string()))
+    }
+
+    async fn bootstrap(&self, req: TokenRequest) -> String {
+        self.admin
+            .create_token(&TokenRequest {
+                kind: TokenKind::Bootstrap,
+                ..req
+            })
+            .await
+            .unwrap()
+            .token
+            .unwrap()
+    }
+
+    /// Join, accept if needed, and return an access-token client for the cluster.
+    async fn join(&self, name: &str, key: &AgentKey, auto: bool) -> HubClient {
+        let token = self
+            .bootstrap(TokenRequest {
+                auto_accept: auto,
+                ..Default::default()
+            })
+            .await;
+        let reg = self
+            .as_token(&token)
+            .register(&request(name, key))
+            .await
+            .unwrap();
+        if reg.state != RegistrationState::Accepted {
+            self.admin.accept_registration(&reg.id).await.unwrap();
+        }
+        let access = self
+            .admin
+            .with_token(None)
+            .credentials(name, &key.assertion(&format!("cluster:{name}")))
+            .await
+            .unwrap();
+        self.as_token(&access.access_token)
+    }
+
+    async fn registrations(&self) -> usize {
+        self.admin
+            .list_registrations(&ListOptions::default())
+            .await
+            .unwrap()
+            .value
+            .items
+            .len()
+    }
+}
+
+fn request(name: &str, key: &AgentKey) -> RegistrationRequest {
+    RegistrationRequest {
+        cluster_name: name.into(),
+        public_key: key.public_pem.clone(),
+        ..Default::default()
+    }
+}
+
+fn work(cluster: &str, name: &str) -> ManifestWork {
+    ManifestWork::new(
+        cluster,
+        name,
+        vec![
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"}, "stringData": {"password": "hunter2-top-secret"}}),
+        ],
+    )
+}
+
+fn status(e: &api::ClientError) -> u16 {
+    e.status().map(|s| s.as_u16()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_handshake_and_agent_scope() {
+    let f = start(&[]).await;
+    let key = AgentKey::new();
+    let token = f
+        .bootstrap(TokenRequest {
+            labels: [("env".to_string(), "dev".to_string())].into(),
+            ..Default::default()
+        })
+        .await;
+    let reg = f
+        .as_token(&token)
+        .register(&RegistrationRequest {
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            ..request("c1", &key)
+        })
+        .await
+        .unwrap();
+    assert_eq!(reg.state, RegistrationState::Pending);
+
+    // The joining agent reads its own request with an assertion signed by its key, blocking.
+    let mine = f
+        .admin
+        .with_token(Some(key.assertion(&format!("registration:{}", reg.id))));
+    let first = mine
+        .get_registration(&reg.id, &ListOptions::default())
+        .await
+        .unwrap();
+    let waiter = {
+        let (mine, id, index) = (mine.clone(), reg.id.clone(), first.index);
+        tokio::spawn(async move {
+            mine.get_registration(
+                &id,
+                &ListOptions {
+                    index: Some(index),
+                    wait: Some(Duration::from_secs(30)),
+                    ..Default::default()
+                },
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let accepted = f.admin.accept_registration(&reg.id).await.unwrap();
+    assert_eq!(accepted.state, RegistrationState::Accepted);
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen.value.state,
+        RegistrationState::Accepted,
+        "the blocked agent saw its acceptance"
+    );
+    // Another agent's assertion cannot read it.
+    let other = AgentKey::new();
+    let e = f
+        .admin
+        .with_token(Some(other.assertion(&format!("registration:{}", reg.id))))
+        .get_registration(&reg.id, &ListOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 401);
+
+    let cluster = f.admin.get_cluster("c1").await.unwrap().value;
+    assert!(cluster.spec.hub_accepts_client);
+    assert_eq!(
+        cluster.metadata.labels.get("env").map(String::as_str),
+        Some("dev"),
+        "the token's labels are stamped"
+    );
+    assert_eq!(
+        cluster.metadata.labels.get("zone").map(String::as_str),
+        Some("a")
+    );
+
+    let access = f
+        .admin
+        .with_token(None)
+        .credentials("c1", &key.assertion("cluster:c1"))
+        .await
+        .unwrap();
+    let agent = f.as_token(&access.access_token);
+    assert_eq!(access.lease_interval_seconds, 1);
+    agent
+        .renew_lease("c1", &LeaseRenewal::default())
+        .await
+        .unwrap();
+    // Works created from now on carry the agent's finalizer; the agent reads them unmasked.
+    f.admin.put_work(&work("c1", "w"), None).await.unwrap();
+    let w = agent
+        .get_work("c1", "w", &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(w.metadata.finalizers, [api::CLEANUP_FINALIZER]);
+    assert_eq!(
+        w.spec.workload.manifests[0]["stringData"]["password"],
+        "hunter2-top-secret"
+    );
+    agent
+        .put_work_status("c1", "w", &Default::default())
+        .await
+        .unwrap();
+
+    // Agent B may not touch cluster c1.
+    let b = f.join("c2", &AgentKey::new(), true).await;
+    assert_eq!(
+        status(
+            &b.get_work("c1", "w", &ListOptions::default())
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            &b.put_work_status("c1", "w", &Default::default())
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            &b.renew_lease("c1", &LeaseRenewal::default())
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            &b.remove_work_finalizer("c1", "w", api::CLEANUP_FINALIZER)
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    assert_eq!(
+        status(&b.put_work(&work("c2", "x"), None).await.unwrap_err()),
+        403,
+        "agents do not write works"
+    );
+    assert_eq!(
+        status(&b.create_token(&TokenRequest::default()).await.unwrap_err()),
+        403
+    );
+    let all = b
+        .list_works(None, &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert!(
+        all.items
+            .iter()
+            .all(|w| w.metadata.namespace.as_deref() == Some("c2")),
+        "lists across clusters are filtered to the agent's own"
+    );
+    let clusters = b
+        .list_clusters(&ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(
+        clusters
+            .items
+            .iter()
+            .map(|c| c.metadata.name.as_str())
+            .collect::<Vec<_>>(),
+        ["c2"]
+    );
+    // Credentials for another cluster's subject, or signed by the wrong key.
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("c1", &other.assertion("cluster:c1"))
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("c1", &key.assertion("cluster:c2"))
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    // Expired, and alg none.
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("c1", &key.assertion_with("cluster:c1", -600, 60))
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&json!({"sub": "cluster:c1", "aud": "fleethub", "exp": 4102444800u64}).to_string())
+    );
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("c1", &none)
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            &f.as_token(&none)
+                .get_work("c1", "w", &ListOptions::default())
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+
+    // Audit: the accept and the work write are there; the lease renewal is not.
+    let audit = f.admin.list_audit(None, None).await.unwrap().items;
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    for a in [
+        "token.create",
+        "registration.create",
+        "registration.accept",
+        "work.put",
+    ] {
+        assert!(
+            actions.contains(&a),
+            "{a} missing from the audit log: {actions:?}"
+        );
+    }
+    assert!(!actions.iter().any(|a| a.contains("lease")));
+
+    // Secrets never reach the log.
+    let log = f.hub.log_text();
+    for secret in [
+        &token,
+        &access.access_token,
+        f.cfg.token.as_ref().unwrap(),
+        &"hunter2-top-secret".to_string(),
+    ] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret appeared in the hub's log"
+        );
+    }
+    assert!(!log.contains("PRIVATE KEY"));
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_accept_deny_and_duplicate_names() {
+    let f = start(&[]).await;
+    let key = AgentKey::new();
+    let auto = f
+        .bootstrap(TokenRequest {
+            auto_accept: true,
+            ..Default::default()
+        })
+        .await;
+    let reg = f
+        .as_token(&auto)
+        .register(&request("edge-1", &key))
+        .await
+        .unwrap();
+    assert_eq!(reg.state, RegistrationState::Accepted, "auto-accept");
+    // The same name with another key never takes over silently, even with auto-accept.
+    let intruder = AgentKey::new();
+    let dup = f
+        .as_token(&auto)
+        .register(&request("edge-1", &intruder))
+        .await
+        .unwrap();
+    assert_eq!(dup.state, RegistrationState::Pending);
+    assert!(dup.message.contains("another key"), "{}", dup.message);
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("edge-1", &intruder.assertion("cluster:edge-1"))
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    let denied = f.admin.deny_registration(&dup.id).await.unwrap();
+    assert_eq!(denied.state, RegistrationState::Denied);
+    assert_eq!(
+        status(&f.admin.accept_registration(&dup.id).await.unwrap_err()),
+        409,
+        "a denied request cannot be accepted"
+    );
+    // The original agent still works.
+    f.admin
+        .with_token(None)
+        .credentials("edge-1", &key.assertion("cluster:edge-1"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bootstrap_tokens_are_401_and_change_nothing() {
+    let f = start(&[]).await;
+    let key = AgentKey::new();
+    let expired = f
+        .bootstrap(TokenRequest {
+            ttl: Some("1s".into()),
+            ..Default::default()
+        })
+        .await;
+    let revoked = f.bootstrap(TokenRequest::default()).await;
+    f.admin
+        .revoke_token(revoked.split('.').next().unwrap())
+        .await
+        .unwrap();
+    let once = f
+        .bootstrap(TokenRequest {
+            max_uses: Some(1),
+            ..Default::default()
+        })
+        .await;
+    f.as_token(&once)
+        .register(&request("ok-1", &key))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = f.registrations().await;
+    let (id, _) = once.split_once('.').unwrap();
+    for (what, token) in [
+        ("expired", expired.clone()),
+        ("revoked", revoked.clone()),
+        ("used up", once.clone()),
+        ("malformed", "not-a-token".to_string()),
+        ("wrong secret", format!("{id}.0000")),
+    ] {
+        let e = f
+            .as_token(&token)
+            .register(&request("x-1", &key))
+            .await
+            .unwrap_err();
+        assert_eq!(status(&e), 401, "{what}: {e}");
+    }
+    assert_eq!(
+        f.registrations().await,
+        before,
+        "refused joins leave no request behind"
+    );
+    let tokens = f.admin.list_tokens().await.unwrap().items;
+    assert_eq!(
+        tokens.iter().find(|t| t.id == id).unwrap().uses,
+        1,
+        "refused joins use nothing"
+    );
+    assert!(
+        tokens.iter().all(|t| t.token.is_none()),
+        "secrets are shown once only"
+    );
+    // A malformed request does not use the token either.
+    let fresh = f
+        .bootstrap(TokenRequest {
+            max_uses: Some(1),
+            ..Default::default()
+        })
+        .await;
+    let bad = RegistrationRequest {
+        cluster_name: "Bad_Name".into(),
+        public_key: "nope".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        status(&f.as_token(&fresh).register(&bad).await.unwrap_err()),
+        422
+    );
+    f.as_token(&fresh)
+        .register(&request("ok-2", &AgentKey::new()))
+        .await
+        .unwrap();
+    // Bootstrap tokens read nothing else.
+    assert_eq!(
+        status(
+            &f.as_token(&fresh)
+                .list_works(None, &ListOptions::default())
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptance_after_the_bootstrap_token_expired() {
+    let f = start(&[]).await;
+    let key = AgentKey::new();
+    let token = f
+        .bootstrap(TokenRequest {
+            ttl: Some("1s".into()),
+            ..Default::default()
+        })
+        .await;
+    let reg = f
+        .as_token(&token)
+        .register(&request("late", &key))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    f.admin.accept_registration(&reg.id).await.unwrap();
+    let mine = f
+        .admin
+        .with_token(Some(key.assertion(&format!("registration:{}", reg.id))));
+    assert_eq!(
+        mine.get_registration(&reg.id, &ListOptions::default())
+            .await
+            .unwrap()
+            .value
+            .state,
+        RegistrationState::Accepted
+    );
+    f.admin
+        .with_token(None)
+        .credentials("late", &key.assertion("cluster:late"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_expire_and_renew_and_revocation_is_immediate() {
+    let f = start(&["--access-token-ttl", "2s"]).await;
+    let key = AgentKey::new();
+    let agent = f.join("short", &key, true).await;
+    agent.get_cluster("short").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(
+        status(&agent.get_cluster("short").await.unwrap_err()),
+        401,
+        "an expired access token is refused"
+    );
+    let renewed = f.join_again("short", &key).await;
+    renewed.get_cluster("short").await.unwrap();
+    f.admin.revoke_cluster("short").await.unwrap();
+    assert_eq!(
+        status(&renewed.get_cluster("short").await.unwrap_err()),
+        401,
+        "revocation cuts the agent off at once"
+    );
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("short", &key.assertion("cluster:short"))
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    assert!(
+        f.admin.get_cluster("short").await.is_ok(),
+        "revocation deletes nothing"
+    );
+}
+
+impl Fixture {
+    async fn join_again(&self, name: &str, key: &AgentKey) -> HubClient {
+        let access = self
+            .admin
+            .with_token(None)
+            .credentials(name, &key.assertion(&format!("cluster:{name}")))
+            .await
+            .unwrap();
+        self.as_token(&access.access_token)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_stay_in_scope_and_secrets_are_masked() {
+    let f = start(&[]).await;
+    for (name, env) in [("a", "ci"), ("b", "ci"), ("c", "prod")] {
+        let mut c = ManagedCluster::new(name, Default::default());
+        c.metadata.labels.insert("env".into(), env.into());
+        f.admin.put_cluster(&c).await.unwrap();
+        f.admin.put_work(&work(name, "w"), None).await.unwrap();
+    }
+    let ci = f
+        .admin
+        .create_token(&TokenRequest {
+            kind: TokenKind::Api,
+            cluster_selector: Some("env=ci".into()),
+            verbs: vec![Verb::Read, Verb::Write],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ci = f.as_token(ci.token.as_ref().unwrap());
+    ci.put_work(&work("a", "new"), None).await.unwrap();
+    assert_eq!(
+        status(&ci.put_work(&work("c", "new"), None).await.unwrap_err()),
+        403,
+        "outside the selector"
+    );
+    assert_eq!(
+        status(
+            &ci.get_work("c", "w", &ListOptions::default())
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    let listed = ci
+        .list_works(None, &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    let mut seen: Vec<&str> = listed
+        .items
+        .iter()
+        .map(|w| w.metadata.namespace.as_deref().unwrap())
+        .collect();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["a", "b"],
+        "lists across clusters are filtered, not refused"
+    );
+    // Without the secrets verb, Secret data reads as a hash, and the hash cannot be written back.
+    let w = ci
+        .get_work("a", "w", &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    let masked = w.spec.workload.manifests[0]["stringData"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(masked.starts_with("sha256:") && !masked.contains("hunter2"));
+    let e = ci.put_work(&w, None).await.unwrap_err();
+    assert_eq!(status(&e), 422, "{e}");
+    let reader = f
+        .admin
+        .create_token(&TokenRequest {
+            kind: TokenKind::Api,
+            clusters: vec!["a".into()],
+            verbs: vec![Verb::Read, Verb::Secrets],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reader = f.as_token(reader.token.as_ref().unwrap());
+    let w = reader
+        .get_work("a", "w", &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(
+        w.spec.workload.manifests[0]["stringData"]["password"],
+        "hunter2-top-secret"
+    );
+    assert_eq!(
+        status(&reader.delete_work("a", "w").await.unwrap_err()),
+        403,
+        "read-only"
+    );
+    assert_eq!(
+        status(
+            &reader
+                .put_cluster(&ManagedCluster::new("a", Default::default()))
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_turn_unknown_and_back() {
+    let f = start(&[]).await;
+    let agent = f.join("beat", &AgentKey::new(), true).await;
+    agent
+        .renew_lease("beat", &LeaseRenewal::default())
+        .await
+        .unwrap();
+    let available = |c: &ManagedCluster| {
+        c.condition("ManagedClusterConditionAvailable")
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    };
+    let c = f.admin.get_cluster("beat").await.unwrap().value;
+    assert_eq!(available(&c), "True");
+    assert!(c.status.last_lease_time.is_some());
+    let index = f.admin.get_cluster("beat").await.unwrap().index;
+    // A renewal does not advance the index while nothing changes.
+    agent
+        .renew_lease("beat", &LeaseRenewal::default())
+        .await
+        .unwrap();
+    assert_eq!(f.admin.get_cluster("beat").await.unwrap().index, index);
+    // Silence past the grace (2 s): Unknown and tainted, by the hub's clock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = f.admin.get_cluster("beat").await.unwrap().value;
+        if available(&c) == "Unknown" {
+            assert!(
+                c.spec
+                    .taints
+                    .iter()
+                    .any(|t| t["key"] == "cluster.open-cluster-management.io/unreachable")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent
+        .renew_lease("beat", &LeaseRenewal::default())
+        .await
+        .unwrap();
+    let c = f.admin.get_cluster("beat").await.unwrap().value;
+    assert_eq!(available(&c), "True");
+    assert!(c.spec.taints.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_cluster_delete_removes_records_and_identity() {
+    let f = start(&[]).await;
+    let key = AgentKey::new();
+    let agent = f.join("doomed", &key, true).await;
+    f.admin.put_work(&work("doomed", "w"), None).await.unwrap();
+    let d = f.admin.delete_cluster("doomed", false).await.unwrap().value;
+    assert!(!d.removed, "the agent's finalizer holds the work");
+    let w = agent
+        .get_work("doomed", "w", &ListOptions::default())
+        .await
+        .unwrap()
+        .value;
+    assert!(
+        w.metadata.deletion_timestamp.is_some(),
+        "the agent still reads its deleting works"
+    );
+    let d = f.admin.delete_cluster("doomed", true).await.unwrap().value;
+    assert!(d.removed);
+    assert_eq!(d.works_left, ["w"]);
+    assert!(
+        f.admin
+            .get_cluster("doomed")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(
+        status(&agent.get_cluster("doomed").await.unwrap_err()),
+        401,
+        "the identity went with the cluster"
+    );
+}
