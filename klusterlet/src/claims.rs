@@ -1,0 +1,221 @@
+//! Facts about the managed cluster that the agent reports to the hub (OCM's cluster
+//! claims): Kubernetes version, platform, node count, allocatable CPU and memory.
+//!
+//! Values as reported:
+//! * `kubeversion.open-cluster-management.io`: the apiserver's `gitVersion`, e.g. `v1.33.4`.
+//! * `platform.open-cluster-management.io`: the apiserver's `platform`, e.g. `linux/amd64`.
+//! * `nodes.fleethub.io`: the number of Node objects, e.g. `3`.
+//! * `allocatable-cpu.fleethub.io`: the sum of the nodes' `status.allocatable.cpu` as a
+//!   Kubernetes quantity: whole cores when exact (`12`), millicores otherwise (`11500m`).
+//! * `allocatable-memory.fleethub.io`: the sum of the nodes' `status.allocatable.memory` as
+//!   a Kubernetes quantity in the largest binary unit that is exact (`48Gi`, `1536Mi`,
+//!   `1000Ki`), or bytes (`1000000`).
+
+use std::path::Path;
+
+use api::Claim;
+use api::registration::claims;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+
+/// Failures reading the managed cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimsError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("no Kubernetes configuration: {0}")]
+    Config(String),
+    /// The managed cluster's apiserver failed.
+    #[error("the managed cluster's apiserver: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// A client of the managed cluster: from `--kubeconfig` when given, otherwise `KUBECONFIG`,
+/// `~/.kube/config`, or the in-cluster service account (kube-rs' inference).
+pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClaimsError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ClaimsError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ClaimsError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ClaimsError::Config(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| ClaimsError::Config(e.to_string()))
+}
+
+/// Reads the claims from the managed cluster, sorted by name.
+pub async fn read(client: &kube::Client) -> Result<Vec<Claim>, ClaimsError> {
+    let version = client.apiserver_version().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut count = 0u64;
+    let mut cpu_milli: i128 = 0;
+    let mut memory_milli: i128 = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = nodes.list(&params).await?;
+        for node in &page.items {
+            count += 1;
+            let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+            if let Some(a) = allocatable {
+                cpu_milli += a.get("cpu").and_then(|q| milli(&q.0)).unwrap_or(0);
+                memory_milli += a.get("memory").and_then(|q| milli(&q.0)).unwrap_or(0);
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    let mut out = vec![
+        claim(claims::KUBE_VERSION, version.git_version),
+        claim(claims::PLATFORM, version.platform),
+        claim(claims::NODES, count.to_string()),
+        claim(claims::CPU, format_cpu(cpu_milli)),
+        claim(claims::MEMORY, format_memory(memory_milli)),
+    ];
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn claim(name: &str, value: impl Into<String>) -> Claim {
+    Claim {
+        name: name.to_string(),
+        value: value.into(),
+    }
+}
+
+/// A Kubernetes quantity (`500m`, `4`, `16Gi`, `1.5G`, `12e3`) in thousandths of its unit,
+/// rounded up; `None` when it is not a quantity.
+pub fn milli(quantity: &str) -> Option<i128> {
+    let q = quantity.trim();
+    let (negative, q) = match q.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, q.strip_prefix('+').unwrap_or(q)),
+    };
+    let number_len = q
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(number_len);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    if fraction.contains('.') || fraction.len() > 30 || whole.len() > 30 {
+        return None;
+    }
+    let digits: i128 = format!("{whole}{fraction}").parse().ok()?;
+    // value = digits / 10^fraction.len() * 2^binary * 10^decimal
+    let (binary, decimal): (u32, i32) = match suffix {
+        "" => (0, 0),
+        "Ki" => (10, 0),
+        "Mi" => (20, 0),
+        "Gi" => (30, 0),
+        "Ti" => (40, 0),
+        "Pi" => (50, 0),
+        "Ei" => (60, 0),
+        "n" => (0, -9),
+        "u" => (0, -6),
+        "m" => (0, -3),
+        "k" => (0, 3),
+        "M" => (0, 6),
+        "G" => (0, 9),
+        "T" => (0, 12),
+        "P" => (0, 15),
+        "E" => (0, 18),
+        exp if exp.starts_with(['e', 'E']) => (0, exp[1..].parse::<i32>().ok()?),
+        _ => return None,
+    };
+    // Thousandths: one more factor 10^3.
+    let decimal = decimal + 3 - i32::try_from(fraction.len()).ok()?;
+    if !(-40..=30).contains(&decimal) {
+        return None;
+    }
+    let mut numerator = digits.checked_mul(1i128.checked_shl(binary)?)?;
+    let mut denominator: i128 = 1;
+    if decimal >= 0 {
+        numerator = numerator.checked_mul(10i128.checked_pow(decimal.unsigned_abs())?)?;
+    } else {
+        denominator = 10i128.checked_pow(decimal.unsigned_abs())?;
+    }
+    let value = (numerator + denominator - 1) / denominator;
+    Some(if negative { -value } else { value })
+}
+
+/// Millicores as a quantity: whole cores when exact.
+pub fn format_cpu(milli: i128) -> String {
+    if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
+}
+
+/// Thousandths of bytes as a quantity in the largest exact binary unit.
+pub fn format_memory(milli: i128) -> String {
+    let bytes = (milli + 999) / 1000;
+    if bytes == 0 {
+        return "0".into();
+    }
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
+        let unit = 1i128 << shift;
+        if bytes % unit == 0 {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(milli("4"), Some(4000));
+        assert_eq!(milli("500m"), Some(500));
+        assert_eq!(milli("1.5"), Some(1500));
+        assert_eq!(milli("0.1"), Some(100));
+        assert_eq!(milli("1Ki"), Some(1024 * 1000));
+        assert_eq!(milli("16Gi"), Some(16 * (1i128 << 30) * 1000));
+        assert_eq!(milli("1.5Gi"), Some(3 * (1i128 << 29) * 1000));
+        assert_eq!(milli("2G"), Some(2_000_000_000_000));
+        assert_eq!(milli("1k"), Some(1_000_000));
+        assert_eq!(milli("12e3"), Some(12_000_000));
+        assert_eq!(milli("1E"), Some(1_000_000_000_000_000_000_000));
+        assert_eq!(milli("100u"), Some(1)); // rounded up
+        assert_eq!(milli("1n"), Some(1));
+        assert_eq!(milli("-2"), Some(-2000));
+        assert_eq!(milli("+3"), Some(3000));
+        for bad in ["", "Gi", "1.2.3", "1X", "1e", "abc", "1 Gi"] {
+            assert_eq!(milli(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_and_memory_formats() {
+        assert_eq!(format_cpu(4000), "4");
+        assert_eq!(format_cpu(3500), "3500m");
+        assert_eq!(format_cpu(0), "0");
+        let gi = (1i128 << 30) * 1000;
+        assert_eq!(format_memory(16 * gi), "16Gi");
+        assert_eq!(format_memory(gi + gi / 2), "1536Mi");
+        assert_eq!(format_memory(milli("1000Ki").unwrap()), "1000Ki");
+        assert_eq!(format_memory(milli("1000000").unwrap()), "1000000");
+        assert_eq!(format_memory(milli("1M").unwrap()), "1000000");
+        assert_eq!(format_memory(0), "0");
+        // Sums across nodes keep exact binary units.
+        let sum = milli("8Gi").unwrap() + milli("8192Mi").unwrap();
+        assert_eq!(format_memory(sum), "16Gi");
+    }
+}

@@ -1,0 +1,220 @@
+//! The `klusterlet` command line.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::{RunArgs, TokenArgs};
+use crate::identity::{self, JoinState};
+use crate::join::JoinArgs;
+use crate::{Error, agent, join};
+
+/// The fleethub agent: joins a hub, then keeps its managed cluster's lease (and applies its
+/// works).
+///
+/// Exit codes: 0 success; 1 refused (the join was denied, a 4xx answer other than 401/403,
+/// a data dir holding another identity, the managed cluster unreadable); 2 usage error;
+/// 3 timed out; 4 the hub is unreachable, is not the hub --ca-hash pins, or answered 5xx,
+/// 401 or 403.
+///
+/// Logs go to stderr; KLUSTERLET_LOG sets the filter (e.g. `debug`). Tokens, keys and
+/// assertions are never logged.
+#[derive(Debug, Parser)]
+#[command(name = "klusterlet", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask a hub to let this managed cluster join, pinning the hub's CA.
+    ///
+    /// Checks the hub's CA against --ca-hash (refusing any other hub), reads claims from
+    /// the managed cluster (Kubernetes version, platform, node count, allocatable CPU and
+    /// memory), generates the agent's key pair (the private key stays in --data-dir, mode
+    /// 0600) and sends the join request. With --wait, waits until an admin accepts (exit 0)
+    /// or denies (exit 1) it, or --timeout runs out (exit 3; the request stays pending).
+    /// Waiting proves the agent's identity with its key, so an acceptance after the
+    /// bootstrap token expired still completes.
+    ///
+    /// Running join again with the same data dir, hub and cluster name resumes the saved
+    /// request; a data dir holding another identity is refused (exit 1).
+    Join(JoinArgs),
+    /// Run the agent: keep the access token and the lease fresh until SIGTERM or SIGINT.
+    ///
+    /// Never exits because of the hub: an unreachable hub, 5xx answers and refusals are
+    /// retried with backoff, so an agent comes back by itself after an outage of any
+    /// length.
+    Run(RunArgs),
+    /// Print a fresh access JWT for this cluster's agent (for debugging and scripts, like
+    /// `kubectl create token`).
+    Token(TokenArgs),
+    /// Remove this agent's local identity (agent.key, state.yaml).
+    ///
+    /// The hub keeps the cluster: remove it there with `hub delete cluster NAME`, or cut
+    /// the agent off with `hub revoke cluster NAME`.
+    Unjoin(UnjoinArgs),
+}
+
+/// `klusterlet unjoin`.
+#[derive(Debug, Args)]
+pub struct UnjoinArgs {
+    /// Where `klusterlet join` left the agent's key and state.
+    #[arg(long, env = "KLUSTERLET_DATA_DIR", default_value_os_t = identity::default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl Command {
+    /// The default log filter: the agent reports what it does; one-shot commands only
+    /// warn.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Runs a verb and returns the process exit code, printing a failure as one line on stderr.
+pub async fn run(command: Command) -> i32 {
+    let result = match command {
+        Command::Join(args) => join::join(args).await,
+        Command::Run(args) => agent::run(args).await,
+        Command::Token(args) => agent::token(args).await,
+        Command::Unjoin(args) => unjoin(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", crate::Chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// Removes the local identity after confirming.
+fn unjoin(args: UnjoinArgs) -> Result<(), Error> {
+    let UnjoinArgs { data_dir, yes } = args;
+    let state = match JoinState::load(&data_dir) {
+        Ok(s) => Some(s),
+        Err(identity::IdentityError::NotJoined(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let has_key = data_dir.join(identity::KEY_FILE).exists();
+    if state.is_none() && !has_key {
+        println!(
+            "nothing to remove: no klusterlet identity in {}",
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    let who = match &state {
+        Some(s) => format!("cluster {} on hub {}", s.cluster_name, s.server),
+        None => "an unfinished join".to_string(),
+    };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(format!(
+                "unjoin removes the identity of {who} from {}; pass --yes to confirm when not on a terminal",
+                data_dir.display()
+            )));
+        }
+        eprint!(
+            "Remove the identity of {who} from {}? This agent can no longer talk to the hub afterwards. [y/N] ",
+            data_dir.display()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| Error::Usage(format!("reading the confirmation: {e}")))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            return Err(Error::Refused("not confirmed; nothing removed".into()));
+        }
+    }
+    let removed = identity::remove(&data_dir)?;
+    let names: Vec<String> = removed
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    println!(
+        "removed the identity of {who} from {} ({})",
+        data_dir.display(),
+        names.join(", ")
+    );
+    if let Some(s) = state {
+        println!(
+            "the hub still has cluster {0}: remove it with `hub delete cluster {0}`, or cut this agent off with `hub revoke cluster {0}`",
+            s.cluster_name
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn join_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "klusterlet",
+            "join",
+            "--hub",
+            "https://h:8443",
+            "--token",
+            "abc.def",
+            "--ca-hash",
+            "sha256:00",
+            "--cluster-name",
+            "c1",
+            "--label",
+            "env=ci",
+            "--label",
+            "tier=web",
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.labels, ["env=ci", "tier=web"]);
+        assert!(args.wait);
+        assert_eq!(args.timeout, std::time::Duration::from_secs(90));
+        assert_eq!(args.manifests.namespace, "open-cluster-management-agent");
+    }
+
+    #[test]
+    fn unjoin_without_identity_is_a_no_op_and_with_one_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        unjoin(UnjoinArgs {
+            data_dir: dir.path().to_path_buf(),
+            yes: false,
+        })
+        .unwrap();
+        let key = identity::AgentKey::generate().unwrap();
+        key.save(dir.path()).unwrap();
+        unjoin(UnjoinArgs {
+            data_dir: dir.path().to_path_buf(),
+            yes: true,
+        })
+        .unwrap();
+        assert!(!dir.path().join(identity::KEY_FILE).exists());
+    }
+}

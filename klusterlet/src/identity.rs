@@ -1,0 +1,455 @@
+//! The agent's identity on disk: its key pair, the assertions it signs with it, and the
+//! state `join` leaves for `run`.
+//!
+//! The data dir holds two files:
+//! * `agent.key`: the agent's private key (ECDSA P-256, PKCS#8 PEM, mode 0600). It never
+//!   leaves the agent; the hub only ever sees the public half.
+//! * `state.yaml`: the hub's URL and pinned CA, the cluster name and the join request id
+//!   (mode 0600 too, though it holds no secret).
+
+use std::path::{Path, PathBuf};
+
+use api::config::write_private;
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The audience every assertion is addressed to.
+pub const AUDIENCE: &str = "fleethub";
+/// How long an assertion is valid; the hub refuses longer ones.
+pub const ASSERTION_LIFETIME_SECS: i64 = 300;
+/// File name of the private key in the data dir.
+pub const KEY_FILE: &str = "agent.key";
+/// File name of the join state in the data dir.
+pub const STATE_FILE: &str = "state.yaml";
+
+/// Failures of the local identity.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data dir has no identity.
+    #[error("no klusterlet identity in {0} (run `klusterlet join` first)")]
+    NotJoined(PathBuf),
+    /// A file holds something unusable.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Key generation or signing failed.
+    #[error("agent key: {0}")]
+    Key(String),
+}
+
+/// Where the agent keeps its identity unless told otherwise:
+/// `$XDG_DATA_HOME/klusterlet` or `~/.local/share/klusterlet`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("klusterlet");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/klusterlet")
+}
+
+/// The agent's key pair. `Debug` never shows the private half.
+pub struct AgentKey {
+    pem: String,
+    public_pem: String,
+    encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKey")
+            .field("public_key_hash", &self.public_key_hash())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The claims of an assertion (RFC 7523 client authentication JWT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// Issuer: the same as the subject.
+    pub iss: String,
+    /// `registration:<id>` or `cluster:<name>`.
+    pub sub: String,
+    /// Always [`AUDIENCE`].
+    pub aud: String,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expires at (Unix seconds).
+    pub exp: i64,
+    /// A random id, so the hub can refuse replays.
+    pub jti: String,
+}
+
+impl AgentKey {
+    /// Generates a new ECDSA P-256 key pair.
+    pub fn generate() -> Result<Self, IdentityError> {
+        let pair = rcgen::KeyPair::generate().map_err(|e| IdentityError::Key(e.to_string()))?;
+        Self::from_pem(&pair.serialize_pem())
+    }
+
+    /// A key from its PKCS#8 PEM.
+    pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
+        let pair = rcgen::KeyPair::from_pem(pem).map_err(|e| IdentityError::Key(e.to_string()))?;
+        if !pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+            return Err(IdentityError::Key("not an ECDSA P-256 key".into()));
+        }
+        let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
+            .map_err(|e| IdentityError::Key(e.to_string()))?;
+        Ok(AgentKey {
+            pem: pem.to_string(),
+            public_pem: pair.public_key_pem(),
+            encoding,
+        })
+    }
+
+    /// Reads `agent.key` from the data dir.
+    pub fn load(data_dir: &Path) -> Result<Self, IdentityError> {
+        let path = data_dir.join(KEY_FILE);
+        let pem = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                IdentityError::NotJoined(data_dir.to_path_buf())
+            } else {
+                IdentityError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        Self::from_pem(&pem).map_err(|e| IdentityError::Invalid {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `agent.key` into the data dir, readable by its owner only.
+    pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join(KEY_FILE);
+        write_private(&path, self.pem.as_bytes())
+            .map_err(|source| IdentityError::Io { path, source })
+    }
+
+    /// The private key in PKCS#8 PEM, for the Secret of `--print-manifests`.
+    pub fn private_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// The public key in SubjectPublicKeyInfo PEM, as the registration carries it.
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// `sha256:<hex>` of the public key's PEM text, as the hub shows it to admins.
+    pub fn public_key_hash(&self) -> String {
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(self.public_pem.as_bytes()))
+        )
+    }
+
+    /// Signs an assertion (ES256) for this subject, valid for five minutes.
+    pub fn assertion(&self, subject: &str) -> Result<String, IdentityError> {
+        let now = Utc::now().timestamp();
+        let claims = AssertionClaims {
+            iss: subject.to_string(),
+            sub: subject.to_string(),
+            aud: AUDIENCE.to_string(),
+            iat: now,
+            exp: now + ASSERTION_LIFETIME_SECS,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
+            .map_err(|e| IdentityError::Key(e.to_string()))
+    }
+
+    /// An assertion to read the join request `id`.
+    pub fn registration_assertion(&self, id: &str) -> Result<String, IdentityError> {
+        self.assertion(&format!("registration:{id}"))
+    }
+
+    /// An assertion to get an access token for `cluster`.
+    pub fn cluster_assertion(&self, cluster: &str) -> Result<String, IdentityError> {
+        self.assertion(&format!("cluster:{cluster}"))
+    }
+}
+
+/// What `join` leaves in the data dir for `run`, `token` and `unjoin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinState {
+    /// The hub's URL as given to `join --hub`.
+    pub server: String,
+    /// PEM of the hub's CA, pinned at join.
+    pub certificate_authority_data: String,
+    /// `sha256:<hex>` of the CA's SubjectPublicKeyInfo (the `--ca-hash` it was pinned by).
+    pub ca_hash: String,
+    /// The managed cluster's name on the hub.
+    pub cluster_name: String,
+    /// The join request's id.
+    pub registration_id: String,
+    /// When the request was sent.
+    pub requested_at: chrono::DateTime<Utc>,
+}
+
+impl JoinState {
+    /// Reads `state.yaml` from the data dir.
+    pub fn load(data_dir: &Path) -> Result<Self, IdentityError> {
+        let path = data_dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(IdentityError::NotJoined(data_dir.to_path_buf()));
+            }
+            Err(source) => return Err(IdentityError::Io { path, source }),
+        };
+        Self::parse(&text).map_err(|message| IdentityError::Invalid { path, message })
+    }
+
+    /// Parses the text of a `state.yaml`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The text of `state.yaml`.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("the join state serializes")
+    }
+
+    /// Writes `state.yaml` into the data dir.
+    pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join(STATE_FILE);
+        write_private(&path, self.to_yaml().as_bytes())
+            .map_err(|source| IdentityError::Io { path, source })
+    }
+
+    /// A client configuration that trusts only the pinned CA, without a token.
+    pub fn client_config(&self) -> api::ClientConfig {
+        api::ClientConfig {
+            server: self.server.clone(),
+            ca_data: Some(self.certificate_authority_data.clone()),
+            token: None,
+        }
+    }
+}
+
+/// The identity `run` and `token` work with.
+#[derive(Debug)]
+pub struct Identity {
+    /// The join state.
+    pub state: JoinState,
+    /// The agent's key.
+    pub key: AgentKey,
+}
+
+impl Identity {
+    /// Reads the key and the state from the data dir.
+    pub fn load(data_dir: &Path) -> Result<Self, IdentityError> {
+        let state = JoinState::load(data_dir)?;
+        let key = AgentKey::load(data_dir)?;
+        Ok(Identity { state, key })
+    }
+}
+
+/// Removes the identity files; returns those that existed.
+pub fn remove(data_dir: &Path) -> Result<Vec<PathBuf>, IdentityError> {
+    let mut removed = Vec::new();
+    for name in [KEY_FILE, STATE_FILE] {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(IdentityError::Io { path, source }),
+        }
+    }
+    Ok(removed)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io)
+}
+
+/// `sha256:<hex>` of the SubjectPublicKeyInfo of the first certificate in a PEM bundle
+/// (kubeadm's discovery-token-ca-cert-hash).
+pub fn ca_hash(ca_pem: &str) -> Result<String, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
+        .map_err(|e| format!("the hub's CA is not a PEM certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
+        .map_err(|e| format!("the hub's CA certificate cannot be parsed: {e}"))?;
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
+}
+
+/// Normalizes a `--ca-hash` value to `sha256:<lowercase hex>`; kubeadm's form and a bare
+/// hex digest are accepted.
+pub fn normalize_ca_hash(text: &str) -> Result<String, String> {
+    let hex_part = text.strip_prefix("sha256:").unwrap_or(text);
+    if hex_part.len() != 64 || !hex_part.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "--ca-hash {text:?} is not sha256:<64 hex digits> (the join line `hub token create` prints has it)"
+        ));
+    }
+    Ok(format!("sha256:{}", hex_part.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    #[test]
+    fn assertions_verify_with_the_public_key_and_carry_the_protocol_claims() {
+        let key = AgentKey::generate().unwrap();
+        let jwt = key.cluster_assertion("c1").unwrap();
+        let decoding = DecodingKey::from_ec_pem(key.public_key_pem().as_bytes()).unwrap();
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[AUDIENCE]);
+        let data = jsonwebtoken::decode::<AssertionClaims>(&jwt, &decoding, &validation).unwrap();
+        let c = data.claims;
+        assert_eq!(c.iss, "cluster:c1");
+        assert_eq!(c.sub, "cluster:c1");
+        assert_eq!(c.aud, "fleethub");
+        assert_eq!(c.exp - c.iat, 300);
+        assert!((c.iat - Utc::now().timestamp()).abs() < 5);
+        assert_eq!(data.header.alg, Algorithm::ES256);
+        // Two assertions never share a jti.
+        let other = key.registration_assertion("r1").unwrap();
+        let o = jsonwebtoken::decode::<AssertionClaims>(&other, &decoding, &validation)
+            .unwrap()
+            .claims;
+        assert_eq!(o.sub, "registration:r1");
+        assert_ne!(o.jti, c.jti);
+    }
+
+    #[test]
+    fn another_key_does_not_verify() {
+        let key = AgentKey::generate().unwrap();
+        let other = AgentKey::generate().unwrap();
+        let jwt = key.cluster_assertion("c1").unwrap();
+        let decoding = DecodingKey::from_ec_pem(other.public_key_pem().as_bytes()).unwrap();
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[AUDIENCE]);
+        assert!(jsonwebtoken::decode::<AssertionClaims>(&jwt, &decoding, &validation).is_err());
+    }
+
+    #[test]
+    fn key_and_state_round_trip_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("nested/klusterlet");
+        assert!(matches!(
+            Identity::load(&data_dir),
+            Err(IdentityError::NotJoined(_))
+        ));
+        let key = AgentKey::generate().unwrap();
+        key.save(&data_dir).unwrap();
+        let state = JoinState {
+            server: "https://127.0.0.1:8443".into(),
+            certificate_authority_data:
+                "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into(),
+            ca_hash: format!("sha256:{}", "a".repeat(64)),
+            cluster_name: "c1".into(),
+            registration_id: "r-1".into(),
+            requested_at: Utc::now(),
+        };
+        state.save(&data_dir).unwrap();
+        let loaded = Identity::load(&data_dir).unwrap();
+        assert_eq!(loaded.state, state);
+        assert_eq!(loaded.key.public_key_pem(), key.public_key_pem());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in [KEY_FILE, STATE_FILE] {
+                let mode = std::fs::metadata(data_dir.join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{f}");
+            }
+            let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        let removed = remove(&data_dir).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(matches!(
+            Identity::load(&data_dir),
+            Err(IdentityError::NotJoined(_))
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_the_private_key() {
+        let key = AgentKey::generate().unwrap();
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("PRIVATE"));
+        assert!(shown.contains("sha256:"));
+    }
+
+    #[test]
+    fn non_p256_keys_are_refused() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        assert!(AgentKey::from_pem(&pair.serialize_pem()).is_err());
+    }
+
+    #[test]
+    fn ca_hash_is_the_spki_digest() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        use rcgen::PublicKeyData;
+        let expected = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(key.subject_public_key_info()))
+        );
+        assert_eq!(ca_hash(&cert.pem()).unwrap(), expected);
+        // A certificate under another key hashes differently.
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let other = params.self_signed(&other_key).unwrap();
+        assert_ne!(ca_hash(&other.pem()).unwrap(), expected);
+        assert!(ca_hash("not a certificate").is_err());
+    }
+
+    #[test]
+    fn ca_hash_flag_forms() {
+        let hex = "AB".repeat(32);
+        assert_eq!(
+            normalize_ca_hash(&format!("sha256:{hex}")).unwrap(),
+            format!("sha256:{}", hex.to_lowercase())
+        );
+        assert_eq!(
+            normalize_ca_hash(&hex).unwrap(),
+            format!("sha256:{}", hex.to_lowercase())
+        );
+        for bad in ["", "sha256:", "sha256:abc", "md5:abcd", &"g".repeat(64)] {
+            assert!(normalize_ca_hash(bad).is_err(), "{bad}");
+        }
+    }
+}

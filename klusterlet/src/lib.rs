@@ -1,0 +1,180 @@
+//! The fleethub agent as a library: `join` a hub, `run` next to (or inside) a managed
+//! cluster, print an access `token`, `unjoin`.
+//!
+//! * [`identity`]: the agent's key, the assertions it signs, the state `join` leaves.
+//! * [`join`]: the join handshake (CA pinning, registration, waiting for acceptance).
+//! * [`agent`]: the long-running agent: a [`agent::Session`] holding the current access
+//!   token, the lease loop, and the place the work loop plugs into.
+//! * [`claims`]: facts read from the managed cluster.
+//! * [`manifests`]: what `join --print-manifests` prints to run the agent in-cluster.
+//! * [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod backoff;
+pub mod claims;
+pub mod cli;
+pub mod identity;
+pub mod join;
+pub mod manifests;
+
+use api::ClientError;
+
+/// Why a command failed; each kind has its exit code (the same codes as the `hub` CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags or bad local input: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The hub answered with an error or could not be reached: exit 1 (4xx other than
+    /// 401/403) or 4 (unreachable, 5xx, 401, 403).
+    /// (Boxed: a `ClientError` is large and errors travel through every loop.)
+    #[error(transparent)]
+    Hub(Box<ClientError>),
+    /// The hub did not answer in time: exit 4.
+    #[error("no answer from the hub at {url} within {after:?}")]
+    NoAnswer {
+        /// The hub's URL.
+        url: String,
+        /// How long the call waited.
+        after: std::time::Duration,
+    },
+    /// The server at `--hub` is not the hub `--ca-hash` pins (a man in the middle, or the
+    /// wrong hash): exit 4, like any other failure to reach the hub safely.
+    #[error(
+        "the hub's CA does not match --ca-hash: expected {expected}, the server at {server} presented {actual}; refusing to go on (a man in the middle, or a wrong --ca-hash)"
+    )]
+    CaMismatch {
+        /// The server asked.
+        server: String,
+        /// `--ca-hash`.
+        expected: String,
+        /// What the server presented.
+        actual: String,
+    },
+    /// The local identity is missing or unusable: exit 1.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// The managed cluster could not be read: exit 1.
+    #[error(transparent)]
+    Claims(#[from] claims::ClaimsError),
+    /// Refused on this side or by an admin (a denied join, a data dir holding another
+    /// identity): exit 1.
+    #[error("{0}")]
+    Refused(String),
+    /// A wait ran out: exit 3.
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+impl From<ClientError> for Error {
+    fn from(e: ClientError) -> Self {
+        Error::Hub(Box::new(e))
+    }
+}
+
+impl Error {
+    /// The process exit code: 0 ok, 1 refused or denied, 2 usage, 3 timed out, 4 hub
+    /// unreachable (or not the pinned hub), 5xx, 401 or 403.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Hub(e) => e.exit_code(),
+            Error::CaMismatch { .. } | Error::NoAnswer { .. } => 4,
+            Error::Identity(_) | Error::Claims(_) | Error::Refused(_) => 1,
+            Error::TimedOut(_) => 3,
+        }
+    }
+}
+
+/// Whether an error talking to the hub may go away by retrying: the hub was unreachable,
+/// timed out, answered 5xx or 429.
+pub fn is_transient(err: &ClientError) -> bool {
+    match err {
+        ClientError::Transport { .. } => true,
+        ClientError::Api { status, .. } => {
+            status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408
+        }
+        ClientError::Config(_) | ClientError::Decode(_) => false,
+    }
+}
+
+/// An error with its chain of causes, for messages and logs: `a: b: c`, skipping a cause
+/// whose text the message already shows.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                shown.push_str(": ");
+                shown.push_str(&text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(status: u16) -> ClientError {
+        ClientError::Api {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            body: api::ErrorBody {
+                code: "x".into(),
+                message: "m".into(),
+                details: None,
+            },
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_hub_cli() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(Error::Refused("x".into()).exit_code(), 1);
+        assert_eq!(Error::TimedOut("x".into()).exit_code(), 3);
+        assert_eq!(Error::from(api_error(409)).exit_code(), 1);
+        assert_eq!(Error::from(api_error(401)).exit_code(), 4);
+        assert_eq!(Error::from(api_error(403)).exit_code(), 4);
+        assert_eq!(Error::from(api_error(503)).exit_code(), 4);
+        let mitm = Error::CaMismatch {
+            server: "https://h".into(),
+            expected: "sha256:aa".into(),
+            actual: "sha256:bb".into(),
+        };
+        assert_eq!(mitm.exit_code(), 4);
+        let text = mitm.to_string();
+        assert!(
+            text.contains("sha256:aa") && text.contains("sha256:bb"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn chains_show_causes_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner(#[source] std::io::Error);
+        let e = Outer(Inner(std::io::Error::other("connection refused")));
+        assert_eq!(Chain(&e).to_string(), "outer: inner: connection refused");
+    }
+
+    #[test]
+    fn transient_errors() {
+        assert!(is_transient(&api_error(503)));
+        assert!(is_transient(&api_error(500)));
+        assert!(is_transient(&api_error(429)));
+        assert!(!is_transient(&api_error(401)));
+        assert!(!is_transient(&api_error(403)));
+        assert!(!is_transient(&api_error(404)));
+    }
+}
