@@ -331,6 +331,28 @@ impl Auth {
         Ok(kid)
     }
 
+    /// Rotates the signing key when the newest is older than `max_age`; returns the new kid.
+    pub async fn rotate_if_older_than(&self, max_age: Duration) -> Result<Option<String>, Error> {
+        // Other hubs may have rotated: look at what the database holds.
+        self.load_keys().await?;
+        let newest = self
+            .keys
+            .read()
+            .expect("keys lock")
+            .last()
+            .map(|k| k.created_at);
+        let age = newest.map(|t| {
+            Utc::now()
+                .signed_duration_since(t)
+                .to_std()
+                .unwrap_or_default()
+        });
+        if age.is_some_and(|a| a > max_age) {
+            return Ok(Some(self.rotate_signing_key(self.access_ttl * 2).await?));
+        }
+        Ok(None)
+    }
+
     /// Whether `token` is the admin token.
     pub fn is_admin_token(&self, token: &str) -> bool {
         constant_time_eq(
@@ -476,7 +498,6 @@ impl Auth {
                 "the agent's credentials were revoked; join again",
             ));
         }
-        let _ = key.created_at;
         Ok(Principal::Agent {
             cluster: cluster.to_string(),
         })
@@ -485,4 +506,67 @@ impl Auth {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn auth() -> (Auth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::connect(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+                .await
+                .unwrap();
+        let (auth, _) = Auth::init(store, Some("admin"), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        (auth, dir)
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_keeps_verifying_what_it_signed() {
+        let (auth, _dir) = auth().await;
+        let (old, _) = auth.issue_access_token("c1", 1).unwrap();
+        let old_kid = jsonwebtoken::decode_header(&old).unwrap().kid.unwrap();
+        let new_kid = auth
+            .rotate_signing_key(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_ne!(old_kid, new_kid);
+        let (new, _) = auth.issue_access_token("c1", 1).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&new).unwrap().kid.unwrap(),
+            new_kid,
+            "the newest key signs"
+        );
+        // Both verify (the agent lookup fails afterwards: no agent in this store, so 401 with
+        // that reason, not a signature error).
+        for token in [&old, &new] {
+            let Err(Error::Unauthorized(m)) = auth.authenticate(token).await else {
+                panic!("expected 401")
+            };
+            assert!(m.contains("no accepted agent"), "{m}");
+        }
+    }
+
+    #[tokio::test]
+    async fn forged_tokens_are_refused() {
+        let (auth, _dir) = auth().await;
+        let (good, _) = auth.issue_access_token("c1", 1).unwrap();
+        let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+        parts[2] = parts[2].chars().rev().collect();
+        for bad in [
+            parts.join("."),
+            "a.b.c".into(),
+            "x.y".into(),
+            "plain".into(),
+            String::new(),
+        ] {
+            assert!(
+                matches!(auth.authenticate(&bad).await, Err(Error::Unauthorized(_))),
+                "{bad}"
+            );
+        }
+    }
 }

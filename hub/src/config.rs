@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Lifetime of bootstrap tokens created without --ttl.
     #[arg(long, env = "HUB_BOOTSTRAP_TOKEN_TTL", default_value = "24h", value_parser = api::parse_duration)]
     pub bootstrap_token_ttl: std::time::Duration,
+    /// Rotate the JWT signing key once the newest is older than this (checked at start and
+    /// hourly); older keys keep verifying the tokens they signed.
+    #[arg(long, env = "HUB_SIGNING_KEY_MAX_AGE", default_value = "720h", value_parser = api::parse_duration)]
+    pub signing_key_max_age: std::time::Duration,
     /// How long in-flight requests may run after SIGTERM/SIGINT (e.g. 30s).
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "30s", value_parser = api::parse_duration)]
     pub shutdown_grace: std::time::Duration,

@@ -60,6 +60,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         lease_interval,
         lease_grace,
         bootstrap_token_ttl,
+        signing_key_max_age,
         log_format: _,
         shutdown_grace: _,
     } = args;
@@ -137,9 +138,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let client_config = data_dir.join("client.yaml");
     write_client_config(&client_config, &url, &ca_pem, known_token, &auth)?;
 
+    let auth = Arc::new(auth);
+    tokio::spawn(rotate_signing_keys(
+        Arc::downgrade(&auth),
+        signing_key_max_age,
+    ));
     let state = AppState {
         hub,
-        auth: Arc::new(auth),
+        auth,
         cluster_info: Arc::new(ClusterInfo {
             server: url.clone(),
             certificate_authority_data: ca_pem,
@@ -220,6 +226,20 @@ fn redact_url(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+/// Rotates the JWT signing key by age, at start and hourly, while the hub runs.
+async fn rotate_signing_keys(auth: std::sync::Weak<Auth>, max_age: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let Some(auth) = auth.upgrade() else { return };
+        match auth.rotate_if_older_than(max_age).await {
+            Ok(Some(kid)) => tracing::info!(%kid, "rotated the JWT signing key"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check the signing key's age"),
+        }
     }
 }
 
