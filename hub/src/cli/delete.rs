@@ -93,7 +93,7 @@ fn deadline_after(timeout: Duration) -> Instant {
 }
 
 /// How long the next blocking GET may wait, or `None` when the deadline has passed.
-fn next_wait(deadline: Instant) -> Option<Duration> {
+pub(super) fn next_wait(deadline: Instant) -> Option<Duration> {
     let left = deadline.checked_duration_since(Instant::now())?;
     (left >= Duration::from_millis(1)).then(|| left.min(MAX_BLOCK))
 }
@@ -292,7 +292,7 @@ async fn delete_cluster(
 }
 
 /// `90s` → `1m30s`, the way durations are written on the command line.
-fn humantime(d: Duration) -> String {
+pub(super) fn humantime(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");

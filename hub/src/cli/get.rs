@@ -1,11 +1,13 @@
-//! `hub get works|clusters`.
+//! `hub get works|clusters|registrations|tokens|audit`.
 
 use api::selector::Selector;
 use api::{HubClient, List, ListOptions, ManagedCluster, ManifestWork};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
+use super::audit::GetAuditArgs;
 use super::output::{self, OutputFormat, Table};
+use super::registration::GetRegistrationsArgs;
 use super::{CliError, ConnectionArgs};
 
 /// `hub get`.
@@ -30,11 +32,39 @@ pub enum GetCommand {
     #[command(visible_alias = "work", aliases = ["manifestworks", "manifestwork", "mw"])]
     Works(GetWorksArgs),
     /// ManagedClusters: NAME, ACCEPTED, JOINED, AVAILABLE, LABELS, AGE.
+    ///
+    /// ACCEPTED is spec.hubAcceptsClient; JOINED and AVAILABLE are the statuses of the
+    /// conditions ManagedClusterJoined and ManagedClusterConditionAvailable (`-` when
+    /// absent). -o wide adds VERSION, LEASE (time since the agent's last lease renewal)
+    /// and RESOURCEVERSION.
     #[command(
         visible_alias = "cluster",
         aliases = ["managedclusters", "managedcluster", "mcl"]
     )]
     Clusters(GetClustersArgs),
+    /// Join requests: ID, CLUSTER, STATE, KEY, LABELS, AGE (admins only).
+    ///
+    /// KEY is the first 12 hex digits of the SHA-256 of the agent's public key, to tell
+    /// two agents asking for one name apart.
+    #[command(
+        visible_alias = "registration",
+        aliases = ["reg", "regs", "joinrequests"]
+    )]
+    Registrations(GetRegistrationsArgs),
+    /// Tokens: ID, KIND, USES, MAX, EXPIRES, AUTO-ACCEPT, LABELS/SCOPE, AGE (never their
+    /// secrets; admins only). The same as `hub token list`.
+    #[command(visible_alias = "token")]
+    Tokens(GetTokensArgs),
+    /// The audit log, newest first: TIME, ACTOR, ACTION, TARGET, SOURCE (admins only).
+    Audit(GetAuditArgs),
+}
+
+/// `hub get tokens`.
+#[derive(Debug, Args)]
+pub struct GetTokensArgs {
+    /// Output format [default: a table].
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 /// `hub get works`.
@@ -81,6 +111,11 @@ pub async fn run(args: GetArgs) -> Result<(), CliError> {
     match what {
         GetCommand::Works(a) => works(a, &connection).await,
         GetCommand::Clusters(a) => clusters(a, &connection).await,
+        GetCommand::Registrations(a) => super::registration::get(a, &connection).await,
+        GetCommand::Tokens(GetTokensArgs { output }) => {
+            super::token::list(output, &connection).await
+        }
+        GetCommand::Audit(a) => super::audit::get(a, &connection).await,
     }
 }
 
@@ -287,7 +322,7 @@ fn print_clusters<T: serde::Serialize>(
     }
     let mut header = vec!["NAME", "ACCEPTED", "JOINED", "AVAILABLE", "LABELS", "AGE"];
     if wide {
-        header.extend(["VERSION", "RESOURCEVERSION"]);
+        header.extend(["VERSION", "LEASE", "RESOURCEVERSION"]);
     }
     let mut table = Table::new(&header);
     let now = Utc::now();
@@ -309,6 +344,9 @@ fn print_clusters<T: serde::Serialize>(
                     .map(|v| v.kubernetes.clone())
                     .filter(|v| !v.is_empty())
                     .unwrap_or_else(|| "-".into()),
+                c.status
+                    .last_lease_time
+                    .map_or_else(|| "-".into(), |t| output::age(Some(t), now)),
                 c.metadata.resource_version.clone().unwrap_or_default(),
             ]);
         }

@@ -8,12 +8,16 @@ use api::ClientError;
 use clap::{Args, Subcommand};
 
 pub mod apply;
+pub mod audit;
 pub mod connection;
 pub mod delete;
 pub mod get;
 pub mod input;
 pub mod label;
 pub mod output;
+pub mod registration;
+pub mod revoke;
+pub mod token;
 
 pub use connection::ConnectionArgs;
 
@@ -39,7 +43,8 @@ pub enum ClientCommand {
     /// mixed documents, a namespace that differs from --cluster; nothing is sent then);
     /// 4 the hub is unreachable or answered 5xx, 401 or 403.
     Apply(apply::ApplyArgs),
-    /// Show works or clusters as a table, JSON or YAML.
+    /// Show works, clusters, join requests, tokens or the audit log as a table, JSON or
+    /// YAML.
     ///
     /// Exit codes: 0 shown (an empty list too); 1 the hub refused, e.g. NAME does not
     /// exist; 2 usage error; 4 the hub is unreachable or answered 5xx, 401 or 403.
@@ -59,6 +64,38 @@ pub enum ClientCommand {
     /// Exit codes: 0 done; 1 the hub refused (e.g. no such cluster); 2 usage error or a bad
     /// label; 4 the hub is unreachable or answered 5xx, 401 or 403.
     Label(label::LabelArgs),
+    /// Create, list and revoke bootstrap tokens (for joining clusters) and api tokens (for
+    /// CI).
+    ///
+    /// Exit codes: 0 done; 1 the hub refused (e.g. no such token); 2 usage error; 4 the
+    /// hub is unreachable or answered 5xx, 401 or 403.
+    Token(token::TokenArgs),
+    /// Accept the join request of each cluster NAME, so its agent gets credentials.
+    ///
+    /// By name when exactly one request of that name is pending; when several are
+    /// (agents with different keys ask for one name), pick one with --request ID
+    /// (`hub get registrations` lists them). A cluster that is already accepted and has
+    /// no pending request is reported as such. With --wait, a NAME that has not asked yet
+    /// is waited for (also one accepted meanwhile by an auto-accept token counts). Each
+    /// accepted cluster prints `cluster NAME accepted (request ID)`.
+    ///
+    /// Exit codes: 0 every NAME accepted; 1 the hub refused, or a NAME has no pending
+    /// request or several (the others are still accepted); 2 usage error; 3 --timeout
+    /// ran out before every NAME asked to join (they are named); 4 the hub is unreachable
+    /// or answered 5xx, 401 or 403.
+    Accept(registration::AcceptArgs),
+    /// Deny the pending join request of each cluster NAME (or --request ID).
+    ///
+    /// Exit codes: 0 every NAME denied; 1 the hub refused, or a NAME has no pending
+    /// request or several (pick one with --request); 2 usage error; 4 the hub is
+    /// unreachable or answered 5xx, 401 or 403.
+    Deny(registration::DenyArgs),
+    /// Cut a cluster's agent off at once: its credentials stop working, nothing is
+    /// deleted (`hub delete cluster` removes it).
+    ///
+    /// Exit codes: 0 revoked; 1 the hub refused (e.g. no such cluster); 2 usage error; 4
+    /// the hub is unreachable or answered 5xx, 401 or 403.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// Why a command failed; each kind has its exit code.
@@ -210,6 +247,10 @@ pub async fn run(command: ClientCommand) -> i32 {
         ClientCommand::Get(args) => get::run(args).await,
         ClientCommand::Delete(args) => delete::run(args).await,
         ClientCommand::Label(args) => label::run(args).await,
+        ClientCommand::Token(args) => token::run(args).await,
+        ClientCommand::Accept(args) => registration::accept(args).await,
+        ClientCommand::Deny(args) => registration::deny(args).await,
+        ClientCommand::Revoke(args) => revoke::run(args).await,
     };
     match result {
         Ok(()) => 0,

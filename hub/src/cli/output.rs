@@ -20,6 +20,38 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// `-o` formats of commands that print one object and no table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocumentFormat {
+    /// The object exactly as the API returns it, as JSON.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+/// The object as JSON or YAML.
+pub fn document<T: Serialize>(value: &T, format: DocumentFormat) -> Result<String, CliError> {
+    match format {
+        DocumentFormat::Json => to_json(value),
+        DocumentFormat::Yaml => to_yaml(value),
+    }
+}
+
+/// For `-o json|yaml` prints `value` and returns `None`; otherwise returns whether the
+/// table is the wide one.
+pub fn table_or_print<T: Serialize>(
+    value: &T,
+    format: Option<OutputFormat>,
+) -> Result<Option<bool>, CliError> {
+    match format {
+        Some(OutputFormat::Json) => print(&to_json(value)?),
+        Some(OutputFormat::Yaml) => print(&to_yaml(value)?),
+        Some(OutputFormat::Wide) => return Ok(Some(true)),
+        None => return Ok(Some(false)),
+    }
+    Ok(None)
+}
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();

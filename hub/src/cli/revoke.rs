@@ -1,0 +1,47 @@
+//! `hub revoke cluster NAME`: cut a cluster's agent off at once; nothing is deleted.
+
+use clap::{Args, Subcommand};
+
+use super::{CliError, ConnectionArgs, output};
+
+/// The flags of `hub revoke` (its help text is on [`super::ClientCommand::Revoke`]).
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// What to revoke.
+    #[command(subcommand)]
+    pub what: RevokeCommand,
+    /// How to reach the hub.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// The kinds `hub revoke` revokes.
+#[derive(Debug, Subcommand)]
+pub enum RevokeCommand {
+    /// Invalidate a cluster's agent credentials now; its works and record stay, and it
+    /// shows ACCEPTED false until an agent joins and is accepted again.
+    #[command(
+        visible_alias = "clusters",
+        aliases = ["managedcluster", "managedclusters", "mcl"]
+    )]
+    Cluster(RevokeClusterArgs),
+}
+
+/// `hub revoke cluster`.
+#[derive(Debug, Args)]
+pub struct RevokeClusterArgs {
+    /// The cluster's name.
+    pub name: String,
+}
+
+/// Runs `hub revoke`.
+pub async fn run(args: RevokeArgs) -> Result<(), CliError> {
+    let RevokeArgs { what, connection } = args;
+    let RevokeCommand::Cluster(RevokeClusterArgs { name }) = what;
+    let client = connection.client()?;
+    client.revoke_cluster(&name).await?;
+    output::print(&format!(
+        "cluster {name} revoked: its agent's credentials no longer work; nothing was deleted\n"
+    ));
+    Ok(())
+}
