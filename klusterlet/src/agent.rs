@@ -51,6 +51,26 @@ pub struct RunArgs {
     /// cluster; they are sent with the next lease renewal when they changed.
     #[arg(long, env = "KLUSTERLET_CLAIMS_INTERVAL", default_value = "5m", value_parser = api::parse_duration)]
     pub claims_interval: Duration,
+    /// How often every work is re-applied (hand edits are reverted) and its status
+    /// refreshed.
+    #[arg(long, env = "KLUSTERLET_RESYNC", default_value = "60s", value_parser = api::parse_duration)]
+    pub resync: Duration,
+    /// A manifest failing for longer than this makes its work Degraded.
+    #[arg(long, env = "KLUSTERLET_DEGRADED_AFTER", default_value = "60s", value_parser = api::parse_duration)]
+    pub degraded_after: Duration,
+    /// Works applied at once.
+    #[arg(long, env = "KLUSTERLET_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Namespace in the managed cluster for the agent's ledger of applied resources.
+    #[arg(
+        long,
+        env = "KLUSTERLET_NAMESPACE",
+        default_value = "open-cluster-management-agent"
+    )]
+    pub namespace: String,
+    /// How long one blocking query for works waits on the hub.
+    #[arg(long, env = "KLUSTERLET_WATCH_WAIT", default_value = "60s", value_parser = api::parse_duration)]
+    pub watch_wait: Duration,
 }
 
 /// `klusterlet token`.
@@ -251,6 +271,7 @@ pub struct Agent {
     session: Arc<Session>,
     kube: kube::Client,
     claims_interval: Duration,
+    works: Option<crate::controller::WorkController>,
 }
 
 impl Agent {
@@ -260,7 +281,14 @@ impl Agent {
             session,
             kube,
             claims_interval,
+            works: None,
         }
+    }
+
+    /// Adds the work loop (without it the agent only keeps its lease and credentials).
+    pub fn with_works(mut self, works: crate::controller::WorkController) -> Self {
+        self.works = Some(works);
+        self
     }
 
     /// Runs the loops until `shutdown` completes, then stops them.
@@ -269,6 +297,7 @@ impl Agent {
             session,
             kube,
             claims_interval,
+            works,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (claims_tx, claims_rx) = watch::channel(None);
@@ -281,6 +310,9 @@ impl Agent {
             stop_rx.clone(),
         ));
         tasks.spawn(lease_loop(session.clone(), claims_rx, stop_rx.clone()));
+        if let Some(works) = works {
+            tasks.spawn(works.run(stop_rx.clone()));
+        }
         tracing::info!(cluster = %session.cluster(), "klusterlet running");
         shutdown.await;
         tracing::info!("stopping");
@@ -479,6 +511,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         kubeconfig,
         data_dir,
         claims_interval,
+        resync,
+        degraded_after,
+        concurrency,
+        namespace,
+        watch_wait,
     } = args;
     let identity = Identity::load(&data_dir)?;
     tracing::info!(
@@ -489,7 +526,29 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     );
     let kube = claims::kube_client(kubeconfig.as_deref()).await?;
     let session = Arc::new(Session::new(identity)?);
+    let applier = Arc::new(
+        crate::apply::Applier::new(kube.clone())
+            .await
+            .map_err(|e| Error::Cluster(format!("{}: {}", e.reason, e.message)))?,
+    );
+    let ledger = crate::ledger::Ledger::new(kube.clone(), &namespace)
+        .await
+        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let options = crate::controller::ControllerOptions {
+        resync,
+        degraded_after,
+        concurrency,
+        wait: watch_wait,
+    };
+    let works = crate::controller::WorkController::new(
+        session.clone(),
+        kube.clone(),
+        applier,
+        ledger,
+        options,
+    );
     Agent::new(session, kube, claims_interval)
+        .with_works(works)
         .run(shutdown_signal())
         .await;
     Ok(())

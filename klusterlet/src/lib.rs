@@ -11,12 +11,16 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod apply;
 pub mod backoff;
 pub mod claims;
 pub mod cli;
+pub mod controller;
 pub mod identity;
 pub mod join;
+pub mod ledger;
 pub mod manifests;
+pub mod status;
 
 use api::ClientError;
 
@@ -65,6 +69,9 @@ pub enum Error {
     /// A wait ran out: exit 3.
     #[error("{0}")]
     TimedOut(String),
+    /// The managed cluster's API failed (ledger, apply engine start-up): exit 1.
+    #[error("managed cluster: {0}")]
+    Cluster(String),
 }
 
 impl From<ClientError> for Error {
@@ -81,7 +88,7 @@ impl Error {
             Error::Usage(_) => 2,
             Error::Hub(e) => e.exit_code(),
             Error::CaMismatch { .. } | Error::NoAnswer { .. } => 4,
-            Error::Identity(_) | Error::Claims(_) | Error::Refused(_) => 1,
+            Error::Identity(_) | Error::Claims(_) | Error::Refused(_) | Error::Cluster(_) => 1,
             Error::TimedOut(_) => 3,
         }
     }

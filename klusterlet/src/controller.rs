@@ -1,0 +1,803 @@
+//! The work loop: follow this cluster's works with blocking queries, make the managed
+//! cluster match them, report status, clean up.
+//!
+//! * A follower keeps the latest view of the works (`GET .../manifestworks?index=N&wait=`)
+//!   and queues every work whose generation or deletion changed; it resumes from its last
+//!   index after a hub restart or a network cut, with backoff and jitter.
+//! * A resync queues every work each `--resync` (drift: hand edits are re-applied), and
+//!   watchers on the workloads the works applied queue their work when the object changes,
+//!   so a Deployment turning available is reported at once.
+//! * Workers (`--concurrency` at a time) reconcile one work each: apply, record in the
+//!   ledger, delete what a work no longer names, and push status when it changed. A work is
+//!   never reconciled twice at once; a request while it runs re-runs it after.
+//! * A deleting work is cleaned up per its `deleteOption`, then its finalizer is removed.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::{
+    CLEANUP_FINALIZER, DeleteOption, ListOptions, ManifestWork, ManifestWorkStatus,
+    PropagationPolicy, ResourceIdentifier, UpdateStrategyType,
+};
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::watcher;
+use tokio::sync::{Mutex, Notify, RwLock, watch};
+
+use crate::agent::Session;
+use crate::apply::{Applier, DeleteOutcome, ManifestOutcome, ResourceRef};
+use crate::backoff::Backoff;
+use crate::ledger::{Entry, Ledger, Record};
+use crate::status;
+
+/// Timings and limits of the work loop.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// How often every work is re-applied (drift repair) and its status refreshed.
+    pub resync: Duration,
+    /// A manifest failing longer than this makes its work Degraded.
+    pub degraded_after: Duration,
+    /// Works reconciled at once.
+    pub concurrency: usize,
+    /// How long one blocking query waits on the hub.
+    pub wait: Duration,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            resync: Duration::from_secs(60),
+            degraded_after: Duration::from_secs(60),
+            concurrency: 8,
+            wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Kinds whose status the klusterlet watches, so readiness is reported without polling.
+const WATCHED: &[(&str, &str, &str, &str)] = &[
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+    ("batch", "v1", "Job", "jobs"),
+    ("", "v1", "Pod", "pods"),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+];
+
+/// (group, kind, namespace, name) of an applied object → the works that applied it.
+type Owners = HashMap<(String, String, String, String), HashSet<String>>;
+
+/// What the controller remembers of a work between reconciles.
+#[derive(Default)]
+struct WorkMemory {
+    /// The status last accepted by the hub.
+    pushed: Option<ManifestWorkStatus>,
+    /// Since when some manifest keeps failing.
+    failing_since: Option<Instant>,
+    /// When a retry is due, after a retryable failure.
+    retry: Option<Backoff>,
+}
+
+/// The queue of works to reconcile, with at most one run per work at a time.
+#[derive(Default)]
+struct Queue {
+    queued: VecDeque<String>,
+    pending: HashSet<String>,
+    running: HashSet<String>,
+    dirty: HashSet<String>,
+}
+
+struct Shared {
+    session: Arc<Session>,
+    applier: Arc<Applier>,
+    ledger: Ledger,
+    options: ControllerOptions,
+    /// The latest view of the works, from the follower.
+    works: RwLock<BTreeMap<String, ManifestWork>>,
+    /// The ledger, cached (the ConfigMaps are the durable copy).
+    records: RwLock<BTreeMap<String, Record>>,
+    memory: Mutex<HashMap<String, WorkMemory>>,
+    queue: std::sync::Mutex<Queue>,
+    wake: Notify,
+    /// Which work each watched object belongs to.
+    owners: std::sync::RwLock<Owners>,
+}
+
+/// Follows and reconciles this cluster's works.
+pub struct WorkController {
+    shared: Arc<Shared>,
+    kube: kube::Client,
+}
+
+impl WorkController {
+    /// A controller for the session's cluster.
+    pub fn new(
+        session: Arc<Session>,
+        kube: kube::Client,
+        applier: Arc<Applier>,
+        ledger: Ledger,
+        options: ControllerOptions,
+    ) -> Self {
+        let shared = Shared {
+            session,
+            applier,
+            ledger,
+            options,
+            works: RwLock::new(BTreeMap::new()),
+            records: RwLock::new(BTreeMap::new()),
+            memory: Mutex::new(HashMap::new()),
+            queue: std::sync::Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            owners: std::sync::RwLock::new(HashMap::new()),
+        };
+        WorkController {
+            shared: Arc::new(shared),
+            kube,
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let WorkController { shared, kube } = self;
+        // The ledger first: it says what to clean up for works that vanished meanwhile.
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            match shared.ledger.load_all().await {
+                Ok(records) => {
+                    *shared.records.write().await = records;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the ledger failed; retrying"),
+            }
+            if sleep_or_stop(backoff.next_delay(), &mut stop).await {
+                return;
+            }
+        }
+        shared.index_owners().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(follow(shared.clone(), stop.clone()));
+        tasks.spawn(resync(shared.clone(), stop.clone()));
+        for (group, version, kind, plural) in WATCHED {
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            tasks.spawn(watch_kind(
+                shared.clone(),
+                kube.clone(),
+                ApiResource::from_gvk_with_plural(&gvk, plural),
+                stop.clone(),
+            ));
+        }
+        for _ in 0..shared.options.concurrency.max(1) {
+            tasks.spawn(worker(shared.clone(), stop.clone()));
+        }
+        let _ = stop.changed().await;
+        shared.wake.notify_waiters();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tasks.abort_all();
+    }
+}
+
+async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+impl Shared {
+    fn enqueue(&self, work: &str) {
+        let mut q = self.queue.lock().expect("queue lock");
+        if q.running.contains(work) {
+            q.dirty.insert(work.to_string());
+        } else if q.pending.insert(work.to_string()) {
+            q.queued.push_back(work.to_string());
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Option<String> {
+        let mut q = self.queue.lock().expect("queue lock");
+        let name = q.queued.pop_front()?;
+        q.pending.remove(&name);
+        q.running.insert(name.clone());
+        Some(name)
+    }
+
+    fn done(&self, work: &str) {
+        let mut q = self.queue.lock().expect("queue lock");
+        q.running.remove(work);
+        let again = q.dirty.remove(work);
+        drop(q);
+        if again {
+            self.enqueue(work);
+        }
+    }
+
+    /// Rebuilds which work owns each watched object, from the ledger.
+    async fn index_owners(&self) {
+        let records = self.records.read().await;
+        let mut owners = Owners::new();
+        for (work, record) in records.iter() {
+            for e in &record.entries {
+                let r = &e.reference;
+                owners
+                    .entry((
+                        r.group.clone(),
+                        r.kind.clone(),
+                        r.namespace.clone(),
+                        r.name.clone(),
+                    ))
+                    .or_default()
+                    .insert(work.clone());
+            }
+        }
+        *self.owners.write().expect("owners lock") = owners;
+    }
+
+    async fn hub(&self) -> Result<api::HubClient, crate::Error> {
+        Ok(self.session.authorized().await?.client)
+    }
+}
+
+/// Follows the works with blocking queries and queues what changed.
+async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let cluster = shared.session.cluster().to_string();
+    let mut index = 0u64;
+    let mut first = true;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let opts = ListOptions {
+            index: (index > 0).then_some(index),
+            wait: Some(shared.options.wait),
+            ..Default::default()
+        };
+        let listed = async {
+            let hub = shared.hub().await?;
+            hub.list_works(Some(&cluster), &opts)
+                .await
+                .map_err(|e| crate::Error::Hub(Box::new(e)))
+        };
+        let result = tokio::select! {
+            r = listed => r,
+            _ = stop.changed() => return,
+        };
+        match result {
+            Ok(list) => {
+                backoff.reset();
+                index = list.value.metadata.index.max(list.index);
+                let fresh: BTreeMap<String, ManifestWork> = list
+                    .value
+                    .items
+                    .into_iter()
+                    .map(|w| (w.metadata.name.clone(), w))
+                    .collect();
+                let mut works = shared.works.write().await;
+                let mut changed: Vec<String> = Vec::new();
+                for (name, w) in &fresh {
+                    let before = works.get(name);
+                    let moved = before.is_none_or(|b| {
+                        b.metadata.generation != w.metadata.generation
+                            || b.metadata.deletion_timestamp != w.metadata.deletion_timestamp
+                    });
+                    if moved || first {
+                        changed.push(name.clone());
+                    }
+                }
+                // Works gone from the hub without our finalizer (created before this agent
+                // joined, or force-removed): clean up what the ledger holds for them.
+                let records = shared.records.read().await;
+                let vanished: Vec<String> = records
+                    .keys()
+                    .filter(|n| !fresh.contains_key(*n))
+                    .cloned()
+                    .collect();
+                drop(records);
+                *works = fresh;
+                drop(works);
+                first = false;
+                for name in changed.into_iter().chain(vanished) {
+                    shared.enqueue(&name);
+                }
+            }
+            Err(e) => {
+                if let crate::Error::Hub(h) = &e
+                    && h.status() == Some(reqwest::StatusCode::UNAUTHORIZED)
+                    && let Ok(a) = shared.session.authorized().await
+                {
+                    shared.session.invalidate(a.generation).await;
+                }
+                tracing::warn!(error = %crate::Chain(&e), "following the works failed; retrying");
+                if sleep_or_stop(backoff.next_delay(), &mut stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Queues every work each resync period.
+async fn resync(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if sleep_or_stop(shared.options.resync, &mut stop).await {
+            return;
+        }
+        let names: Vec<String> = shared.works.read().await.keys().cloned().collect();
+        for n in names {
+            shared.enqueue(&n);
+        }
+    }
+}
+
+/// Watches one workload kind cluster-wide and queues the works that own a changed object.
+async fn watch_kind(
+    shared: Arc<Shared>,
+    kube: kube::Client,
+    ar: ApiResource,
+    mut stop: watch::Receiver<bool>,
+) {
+    let api: kube::Api<DynamicObject> = kube::Api::all_with(kube, &ar);
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = stop.changed() => return,
+        };
+        let obj = match ev {
+            Some(Ok(watcher::Event::Apply(o)))
+            | Some(Ok(watcher::Event::Delete(o)))
+            | Some(Ok(watcher::Event::InitApply(o))) => o,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                // The watcher backs off and resumes by itself; the resync covers the gap.
+                tracing::debug!(kind = %ar.kind, error = %e, "watch error");
+                if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+            None => return,
+        };
+        let key = (
+            ar.group.clone(),
+            ar.kind.clone(),
+            obj.metadata.namespace.clone().unwrap_or_default(),
+            obj.metadata.name.clone().unwrap_or_default(),
+        );
+        let owners: Vec<String> = shared
+            .owners
+            .read()
+            .expect("owners lock")
+            .get(&key)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for w in owners {
+            shared.enqueue(&w);
+        }
+    }
+}
+
+async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let Some(name) = shared.take() else {
+            let notified = shared.wake.notified();
+            tokio::select! {
+                _ = notified => {},
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+            }
+            continue;
+        };
+        let retry = reconcile(&shared, &name).await;
+        shared.done(&name);
+        if let Some(delay) = retry {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                shared.enqueue(&name);
+            });
+        }
+    }
+}
+
+/// Reconciles one work; returns when to try again, if something is still pending.
+async fn reconcile(shared: &Shared, name: &str) -> Option<Duration> {
+    let work = shared.works.read().await.get(name).cloned();
+    let result = match work {
+        Some(w) if w.metadata.deletion_timestamp.is_some() => clean_up(shared, &w).await,
+        Some(w) => apply(shared, &w).await,
+        None => forget_vanished(shared, name).await,
+    };
+    let mut memory = shared.memory.lock().await;
+    let m = memory.entry(name.to_string()).or_default();
+    match result {
+        Ok(false) => {
+            m.retry = None;
+            None
+        }
+        Ok(true) => Some(
+            m.retry
+                .get_or_insert_with(|| {
+                    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+                })
+                .next_delay(),
+        ),
+        Err(e) => {
+            tracing::warn!(work = name, error = %crate::Chain(&e), "reconcile failed; retrying");
+            Some(
+                m.retry
+                    .get_or_insert_with(|| {
+                        Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+                    })
+                    .next_delay(),
+            )
+        }
+    }
+}
+
+fn identifies(id: &ResourceIdentifier, r: &ResourceRef) -> bool {
+    id.group == r.group
+        && id.resource == r.resource
+        && id.name == r.name
+        && id.namespace == r.namespace
+}
+
+/// Whether the work observes this manifest only (ReadOnly): never recorded, never deleted.
+fn read_only(work: &ManifestWork, r: &ResourceRef) -> bool {
+    crate::apply::manifest_config(work, r)
+        .update_strategy
+        .is_some_and(|s| s.type_ == UpdateStrategyType::ReadOnly)
+}
+
+/// Applies a work, records what it applied, deletes what it no longer names, pushes status.
+/// Returns whether something is still pending (a retryable failure, or not ready yet is not
+/// pending: watchers report readiness).
+async fn apply(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Error> {
+    let name = work.metadata.name.clone();
+    let outcomes = shared.applier.apply_work(work).await;
+    let previous = shared
+        .records
+        .read()
+        .await
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
+
+    // The ledger after this apply: what applied now, plus what failed now but was applied
+    // before (a transient failure must not make us forget, or later delete, an object).
+    let mut entries: Vec<Entry> = Vec::new();
+    for o in &outcomes {
+        match (&o.reference, &o.result) {
+            (Some(r), Ok(obj)) if !read_only(work, r) => {
+                if let Some(uid) = obj.metadata.uid.clone() {
+                    entries.push(Entry {
+                        reference: r.clone(),
+                        uid,
+                    });
+                }
+            }
+            (Some(r), Err(_)) => entries.extend(
+                previous
+                    .entries
+                    .iter()
+                    .filter(|e| e.reference == *r)
+                    .cloned(),
+            ),
+            _ => {}
+        }
+    }
+    // Everything the previous apply recorded that this work no longer names goes.
+    let named: HashSet<(String, String, String, String)> = outcomes
+        .iter()
+        .filter_map(|o| o.reference.as_ref())
+        .map(|r| {
+            (
+                r.group.clone(),
+                r.resource.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+            )
+        })
+        .collect();
+    let unresolved = outcomes.iter().any(|o| o.reference.is_none());
+    let mut still_deleting = false;
+    for e in &previous.entries {
+        let r = &e.reference;
+        if named.contains(&(
+            r.group.clone(),
+            r.resource.clone(),
+            r.namespace.clone(),
+            r.name.clone(),
+        )) || entries.contains(e)
+        {
+            continue;
+        }
+        if unresolved {
+            // A manifest whose kind is unknown right now might be this one: keep it.
+            entries.push(e.clone());
+            continue;
+        }
+        match shared.applier.delete(r, &e.uid, false).await {
+            Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
+            Ok(DeleteOutcome::Deleting) => still_deleting = true,
+            Err(err) => {
+                tracing::warn!(work = %name, kind = %r.kind, object = %r.name, reason = %err.reason, "deleting a dropped manifest failed; will retry");
+                entries.push(e.clone());
+            }
+        }
+    }
+    let record = Record {
+        entries,
+        delete_option: work.spec.delete_option.clone(),
+    };
+    if record != previous {
+        shared
+            .ledger
+            .save(&name, &record)
+            .await
+            .map_err(|e| crate::Error::Cluster(e.to_string()))?;
+        shared.records.write().await.insert(name.clone(), record);
+        shared.index_owners().await;
+    }
+
+    let retryable_failure = outcomes
+        .iter()
+        .any(|o| o.result.as_ref().is_err_and(|e| e.retryable));
+    push_status(shared, work, &outcomes).await?;
+    Ok(retryable_failure || still_deleting)
+}
+
+/// Computes the status of an applied work and pushes it when it changed.
+async fn push_status(
+    shared: &Shared,
+    work: &ManifestWork,
+    outcomes: &[ManifestOutcome],
+) -> Result<(), crate::Error> {
+    let name = work.metadata.name.clone();
+    let generation = work.metadata.generation.unwrap_or_default();
+    let now = chrono::Utc::now();
+    let prev_status = &work.status;
+    let prev_manifests = prev_status
+        .resource_status
+        .as_ref()
+        .map(|r| r.manifests.as_slice())
+        .unwrap_or_default();
+    let manifests: Vec<api::ManifestCondition> = outcomes
+        .iter()
+        .map(|o| {
+            status::manifest_condition(
+                o,
+                work,
+                prev_manifests
+                    .iter()
+                    .find(|m| m.resource_meta.ordinal == o.ordinal),
+                now,
+            )
+        })
+        .collect();
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().err().map(|e| (o, e)))
+        .map(|(o, e)| {
+            let what = o
+                .reference
+                .as_ref()
+                .map(|r| format!("{} {}/{}", r.kind, r.namespace, r.name))
+                .unwrap_or_else(|| format!("manifest {}", o.ordinal));
+            format!("{what}: {}: {}", e.reason, e.message)
+        })
+        .collect();
+    let hard_failure = outcomes
+        .iter()
+        .any(|o| o.result.as_ref().is_err_and(|e| !e.retryable));
+    let degraded = {
+        let mut memory = shared.memory.lock().await;
+        let m = memory.entry(name.clone()).or_default();
+        if failures.is_empty() {
+            m.failing_since = None;
+        } else if m.failing_since.is_none() {
+            m.failing_since = Some(Instant::now());
+        }
+        let too_long = m
+            .failing_since
+            .is_some_and(|t| t.elapsed() > shared.options.degraded_after);
+        (hard_failure || too_long).then(|| failures.join("; "))
+    };
+    let conditions = status::work_conditions(
+        &manifests,
+        generation,
+        &prev_status.conditions,
+        degraded,
+        now,
+    );
+    let status = ManifestWorkStatus {
+        conditions,
+        resource_status: Some(api::ManifestResourceStatus { manifests }),
+        extra: prev_status.extra.clone(),
+    };
+    {
+        let memory = shared.memory.lock().await;
+        let already = memory
+            .get(&name)
+            .and_then(|m| m.pushed.as_ref())
+            .is_some_and(|p| *p == status)
+            || *prev_status == status;
+        if already {
+            return Ok(());
+        }
+    }
+    let hub = shared.hub().await?;
+    match hub
+        .put_work_status(shared.session.cluster(), &name, &status)
+        .await
+    {
+        Ok(_) => {
+            shared.memory.lock().await.entry(name).or_default().pushed = Some(status);
+            Ok(())
+        }
+        // The work went away meanwhile: the follower will tell.
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(crate::Error::Hub(Box::new(e))),
+    }
+}
+
+/// Whether a deletion of the work leaves this resource on the cluster.
+fn orphaned(option: Option<&DeleteOption>, r: &ResourceRef) -> bool {
+    match option.map(|o| o.propagation_policy).unwrap_or_default() {
+        PropagationPolicy::Foreground => false,
+        PropagationPolicy::Orphan => true,
+        PropagationPolicy::SelectivelyOrphan => option
+            .and_then(|o| o.selectively_orphans.as_ref())
+            .is_some_and(|s| s.orphaning_rules.iter().any(|id| identifies(id, r))),
+    }
+}
+
+/// Deletes what the ledger holds for a work per its delete option; returns whether some
+/// object is still on its way out.
+async fn delete_recorded(
+    shared: &Shared,
+    name: &str,
+    option: Option<&DeleteOption>,
+) -> Result<bool, crate::Error> {
+    let record = shared
+        .records
+        .read()
+        .await
+        .get(name)
+        .cloned()
+        .unwrap_or_default();
+    let mut left = Vec::new();
+    for e in &record.entries {
+        if orphaned(option, &e.reference) {
+            continue;
+        }
+        match shared.applier.delete(&e.reference, &e.uid, true).await {
+            Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
+            Ok(DeleteOutcome::Deleting) => left.push(e.clone()),
+            Err(err) => {
+                tracing::warn!(work = name, kind = %e.reference.kind, object = %e.reference.name, reason = %err.reason, "deleting failed; will retry");
+                left.push(e.clone());
+            }
+        }
+    }
+    if left.is_empty() {
+        shared
+            .ledger
+            .remove(name)
+            .await
+            .map_err(|e| crate::Error::Cluster(e.to_string()))?;
+        shared.records.write().await.remove(name);
+    } else {
+        let record = Record {
+            entries: left,
+            delete_option: record.delete_option.clone(),
+        };
+        shared
+            .ledger
+            .save(name, &record)
+            .await
+            .map_err(|e| crate::Error::Cluster(e.to_string()))?;
+        shared
+            .records
+            .write()
+            .await
+            .insert(name.to_string(), record);
+    }
+    shared.index_owners().await;
+    Ok(shared.records.read().await.contains_key(name))
+}
+
+/// Cleans up a deleting work, then removes the agent's finalizer.
+async fn clean_up(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Error> {
+    let name = &work.metadata.name;
+    if delete_recorded(shared, name, work.spec.delete_option.as_ref()).await? {
+        return Ok(true);
+    }
+    if work
+        .metadata
+        .finalizers
+        .iter()
+        .any(|f| f == CLEANUP_FINALIZER)
+    {
+        let hub = shared.hub().await?;
+        match hub
+            .remove_work_finalizer(shared.session.cluster(), name, CLEANUP_FINALIZER)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(crate::Error::Hub(Box::new(e))),
+        }
+    }
+    shared.memory.lock().await.remove(name);
+    Ok(false)
+}
+
+/// A work that disappeared from the hub without our finalizer: its resources go too,
+/// per the delete option it last had.
+async fn forget_vanished(shared: &Shared, name: &str) -> Result<bool, crate::Error> {
+    let option = shared
+        .records
+        .read()
+        .await
+        .get(name)
+        .and_then(|r| r.delete_option.clone());
+    let pending = delete_recorded(shared, name, option.as_ref()).await?;
+    if !pending {
+        shared.memory.lock().await.remove(name);
+    }
+    Ok(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::SelectivelyOrphan;
+
+    fn r(name: &str) -> ResourceRef {
+        ResourceRef {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            resource: "deployments".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn delete_options() {
+        assert!(!orphaned(None, &r("a")));
+        let orphan = DeleteOption {
+            propagation_policy: PropagationPolicy::Orphan,
+            ..Default::default()
+        };
+        assert!(orphaned(Some(&orphan), &r("a")));
+        let rules = vec![ResourceIdentifier {
+            group: "apps".into(),
+            resource: "deployments".into(),
+            name: "keep".into(),
+            namespace: "ns".into(),
+        }];
+        let selective = DeleteOption {
+            propagation_policy: PropagationPolicy::SelectivelyOrphan,
+            selectively_orphans: Some(SelectivelyOrphan {
+                orphaning_rules: rules,
+            }),
+            ..Default::default()
+        };
+        assert!(orphaned(Some(&selective), &r("keep")));
+        assert!(!orphaned(Some(&selective), &r("drop")));
+    }
+}

@@ -1,0 +1,185 @@
+//! The ledger: what the klusterlet applied for each work, with uids, kept in the managed
+//! cluster (one ConfigMap per work in the agent's namespace, like OCM's
+//! AppliedManifestWork), so garbage collection survives a restart and never touches an
+//! object the agent did not create.
+
+use std::collections::BTreeMap;
+
+use api::DeleteOption;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::apply::ResourceRef;
+
+/// The label on every ledger ConfigMap.
+const LEDGER_LABEL: &str = "fleethub.io/ledger";
+/// The annotation naming the work of a ledger ConfigMap.
+const WORK_ANNOTATION: &str = "fleethub.io/work";
+/// The field manager of ledger writes.
+const MANAGER: &str = "klusterlet-ledger";
+
+/// One resource the klusterlet applied for a work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Where it lives.
+    #[serde(rename = "ref")]
+    pub reference: ResourceRef,
+    /// The uid it had when applied: deletion is conditional on it.
+    pub uid: String,
+}
+
+/// What the ledger remembers of one work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// The resources applied.
+    pub entries: Vec<Entry>,
+    /// The work's delete option when last seen, for a work that vanished from the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_option: Option<DeleteOption>,
+}
+
+/// Ledger failures: the managed cluster's API answered with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger in namespace {namespace}: {source}")]
+pub struct LedgerError {
+    namespace: String,
+    #[source]
+    source: kube::Error,
+}
+
+/// The ledger of one klusterlet.
+#[derive(Clone)]
+pub struct Ledger {
+    namespace: String,
+    api: Api<ConfigMap>,
+}
+
+fn config_map_name(work: &str) -> String {
+    // Work names may be 253 characters; keep the ConfigMap name within bounds and unique.
+    let hash = hex::encode(&Sha256::digest(work.as_bytes())[..6]);
+    let readable: String = work.chars().take(200).collect();
+    format!("applied-{}-{hash}", readable.trim_end_matches(['.', '-']))
+}
+
+impl Ledger {
+    /// A ledger in `namespace` (created when missing).
+    pub async fn new(client: kube::Client, namespace: &str) -> Result<Self, LedgerError> {
+        let err = |source| LedgerError {
+            namespace: namespace.to_string(),
+            source,
+        };
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .patch(namespace, &PatchParams::apply(MANAGER), &Patch::Apply(&ns))
+            .await
+            .map_err(err)?;
+        Ok(Ledger {
+            namespace: namespace.to_string(),
+            api: Api::namespaced(client, namespace),
+        })
+    }
+
+    fn err(&self, source: kube::Error) -> LedgerError {
+        LedgerError {
+            namespace: self.namespace.clone(),
+            source,
+        }
+    }
+
+    /// Every work's record.
+    pub async fn load_all(&self) -> Result<BTreeMap<String, Record>, LedgerError> {
+        let list = self
+            .api
+            .list(&ListParams::default().labels(&format!("{LEDGER_LABEL}=true")))
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for cm in list.items {
+            let Some(work) = cm
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(WORK_ANNOTATION))
+                .cloned()
+            else {
+                continue;
+            };
+            let record = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("record"))
+                .and_then(|r| serde_json::from_str(r).ok())
+                .unwrap_or_default();
+            out.insert(work, record);
+        }
+        Ok(out)
+    }
+
+    /// Stores a work's record.
+    pub async fn save(&self, work: &str, record: &Record) -> Result<(), LedgerError> {
+        let name = config_map_name(work);
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some([(LEDGER_LABEL.to_string(), "true".to_string())].into()),
+                annotations: Some([(WORK_ANNOTATION.to_string(), work.to_string())].into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "record".to_string(),
+                    serde_json::to_string(record).unwrap_or_default(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        self.api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&cm),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets a work.
+    pub async fn remove(&self, work: &str) -> Result<(), LedgerError> {
+        match self
+            .api
+            .delete(&config_map_name(work), &Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_valid_and_distinct() {
+        let long = "a".repeat(253);
+        let n = config_map_name(&long);
+        assert!(n.len() <= 253, "{}", n.len());
+        assert_ne!(config_map_name("web"), config_map_name("web2"));
+        assert!(config_map_name("my.work").starts_with("applied-my.work-"));
+    }
+}

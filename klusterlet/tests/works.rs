@@ -1,0 +1,519 @@
+//! The work loop end to end, all real processes: `hub serve`, `klusterlet join` and
+//! `klusterlet run`, and a real managed cluster (kube-apiserver, controller-manager,
+//! scheduler and a KWOK node, so Deployments become available).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use api::{
+    Condition, DeleteOption, HubClient, ListOptions, ManifestWork, PropagationPolicy,
+    ResourceIdentifier, SelectivelyOrphan, TokenRequest,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use testkit::cluster::{ClusterOptions, TestCluster};
+use testkit::procs::HubProcess;
+use tokio::sync::OnceCell;
+
+static MANAGED: OnceCell<TestCluster> = OnceCell::const_new();
+
+async fn managed() -> &'static TestCluster {
+    MANAGED
+        .get_or_init(|| async {
+            TestCluster::start(ClusterOptions::full())
+                .await
+                .expect("start the managed cluster")
+        })
+        .await
+}
+
+/// A hub, one joined cluster and its running klusterlet.
+struct Fleet {
+    hub: HubProcess,
+    admin: HubClient,
+    cluster: String,
+    namespace: String,
+    agent: Option<tokio::process::Child>,
+    data: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+impl Fleet {
+    /// Starts a hub, joins `cluster` with an auto-accept token, creates a namespace for the
+    /// test in the managed cluster, and runs the klusterlet with ~1 s timings.
+    async fn start(cluster: &str) -> Fleet {
+        init();
+        let managed = managed().await;
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
+            .await
+            .unwrap();
+        let admin = hub.client().unwrap();
+        let cfg = api::ClientConfig::load(&hub.client_config_path()).unwrap();
+        let ca_hash = klusterlet::identity::ca_hash(cfg.ca_data.as_deref().unwrap()).unwrap();
+        let token = admin
+            .create_token(&TokenRequest {
+                auto_accept: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .token
+            .unwrap();
+        let data = dir.path().join("agent");
+        let url = format!("https://127.0.0.1:{}", hub.port);
+        let kubeconfig = managed.kubeconfig_path().display().to_string();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
+            .args([
+                "join",
+                "--hub",
+                &url,
+                "--token",
+                &token,
+                "--ca-hash",
+                &ca_hash,
+                "--cluster-name",
+                cluster,
+                "--kubeconfig",
+                &kubeconfig,
+            ])
+            .args([
+                "--data-dir",
+                &data.display().to_string(),
+                "--wait",
+                "--timeout",
+                "60s",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let namespace = format!("t-{cluster}");
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(managed.client())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let mut fleet = Fleet {
+            hub,
+            admin,
+            cluster: cluster.to_string(),
+            namespace,
+            agent: None,
+            data,
+            _dir: dir,
+        };
+        fleet.run_agent();
+        fleet
+    }
+
+    fn run_agent(&mut self) {
+        let kubeconfig = MANAGED
+            .get()
+            .unwrap()
+            .kubeconfig_path()
+            .display()
+            .to_string();
+        let ledger_ns = format!("agent-{}", self.cluster);
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
+            .args([
+                "run",
+                "--kubeconfig",
+                &kubeconfig,
+                "--data-dir",
+                &self.data.display().to_string(),
+            ])
+            .args([
+                "--resync",
+                "1s",
+                "--degraded-after",
+                "2s",
+                "--namespace",
+                &ledger_ns,
+            ])
+            .env("KLUSTERLET_LOG", "info,klusterlet=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.data.with_extension("log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    async fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    fn cm(&self, name: &str, value: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": self.namespace}, "data": {"v": value}})
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        manifests: Vec<Value>,
+        edit: impl FnOnce(&mut ManifestWork),
+    ) -> ManifestWork {
+        let mut w = ManifestWork::new(&self.cluster, name, manifests);
+        edit(&mut w);
+        self.admin.put_work(&w, None).await.unwrap().value
+    }
+
+    /// Blocks on the work until `done` holds (blocking queries, no sleeps), or fails after
+    /// `limit` with the last state.
+    async fn wait_work(
+        &self,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(Option<&ManifestWork>) -> bool,
+    ) -> Option<ManifestWork> {
+        let deadline = Instant::now() + limit;
+        let mut index = None;
+        loop {
+            let opts = ListOptions {
+                index,
+                wait: Some(Duration::from_secs(5)),
+                ..Default::default()
+            };
+            let (work, i) = match self.admin.get_work(&self.cluster, name, &opts).await {
+                Ok(r) => (Some(r.value), r.index),
+                Err(e) if e.is_not_found() => (None, 0),
+                Err(e) => panic!("reading {name}: {e}"),
+            };
+            if done(work.as_ref()) {
+                return work;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "work {name} did not get there within {limit:?}: {work:#?}\nagent log:\n{}",
+                self.agent_log()
+            );
+            index = (i > 0).then_some(i);
+            if work.is_none() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(MANAGED.get().unwrap().client(), &self.namespace)
+    }
+
+    async fn wait_cm(
+        &self,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(Option<&ConfigMap>) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let cm = self.configmaps().get_opt(name).await.unwrap();
+            if done(cm.as_ref()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "configmap {name} did not get there: {cm:?}\nagent log:\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn condition(w: Option<&ManifestWork>, type_: &str) -> Option<Condition> {
+    let w = w?;
+    let c = w.condition(type_)?.clone();
+    (c.observed_generation == w.metadata.generation).then_some(c)
+}
+
+fn is(w: Option<&ManifestWork>, type_: &str, status: &str) -> bool {
+    condition(w, type_).is_some_and(|c| c.status == status)
+}
+
+fn data(cm: Option<&ConfigMap>) -> Option<String> {
+    cm?.data.as_ref()?.get("v").cloned()
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_update_drop_and_delete() {
+    let fleet = Fleet::start("apply").await;
+    fleet
+        .put(
+            "app",
+            vec![fleet.cm("one", "1"), fleet.cm("two", "2")],
+            |_| {},
+        )
+        .await;
+    let w = fleet
+        .wait_work("app", LIMIT, |w| {
+            is(w, "Applied", "True") && is(w, "Ready", "True")
+        })
+        .await
+        .unwrap();
+    let manifests = &w.status.resource_status.as_ref().unwrap().manifests;
+    assert_eq!(manifests.len(), 2);
+    assert_eq!(manifests[1].resource_meta.name, "two");
+    assert_eq!(manifests[1].resource_meta.resource, "configmaps");
+    assert_eq!(w.metadata.finalizers, [api::CLEANUP_FINALIZER]);
+    fleet
+        .wait_cm("one", LIMIT, |c| data(c).as_deref() == Some("1"))
+        .await;
+
+    // Update one, drop the other: the dropped one is deleted.
+    fleet
+        .put("app", vec![fleet.cm("one", "changed")], |_| {})
+        .await;
+    fleet
+        .wait_cm("one", LIMIT, |c| data(c).as_deref() == Some("changed"))
+        .await;
+    fleet.wait_cm("two", LIMIT, |c| c.is_none()).await;
+    fleet
+        .wait_work("app", LIMIT, |w| is(w, "Applied", "True"))
+        .await;
+
+    // A hand edit is reverted within the resync period.
+    let patch = json!({"data": {"v": "by hand"}});
+    fleet
+        .configmaps()
+        .patch("one", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    fleet
+        .wait_cm("one", LIMIT, |c| data(c).as_deref() == Some("changed"))
+        .await;
+
+    // Deleting the work deletes what it applied, then the work goes.
+    fleet
+        .admin
+        .delete_work(&fleet.cluster, "app")
+        .await
+        .unwrap();
+    fleet.wait_work("app", LIMIT, |w| w.is_none()).await;
+    fleet.wait_cm("one", LIMIT, |c| c.is_none()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_options_orphan_and_selectively_orphan() {
+    let fleet = Fleet::start("orphans").await;
+    let orphan = DeleteOption {
+        propagation_policy: PropagationPolicy::Orphan,
+        ..Default::default()
+    };
+    fleet
+        .put("keep-all", vec![fleet.cm("kept", "1")], |w| {
+            w.spec.delete_option = Some(orphan.clone())
+        })
+        .await;
+    let rules = vec![ResourceIdentifier {
+        group: String::new(),
+        resource: "configmaps".into(),
+        name: "sel-keep".into(),
+        namespace: fleet.namespace.clone(),
+    }];
+    let selective = DeleteOption {
+        propagation_policy: PropagationPolicy::SelectivelyOrphan,
+        selectively_orphans: Some(SelectivelyOrphan {
+            orphaning_rules: rules,
+        }),
+        ..Default::default()
+    };
+    fleet
+        .put(
+            "some",
+            vec![fleet.cm("sel-keep", "1"), fleet.cm("sel-drop", "1")],
+            |w| w.spec.delete_option = Some(selective.clone()),
+        )
+        .await;
+    for w in ["keep-all", "some"] {
+        fleet
+            .wait_work(w, LIMIT, |w| is(w, "Applied", "True"))
+            .await;
+    }
+    for w in ["keep-all", "some"] {
+        fleet.admin.delete_work(&fleet.cluster, w).await.unwrap();
+        fleet.wait_work(w, LIMIT, |w| w.is_none()).await;
+    }
+    fleet.wait_cm("sel-drop", LIMIT, |c| c.is_none()).await;
+    assert!(
+        fleet.configmaps().get_opt("kept").await.unwrap().is_some(),
+        "Orphan left it"
+    );
+    assert!(
+        fleet
+            .configmaps()
+            .get_opt("sel-keep")
+            .await
+            .unwrap()
+            .is_some(),
+        "SelectivelyOrphan left the listed one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_survives_kill_9_and_spares_objects_it_did_not_create() {
+    let mut fleet = Fleet::start("gc").await;
+    fleet
+        .put(
+            "gc",
+            vec![fleet.cm("a", "1"), fleet.cm("b", "1"), fleet.cm("c", "1")],
+            |_| {},
+        )
+        .await;
+    fleet
+        .wait_work("gc", LIMIT, |w| is(w, "Applied", "True"))
+        .await;
+    fleet.kill_agent().await;
+    // While the agent is down: someone replaces "c" with an object of their own, and the
+    // work drops "b" and "c".
+    fleet
+        .configmaps()
+        .delete("c", &DeleteParams::default())
+        .await
+        .unwrap();
+    let theirs: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"v": "theirs"}}))
+            .unwrap();
+    fleet
+        .configmaps()
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    fleet.put("gc", vec![fleet.cm("a", "1")], |_| {}).await;
+    fleet.run_agent();
+    fleet.wait_cm("b", LIMIT, |c| c.is_none()).await;
+    fleet
+        .wait_work("gc", LIMIT, |w| is(w, "Applied", "True"))
+        .await;
+    let c = fleet.configmaps().get_opt("c").await.unwrap();
+    assert_eq!(
+        data(c.as_ref()).as_deref(),
+        Some("theirs"),
+        "an object with another uid is never deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_becomes_ready_with_well_known_feedback() {
+    let fleet = Fleet::start("deploy").await;
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": fleet.namespace},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [{"name": "web", "image": "nginx"}],
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+                }
+            }
+        }
+    });
+    let config = json!({
+        "resourceIdentifier": {"group": "apps", "resource": "deployments", "name": "web", "namespace": fleet.namespace},
+        "feedbackRules": [{"type": "WellKnownStatus"}]
+    });
+    fleet
+        .put("web", vec![deployment], |w| {
+            w.spec.manifest_configs = vec![serde_json::from_value(config).unwrap()]
+        })
+        .await;
+    let w = fleet
+        .wait_work("web", Duration::from_secs(120), |w| is(w, "Ready", "True"))
+        .await
+        .unwrap();
+    let m = &w.status.resource_status.as_ref().unwrap().manifests[0];
+    let values = &m.status_feedback.as_ref().expect("feedback").values;
+    let get = |n: &str| {
+        values
+            .iter()
+            .find(|v| v.name == n)
+            .and_then(|v| v.field_value.integer)
+    };
+    assert_eq!(get("AvailableReplicas"), Some(2), "{values:?}");
+    assert_eq!(get("Replicas"), Some(2), "{values:?}");
+    assert_eq!(get("ReadyReplicas"), Some(2), "{values:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kind_fails_only_itself() {
+    let fleet = Fleet::start("unknown").await;
+    let bogus = json!({"apiVersion": "example.com/v1", "kind": "Nothing", "metadata": {"name": "x", "namespace": fleet.namespace}});
+    fleet
+        .put("mixed", vec![bogus, fleet.cm("fine", "1")], |_| {})
+        .await;
+    fleet.wait_cm("fine", LIMIT, |c| c.is_some()).await;
+    let w = fleet
+        .wait_work("mixed", LIMIT, |w| {
+            w.and_then(|w| w.status.resource_status.as_ref())
+                .is_some_and(|r| r.manifests.len() == 2)
+                && is(w, "Applied", "False")
+        })
+        .await
+        .unwrap();
+    let ms = &w.status.resource_status.as_ref().unwrap().manifests;
+    let applied = |i: usize| {
+        ms[i]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Applied")
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(applied(0), "False");
+    assert_eq!(applied(1), "True");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_cluster_cleans_up_then_removes_it() {
+    let fleet = Fleet::start("bye").await;
+    fleet.put("w", vec![fleet.cm("bye-cm", "1")], |_| {}).await;
+    fleet
+        .wait_work("w", LIMIT, |w| is(w, "Applied", "True"))
+        .await;
+    let d = fleet
+        .admin
+        .delete_cluster(&fleet.cluster, false)
+        .await
+        .unwrap()
+        .value;
+    assert!(!d.removed);
+    fleet.wait_cm("bye-cm", LIMIT, |c| c.is_none()).await;
+    let deadline = Instant::now() + LIMIT;
+    while fleet.admin.get_cluster(&fleet.cluster).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster record stayed; agent log:\n{}",
+            fleet.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = fleet.hub.log_text() + &fleet.agent_log();
+    assert!(
+        !log.contains("PRIVATE KEY") && !log.contains("eyJ"),
+        "a secret reached a log"
+    );
+}
