@@ -681,3 +681,66 @@ mod tests {
         assert_eq!(v["spec"]["workload"]["manifests"][0]["kind"], "ConfigMap");
     }
 }
+
+/// How one work name fares across the clusters it was sent to
+/// (`GET /api/v1/manifestworks/summary`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkSummary {
+    /// The work's name.
+    pub name: String,
+    /// Clusters holding a work of this name.
+    pub clusters: u32,
+    /// ... whose agent reports `Applied=True` for the current generation.
+    pub applied: u32,
+    /// ... `Available=True`.
+    pub available: u32,
+    /// ... `Ready=True`.
+    pub ready: u32,
+    /// ... `Degraded=True`.
+    pub degraded: u32,
+    /// ... `Progressing=True`.
+    pub progressing: u32,
+    /// ... with no status for the current generation yet, or whose cluster is unavailable.
+    pub unknown: u32,
+    /// Resources that failed to apply, with Kubernetes' reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<FailingResource>,
+    /// Clusters whose lease expired: their status may be stale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableCluster>,
+}
+
+/// A resource of a work that failed on a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingResource {
+    /// The cluster.
+    pub cluster: String,
+    /// The manifest's index.
+    pub ordinal: i32,
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Which condition says so: `Applied` or `Ready`.
+    pub condition: String,
+    /// Kubernetes' reason.
+    pub reason: String,
+    /// Kubernetes' message.
+    pub message: String,
+}
+
+/// A cluster whose agent stopped renewing its lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnavailableCluster {
+    /// The cluster.
+    pub cluster: String,
+    /// Its last lease renewal, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lease_time: Option<DateTime<Utc>>,
+}

@@ -602,6 +602,22 @@ async fn lists_labels_and_deletion_over_http() {
     assert!(r.body["metadata"]["labels"].get("env").is_none());
     let r = api.admin("GET", "/api/v1/clusters", None).await;
     assert_eq!(r.body["kind"], "ManagedClusterList");
+    let r = api
+        .admin(
+            "GET",
+            "/api/v1/manifestworks/summary?name=w1&labelSelector=app%3Dweb",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["kind"], "ManifestWorkSummaryList");
+    assert_eq!(r.body["items"][0]["name"], "w1");
+    assert_eq!(r.body["items"][0]["clusters"], 1);
+    assert_eq!(r.body["items"][0]["unknown"], 1, "no agent reported yet");
+    let r = api
+        .admin("GET", "/api/v1/manifestworks/summary?index=x", None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "malformed");
     let r = api.admin("DELETE", W, None).await;
     assert_eq!(r.status, StatusCode::OK, "no agent holds it: gone at once");
     assert_eq!(

@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(works::remove_finalizer),
         )
         .route("/manifestworks", get(works::list_all))
+        .route("/manifestworks/summary", get(works::summary))
         .route("/clusters/{cluster}/revoke", post(clusters::revoke))
         .route("/clusters/{cluster}/lease", put(clusters::lease))
         .route(

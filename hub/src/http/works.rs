@@ -226,3 +226,61 @@ pub async fn remove_finalizer(
         w.work,
     ))
 }
+
+/// Query of the summary: the list parameters and an optional work name.
+#[derive(Debug, Deserialize)]
+pub struct SummaryParams {
+    /// Only works of this name.
+    pub name: Option<String>,
+    /// The usual list parameters.
+    #[serde(flatten)]
+    pub list: ListParams,
+}
+
+/// `GET /api/v1/manifestworks/summary`: per work name across the caller's clusters,
+/// blocking with `index` like a list.
+pub async fn summary(
+    State(state): State<AppState>,
+    who: Principal,
+    params: Result<Query<SummaryParams>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Query(SummaryParams { name, list: params }) = params?;
+    let query = WorkQuery {
+        cluster: None,
+        selector: params.selector()?,
+        cluster_selector: params.cluster_selector()?,
+        limit: 0,
+        continue_: None,
+        block: params.block()?,
+        ignore_status_changes: false,
+        scope: state.hub.readable_clusters(&who).await?,
+    };
+    let list = state.hub.list_works(query).await?;
+    let works: Vec<ManifestWork> = list
+        .items
+        .into_iter()
+        .filter(|w| name.as_deref().is_none_or(|n| n == w.metadata.name))
+        .collect();
+    let leases = state.hub.store().leases().await?;
+    let clusters = state
+        .hub
+        .store()
+        .list_clusters()
+        .await?
+        .into_iter()
+        .map(|c| {
+            (
+                c.metadata.name.clone(),
+                crate::service::registration::with_lease(c, &leases),
+            )
+        })
+        .collect();
+    let items = crate::service::summary::summarize(&works, &clusters);
+    let body = api::List::new("ManifestWorkSummaryList", items, list.metadata.index, None);
+    Ok(respond(
+        StatusCode::OK,
+        body.metadata.index,
+        None,
+        Json(body),
+    ))
+}

@@ -16,6 +16,7 @@ pub mod clusters;
 pub mod error;
 pub mod feed;
 pub mod registration;
+pub mod summary;
 pub mod works;
 mod writer;
 
