@@ -22,10 +22,11 @@
 //! # Stopping
 //! Dropping a [`TestCluster`] (also while unwinding from a panic) sends SIGTERM to every
 //! process it started, by pid (etcd last, once its clients are gone), SIGKILL to those
-//! still running after [`STOP_GRACE`], reaps them and removes the directory. That takes
-//! about two seconds. As in [`crate::postgres`], a watchdog (a small
-//! `sh` reading a pipe from the test process) does the same when the test process dies
-//! without dropping the cluster, e.g. on SIGKILL or when the cluster lives in a static.
+//! still running after [`STOP_GRACE`], reaps them and removes the directory; that takes
+//! about a second. As in [`crate::postgres`], a watchdog (a small `sh` reading a pipe from
+//! the test process) does the same when the test process dies without dropping the
+//! cluster: on SIGKILL, or for the clusters of [`TestCluster::shared`], which live in
+//! statics.
 
 use std::fmt;
 use std::fs::{self, File};
@@ -39,7 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rcgen::{
@@ -47,6 +48,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::json;
+use tokio::sync::OnceCell;
 
 /// Overrides where the cluster binaries are looked up (instead of running
 /// `tests/cluster/build.sh`).
@@ -131,7 +133,7 @@ rm -rf "$dir"
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterMode {
     /// etcd and kube-apiserver: the whole API (CRDs, RBAC, server-side apply, watches),
-    /// but nothing acts on what is stored. Starts in about two seconds.
+    /// but nothing acts on what is stored. Starts in about three seconds.
     ApiserverOnly,
     /// Also kube-controller-manager, kube-scheduler and one KWOK node ([`NODE_NAME`]):
     /// Deployments get ReplicaSets and Pods, Pods get scheduled and marked Running, so
@@ -278,6 +280,36 @@ impl TestCluster {
         }
         cluster.startup = started.elapsed();
         Ok(cluster)
+    }
+
+    /// The cluster of this mode shared by every test of this test binary, started on first
+    /// use with that mode's default options. Give each test its own namespace with
+    /// [`TestCluster::fresh_namespace`].
+    ///
+    /// It is never dropped: its watchdog stops it and removes its directory when the test
+    /// process exits.
+    pub async fn shared(mode: ClusterMode) -> anyhow::Result<&'static TestCluster> {
+        static APISERVER_ONLY: OnceCell<TestCluster> = OnceCell::const_new();
+        static FULL: OnceCell<TestCluster> = OnceCell::const_new();
+        let (cell, options) = match mode {
+            ClusterMode::ApiserverOnly => (&APISERVER_ONLY, ClusterOptions::apiserver_only()),
+            ClusterMode::Full => (&FULL, ClusterOptions::full()),
+        };
+        cell.get_or_try_init(|| TestCluster::start(options))
+            .await
+            .with_context(|| format!("starting the shared {mode:?} cluster"))
+    }
+
+    /// Creates a namespace with a unique name (`test-<hex>`) and returns the name, so that
+    /// tests sharing a cluster do not see each other's objects.
+    pub async fn fresh_namespace(&self) -> anyhow::Result<String> {
+        let name = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } }))?;
+        Api::<Namespace>::all(self.client())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(name)
     }
 
     /// The apiserver's URL, `https://127.0.0.1:PORT`.

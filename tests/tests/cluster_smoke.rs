@@ -322,6 +322,39 @@ async fn two_clusters_run_side_by_side_and_stop_separately() -> anyhow::Result<(
     Ok(())
 }
 
+#[tokio::test]
+async fn tests_can_share_one_cluster_with_a_namespace_each() -> anyhow::Result<()> {
+    let cluster = TestCluster::shared(ClusterMode::ApiserverOnly).await?;
+    let again = TestCluster::shared(ClusterMode::ApiserverOnly).await?;
+    assert!(
+        std::ptr::eq(cluster, again),
+        "the shared cluster started twice"
+    );
+    assert_eq!(cluster.mode(), ClusterMode::ApiserverOnly);
+
+    let (a, b) = (
+        cluster.fresh_namespace().await?,
+        cluster.fresh_namespace().await?,
+    );
+    assert_ne!(a, b);
+    let config_map: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "same" } }))?;
+    // The same name in both namespaces: no conflict, and each sees only its own.
+    for namespace in [&a, &b] {
+        Api::<ConfigMap>::namespaced(cluster.client(), namespace)
+            .create(&PostParams::default(), &config_map)
+            .await?;
+    }
+    let in_a = Api::<ConfigMap>::namespaced(cluster.client(), &a)
+        .list(&ListParams::default().fields("metadata.name=same"))
+        .await?;
+    assert_eq!(in_a.items.len(), 1);
+    assert_eq!(
+        in_a.items[0].metadata.namespace.as_deref(),
+        Some(a.as_str())
+    );
+    Ok(())
+}
+
 #[test]
 fn a_panicking_test_still_stops_its_cluster() {
     let mut seen = None;
