@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::service::Error;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The settings key of the admin token's hash.
 const ADMIN_TOKEN_SETTING: &str = "auth.admin_token_sha256";
@@ -254,7 +254,7 @@ impl Auth {
         store: Arc<dyn Store>,
         admin_token: Option<&str>,
         access_ttl: Duration,
-    ) -> Result<(Auth, Option<String>), StoreError> {
+    ) -> Result<(Auth, Option<String>), Error> {
         let (admin_token_sha256, known) = match admin_token {
             Some(t) => {
                 let hash = token_hash(t);
@@ -284,8 +284,8 @@ impl Auth {
         Ok((auth, known))
     }
 
-    async fn load_keys(&self) -> Result<(), StoreError> {
-        let candidate = generate_key().map_err(|e| StoreError::UnsupportedUrl(e.to_string()))?;
+    async fn load_keys(&self) -> Result<(), Error> {
+        let candidate = generate_key()?;
         let text = serde_json::to_string(&vec![candidate]).unwrap_or_default();
         let stored = self.store.init_setting(SIGNING_KEYS_SETTING, &text).await?;
         let keys: Vec<StoredKey> = serde_json::from_str(&stored).unwrap_or_default();

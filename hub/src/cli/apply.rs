@@ -1,12 +1,18 @@
 //! `hub apply`: put works to one cluster or to every cluster a selector matches.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use api::{HubClient, ListOptions, ManifestWork};
 use clap::{ArgGroup, Args};
 
 use super::get::{check_selector, list_all_clusters};
 use super::input::{plan_works, read_documents};
+use super::output::DocumentFormat;
+use super::wait::{
+    ClusterScope, Overall, Progress, Report, ResultStatus, Start, WaitFor, WorkResult, conclude,
+    wait_for,
+};
 use super::{CliError, ConnectionArgs, WORK_RESOURCE, describe_client_error, output};
 
 /// The flags of `hub apply` (its help text is on [`super::ClientCommand::Apply`]).
@@ -34,9 +40,34 @@ pub struct ApplyArgs {
     /// Name of the work when the input is plain Kubernetes manifests (required then).
     #[arg(long)]
     pub name: Option<String>,
-    /// Print the works that would be sent, as YAML, and send nothing.
+    /// Print the works that would be sent, as YAML (or -o json: a List), and send
+    /// nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Then wait until every work is --for on every cluster (exit 1 when one fails, 3
+    /// when --timeout runs out).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
+    /// What --wait waits for: Ready, Applied or Available (also condition=Ready)
+    /// [default: Ready].
+    #[arg(
+        long = "for",
+        value_name = "CONDITION",
+        requires = "wait",
+        value_parser = WaitFor::parse_condition
+    )]
+    pub for_: Option<WaitFor>,
+    /// How long --wait waits, counted from the start of the command, e.g. 90s, 5m
+    /// [default: 5m].
+    #[arg(long, requires = "wait", value_parser = api::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the result per work and cluster as JSON or YAML on stdout (progress goes to
+    /// stderr).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<DocumentFormat>,
+    /// Print nothing but errors (and the -o document): no per-work lines, no progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// How to reach the hub.
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -68,32 +99,52 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
         cluster_selector,
         name,
         dry_run,
+        wait,
+        for_,
+        timeout,
+        output,
+        quiet,
         connection,
     } = args;
+    let started = Instant::now();
     check_selector("--cluster-selector", cluster_selector.as_deref())?;
     let docs = read_documents(&filenames)?;
     let works = plan_works(docs, name.as_deref(), cluster.as_deref())?;
 
     // The client is made only when needed: a dry run to one cluster works offline.
     let mut client: Option<HubClient> = None;
-    let clusters: Vec<String> = match (&cluster, &cluster_selector) {
-        (Some(c), _) => vec![c.clone()],
+    let (scope, clusters) = match (&cluster, &cluster_selector) {
+        (Some(c), _) => (ClusterScope::One(c.clone()), vec![c.clone()]),
         (None, Some(selector)) => {
             let hub = client.insert(connection.client()?);
-            matching_clusters(hub, selector).await?
+            (
+                ClusterScope::Selector(selector.clone()),
+                matching_clusters(hub, selector).await?,
+            )
         }
         (None, None) => unreachable!("clap requires --cluster or --cluster-selector"),
     };
 
     if dry_run {
+        let planned: Vec<ManifestWork> = works
+            .iter()
+            .flat_map(|work| {
+                clusters.iter().map(move |c| {
+                    let mut w = work.clone();
+                    w.metadata.namespace = Some(c.clone());
+                    w
+                })
+            })
+            .collect();
+        if output == Some(DocumentFormat::Json) {
+            let list = api::List::new("List", planned, 0, None);
+            output::print(&output::to_json(&list)?);
+            return Ok(());
+        }
         let mut out = String::new();
-        for work in &works {
-            for c in &clusters {
-                let mut w = work.clone();
-                w.metadata.namespace = Some(c.clone());
-                out.push_str("---\n");
-                out.push_str(&output::to_yaml(&w)?);
-            }
+        for w in &planned {
+            out.push_str("---\n");
+            out.push_str(&output::to_yaml(w)?);
         }
         output::print(&out);
         return Ok(());
@@ -103,35 +154,118 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
         Some(c) => c,
         None => connection.client()?,
     };
+    let mut progress = Progress::new(output.is_some(), quiet);
     let mut refused = false;
+    let mut starts = Vec::new();
+    let mut results = Vec::new();
     for work in &works {
         for c in &clusters {
             let mut w = work.clone();
             w.metadata.namespace = Some(c.clone());
             match apply_one(&client, &w).await {
-                Ok(applied) => output::print(&format!(
-                    "{WORK_RESOURCE}/{} {} (cluster {c})\n",
-                    w.metadata.name,
-                    applied.as_str()
-                )),
+                Ok((applied, stored)) => {
+                    progress.line(&format!(
+                        "{WORK_RESOURCE}/{} {} (cluster {c})",
+                        w.metadata.name,
+                        applied.as_str()
+                    ));
+                    // The stored work and the index it is consistent with: its
+                    // resourceVersion (the response's X-Hub-Index may be newer than the
+                    // body, and blocking from it could miss a status write).
+                    let index = stored
+                        .metadata
+                        .resource_version
+                        .as_deref()
+                        .and_then(|rv| rv.parse().ok())
+                        .unwrap_or(0);
+                    starts.push(Start {
+                        cluster: c.clone(),
+                        work: w.metadata.name.clone(),
+                        seen: Some(stored),
+                        index,
+                        action: Some(applied.as_str()),
+                    });
+                }
                 // A refusal concerns this work only; the others may still go through.
                 Err(e) if e.exit_code() == 1 => {
                     refused = true;
                     let about = format!("manifestwork {:?} (cluster {c})", w.metadata.name);
-                    eprintln!("{}", describe_client_error(&e, Some(&about)));
+                    let line = describe_client_error(&e, Some(&about));
+                    eprintln!("{line}");
+                    results.push(WorkResult {
+                        cluster: c.clone(),
+                        work: w.metadata.name.clone(),
+                        action: Some("refused"),
+                        status: ResultStatus::Failed,
+                        message: line,
+                        generation: None,
+                        conditions: Vec::new(),
+                        pending: Vec::new(),
+                        failed: Vec::new(),
+                        last_lease_time: None,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    if refused {
-        return Err(CliError::Reported(1));
-    }
-    Ok(())
+    let for_ = wait.then(|| for_.unwrap_or(WaitFor::Ready));
+    let report = match for_ {
+        Some(for_) if !refused => {
+            let timeout = timeout.unwrap_or(Duration::from_secs(300));
+            let mut report = wait_for(
+                &client,
+                scope,
+                starts,
+                for_,
+                started,
+                timeout,
+                &mut progress,
+            )
+            .await?;
+            report.results.splice(0..0, results);
+            report
+        }
+        _ => {
+            // Without --wait (or after a refusal): the hub took the others, done.
+            let status = if refused {
+                Overall::Failed
+            } else {
+                Overall::Done
+            };
+            let took = if refused && wait {
+                ResultStatus::Pending
+            } else {
+                ResultStatus::Done
+            };
+            results.extend(starts.into_iter().map(|s| {
+                let work = s.seen.unwrap_or_else(|| ManifestWork::new(&s.cluster, &s.work, Vec::new()));
+                WorkResult {
+                    cluster: s.cluster,
+                    work: s.work,
+                    action: s.action,
+                    status: took,
+                    message: format!("{}", s.action.unwrap_or("applied")),
+                    generation: work.metadata.generation,
+                    conditions: work.status.conditions,
+                    pending: Vec::new(),
+                    failed: Vec::new(),
+                    last_lease_time: None,
+                }
+            }));
+            Report {
+                status,
+                results,
+                summary: String::new(),
+                error: refused.then_some(CliError::Reported(1)),
+            }
+        }
+    };
+    conclude("ApplyResult", for_, report, started, output, &mut progress)
 }
 
 /// The names of the clusters a selector matches, skipping those being deleted.
-async fn matching_clusters(client: &HubClient, selector: &str) -> Result<Vec<String>, CliError> {
+pub(super) async fn matching_clusters(client: &HubClient, selector: &str) -> Result<Vec<String>, CliError> {
     let opts = ListOptions {
         label_selector: Some(selector.to_string()),
         ..Default::default()
@@ -156,8 +290,12 @@ async fn matching_clusters(client: &HubClient, selector: &str) -> Result<Vec<Str
     Ok(names)
 }
 
-/// PUTs one work and tells what changed, from what was there before.
-async fn apply_one(client: &HubClient, work: &ManifestWork) -> Result<Applied, api::ClientError> {
+/// PUTs one work and tells what changed, from what was there before; returns the work as
+/// stored.
+async fn apply_one(
+    client: &HubClient,
+    work: &ManifestWork,
+) -> Result<(Applied, ManifestWork), api::ClientError> {
     let cluster = work.metadata.namespace.as_deref().unwrap_or_default();
     let before = match client
         .get_work(cluster, &work.metadata.name, &ListOptions::default())
@@ -168,9 +306,10 @@ async fn apply_one(client: &HubClient, work: &ManifestWork) -> Result<Applied, a
         Err(e) => return Err(e),
     };
     let after = client.put_work(work, None).await?.value;
-    Ok(match before {
+    let applied = match before {
         None => Applied::Created,
         Some(rv) if rv != after.metadata.resource_version => Applied::Configured,
         Some(_) => Applied::Unchanged,
-    })
+    };
+    Ok((applied, after))
 }

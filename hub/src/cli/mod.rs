@@ -9,8 +9,11 @@ use clap::{Args, Subcommand};
 
 pub mod apply;
 pub mod audit;
+pub mod completion;
 pub mod connection;
 pub mod delete;
+pub mod describe;
+pub mod diff;
 pub mod get;
 pub mod input;
 pub mod label;
@@ -18,6 +21,7 @@ pub mod output;
 pub mod registration;
 pub mod revoke;
 pub mod token;
+pub mod wait;
 
 pub use connection::ConnectionArgs;
 
@@ -37,12 +41,56 @@ pub enum ClientCommand {
     /// Applying replaces the work: manifests no longer in the input are removed from the
     /// cluster. Each work prints `created`, `configured` or `unchanged`.
     ///
-    /// Exit codes: 0 every work applied; 1 the hub refused a work (each refusal is
-    /// printed, the other works are still applied) or no cluster matches
-    /// --cluster-selector; 2 usage error or bad input (unreadable file, invalid YAML,
-    /// mixed documents, a namespace that differs from --cluster; nothing is sent then);
-    /// 4 the hub is unreachable or answered 5xx, 401 or 403.
+    /// With --wait it then waits until every work is --for (default Ready) on every
+    /// cluster, on blocking queries, printing one line per cluster and per unready
+    /// resource (redrawn in place on a terminal, appended when they change otherwise) and
+    /// a summary. A cluster whose lease expired is reported as unavailable and never
+    /// counts as done; a hub restart during the wait is retried until --timeout.
+    ///
+    /// Exit codes: 0 every work applied (and, with --wait, done everywhere); 1 the hub
+    /// refused a work (each refusal is printed, the other works are still applied), no
+    /// cluster matches --cluster-selector, or with --wait a work failed (Degraded at its
+    /// current generation: the cluster, the resource and Kubernetes' reason are printed);
+    /// 2 usage error or bad input (unreadable file, invalid YAML, mixed documents, a
+    /// namespace that differs from --cluster; nothing is sent then); 3 --wait ran out of
+    /// --timeout (what is still pending is printed); 4 the hub is unreachable or answered
+    /// 5xx, 401 or 403.
     Apply(apply::ApplyArgs),
+    /// Show what `hub apply` would change: the work's spec as a unified diff and the
+    /// manifests added, changed and removed.
+    ///
+    /// Compares the works the input makes (exactly as `hub apply` would send them) with
+    /// what the hub holds. Secret data is compared by its SHA-256 and printed only as
+    /// `sha256:<hex>`, never in clear.
+    ///
+    /// Exit codes (like kubectl diff): 0 no differences; 1 differences; 2 usage error,
+    /// bad input, or the hub refused (e.g. no cluster matches the selector); 4 the hub is
+    /// unreachable or answered 5xx, 401 or 403.
+    Diff(diff::DiffArgs),
+    /// Wait until a work is Ready, Applied, Available or deleted on its clusters.
+    ///
+    /// Blocking queries only (no polling). A work is done on a cluster when its
+    /// condition is True at the work's current generation and the cluster is available;
+    /// Degraded at the current generation fails at once. Progress: one line per cluster
+    /// and per unready resource, redrawn in place on a terminal, appended when they change
+    /// otherwise; then a summary line.
+    ///
+    /// Exit codes: 0 done on every cluster; 1 the work failed (cluster, resource and
+    /// Kubernetes' reason are printed) or does not exist; 2 usage error; 3 --timeout ran
+    /// out (what is still pending is printed); 4 the hub is unreachable, answered 5xx,
+    /// 401 or 403 when the wait starts (during the wait it is retried until --timeout).
+    Wait(wait::WaitArgs),
+    /// Show a work (conditions, per-resource status and feedback, recent changes) or a
+    /// cluster (labels, claims, conditions, lease, taints, works) in detail.
+    ///
+    /// Exit codes: 0 shown; 1 the hub refused, e.g. NAME does not exist; 2 usage error; 4
+    /// the hub is unreachable or answered 5xx, 401 or 403.
+    Describe(describe::DescribeArgs),
+    /// Print a shell completion script: `source <(hub completion bash)`, `hub completion
+    /// zsh > "${fpath[1]}/_hub"`, `hub completion fish | source`.
+    ///
+    /// Exit codes: 0 printed; 2 usage error.
+    Completion(completion::CompletionArgs),
     /// Show works, clusters, join requests, tokens or the audit log as a table, JSON or
     /// YAML.
     ///
@@ -114,6 +162,9 @@ pub enum CliError {
     /// A wait ran out: exit 3.
     #[error("{0}")]
     TimedOut(String),
+    /// A work failed on a cluster (Degraded at its current generation): exit 1.
+    #[error("{0}")]
+    Failed(String),
     /// The errors were printed already as they happened; exit with this code.
     #[error("failed (exit code {0})")]
     Reported(i32),
@@ -131,7 +182,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Client(e) => e.exit_code(),
-            CliError::Refused(_) => 1,
+            CliError::Refused(_) | CliError::Failed(_) => 1,
             CliError::TimedOut(_) => 3,
             CliError::Reported(code) => *code,
         }
@@ -244,6 +295,10 @@ pub struct WaitArgs {
 pub async fn run(command: ClientCommand) -> i32 {
     let result = match command {
         ClientCommand::Apply(args) => apply::run(args).await,
+        ClientCommand::Diff(args) => diff::run(args).await,
+        ClientCommand::Wait(args) => wait::run(args).await,
+        ClientCommand::Describe(args) => describe::run(args).await,
+        ClientCommand::Completion(args) => completion::run(args),
         ClientCommand::Get(args) => get::run(args).await,
         ClientCommand::Delete(args) => delete::run(args).await,
         ClientCommand::Label(args) => label::run(args).await,
@@ -280,6 +335,7 @@ mod tests {
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
         assert_eq!(CliError::Refused("x".into()).exit_code(), 1);
         assert_eq!(CliError::TimedOut("x".into()).exit_code(), 3);
+        assert_eq!(CliError::Failed("x".into()).exit_code(), 1);
         assert_eq!(
             CliError::from(api_error(404, "not_found", "x")).exit_code(),
             1

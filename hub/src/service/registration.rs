@@ -161,14 +161,9 @@ pub fn new_registration(
     })
 }
 
-async fn write_registration(
-    batch: &mut Batch<'_>,
-    old: Option<&Registration>,
-    mut reg: Registration,
-) -> Result<Registration> {
+async fn write_registration(batch: &mut Batch<'_>, mut reg: Registration) -> Result<Registration> {
     reg.resource_version = Some(batch.next_index().to_string());
     batch.tx.put_registration(&reg, batch.next_index()).await?;
-    let _ = old;
     batch.record_registration(&reg.cluster_name, &reg.id);
     Ok(reg)
 }
@@ -197,10 +192,10 @@ pub(crate) async fn create(
             .as_ref()
             .is_none_or(|c| c.metadata.deletion_timestamp.is_none())
         {
-            return accept_in(batch, None, reg).await;
+            return accept_in(batch, reg).await;
         }
     }
-    let reg = write_registration(batch, None, reg).await?;
+    let reg = write_registration(batch, reg).await?;
     Ok(Outcome::Registration(Box::new(reg)))
 }
 
@@ -223,21 +218,17 @@ pub(crate) async fn decide(batch: &mut Batch<'_>, id: &str, accept: bool) -> Res
         }
     }
     if accept {
-        return accept_in(batch, Some(&old), old.clone()).await;
+        return accept_in(batch, old.clone()).await;
     }
     let mut reg = old.clone();
     reg.state = RegistrationState::Denied;
     reg.message = "denied by an admin".into();
     reg.decided_at = Some(batch.now);
-    let reg = write_registration(batch, Some(&old), reg).await?;
+    let reg = write_registration(batch, reg).await?;
     Ok(Outcome::Registration(Box::new(reg)))
 }
 
-async fn accept_in(
-    batch: &mut Batch<'_>,
-    old_reg: Option<&Registration>,
-    mut reg: Registration,
-) -> Result<Outcome> {
+async fn accept_in(batch: &mut Batch<'_>, mut reg: Registration) -> Result<Outcome> {
     let name = reg.cluster_name.clone();
     let old = batch.tx.get_cluster(&name).await?;
     if old
@@ -308,7 +299,7 @@ async fn accept_in(
     reg.state = RegistrationState::Accepted;
     reg.message = format!("accepted: cluster {name:?} joined");
     reg.decided_at = Some(now);
-    let reg = write_registration(batch, old_reg, reg).await?;
+    let reg = write_registration(batch, reg).await?;
     Ok(Outcome::Registration(Box::new(reg)))
 }
 
