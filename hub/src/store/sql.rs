@@ -9,6 +9,62 @@
 /// `$tx::announce(&mut self, last_index)`.
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, db: $db:ty) => {
+
+        /// One work, through a pool or a transaction.
+        async fn fetch_work<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            cluster: &str,
+            name: &str,
+        ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
+                    .bind(cluster)
+                    .bind(name)
+                    .fetch_optional(e)
+                    .await?;
+            row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
+                .transpose()
+        }
+
+        /// One cluster, through a pool or a transaction.
+        async fn fetch_cluster<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            name: &str,
+        ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
+            let row: Option<(String,)> = sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
+                .bind(name)
+                .fetch_optional(e)
+                .await?;
+            row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
+                .transpose()
+        }
+
+        /// One registration, through a pool or a transaction.
+        async fn fetch_registration<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            id: &str,
+        ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
+            let row: Option<(String,)> = sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(e)
+                .await?;
+            row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
+                .transpose()
+        }
+
+        /// A cluster's agent, through a pool or a transaction.
+        async fn fetch_agent<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            cluster: &str,
+        ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
+            let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
+                "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
+            )
+            .bind(cluster)
+            .fetch_optional(e)
+            .await?;
+            Ok(row.map($crate::store::agent_from_row))
+        }
         /// A write transaction on this backend, holding the index lock.
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
@@ -26,14 +82,7 @@ macro_rules! sql_store {
                 cluster: &str,
                 name: &str,
             ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
-                        .bind(cluster)
-                        .bind(name)
-                        .fetch_optional(&mut *self.tx)
-                        .await?;
-                row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
-                    .transpose()
+                fetch_work(&mut *self.tx, cluster, name).await
             }
 
             async fn work_names(
@@ -91,13 +140,7 @@ macro_rules! sql_store {
                 &mut self,
                 name: &str,
             ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&mut *self.tx)
-                        .await?;
-                row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
-                    .transpose()
+                fetch_cluster(&mut *self.tx, name).await
             }
 
             async fn put_cluster(
@@ -139,13 +182,7 @@ macro_rules! sql_store {
                 &mut self,
                 id: &str,
             ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *self.tx)
-                        .await?;
-                row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
-                    .transpose()
+                fetch_registration(&mut *self.tx, id).await
             }
 
             async fn put_registration(
@@ -172,13 +209,7 @@ macro_rules! sql_store {
                 &mut self,
                 cluster: &str,
             ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
-                let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
-                    "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
-                )
-                .bind(cluster)
-                .fetch_optional(&mut *self.tx)
-                .await?;
-                Ok(row.map($crate::store::agent_from_row))
+                fetch_agent(&mut *self.tx, cluster).await
             }
 
             async fn put_agent(
@@ -294,14 +325,7 @@ macro_rules! sql_store {
                 cluster: &str,
                 name: &str,
             ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
-                        .bind(cluster)
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
-                    .transpose()
+                fetch_work(&self.pool, cluster, name).await
             }
 
             async fn list_works(
@@ -352,13 +376,7 @@ macro_rules! sql_store {
                 &self,
                 name: &str,
             ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
-                    .transpose()
+                fetch_cluster(&self.pool, name).await
             }
 
             async fn list_clusters(
@@ -484,13 +502,7 @@ macro_rules! sql_store {
                 &self,
                 id: &str,
             ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
-                    .transpose()
+                fetch_registration(&self.pool, id).await
             }
 
             async fn list_registrations(
@@ -507,13 +519,7 @@ macro_rules! sql_store {
                 &self,
                 cluster: &str,
             ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
-                let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
-                    "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
-                )
-                .bind(cluster)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map($crate::store::agent_from_row))
+                fetch_agent(&self.pool, cluster).await
             }
 
             async fn renew_lease(
