@@ -15,7 +15,7 @@ use crate::registration::{
 };
 use crate::types::{
     ClusterDeletion, ErrorBody, List, ManagedCluster, ManifestWork, ManifestWorkStatus,
-    StatusUpdate,
+    StatusUpdate, WorkSummary,
 };
 
 /// What went wrong talking to the hub.
@@ -587,5 +587,26 @@ impl HubClient {
             .send(self.request(Method::GET, "/api/v1/audit").query(&q))
             .await?
             .value)
+    }
+
+    /// `GET /api/v1/manifestworks/summary`: per work name (only `name` when given) across
+    /// the caller's clusters, counts of applied, available, ready, degraded works and the
+    /// failing resources; with `opts.index`, blocks until a work changed past it.
+    pub async fn summary(
+        &self,
+        name: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Indexed<List<WorkSummary>>, ClientError> {
+        let mut query = opts.query();
+        if let Some(n) = name {
+            query.push(("name", n.to_string()));
+        }
+        let mut rb = self
+            .request(Method::GET, "/api/v1/manifestworks/summary")
+            .query(&query);
+        if let Some(t) = opts.blocking_timeout() {
+            rb = rb.timeout(t);
+        }
+        self.send(rb).await
     }
 }

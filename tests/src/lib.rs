@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod load;
 pub mod postgres;
 pub mod procs;

@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use api::{ClientConfig, HubClient};
 
-/// The workspace's binaries directory (`target/<profile>`), from this test's own path.
+/// The workspace's binaries directory (`target/<profile>`), from this process' own path:
+/// `target/<profile>/deps/<test-binary>` for tests, `target/<profile>/<bin>` for the
+/// benchmark binaries.
 fn target_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("cannot locate the target directory")
+    let dir = exe.parent().context("cannot locate the target directory")?;
+    if dir.file_name().is_some_and(|d| d == "deps") {
+        dir.parent()
+            .map(Path::to_path_buf)
+            .context("cannot locate the target directory")
+    } else {
+        Ok(dir.to_path_buf())
+    }
 }
 
 /// Path of a workspace binary (`hub`, `klusterlet`), built (or brought up to date) once

@@ -239,13 +239,15 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
                 ResultStatus::Done
             };
             results.extend(starts.into_iter().map(|s| {
-                let work = s.seen.unwrap_or_else(|| ManifestWork::new(&s.cluster, &s.work, Vec::new()));
+                let work = s
+                    .seen
+                    .unwrap_or_else(|| ManifestWork::new(&s.cluster, &s.work, Vec::new()));
                 WorkResult {
                     cluster: s.cluster,
                     work: s.work,
                     action: s.action,
                     status: took,
-                    message: format!("{}", s.action.unwrap_or("applied")),
+                    message: s.action.unwrap_or("applied").to_string(),
                     generation: work.metadata.generation,
                     conditions: work.status.conditions,
                     pending: Vec::new(),
@@ -265,7 +267,10 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
 }
 
 /// The names of the clusters a selector matches, skipping those being deleted.
-pub(super) async fn matching_clusters(client: &HubClient, selector: &str) -> Result<Vec<String>, CliError> {
+pub(super) async fn matching_clusters(
+    client: &HubClient,
+    selector: &str,
+) -> Result<Vec<String>, CliError> {
     let opts = ListOptions {
         label_selector: Some(selector.to_string()),
         ..Default::default()

@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 
 use api::{ClientError, HubClient, Indexed, ListOptions, ManagedCluster, ManifestWork};
 use clap::{ArgGroup, Args, Subcommand};
+use serde::Serialize;
 
 use super::get::{check_selector, list_all_clusters, list_all_works};
+use super::output::DocumentFormat;
 use super::{
     CLUSTER_RESOURCE, CliError, ConnectionArgs, WORK_RESOURCE, WaitArgs, describe_client_error,
     output,
@@ -63,6 +65,80 @@ pub struct DeleteWorkArgs {
     /// Waiting.
     #[command(flatten)]
     pub wait: WaitArgs,
+    /// Output.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// `-o` and `--quiet` of `hub delete`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ReportArgs {
+    /// Print a DeleteResult as JSON or YAML instead of one line per object.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<DocumentFormat>,
+    /// Print nothing but errors (and the -o document).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// What happened to one object (`hub delete -o json|yaml`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteOutcome {
+    /// `ManifestWork` or `ManagedCluster`.
+    pub kind: &'static str,
+    /// The work's cluster (works only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The object's name.
+    pub name: String,
+    /// `deleted` (gone, or asked for with --wait=false) or `timeout` (still there).
+    pub status: &'static str,
+    /// What keeps it, with `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+}
+
+/// The document `hub delete -o json|yaml` prints.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteResult {
+    /// Always `v1`.
+    pub api_version: &'static str,
+    /// Always `DeleteResult`.
+    pub kind: &'static str,
+    /// `done` or `timeout`.
+    pub status: &'static str,
+    /// One per object.
+    pub results: Vec<DeleteOutcome>,
+}
+
+impl ReportArgs {
+    /// Prints a line unless quiet or printing a document.
+    fn line(&self, text: &str) {
+        if !self.quiet && self.output.is_none() {
+            output::print(text);
+        }
+    }
+
+    /// Prints the document, if asked for.
+    fn document(&self, results: Vec<DeleteOutcome>) -> Result<(), CliError> {
+        if let Some(format) = self.output {
+            let status = if results.iter().all(|r| r.status == "deleted") {
+                "done"
+            } else {
+                "timeout"
+            };
+            let doc = DeleteResult {
+                api_version: "v1",
+                kind: "DeleteResult",
+                status,
+                results,
+            };
+            output::print(&output::document(&doc, format)?);
+        }
+        Ok(())
+    }
 }
 
 /// `hub delete cluster`.
@@ -77,6 +153,9 @@ pub struct DeleteClusterArgs {
     /// Waiting.
     #[command(flatten)]
     pub wait: WaitArgs,
+    /// Output.
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 /// Runs `hub delete`.
@@ -108,6 +187,7 @@ async fn delete_work(args: DeleteWorkArgs, connection: &ConnectionArgs) -> Resul
         cluster,
         cluster_selector,
         wait: WaitArgs { wait, timeout },
+        report,
     } = args;
     check_selector("--cluster-selector", cluster_selector.as_deref())?;
     let deadline = deadline_after(timeout);
@@ -150,19 +230,39 @@ async fn delete_work(args: DeleteWorkArgs, connection: &ConnectionArgs) -> Resul
         }
         (None, None) => unreachable!("clap requires --cluster or --cluster-selector"),
     };
+    let outcome = |c: &str, pending: Option<String>| DeleteOutcome {
+        kind: "ManifestWork",
+        cluster: Some(c.to_string()),
+        name: name.clone(),
+        status: if pending.is_some() {
+            "timeout"
+        } else {
+            "deleted"
+        },
+        pending,
+    };
+    let mut results = Vec::new();
     if !wait {
         for c in &targets {
-            output::print(&work_deleted(&name, c));
+            report.line(&work_deleted(&name, c));
+            results.push(outcome(c, None));
         }
-        return Ok(());
+        return report.document(results);
     }
     let mut pending = Vec::new();
     for c in &targets {
         match wait_work_gone(&client, c, &name, deadline).await? {
-            None => output::print(&work_deleted(&name, c)),
-            Some(w) => pending.push(work_pending(&w)),
+            None => {
+                report.line(&work_deleted(&name, c));
+                results.push(outcome(c, None));
+            }
+            Some(w) => {
+                pending.push(work_pending(&w));
+                results.push(outcome(c, Some(work_pending(&w))));
+            }
         }
     }
+    report.document(results)?;
     if !pending.is_empty() {
         return Err(CliError::TimedOut(format!(
             "timed out after {} waiting for the deletion of {}",
@@ -244,6 +344,7 @@ async fn delete_cluster(
         name,
         force,
         wait: WaitArgs { wait, timeout },
+        report,
     } = args;
     let deadline = deadline_after(timeout);
     let client = connection.client()?;
@@ -255,9 +356,20 @@ async fn delete_cluster(
         );
     }
     let deleted = format!("{CLUSTER_RESOURCE} {name:?} deleted\n");
+    let outcome = |pending: Option<String>| DeleteOutcome {
+        kind: "ManagedCluster",
+        cluster: None,
+        name: name.clone(),
+        status: if pending.is_some() {
+            "timeout"
+        } else {
+            "deleted"
+        },
+        pending,
+    };
     if deletion.removed || !wait {
-        output::print(&deleted);
-        return Ok(());
+        report.line(&deleted);
+        return report.document(vec![outcome(None)]);
     }
     let get = |opts: ListOptions| {
         let (client, name) = (&client, &name);
@@ -265,8 +377,8 @@ async fn delete_cluster(
     };
     let still: Option<ManagedCluster> = wait_gone(get, deadline).await?;
     if still.is_none() {
-        output::print(&deleted);
-        return Ok(());
+        report.line(&deleted);
+        return report.document(vec![outcome(None)]);
     }
     let works = list_all_works(&client, Some(&name), ListOptions::default())
         .await
@@ -285,6 +397,7 @@ async fn delete_cluster(
             works.join(", ")
         )
     };
+    report.document(vec![outcome(Some(pending.clone()))])?;
     Err(CliError::TimedOut(format!(
         "timed out after {} waiting for the deletion of cluster {name}: {pending}",
         humantime(timeout)

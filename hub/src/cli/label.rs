@@ -37,15 +37,26 @@ pub struct LabelClusterArgs {
     /// `key=value` to set a label, `key-` to remove one.
     #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
     pub labels: Vec<String>,
+    /// Print the cluster as the API returns it, as JSON or YAML.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<output::DocumentFormat>,
 }
 
 /// Runs `hub label`.
 pub async fn run(args: LabelArgs) -> Result<(), CliError> {
     let LabelArgs { what, connection } = args;
-    let LabelCommand::Cluster(LabelClusterArgs { name, labels }) = what;
+    let LabelCommand::Cluster(LabelClusterArgs {
+        name,
+        labels,
+        output: format,
+    }) = what;
     let patch = parse_label_changes(&labels)?;
     let client = connection.client()?;
-    client.set_cluster_labels(&name, &patch).await?;
+    let cluster = client.set_cluster_labels(&name, &patch).await?.value;
+    if let Some(format) = format {
+        output::print(&output::document(&cluster, format)?);
+        return Ok(());
+    }
     let verb = if patch.values().any(Option::is_some) {
         "labeled"
     } else {

@@ -55,7 +55,7 @@ pub enum ClientCommand {
     /// namespace that differs from --cluster; nothing is sent then); 3 --wait ran out of
     /// --timeout (what is still pending is printed); 4 the hub is unreachable or answered
     /// 5xx, 401 or 403.
-    Apply(apply::ApplyArgs),
+    Apply(Box<apply::ApplyArgs>),
     /// Show what `hub apply` would change: the work's spec as a unified diff and the
     /// manifests added, changed and removed.
     ///
@@ -66,7 +66,7 @@ pub enum ClientCommand {
     /// Exit codes (like kubectl diff): 0 no differences; 1 differences; 2 usage error,
     /// bad input, or the hub refused (e.g. no cluster matches the selector); 4 the hub is
     /// unreachable or answered 5xx, 401 or 403.
-    Diff(diff::DiffArgs),
+    Diff(Box<diff::DiffArgs>),
     /// Wait until a work is Ready, Applied, Available or deleted on its clusters.
     ///
     /// Blocking queries only (no polling). A work is done on a cluster when its
@@ -294,8 +294,8 @@ pub struct WaitArgs {
 /// refused, 2 usage, 3 timed out, 4 hub unreachable, 5xx, 401/403).
 pub async fn run(command: ClientCommand) -> i32 {
     let result = match command {
-        ClientCommand::Apply(args) => apply::run(args).await,
-        ClientCommand::Diff(args) => diff::run(args).await,
+        ClientCommand::Apply(args) => apply::run(*args).await,
+        ClientCommand::Diff(args) => diff::run(*args).await,
         ClientCommand::Wait(args) => wait::run(args).await,
         ClientCommand::Describe(args) => describe::run(args).await,
         ClientCommand::Completion(args) => completion::run(args),

@@ -32,14 +32,24 @@ pub enum RevokeCommand {
 pub struct RevokeClusterArgs {
     /// The cluster's name.
     pub name: String,
+    /// Print the cluster as the API returns it, as JSON or YAML.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<output::DocumentFormat>,
 }
 
 /// Runs `hub revoke`.
 pub async fn run(args: RevokeArgs) -> Result<(), CliError> {
     let RevokeArgs { what, connection } = args;
-    let RevokeCommand::Cluster(RevokeClusterArgs { name }) = what;
+    let RevokeCommand::Cluster(RevokeClusterArgs {
+        name,
+        output: format,
+    }) = what;
     let client = connection.client()?;
-    client.revoke_cluster(&name).await?;
+    let cluster = client.revoke_cluster(&name).await?;
+    if let Some(format) = format {
+        output::print(&output::document(&cluster, format)?);
+        return Ok(());
+    }
     output::print(&format!(
         "cluster {name} revoked: its agent's credentials no longer work; nothing was deleted\n"
     ));

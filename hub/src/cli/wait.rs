@@ -267,8 +267,24 @@ pub async fn run(args: WaitArgs) -> Result<(), CliError> {
         }));
         starts.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     }
-    let report = wait_for(&client, scope, starts, for_, started, timeout, &mut progress).await?;
-    conclude("WaitResult", Some(for_), report, started, output, &mut progress)
+    let report = wait_for(
+        &client,
+        scope,
+        starts,
+        for_,
+        started,
+        timeout,
+        &mut progress,
+    )
+    .await?;
+    conclude(
+        "WaitResult",
+        Some(for_),
+        report,
+        started,
+        output,
+        &mut progress,
+    )
 }
 
 /// Where the clusters' records are read from while waiting.
@@ -370,7 +386,11 @@ impl ResourceReport {
 
     /// `Kind namespace/name`, `Kind name`, or `manifest N`.
     pub fn resource(&self) -> String {
-        match (self.kind.is_empty(), self.name.is_empty(), self.namespace.is_empty()) {
+        match (
+            self.kind.is_empty(),
+            self.name.is_empty(),
+            self.namespace.is_empty(),
+        ) {
             (true, _, _) | (_, true, _) => format!("manifest {}", self.ordinal),
             (false, false, true) => format!("{} {}", self.kind, self.name),
             (false, false, false) => format!("{} {}/{}", self.kind, self.namespace, self.name),
@@ -482,8 +502,6 @@ pub fn conclude(
 /// The hub's last word on one work.
 #[derive(Debug, Clone)]
 enum Seen {
-    /// Not answered yet.
-    Waiting,
     /// The work as last read.
     Present(Box<ManifestWork>),
     /// 404.
@@ -579,7 +597,10 @@ fn unavailability(cluster: &ClusterSeen) -> Option<Unavailability> {
 
 /// Per-manifest conditions at the work's current generation: those that failed to apply
 /// and those not yet `type_`.
-fn resource_reports(work: &ManifestWork, type_: &str) -> (Vec<ResourceReport>, Vec<ResourceReport>) {
+fn resource_reports(
+    work: &ManifestWork,
+    type_: &str,
+) -> (Vec<ResourceReport>, Vec<ResourceReport>) {
     let generation = work.metadata.generation;
     let mut pending = Vec::new();
     let mut failed = Vec::new();
@@ -611,18 +632,16 @@ fn resource_reports(work: &ManifestWork, type_: &str) -> (Vec<ResourceReport>, V
 fn evaluate(for_: WaitFor, seen: &Seen, cluster: &ClusterSeen) -> Verdict {
     let unavailable = unavailability(cluster);
     let work = match seen {
-        Seen::Waiting => return Verdict::new(State::Pending, "waiting for the hub"),
         Seen::Gone if for_ == WaitFor::Deleted => return Verdict::new(State::Done, "deleted"),
         Seen::Gone => {
-            return Verdict::new(
-                State::Failed,
-                "the work was deleted while waiting for it",
-            );
+            return Verdict::new(State::Failed, "the work was deleted while waiting for it");
         }
         Seen::Present(w) => w,
     };
     let generation = work.metadata.generation;
-    let gen_text = generation.map(|g| format!(" (generation {g})")).unwrap_or_default();
+    let gen_text = generation
+        .map(|g| format!(" (generation {g})"))
+        .unwrap_or_default();
     let Some(type_) = for_.condition() else {
         // Waiting for a deletion.
         let m = &work.metadata;
@@ -704,9 +723,7 @@ fn evaluate(for_: WaitFor, seen: &Seen, cluster: &ClusterSeen) -> Verdict {
                 .and_then(|c| c.observed_generation)
                 .map(|g| format!(", it last reported generation {g}"))
                 .unwrap_or_default();
-            v.message = format!(
-                "waiting for the agent to report{gen_text}{reported}"
-            );
+            v.message = format!("waiting for the agent to report{gen_text}{reported}");
         }
     }
     if unavailable.is_some() {
@@ -774,10 +791,7 @@ fn render(
                     v.message
                 );
                 let lease = match u.and_then(|u| u.last_lease) {
-                    Some(t) => format!(
-                        "last lease {} ago",
-                        output::human_duration(now - t)
-                    ),
+                    Some(t) => format!("last lease {} ago", output::human_duration(now - t)),
                     None => "no lease yet".to_string(),
                 };
                 let display = format!(
@@ -844,15 +858,9 @@ impl Progress {
     /// stream is a terminal, nothing at all when `quiet`.
     pub fn new(to_stderr: bool, quiet: bool) -> Self {
         let (out, terminal): (Box<dyn Write + Send>, bool) = if to_stderr {
-            (
-                Box::new(std::io::stderr()),
-                std::io::stderr().is_terminal(),
-            )
+            (Box::new(std::io::stderr()), std::io::stderr().is_terminal())
         } else {
-            (
-                Box::new(std::io::stdout()),
-                std::io::stdout().is_terminal(),
-            )
+            (Box::new(std::io::stdout()), std::io::stdout().is_terminal())
         };
         let mode = match (quiet, terminal) {
             (true, _) => ProgressMode::Quiet,
@@ -1085,9 +1093,18 @@ async fn watch_clusters(
     }
 }
 
+/// The hub's trouble in one line; the same for every request (no path or query), so that
+/// it is printed once per change, not once per watcher.
 fn trouble_text(e: &ClientError) -> String {
     let text = describe_client_error(e, None);
-    text.strip_prefix("error: ").unwrap_or(&text).to_string()
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    match e {
+        ClientError::Transport { url, .. } => {
+            let base = url.split("/api/").next().unwrap_or(url);
+            text.replace(url.as_str(), base)
+        }
+        _ => text.to_string(),
+    }
 }
 
 /// Waits until every start is done, one fails, or the deadline passes, showing progress.
@@ -1209,13 +1226,7 @@ pub async fn wait_for(
         })
         .collect();
     Ok(report(
-        for_,
-        status,
-        &starts,
-        &seen,
-        &verdicts,
-        started,
-        timeout,
+        for_, status, &starts, &seen, &verdicts, started, timeout,
     ))
 }
 
@@ -1252,7 +1263,9 @@ fn report(
                 None => v.message.clone(),
             },
             generation: work.and_then(|w| w.metadata.generation),
-            conditions: work.map(|w| w.status.conditions.clone()).unwrap_or_default(),
+            conditions: work
+                .map(|w| w.status.conditions.clone())
+                .unwrap_or_default(),
             pending: v.pending.clone(),
             failed: v.failed.clone(),
             last_lease_time: v.unavailable.as_ref().and_then(|u| u.last_lease),
@@ -1329,21 +1342,26 @@ fn pending_text(start: &Start, v: &Verdict, several_works: bool) -> String {
     let mut text = match &v.unavailable {
         Some(u) => {
             let lease = match u.last_lease {
-                Some(t) => format!(
-                    "last lease {} ago",
-                    output::human_duration(Utc::now() - t)
-                ),
+                Some(t) => format!("last lease {} ago", output::human_duration(Utc::now() - t)),
                 None => "no lease yet".to_string(),
             };
             format!("{who}: unavailable ({}; {lease}): {}", u.why, v.message)
         }
         None => format!("{who}: {}", v.message),
     };
-    let resources: Vec<String> = v.pending.iter().take(MAX_RESOURCE_LINES).map(ResourceReport::line).collect();
+    let resources: Vec<String> = v
+        .pending
+        .iter()
+        .take(MAX_RESOURCE_LINES)
+        .map(ResourceReport::line)
+        .collect();
     if !resources.is_empty() {
         text.push_str(&format!(" [{}", resources.join(", ")));
         if v.pending.len() > MAX_RESOURCE_LINES {
-            text.push_str(&format!(", and {} more", v.pending.len() - MAX_RESOURCE_LINES));
+            text.push_str(&format!(
+                ", and {} more",
+                v.pending.len() - MAX_RESOURCE_LINES
+            ));
         }
         text.push(']');
     }
@@ -1385,7 +1403,10 @@ mod tests {
             assert!(err.contains(bad.split('=').next().unwrap()), "{bad}: {err}");
         }
         assert!(WaitFor::parse_condition("delete").is_err());
-        assert_eq!(WaitFor::parse_condition("condition=Applied"), Ok(WaitFor::Applied));
+        assert_eq!(
+            WaitFor::parse_condition("condition=Applied"),
+            Ok(WaitFor::Applied)
+        );
     }
 
     fn work(generation: i64, conditions: serde_json::Value, manifests: serde_json::Value) -> Seen {
@@ -1411,7 +1432,11 @@ mod tests {
         ))
     }
 
-    fn deployment(generation: i64, applied: (&str, &str, &str), ready: (&str, &str)) -> serde_json::Value {
+    fn deployment(
+        generation: i64,
+        applied: (&str, &str, &str),
+        ready: (&str, &str),
+    ) -> serde_json::Value {
         json!({
             "resourceMeta": {"ordinal": 0, "group": "apps", "version": "v1", "kind": "Deployment", "namespace": "ns", "name": "web"},
             "conditions": [
@@ -1424,20 +1449,37 @@ mod tests {
     #[test]
     fn done_needs_the_condition_at_the_current_generation_on_an_available_cluster() {
         let up = cluster("True", "ManagedClusterAvailable");
-        let stale = work(3, json!([{"type": "Ready", "status": "True", "observedGeneration": 2}]), json!([]));
+        let stale = work(
+            3,
+            json!([{"type": "Ready", "status": "True", "observedGeneration": 2}]),
+            json!([]),
+        );
         let v = evaluate(WaitFor::Ready, &stale, &up);
         assert_eq!(v.state, State::Pending);
-        assert!(v.message.contains("generation 3") && v.message.contains("last reported generation 2"), "{v:?}");
+        assert!(
+            v.message.contains("generation 3") && v.message.contains("last reported generation 2"),
+            "{v:?}"
+        );
 
-        let ready = work(3, json!([{"type": "Ready", "status": "True", "observedGeneration": 3}]), json!([]));
+        let ready = work(
+            3,
+            json!([{"type": "Ready", "status": "True", "observedGeneration": 3}]),
+            json!([]),
+        );
         assert_eq!(evaluate(WaitFor::Ready, &ready, &up).state, State::Done);
         // Not yet known whether the cluster is available: not done yet.
-        assert_eq!(evaluate(WaitFor::Ready, &ready, &ClusterSeen::Waiting).state, State::Pending);
+        assert_eq!(
+            evaluate(WaitFor::Ready, &ready, &ClusterSeen::Waiting).state,
+            State::Pending
+        );
         // A cluster whose lease expired never counts as done.
         let down = cluster("Unknown", "ManagedClusterLeaseUpdateStopped");
         let v = evaluate(WaitFor::Ready, &ready, &down);
         assert_eq!(v.state, State::Unavailable);
-        assert_eq!(v.unavailable.as_ref().unwrap().why, "ManagedClusterLeaseUpdateStopped");
+        assert_eq!(
+            v.unavailable.as_ref().unwrap().why,
+            "ManagedClusterLeaseUpdateStopped"
+        );
     }
 
     #[test]
@@ -1447,7 +1489,15 @@ mod tests {
             2,
             json!([{"type": "Degraded", "status": "True", "observedGeneration": 2, "message": "x"},
                    {"type": "Ready", "status": "False", "observedGeneration": 2}]),
-            json!([deployment(2, ("False", "Invalid", "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1"), ("False", "not applied"))]),
+            json!([deployment(
+                2,
+                (
+                    "False",
+                    "Invalid",
+                    "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1"
+                ),
+                ("False", "not applied")
+            )]),
         );
         let v = evaluate(WaitFor::Ready, &failed, &up);
         assert_eq!(v.state, State::Failed);
@@ -1458,7 +1508,11 @@ mod tests {
         assert_eq!(v.failed.len(), 1);
         assert_eq!(v.failed[0].api_version, "apps/v1");
         // Degraded at an older generation is history, not a failure.
-        let old = work(3, json!([{"type": "Degraded", "status": "True", "observedGeneration": 2}]), json!([]));
+        let old = work(
+            3,
+            json!([{"type": "Degraded", "status": "True", "observedGeneration": 2}]),
+            json!([]),
+        );
         assert_eq!(evaluate(WaitFor::Ready, &old, &up).state, State::Pending);
     }
 
@@ -1468,17 +1522,28 @@ mod tests {
         let rolling = work(
             1,
             json!([{"type": "Ready", "status": "False", "reason": "ResourcesNotReady", "observedGeneration": 1}]),
-            json!([deployment(1, ("True", "AppliedManifestComplete", ""), ("False", "0 of 2 replicas available"))]),
+            json!([deployment(
+                1,
+                ("True", "AppliedManifestComplete", ""),
+                ("False", "0 of 2 replicas available")
+            )]),
         );
         let v = evaluate(WaitFor::Ready, &rolling, &up);
         assert_eq!(v.state, State::Pending);
         assert_eq!(v.pending.len(), 1);
-        assert_eq!(v.pending[0].line(), "Deployment ns/web: Ready=False: 0 of 2 replicas available");
+        assert_eq!(
+            v.pending[0].line(),
+            "Deployment ns/web: Ready=False: 0 of 2 replicas available"
+        );
         // Applied: the same work is done.
         let applied = work(
             1,
             json!([{"type": "Applied", "status": "True", "observedGeneration": 1}]),
-            json!([deployment(1, ("True", "AppliedManifestComplete", ""), ("False", "0 of 2 replicas available"))]),
+            json!([deployment(
+                1,
+                ("True", "AppliedManifestComplete", ""),
+                ("False", "0 of 2 replicas available")
+            )]),
         );
         assert_eq!(evaluate(WaitFor::Applied, &applied, &up).state, State::Done);
     }
@@ -1486,13 +1551,19 @@ mod tests {
     #[test]
     fn deletion_is_done_when_the_work_is_gone() {
         let up = cluster("True", "");
-        assert_eq!(evaluate(WaitFor::Deleted, &Seen::Gone, &up).state, State::Done);
+        assert_eq!(
+            evaluate(WaitFor::Deleted, &Seen::Gone, &up).state,
+            State::Done
+        );
         let present = work(1, json!([]), json!([]));
         let v = evaluate(WaitFor::Deleted, &present, &up);
         assert_eq!(v.state, State::Pending);
         assert!(v.message.contains("no deletion"), "{v:?}");
         // Waiting for Ready on a work that goes away fails.
-        assert_eq!(evaluate(WaitFor::Ready, &Seen::Gone, &up).state, State::Failed);
+        assert_eq!(
+            evaluate(WaitFor::Ready, &Seen::Gone, &up).state,
+            State::Failed
+        );
     }
 
     /// A writer the test can read back.
@@ -1519,8 +1590,15 @@ mod tests {
         vec![("c1".into(), "web".into()), ("c2".into(), "web".into())]
     }
 
-    fn verdicts(first: State, second: State) -> Vec<Verdict> {
-        let mut a = Verdict::new(first, if first == State::Done { "Ready (generation 1)" } else { "waiting for Ready (generation 1): Ready=False" });
+    fn verdicts(first: State, second: State, now: DateTime<Utc>) -> Vec<Verdict> {
+        let mut a = Verdict::new(
+            first,
+            if first == State::Done {
+                "Ready (generation 1)"
+            } else {
+                "waiting for Ready (generation 1): Ready=False"
+            },
+        );
         if first == State::Pending {
             a.pending.push(ResourceReport {
                 ordinal: 0,
@@ -1538,7 +1616,7 @@ mod tests {
         if second == State::Unavailable {
             b.unavailable = Some(Unavailability {
                 why: "ManagedClusterLeaseUpdateStopped".into(),
-                last_lease: Some(Utc::now() - chrono::TimeDelta::seconds(12)),
+                last_lease: Some(now - chrono::TimeDelta::seconds(12)),
             });
         }
         vec![a, b]
@@ -1549,7 +1627,13 @@ mod tests {
         let sink = Sink::default();
         let mut p = Progress::with_writer(Box::new(sink.clone()), ProgressMode::Append);
         let now = Utc::now();
-        let lines = render(WaitFor::Ready, &targets(), &verdicts(State::Pending, State::Unavailable), None, now);
+        let lines = render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Pending, State::Unavailable, now),
+            None,
+            now,
+        );
         p.update(&lines);
         assert_eq!(
             sink.take(),
@@ -1558,11 +1642,23 @@ mod tests {
              cluster c2: unavailable (ManagedClusterLeaseUpdateStopped; last lease 12s ago), not counted as Ready: waiting for Ready (generation 1): Ready=False\n"
         );
         // The same state a few seconds later (only the lease age moved): nothing printed.
-        let later = render(WaitFor::Ready, &targets(), &verdicts(State::Pending, State::Unavailable), None, now + chrono::TimeDelta::seconds(3));
+        let later = render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Pending, State::Unavailable, now),
+            None,
+            now + chrono::TimeDelta::seconds(3),
+        );
         p.update(&later);
         assert_eq!(sink.take(), "");
         // c1 becomes ready, and the hub goes away: only those lines.
-        let lines = render(WaitFor::Ready, &targets(), &verdicts(State::Done, State::Unavailable), Some("cannot reach the hub"), now);
+        let lines = render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Done, State::Unavailable, now),
+            Some("cannot reach the hub"),
+            now,
+        );
         p.update(&lines);
         assert_eq!(
             sink.take(),
@@ -1577,52 +1673,114 @@ mod tests {
         let sink = Sink::default();
         let mut p = Progress::with_writer(Box::new(sink.clone()), ProgressMode::Terminal);
         let now = Utc::now();
-        p.update(&render(WaitFor::Ready, &targets(), &verdicts(State::Pending, State::Pending), None, now));
+        p.update(&render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Pending, State::Pending, now),
+            None,
+            now,
+        ));
         let first = sink.take();
         assert!(first.starts_with("\x1b[?7l"), "{first:?}");
         assert_eq!(first.matches('\n').count(), 3, "{first:?}");
         // Unchanged: nothing written.
-        p.update(&render(WaitFor::Ready, &targets(), &verdicts(State::Pending, State::Pending), None, now));
+        p.update(&render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Pending, State::Pending, now),
+            None,
+            now,
+        ));
         assert_eq!(sink.take(), "");
         // Changed: up three lines, clear, draw the two new ones.
-        p.update(&render(WaitFor::Ready, &targets(), &verdicts(State::Done, State::Pending), None, now));
+        p.update(&render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Done, State::Pending, now),
+            None,
+            now,
+        ));
         let second = sink.take();
         assert!(second.starts_with("\x1b[3A\r\x1b[J\x1b[?7l"), "{second:?}");
-        assert!(second.contains("cluster c1: Ready (generation 1)\n"), "{second:?}");
+        assert!(
+            second.contains("cluster c1: Ready (generation 1)\n"),
+            "{second:?}"
+        );
         assert_eq!(second.matches('\n').count(), 2, "{second:?}");
         // The summary stays below; the next block does not erase it.
         p.line("done");
         assert_eq!(sink.take(), "done\n");
-        p.update(&render(WaitFor::Ready, &targets(), &verdicts(State::Done, State::Done), None, now));
+        p.update(&render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Done, State::Done, now),
+            None,
+            now,
+        ));
         assert!(!sink.take().contains("\x1b[2A"));
     }
 
     #[test]
     fn quiet_progress_prints_nothing() {
+        let now = Utc::now();
         let sink = Sink::default();
         let mut p = Progress::with_writer(Box::new(sink.clone()), ProgressMode::Quiet);
-        p.update(&render(WaitFor::Ready, &targets(), &verdicts(State::Pending, State::Pending), None, Utc::now()));
+        p.update(&render(
+            WaitFor::Ready,
+            &targets(),
+            &verdicts(State::Pending, State::Pending, now),
+            None,
+            Utc::now(),
+        ));
         p.line("summary");
         assert_eq!(sink.take(), "");
     }
 
     #[test]
     fn the_timeout_message_names_cluster_and_resource() {
+        let now = Utc::now();
         let starts: Vec<Start> = targets()
             .into_iter()
-            .map(|(c, w)| Start { cluster: c, work: w, seen: None, index: 0, action: None })
+            .map(|(c, w)| Start {
+                cluster: c,
+                work: w,
+                seen: None,
+                index: 0,
+                action: None,
+            })
             .collect();
-        let v = verdicts(State::Pending, State::Unavailable);
-        let r = report(WaitFor::Ready, Overall::Timeout, &starts, &[Seen::Waiting, Seen::Waiting], &v, Instant::now(), Duration::from_secs(5));
-        let Some(CliError::TimedOut(msg)) = &r.error else { panic!("{r:?}") };
+        let v = verdicts(State::Pending, State::Unavailable, now);
+        let r = report(
+            WaitFor::Ready,
+            Overall::Timeout,
+            &starts,
+            &[Seen::Gone, Seen::Gone],
+            &v,
+            Instant::now(),
+            Duration::from_secs(5),
+        );
+        let Some(CliError::TimedOut(msg)) = &r.error else {
+            panic!("{r:?}")
+        };
         assert!(msg.starts_with("timed out after 5s waiting for manifestwork \"web\" to be Ready; still pending: cluster c1: "), "{msg}");
-        assert!(msg.contains("Deployment ns/web: Ready=False: 0 of 2 replicas available"), "{msg}");
-        assert!(msg.contains("cluster c2: unavailable (ManagedClusterLeaseUpdateStopped; last lease 12s ago)"), "{msg}");
+        assert!(
+            msg.contains("Deployment ns/web: Ready=False: 0 of 2 replicas available"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(
+                "cluster c2: unavailable (ManagedClusterLeaseUpdateStopped; last lease 12s ago)"
+            ),
+            "{msg}"
+        );
         assert_eq!(r.results[0].status, ResultStatus::Timeout);
         assert_eq!(r.results[1].status, ResultStatus::Unavailable);
         let doc = serde_json::to_value(&r.results[1]).unwrap();
         assert_eq!(doc["status"], "unavailable");
         assert!(doc["lastLeaseTime"].is_string(), "{doc}");
-        assert_eq!(r.summary, "timed out after 5s: manifestwork \"web\" Ready on 0 of 2 clusters");
+        assert_eq!(
+            r.summary,
+            "timed out after 5s: manifestwork \"web\" Ready on 0 of 2 clusters"
+        );
     }
 }

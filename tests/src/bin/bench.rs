@@ -1,0 +1,599 @@
+//! `bench`: measures a real release `hub serve` on loopback, and the database under it.
+//!
+//! `bench creates` starts a real Postgres (fsync on) and a hub on it, and/or a hub on
+//! SQLite in a temporary data dir, creates one cluster, then creates `--works` works of
+//! `--work-bytes` through `PUT` over HTTPS with keep-alive from `--clients` concurrent
+//! clients. On the same Postgres it then runs `pgbench` inserting an equivalent row, and
+//! prints works/s, latencies, the ratio to pgbench and where the CPU went, as markdown
+//! table rows or (`--json`) as JSON. Run it on the release build:
+//!
+//! ```text
+//! cargo run --release -p testkit --bin bench -- creates --backend both
+//! ```
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use anyhow::Context;
+use api::{ClientConfig, ManagedCluster};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use testkit::load::{
+    Connections, Cpu, CpuTime, CreateLoad, CreateReport, Latencies, MetricSummary, PgActivity,
+    PgProbe, PgbenchInserts, PgbenchLoad, PgbenchReport, create_works, machine_cpu, metric_summary,
+    scrape_metrics,
+};
+use testkit::postgres::{PostgresOptions, TestPostgres};
+use testkit::procs::HubProcess;
+
+/// Benchmarks of a real hub process on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create works through the REST API as fast as the hub acknowledges them, and compare
+    /// with pgbench inserting an equivalent row on the same Postgres.
+    Creates(CreatesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CreatesArgs {
+    /// Which store the hub runs on.
+    #[arg(long, value_enum, default_value_t = Backend::Both)]
+    backend: Backend,
+    /// How many works to create (per backend).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    works: u32,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    clients: u32,
+    /// Approximate JSON size of each work (one ConfigMap padded out).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=400_000))]
+    work_bytes: u32,
+    /// Whether the clients share one connection pool or each have their own client.
+    #[arg(long, value_enum, default_value_t = Connections::Shared)]
+    connections: Connections,
+    /// Stop starting requests after this long (per backend), e.g. 5m.
+    #[arg(long, default_value = "10m", value_parser = api::parse_duration)]
+    time_limit: Duration,
+    /// How long pgbench runs (`-T`), e.g. 15s.
+    #[arg(long, default_value = "15s", value_parser = api::parse_duration)]
+    pgbench_duration: Duration,
+    /// pgbench threads (`-j`); its clients (`-c`) are --clients.
+    #[arg(long, default_value_t = 2)]
+    pgbench_jobs: u32,
+    /// Skip the pgbench comparison.
+    #[arg(long)]
+    no_pgbench: bool,
+    /// Load pg_stat_statements into Postgres and report the statements that took the most
+    /// time (costs Postgres a little CPU; for finding where the time goes).
+    #[arg(long)]
+    profile: bool,
+    /// Print the report as JSON on stdout (the markdown rows go to stderr then).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Postgres,
+    Sqlite,
+    Both,
+}
+
+/// Everything one `bench creates` run measured.
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    hub: Vec<HubRun>,
+    pgbench: Option<PgbenchRun>,
+    /// Hub works/s on Postgres over pgbench's tps.
+    hub_postgres_over_pgbench: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    memory_gib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct HubRun {
+    backend: &'static str,
+    connections: Connections,
+    works: usize,
+    clients: usize,
+    work_bytes: usize,
+    created: usize,
+    failed: usize,
+    first_error: Option<String>,
+    timed_out: bool,
+    seconds: f64,
+    works_per_second: f64,
+    latency_ms: LatencyMs,
+    cpu_seconds: CpuSeconds,
+    /// Write transactions the hub's writer committed during the run.
+    write_batches: f64,
+    mean_write_batch: f64,
+    /// What Postgres did (absent on SQLite).
+    postgres: Option<PgActivity>,
+}
+
+#[derive(Debug, Serialize)]
+struct PgbenchRun {
+    clients: usize,
+    jobs: usize,
+    seconds: f64,
+    transactions: u64,
+    tps: f64,
+    latency_ms: LatencyMs,
+    cpu_seconds: CpuSeconds,
+    postgres: PgActivity,
+    command: String,
+    script: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyMs {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    mean: f64,
+}
+
+impl From<&Latencies> for LatencyMs {
+    fn from(l: &Latencies) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        LatencyMs {
+            p50: ms(l.quantile(0.5)),
+            p99: ms(l.quantile(0.99)),
+            max: ms(l.max()),
+            mean: ms(l.mean()),
+        }
+    }
+}
+
+/// CPU used during a measurement, per process, in seconds.
+#[derive(Debug, Default, Serialize)]
+struct CpuSeconds {
+    /// The hub process (absent for pgbench).
+    hub: f64,
+    /// The postmaster and its backends (zero on SQLite).
+    postgres: f64,
+    /// This process, or pgbench for the pgbench run.
+    client: f64,
+    /// User time of every other process on the machine: other work running meanwhile,
+    /// which disturbs the figures (near zero is a clean run).
+    others_user: f64,
+    /// Kernel time not charged to the processes above: kernel threads (softirq, disk
+    /// writeback, journal) working for the run, and other processes' kernel time.
+    others_kernel: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let Command::Creates(args) = Cli::parse().command;
+    let report = creates(&args).await?;
+    let table = markdown(&report);
+    if args.json {
+        eprint!("{table}");
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{table}");
+    }
+    if report
+        .hub
+        .iter()
+        .any(|r| r.failed > 0 || r.timed_out || r.created < r.works)
+    {
+        anyhow::bail!("some works were not created; see first_error");
+    }
+    Ok(())
+}
+
+async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
+    let CreatesArgs {
+        backend,
+        works,
+        clients,
+        work_bytes,
+        connections,
+        time_limit,
+        pgbench_duration,
+        pgbench_jobs,
+        no_pgbench,
+        profile,
+        json: _,
+    } = *args;
+    let load = CreateLoad {
+        cluster: "bench".into(),
+        works: works as usize,
+        clients: clients as usize,
+        work_bytes: work_bytes as usize,
+        connections,
+        time_limit,
+    };
+    let mut report = Report {
+        machine: machine(),
+        hub: Vec::new(),
+        pgbench: None,
+        hub_postgres_over_pgbench: None,
+    };
+
+    if matches!(backend, Backend::Postgres | Backend::Both) {
+        eprintln!("starting postgres (fsync on)");
+        let mut options = PostgresOptions::default();
+        if profile {
+            options = options.setting("shared_preload_libraries", "pg_stat_statements");
+        }
+        let postgres =
+            tokio::task::spawn_blocking(move || TestPostgres::start_with(options)).await??;
+        let url = postgres.fresh_database().await?;
+        let dir = tempfile::tempdir()?;
+        let hub = HubProcess::start(dir.path(), &["--database-url", &url]).await?;
+        report
+            .hub
+            .push(run_hub("postgres", &hub, Some((&postgres, profile)), &load).await?);
+        drop(hub);
+        if !no_pgbench {
+            let pgbench = PgbenchLoad {
+                clients: clients as usize,
+                jobs: pgbench_jobs as usize,
+                duration: pgbench_duration,
+                row_bytes: work_bytes as usize,
+            };
+            eprintln!(
+                "pgbench: {} clients, {} threads, {:?}",
+                pgbench.clients, pgbench.jobs, pgbench.duration
+            );
+            let run = run_pgbench(&postgres, profile, &pgbench).await?;
+            report.hub_postgres_over_pgbench =
+                report.hub.first().map(|hub| hub.works_per_second / run.tps);
+            report.pgbench = Some(run);
+        }
+    }
+    if matches!(backend, Backend::Sqlite | Backend::Both) {
+        let dir = tempfile::tempdir()?;
+        let hub = HubProcess::start(dir.path(), &[]).await?;
+        report.hub.push(run_hub("sqlite", &hub, None, &load).await?);
+    }
+    Ok(report)
+}
+
+/// One create run against a started hub, with the CPU and write batches it cost.
+async fn run_hub(
+    backend: &'static str,
+    hub: &HubProcess,
+    postgres: Option<(&TestPostgres, bool)>,
+    load: &CreateLoad,
+) -> anyhow::Result<HubRun> {
+    let postmaster = postgres.map(|(p, _)| p.pid());
+    let hub_pid = hub.pid().context("hub not running")?;
+    let config = ClientConfig::load(&hub.client_config_path())?;
+    let client = hub.client()?;
+    client
+        .put_cluster(&ManagedCluster::new(&load.cluster, Default::default()))
+        .await
+        .context("creating the bench cluster")?;
+    eprintln!(
+        "hub on {backend} (pid {hub_pid}, {}): creating {} works of {} bytes from {} clients ({:?} connections)",
+        client.base_url(),
+        load.works,
+        load.work_bytes,
+        load.clients,
+        load.connections
+    );
+
+    let batches_before = write_batches(&client).await?;
+    let probe = match postgres {
+        Some((p, statements)) => Some(PgProbe::start(p, statements).await?),
+        None => None,
+    };
+    let cpu_before = cpu_snapshot(hub_pid, postmaster)?;
+    let created = create_works(&config, load).await?;
+    let cpu = cpu_snapshot(hub_pid, postmaster)?.since(&cpu_before);
+    let activity = match probe {
+        Some(probe) => Some(probe.finish().await?),
+        None => None,
+    };
+    let cpu = cpu.seconds(cpu.client);
+    let batches = write_batches(&client).await?.since(&batches_before);
+    if let Some(e) = &created.first_error {
+        eprintln!("first failure: {e}");
+    }
+    Ok(hub_run(backend, load, &created, cpu, batches, activity))
+}
+
+fn hub_run(
+    backend: &'static str,
+    load: &CreateLoad,
+    created: &CreateReport,
+    cpu: CpuSeconds,
+    batches: MetricSummary,
+    postgres: Option<PgActivity>,
+) -> HubRun {
+    HubRun {
+        backend,
+        connections: load.connections,
+        works: load.works,
+        clients: load.clients,
+        work_bytes: load.work_bytes,
+        created: created.created,
+        failed: created.failed,
+        first_error: created.first_error.clone(),
+        timed_out: created.timed_out,
+        seconds: created.elapsed.as_secs_f64(),
+        works_per_second: created.rate(),
+        latency_ms: (&created.latencies).into(),
+        cpu_seconds: cpu,
+        write_batches: batches.count,
+        mean_write_batch: batches.mean(),
+        postgres,
+    }
+}
+
+async fn run_pgbench(
+    postgres: &TestPostgres,
+    profile: bool,
+    load: &PgbenchLoad,
+) -> anyhow::Result<PgbenchRun> {
+    let pgbench = PgbenchInserts::prepare(postgres, load).await?;
+    let probe = PgProbe::start(postgres, profile).await?;
+    let before = cpu_snapshot(0, Some(postgres.pid()))?;
+    let run: PgbenchReport = pgbench.run().await?;
+    let cpu = cpu_snapshot(0, Some(postgres.pid()))?.since(&before);
+    let activity = probe.finish().await?;
+    Ok(PgbenchRun {
+        clients: load.clients,
+        jobs: load.jobs,
+        seconds: load.duration.as_secs_f64(),
+        transactions: run.transactions,
+        tps: run.tps,
+        latency_ms: (&run.latencies).into(),
+        // pgbench is our child, waited for: it counts in our children's time.
+        cpu_seconds: cpu.seconds(cpu.client_children),
+        postgres: activity,
+        command: run.command,
+        script: run.script,
+    })
+}
+
+/// CPU times of the machine, the hub (`pid` 0: none), the Postgres tree and this process.
+struct CpuSnapshot {
+    machine: Cpu,
+    hub: Cpu,
+    postgres: Cpu,
+    client: Cpu,
+    client_children: Cpu,
+}
+
+fn cpu_snapshot(hub_pid: u32, postmaster: Option<u32>) -> anyhow::Result<CpuSnapshot> {
+    let me = CpuTime::current()?;
+    Ok(CpuSnapshot {
+        machine: machine_cpu()?,
+        hub: if hub_pid == 0 {
+            Cpu::default()
+        } else {
+            CpuTime::of(hub_pid)?.own
+        },
+        postgres: match postmaster {
+            Some(pid) => CpuTime::of_tree(pid)?.total(),
+            None => Cpu::default(),
+        },
+        client: me.own,
+        client_children: me.waited_children,
+    })
+}
+
+impl CpuSnapshot {
+    fn since(self, earlier: &CpuSnapshot) -> CpuSnapshot {
+        CpuSnapshot {
+            machine: self.machine - earlier.machine,
+            hub: self.hub - earlier.hub,
+            postgres: self.postgres - earlier.postgres,
+            client: self.client - earlier.client,
+            client_children: self.client_children - earlier.client_children,
+        }
+    }
+
+    /// The figures of a difference, with `client` as the load's client.
+    fn seconds(&self, client: Cpu) -> CpuSeconds {
+        let ours = self.hub + self.postgres + self.client + self.client_children;
+        let others = self.machine - ours;
+        CpuSeconds {
+            hub: self.hub.total(),
+            postgres: self.postgres.total(),
+            client: client.total(),
+            others_user: others.user.max(0.0),
+            others_kernel: others.system.max(0.0),
+        }
+    }
+}
+
+async fn write_batches(client: &api::HubClient) -> anyhow::Result<MetricSummary> {
+    let page = scrape_metrics(client).await?;
+    // Absent until the first write; the bench cluster is one.
+    Ok(metric_summary(&page, "hub_write_batch_size").unwrap_or_default())
+}
+
+fn machine() -> Machine {
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+    }
+}
+
+/// The report as markdown: one row per measured figure, then where the time went.
+fn markdown(report: &Report) -> String {
+    let mut figures = Vec::new();
+    for r in &report.hub {
+        figures.push(vec![
+            format!("hub on {} ({:?})", r.backend, r.connections).to_lowercase(),
+            r.created.to_string(),
+            r.clients.to_string(),
+            r.work_bytes.to_string(),
+            format!("{:.0}", r.works_per_second),
+            format!("{:.2}", r.latency_ms.p50),
+            format!("{:.2}", r.latency_ms.p99),
+            format!("{:.2}", r.latency_ms.max),
+            r.failed.to_string(),
+        ]);
+    }
+    if let Some(p) = &report.pgbench {
+        figures.push(vec![
+            "pgbench insert".into(),
+            p.transactions.to_string(),
+            p.clients.to_string(),
+            report
+                .hub
+                .first()
+                .map_or(String::new(), |h| h.work_bytes.to_string()),
+            format!("{:.0}", p.tps),
+            format!("{:.2}", p.latency_ms.p50),
+            format!("{:.2}", p.latency_ms.p99),
+            format!("{:.2}", p.latency_ms.max),
+            "0".into(),
+        ]);
+    }
+    if let Some(ratio) = report.hub_postgres_over_pgbench {
+        let mut row = vec![String::new(); 9];
+        row[0] = "hub on postgres / pgbench".into();
+        row[4] = format!("{ratio:.2}");
+        figures.push(row);
+    }
+    let mut out = table(
+        &[
+            "run", "works/tx", "clients", "bytes", "rate /s", "p50 ms", "p99 ms", "max ms",
+            "failed",
+        ],
+        &figures,
+    );
+
+    let pg_cells = |pg: Option<&PgActivity>, n: f64| match pg {
+        Some(pg) => [
+            format!("{:.2}", pg.write_transactions as f64 / n),
+            format!("{:.0}", pg.wal_bytes as f64 / n),
+        ],
+        None => ["-".into(), "-".into()],
+    };
+    let mut costs = Vec::new();
+    for r in &report.hub {
+        let n = r.created.max(1) as f64;
+        let c = &r.cpu_seconds;
+        let [tx, wal] = pg_cells(r.postgres.as_ref(), n);
+        costs.push(vec![
+            format!("hub on {}", r.backend),
+            format!("{:.2}", r.seconds),
+            format!("{:.2} / {:.2} / {:.2}", c.hub, c.postgres, c.client),
+            format!("{:.2} / {:.2}", c.others_user, c.others_kernel),
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                c.hub * 1e6 / n,
+                c.postgres * 1e6 / n,
+                c.client * 1e6 / n
+            ),
+            format!("{:.0}", r.write_batches),
+            format!("{:.1}", r.mean_write_batch),
+            tx,
+            wal,
+        ]);
+    }
+    if let Some(p) = &report.pgbench {
+        let n = p.transactions.max(1) as f64;
+        let c = &p.cpu_seconds;
+        let [tx, wal] = pg_cells(Some(&p.postgres), n);
+        costs.push(vec![
+            "pgbench insert".into(),
+            format!("{:.2}", p.seconds),
+            format!("- / {:.2} / {:.2}", c.postgres, c.client),
+            format!("{:.2} / {:.2}", c.others_user, c.others_kernel),
+            format!(
+                "- / {:.0} / {:.0}",
+                c.postgres * 1e6 / n,
+                c.client * 1e6 / n
+            ),
+            p.transactions.to_string(),
+            "1.0".into(),
+            tx,
+            wal,
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "run",
+            "wall s",
+            "CPU s hub / postgres / client",
+            "other CPU s user / kernel",
+            "CPU µs per work",
+            "write batches",
+            "mean batch",
+            "pg write tx per work",
+            "WAL bytes per work",
+        ],
+        &costs,
+    ));
+
+    let runs = report
+        .hub
+        .iter()
+        .filter_map(|r| Some((format!("hub on {}", r.backend), r.postgres.as_ref()?)))
+        .chain(
+            report
+                .pgbench
+                .iter()
+                .map(|p| ("pgbench insert".to_string(), &p.postgres)),
+        );
+    for (run, pg) in runs {
+        if pg.statements.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<String>> = pg
+            .statements
+            .iter()
+            .map(|s| {
+                let mut query: String = s.query.chars().take(100).collect();
+                if query.len() < s.query.len() {
+                    query.push('…');
+                }
+                vec![
+                    s.calls.to_string(),
+                    format!("{:.0}", s.total_ms),
+                    format!("{:.3}", s.total_ms / s.calls.max(1) as f64),
+                    format!("`{}`", query.replace('|', "\\|")),
+                ]
+            })
+            .collect();
+        out.push_str(&format!("\nStatements of {run} (pg_stat_statements):\n\n"));
+        out.push_str(&table(
+            &["calls", "total ms", "mean ms", "statement"],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// A markdown table.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    out.push_str(&line(&vec!["---".to_string(); header.len()]));
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
