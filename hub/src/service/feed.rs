@@ -121,11 +121,11 @@ impl ChangeFeed {
     fn jump(&self, index: u64) {
         let mut inner = self.inner.lock().expect("feed lock");
         inner.ring.clear();
+        // `latest` first: a waiter woken by its cluster's channel reads it next.
+        self.latest.send_replace(index);
         for tx in inner.clusters.values() {
             tx.send_replace(index);
         }
-        drop(inner);
-        self.latest.send_replace(index);
     }
 
     fn push(&self, batch: Vec<Change>) {
@@ -143,6 +143,10 @@ impl ChangeFeed {
         while inner.ring.len() > RING {
             inner.ring.pop_front();
         }
+        // `latest` before the per-cluster channels: a waiter woken by its cluster's channel
+        // reads `latest` next, and must find the change there (it would otherwise go back
+        // to sleep on a channel it has already seen, until its wait runs out).
+        self.latest.send_replace(last);
         for cluster in touched {
             if let Some(tx) = inner.clusters.get(&cluster) {
                 tx.send_replace(last);
@@ -152,8 +156,6 @@ impl ChangeFeed {
         if inner.clusters.len() > 1024 {
             inner.clusters.retain(|_, tx| tx.receiver_count() > 0);
         }
-        drop(inner);
-        self.latest.send_replace(last);
     }
 
     /// Whether a change after `after` and at or below `upto` passes `filter`. Returns true
@@ -201,8 +203,9 @@ impl ChangeFeed {
         };
         let mut checked = after;
         loop {
-            rx.borrow_and_update();
-            let latest = self.latest();
+            // What woke us counts even if `latest` has not caught up with it yet.
+            let notified = *rx.borrow_and_update();
+            let latest = self.latest().max(notified);
             // An index from the future (say, a restored database) is answered at once.
             if after > latest {
                 return latest;
@@ -260,6 +263,31 @@ mod tests {
         );
         feed.push(vec![change(2, "c1")]);
         assert_eq!(waiter.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_waiter_wakes_even_if_latest_lags_its_channel() {
+        let feed = ChangeFeed::new(0);
+        let f2 = feed.clone();
+        let waiter = tokio::spawn(async move {
+            f2.wait(
+                0,
+                Some("c1"),
+                Box::new(|c: &Change| c.cluster == "c1"),
+                Duration::from_secs(30),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The change is in the ring and the cluster's channel says so, but `latest` has not
+        // moved yet (another publisher's moment in between).
+        {
+            let mut inner = feed.inner.lock().unwrap();
+            inner.ring.push_back(change(1, "c1"));
+            inner.clusters.get("c1").unwrap().send_replace(1);
+        }
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(woke.expect("woken at once").unwrap(), 1);
     }
 
     #[tokio::test]
