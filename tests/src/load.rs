@@ -304,7 +304,7 @@ impl PgbenchInserts {
         Ok(PgbenchInserts {
             command,
             dir,
-            script: statement.replace("DOC", &format!("'<{}-byte work JSON>'", document.len())),
+            script: statement.replace("DOC", &format!("<{}-byte work JSON>", document.len())),
         })
     }
 

@@ -555,6 +555,10 @@ struct LatencyReport {
     /// Works that took over a second (a blocking GET that missed its wake-up waits out its
     /// `wait`).
     over_one_second: usize,
+    /// Works whose blocking GET was still waiting when a plain GET (a second after the PUT,
+    /// then every 100 ms) already showed Applied=True: missed wake-ups. The figures are when
+    /// the plain GET saw it (an upper bound of when the hub had it).
+    missed_wakeups_visible_after_ms: Stats,
     /// write_to_applied over the first and the last tenth of the works.
     first_tenth_p50_ms: f64,
     last_tenth_p50_ms: f64,
@@ -593,6 +597,7 @@ async fn latency(args: &LatencyArgs) -> anyhow::Result<(String, Value)> {
         (vec![], vec![], vec![], vec![], vec![]);
     let mut timed_out = false;
     let (mut header_ahead, mut header_past_status) = (0, 0);
+    let mut missed: Vec<Duration> = Vec::new();
     eprintln!("latency: {} works, one after another", args.works);
     for i in 0..args.works {
         if started.elapsed() > args.time_limit {
@@ -603,7 +608,32 @@ async fn latency(args: &LatencyArgs) -> anyhow::Result<(String, Value)> {
         let t0 = Instant::now();
         let put = fleet.put(&name, vec![config_map(ns, &name, "v")]).await?;
         let acked = Instant::now();
-        let w = fleet.wait_applied(&name, put.index, observe).await?;
+        // With blocking GETs, a plain GET after a second tells whether the hub already holds
+        // Applied while the blocking GET still waits (a missed wake-up).
+        let blocking = fleet.wait_applied(&name, put.index, observe);
+        tokio::pin!(blocking);
+        let probe = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(probe);
+        let mut probing = matches!(observe, Observe::Blocking(_));
+        let w = loop {
+            tokio::select! {
+                r = &mut blocking => break r?,
+                _ = &mut probe, if probing => {
+                    let got = fleet
+                        .admin
+                        .get_work(&fleet.cluster_name, &name, &ListOptions::default())
+                        .await?;
+                    if applied(&got.value) {
+                        missed.push(Instant::now() - t0);
+                        probing = false;
+                    } else {
+                        probe
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + Duration::from_millis(100));
+                    }
+                }
+            }
+        };
         let status_version: u64 = w
             .metadata
             .resource_version
@@ -654,6 +684,7 @@ async fn latency(args: &LatencyArgs) -> anyhow::Result<(String, Value)> {
         object_to_ledger_ms: Stats::of(&to_ledger),
         ledger_to_applied_ms: Stats::of(&to_applied),
         over_one_second: stalls,
+        missed_wakeups_visible_after_ms: Stats::of(&missed),
         first_tenth_p50_ms: Stats::of(&total[..tenth]).p50,
         last_tenth_p50_ms: Stats::of(&total[total.len() - tenth..]).p50,
         put_header_index_ahead: header_ahead,
@@ -685,6 +716,12 @@ async fn latency(args: &LatencyArgs) -> anyhow::Result<(String, Value)> {
         &report.ledger_to_applied_ms,
     );
     s += &format!("works over 1 s: {}\n", report.over_one_second);
+    if report.missed_wakeups_visible_after_ms.n > 0 {
+        s += &stats_line(
+            "blocking GET still waiting while a plain GET already showed Applied (seen at)",
+            &report.missed_wakeups_visible_after_ms,
+        );
+    }
     s += &format!(
         "p50 over the first tenth {:.1} ms, over the last tenth {:.1} ms\n",
         report.first_tenth_p50_ms, report.last_tenth_p50_ms
