@@ -589,6 +589,29 @@ impl HubClient {
             .value)
     }
 
+    /// `GET /api/v1/clusters/{cluster}/manifestworks/{name}/history`: the work's own audit
+    /// entries, newest first; readable by anyone who may read the work.
+    pub async fn work_history(
+        &self,
+        cluster: &str,
+        name: &str,
+        limit: Option<u32>,
+    ) -> Result<List<AuditEntry>, ClientError> {
+        let q: Vec<(&str, String)> = limit
+            .map(|l| ("limit", l.to_string()))
+            .into_iter()
+            .collect();
+        let path = format!(
+            "/api/v1/clusters/{}/manifestworks/{}/history",
+            seg(cluster),
+            seg(name)
+        );
+        Ok(self
+            .send(self.request(Method::GET, &path).query(&q))
+            .await?
+            .value)
+    }
+
     /// `GET /api/v1/manifestworks/summary`: per work name (only `name` when given) across
     /// the caller's clusters, counts of applied, available, ready, degraded works and the
     /// failing resources; with `opts.index`, blocks until a work changed past it.

@@ -709,6 +709,37 @@ async fn describe_shows_status_feedback_and_history() {
     assert_eq!(doc["work"]["metadata"]["name"], "web");
     assert_eq!(doc["recentChanges"][0]["action"], "work.put");
 
+    // DESIGN.md: a work's own history is for anyone who may read the work, not only
+    // admins; a token scoped elsewhere gets 403 and exit 4.
+    let token = |clusters: &[&str]| {
+        let req = api::TokenRequest {
+            kind: api::TokenKind::Api,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            verbs: vec![api::Verb::Read],
+            ..Default::default()
+        };
+        let client = h.client.clone();
+        async move { client.create_token(&req).await.unwrap().token.unwrap() }
+    };
+    let reader = token(&["c1"]).await;
+    let run = cli(
+        &["describe", "work", "web", "--cluster", "c1", "-o", "json"],
+        &[("HUB_SERVER", &h.url), ("HUB_TOKEN", &reader)],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.json()["recentChanges"][0]["actor"], "admin", "{run}");
+    let outsider = token(&["c2"]).await;
+    let run = cli(
+        &["describe", "work", "web", "--cluster", "c1"],
+        &[("HUB_SERVER", &h.url), ("HUB_TOKEN", &outsider)],
+    )
+    .await;
+    assert_eq!(run.code, 4, "{run}");
+    assert!(run.stderr.contains("may not read"), "{run}");
+    let history = h.client.work_history("c1", "web", Some(0)).await.unwrap();
+    assert!(history.items.is_empty(), "limit=0 gives none: {history:?}");
+
     let run = h.cli(&["describe", "cluster", "c1"]).await;
     assert_eq!(run.code, 0, "{run}");
     for want in [

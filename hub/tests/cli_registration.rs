@@ -370,6 +370,29 @@ async fn the_join_line_registers_and_accept_by_name_joins_the_cluster() {
         run.stdout,
         format!("cluster c2 accepted (request {})\n", reg2.id)
     );
+    // -o json: the decided requests as the API returns them, a RegistrationList for
+    // several (as kubectl prints a List); notes and errors stay on stderr.
+    let reg3 = register(&agent, "c3").await.unwrap();
+    let reg4 = register(&agent, "c4").await.unwrap();
+    let run = hub
+        .cli(&["accept", "c3", "c4", "c2", "nobody", "-o", "json"])
+        .await;
+    assert_eq!(run.code, 1, "{run}");
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["kind"], "RegistrationList", "{run}");
+    let ids: Vec<&str> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [reg3.id.as_str(), reg4.id.as_str()], "{run}");
+    assert_eq!(doc["items"][0]["state"], "Accepted", "{run}");
+    assert!(
+        run.stderr.contains("cluster c2 is already accepted"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("nobody has no pending"), "{run}");
 
     // Revoking cuts the agent off and deletes nothing.
     let run = hub.cli(&["revoke", "cluster", "c1"]).await;
@@ -469,11 +492,10 @@ async fn two_agents_asking_for_one_name_are_decided_by_request_id() {
     assert!(err.fails(1).contains("NotFound"), "{err}");
 
     // Now one is pending: deny by name takes it.
-    let run = hub.cli(&["deny", "dup"]).await;
-    assert_eq!(
-        run.ok(),
-        format!("cluster dup denied (request {})\n", first.id)
-    );
+    let run = hub.cli(&["deny", "dup", "-o", "yaml"]).await;
+    let doc: Value = serde_saphyr::from_str(run.ok()).unwrap();
+    assert_eq!(doc["id"], first.id.as_str(), "{run}");
+    assert_eq!(doc["state"], "Denied", "{run}");
     let run = hub.cli(&["get", "registrations", "--cluster", "dup"]).await;
     assert_eq!(run.row(&first.id)[2], "Denied");
     assert_eq!(run.row(&second.id)[2], "Accepted");

@@ -28,8 +28,8 @@ pub struct DescribeArgs {
 /// The kinds `hub describe` describes.
 #[derive(Debug, Subcommand)]
 pub enum DescribeCommand {
-    /// A ManifestWork: conditions, per-resource status and feedback, recent changes from
-    /// the audit log (shown to admins; other tokens see the rest).
+    /// A ManifestWork: conditions, per-resource status and feedback, and its recent
+    /// changes from the audit log (who, what, when, from where).
     #[command(visible_alias = "works", aliases = ["manifestwork", "manifestworks", "mw"])]
     Work(DescribeWorkArgs),
     /// A ManagedCluster: labels, claims, conditions, lease age, taints, works.
@@ -73,10 +73,8 @@ pub struct WorkDescription {
     pub kind: &'static str,
     /// The work as the API returns it, with Secret data as `sha256:<hex>`.
     pub work: ManifestWork,
-    /// The work's recent changes from the audit log, newest first (absent when the
-    /// token may not read the audit log).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recent_changes: Option<Vec<AuditEntry>>,
+    /// The work's recent changes from the audit log, newest first.
+    pub recent_changes: Vec<AuditEntry>,
 }
 
 /// Counts of a cluster's works by their conditions at the current generation.
@@ -133,18 +131,13 @@ async fn work(client: &HubClient, args: DescribeWorkArgs) -> Result<(), CliError
         hash_secret_data(m);
     }
     let target = format!("clusters/{cluster}/manifestworks/{name}");
-    // Only admins read the audit log; everyone else still gets the rest.
-    let recent_changes = client
-        .list_audit(Some(&target), Some(RECENT_CHANGES * 5))
-        .await
-        .ok()
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter(|e| e.target == target)
-                .take(RECENT_CHANGES as usize)
-                .collect::<Vec<_>>()
-        });
+    let recent_changes: Vec<AuditEntry> = client
+        .work_history(&cluster, &name, Some(RECENT_CHANGES))
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.target == target)
+        .collect();
     if let Some(format) = output {
         let doc = WorkDescription {
             api_version: "v1",
@@ -155,7 +148,7 @@ async fn work(client: &HubClient, args: DescribeWorkArgs) -> Result<(), CliError
         output::print(&output::document(&doc, format)?);
         return Ok(());
     }
-    output::print(&describe_work(&work, recent_changes.as_deref(), Utc::now()));
+    output::print(&describe_work(&work, &recent_changes, Utc::now()));
     Ok(())
 }
 
@@ -211,11 +204,7 @@ fn conditions_table(
 }
 
 /// The text of `hub describe work`.
-fn describe_work(
-    work: &ManifestWork,
-    changes: Option<&[AuditEntry]>,
-    now: DateTime<Utc>,
-) -> String {
+fn describe_work(work: &ManifestWork, changes: &[AuditEntry], now: DateTime<Utc>) -> String {
     let m = &work.metadata;
     let mut out = String::new();
     field(&mut out, "Name", &m.name);
@@ -363,9 +352,8 @@ fn describe_work(
 
     out.push_str("Recent changes:\n");
     match changes {
-        None => out.push_str("  <the audit log is readable by admins only>\n"),
-        Some([]) => out.push_str("  <none>\n"),
-        Some(entries) => {
+        [] => out.push_str("  <none>\n"),
+        entries => {
             let mut t = Table::new(&["TIME", "ACTOR", "ACTION", "DETAILS"]);
             for e in entries {
                 t.row(vec![
@@ -544,7 +532,7 @@ mod tests {
             source: "127.0.0.1:1".into(),
             details: json!({"generation": 2, "created": false}),
         };
-        let text = describe_work(&work, Some(&[entry]), now);
+        let text = describe_work(&work, &[entry], now);
         for want in [
             "Name:             web\n",
             "Cluster:          c1\n",
@@ -557,6 +545,6 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
-        assert!(describe_work(&work, None, now).contains("readable by admins only"));
+        assert!(describe_work(&work, &[], now).contains("Recent changes:\n  <none>\n"));
     }
 }

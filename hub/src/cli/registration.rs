@@ -8,7 +8,7 @@ use chrono::Utc;
 use clap::Args;
 
 use super::delete::{humantime, next_wait};
-use super::output::{self, OutputFormat, Table};
+use super::output::{self, DocumentFormat, OutputFormat, Table};
 use super::{CliError, ConnectionArgs, describe_client_error};
 
 /// The flags of `hub accept` (its help text is on [`super::ClientCommand::Accept`]).
@@ -27,6 +27,10 @@ pub struct AcceptArgs {
     /// How long --wait waits, e.g. 30s, 5m (exit code 3 when it runs out).
     #[arg(long, default_value = "5m", value_parser = api::parse_duration, requires = "wait")]
     pub timeout: Duration,
+    /// Print the decided join requests as the API returns them, as JSON or YAML: the one
+    /// request itself, or a `RegistrationList` when several were decided (as kubectl does).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<DocumentFormat>,
     /// How to reach the hub.
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -42,6 +46,9 @@ pub struct DenyArgs {
     /// pending request of NAME; at most one NAME goes with it, and must be the request's.
     #[arg(long, value_name = "ID")]
     pub request: Option<String>,
+    /// Print the decided join requests as JSON or YAML, as `hub accept -o` does.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<DocumentFormat>,
     /// How to reach the hub.
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -98,11 +105,15 @@ pub async fn accept(args: AcceptArgs) -> Result<(), CliError> {
         request,
         wait,
         timeout,
+        output,
         connection,
     } = args;
     let deadline = Instant::now() + timeout;
     let wait = wait.then_some((deadline, timeout));
-    decide(Decision::Accept, names, request, wait, &connection).await
+    let mut report = Report::new(Decision::Accept, output);
+    let result = decide(&mut report, names, request, wait, &connection).await;
+    report.finish()?;
+    result
 }
 
 /// Runs `hub deny`.
@@ -110,18 +121,73 @@ pub async fn deny(args: DenyArgs) -> Result<(), CliError> {
     let DenyArgs {
         names,
         request,
+        output,
         connection,
     } = args;
-    decide(Decision::Deny, names, request, None, &connection).await
+    let mut report = Report::new(Decision::Deny, output);
+    let result = decide(&mut report, names, request, None, &connection).await;
+    report.finish()?;
+    result
+}
+
+/// What `hub accept` and `hub deny` print on stdout: a line per decided request, or with
+/// `-o` the decided requests themselves, once all are decided.
+struct Report {
+    decision: Decision,
+    format: Option<DocumentFormat>,
+    decided: Vec<Registration>,
+}
+
+impl Report {
+    fn new(decision: Decision, format: Option<DocumentFormat>) -> Self {
+        Report {
+            decision,
+            format,
+            decided: Vec::new(),
+        }
+    }
+
+    fn decided(&mut self, reg: Registration) {
+        match self.format {
+            Some(_) => self.decided.push(reg),
+            None => output::print(&decided_line(self.decision, &reg)),
+        }
+    }
+
+    /// A line about a name that needed no decision; kept off stdout under `-o`, where
+    /// only documents go.
+    fn note(&self, line: &str) {
+        match self.format {
+            Some(_) => eprint!("{line}"),
+            None => output::print(line),
+        }
+    }
+
+    fn finish(self) -> Result<(), CliError> {
+        let Some(format) = self.format else {
+            return Ok(());
+        };
+        let text = match self.decided.as_slice() {
+            [] => return Ok(()),
+            [one] => output::document(one, format)?,
+            _ => output::document(
+                &List::new("RegistrationList", self.decided, 0, None),
+                format,
+            )?,
+        };
+        output::print(&text);
+        Ok(())
+    }
 }
 
 async fn decide(
-    decision: Decision,
+    report: &mut Report,
     mut names: Vec<String>,
     request: Option<String>,
     wait: Option<(Instant, Duration)>,
     connection: &ConnectionArgs,
 ) -> Result<(), CliError> {
+    let decision = report.decision;
     if let Some(id) = request {
         if names.len() > 1 {
             return Err(CliError::Usage(format!(
@@ -130,7 +196,7 @@ async fn decide(
             )));
         }
         let client = connection.client()?;
-        return decide_request(&client, decision, &id, names.first().map(String::as_str)).await;
+        return decide_request(&client, report, &id, names.first().map(String::as_str)).await;
     }
     let mut seen = std::collections::BTreeSet::new();
     names.retain(|n| seen.insert(n.clone()));
@@ -141,11 +207,11 @@ async fn decide(
     let mut waiting = Vec::new();
     for name in names {
         match find(&list.items, &name) {
-            Found::Pending(reg) => code = code.max(decide_one(&client, decision, reg).await),
+            Found::Pending(reg) => code = code.max(decide_one(&client, report, reg).await),
             Found::Ambiguous(regs) => code = code.max(ambiguous(decision, &name, &regs)),
             Found::None => {
                 if decision == Decision::Accept && already_accepted(&client, &name).await? {
-                    output::print(&format!("cluster {name} is already accepted\n"));
+                    report.note(&format!("cluster {name} is already accepted\n"));
                 } else if wait.is_some() {
                     waiting.push(name);
                 } else {
@@ -190,13 +256,13 @@ async fn decide(
             for name in waiting {
                 match find(&list.items, &name) {
                     Found::Pending(reg) => {
-                        code = code.max(decide_one(&client, decision, reg).await);
+                        code = code.max(decide_one(&client, report, reg).await);
                     }
                     Found::Ambiguous(regs) => code = code.max(ambiguous(decision, &name, &regs)),
                     Found::None => match accepted_since(&list.items, &name, start) {
                         // Accepted meanwhile without us: by an auto-accept token or
                         // another admin.
-                        Some(reg) => output::print(&format!(
+                        Some(reg) => report.note(&format!(
                             "cluster {name} is already accepted (request {})\n",
                             reg.id
                         )),
@@ -288,10 +354,10 @@ fn ambiguous(decision: Decision, name: &str, regs: &[&Registration]) -> i32 {
 }
 
 /// Decides one request found by name; prints the outcome and returns the exit code.
-async fn decide_one(client: &HubClient, decision: Decision, reg: &Registration) -> i32 {
-    match decision.apply(client, &reg.id).await {
+async fn decide_one(client: &HubClient, report: &mut Report, reg: &Registration) -> i32 {
+    match report.decision.apply(client, &reg.id).await {
         Ok(reg) => {
-            output::print(&decided_line(decision, &reg));
+            report.decided(reg);
             0
         }
         Err(e) => {
@@ -314,7 +380,7 @@ fn decided_line(decision: Decision, reg: &Registration) -> String {
 /// `--request ID`: decides that request, after checking it is NAME's when NAME is given.
 async fn decide_request(
     client: &HubClient,
-    decision: Decision,
+    report: &mut Report,
     id: &str,
     name: Option<&str>,
 ) -> Result<(), CliError> {
@@ -330,8 +396,8 @@ async fn decide_request(
             reg.cluster_name
         )));
     }
-    let reg = decision.apply(client, id).await?;
-    output::print(&decided_line(decision, &reg));
+    let reg = report.decision.apply(client, id).await?;
+    report.decided(reg);
     Ok(())
 }
 

@@ -100,6 +100,10 @@ pub fn router(state: AppState) -> Router {
             put(works::put_status),
         )
         .route(
+            "/clusters/{cluster}/manifestworks/{name}/history",
+            get(works::history),
+        )
+        .route(
             "/clusters/{cluster}/manifestworks/{name}/finalizers",
             axum::routing::delete(works::remove_finalizer),
         )

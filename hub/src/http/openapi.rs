@@ -128,6 +128,14 @@ const ROUTES: &[(HttpMethod, &str, &str, &str, bool, bool)] = &[
         true,
     ),
     (
+        HttpMethod::Get,
+        "/api/v1/clusters/{cluster}/manifestworks/{name}/history",
+        "getWorkHistory",
+        "The work's own audit entries, newest first (readers of the work; limit)",
+        false,
+        true,
+    ),
+    (
         HttpMethod::Put,
         "/api/v1/clusters/{cluster}/manifestworks/{name}/status",
         "putWorkStatus",

@@ -229,7 +229,17 @@ pub async fn audit(
 ) -> Result<Response, Error> {
     let Query(params) = params?;
     who.require_admin()?;
-    let limit = match params.limit.as_deref() {
+    audit_list(&state, params.target.as_deref(), params.limit.as_deref()).await
+}
+
+/// The audit entries of `target` and below (all when absent), newest first, as an
+/// `AuditList` response; `limit` is the query parameter as given.
+pub async fn audit_list(
+    state: &AppState,
+    target: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Response, Error> {
+    let limit = match limit {
         None | Some("") => 100,
         Some(l) => l
             .parse::<u32>()
@@ -241,7 +251,7 @@ pub async fn audit(
     let items = state
         .hub
         .store()
-        .list_audit(params.target.as_deref().filter(|t| !t.is_empty()), limit)
+        .list_audit(target.filter(|t| !t.is_empty()), limit)
         .await?;
     let list = api::List::new("AuditList", items, state.hub.index(), None);
     Ok(respond(

@@ -93,6 +93,33 @@ pub async fn get(
     }
 }
 
+/// Query of a work's history.
+#[derive(Debug, Deserialize)]
+pub struct HistoryParams {
+    /// Most entries (default 100, at most 10,000).
+    pub limit: Option<String>,
+}
+
+/// `GET /api/v1/clusters/{cluster}/manifestworks/{name}/history`: the work's own entries
+/// of the audit log, newest first, for anyone who may read the work (DESIGN.md Security);
+/// the whole log stays admin-only. It outlives the work, so a deleted work has one too.
+pub async fn history(
+    State(state): State<AppState>,
+    who: Principal,
+    path: WorkPath,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Response, Error> {
+    let Path((cluster, name)) = path?;
+    let Query(params) = params?;
+    state.hub.authorize(&who, &cluster, Action::Read).await?;
+    super::registration::audit_list(
+        &state,
+        Some(&target(&cluster, &name)),
+        params.limit.as_deref(),
+    )
+    .await
+}
+
 /// `GET /api/v1/clusters/{cluster}/manifestworks`, blocking with `index`.
 pub async fn list(
     State(state): State<AppState>,

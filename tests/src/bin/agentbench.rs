@@ -951,10 +951,9 @@ async fn apply500(args: &Apply500Args) -> anyhow::Result<(String, Value)> {
                 i + 1,
                 p.to_first_object,
                 p.first_to_last_object,
-                p.last_object_to_ledger
-                    .map_or(String::new(), |v| format!(
-                        ", last object → ledger {v:.3} s"
-                    )),
+                p.last_object_to_ledger.map_or(String::new(), |v| format!(
+                    ", last object → ledger {v:.3} s"
+                )),
                 p.to_done
             );
         }
@@ -1025,9 +1024,9 @@ impl Kubectl {
         limit: Duration,
     ) -> anyhow::Result<(Instant, Instant)> {
         let text = match input {
-            KubectlInput::List => {
-                serde_json::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": objects}))?
-            }
+            KubectlInput::List => serde_json::to_string(
+                &json!({"apiVersion": "v1", "kind": "List", "items": objects}),
+            )?,
             KubectlInput::Documents | KubectlInput::DocumentsNoValidate => {
                 let mut text = String::new();
                 for o in objects {
