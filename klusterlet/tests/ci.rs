@@ -2,9 +2,6 @@
 //! `hub serve`, real `klusterlet run` agents and a real managed cluster (kube-apiserver,
 //! controller-manager, scheduler and a KWOK node, so Deployments become available).
 //! Asserted: exit codes, what stdout and stderr say, and how long a wait takes.
-//!
-//! `apply_wait_applied_latency` is the benchmark of docs/benchmarks.md (ignored by default:
-//! `cargo test --release -p klusterlet --test ci -- --ignored --nocapture`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -937,59 +934,4 @@ fn docs_block(name: &str) -> String {
     let body = &after[start..];
     let body = &body[body.find('\n').unwrap() + 1..];
     body[..body.find("```").unwrap()].to_string()
-}
-
-/// Time from `hub apply --wait --for Applied` start to exit 0 for a ConfigMap-only work,
-/// over 20 runs (each changes the ConfigMap, so the agent applies every time).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test --release -p klusterlet --test ci -- --ignored --nocapture"]
-async fn apply_wait_applied_latency() {
-    let fleet = Fleet::start().await;
-    let agent = fleet.join("bench", &[]).await;
-    let mut times = Vec::new();
-    for i in 0..21 {
-        let file = fleet.write("cm.yaml", &agent.config_map("bench", &i.to_string()));
-        let run = fleet
-            .cli(&[
-                "apply",
-                "-f",
-                &file,
-                "--cluster",
-                "bench",
-                "--name",
-                "bench",
-                "--wait",
-                "--for",
-                "Applied",
-                "--timeout",
-                "60s",
-                "--quiet",
-            ])
-            .await;
-        if run.code != 0 {
-            let work = fleet
-                .admin
-                .get_work("bench", "bench", &Default::default())
-                .await
-                .map(|w| serde_json::to_string_pretty(&w.value).unwrap());
-            panic!(
-                "{run}\nthe work now: {work:?}\nagent log:\n{}\nhub log:\n{}",
-                agent.log(),
-                fleet.hub_log()
-            );
-        }
-        // The first run also creates the work; it is a warm-up.
-        if i > 0 {
-            times.push(run.elapsed);
-        }
-    }
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "apply --wait --for Applied, ConfigMap, {} runs: p50 {:.0} ms, min {:.0} ms, max {:.0} ms",
-        times.len(),
-        ms(times[times.len() / 2]),
-        ms(times[0]),
-        ms(times[times.len() - 1])
-    );
 }

@@ -58,6 +58,17 @@ enum Command {
     Idle(IdleArgs),
     /// Registration latency: request → access token, auto-accept.
     Joins(JoinsArgs),
+    /// `hub apply --wait --for Applied` of a ConfigMap work, start to exit 0, as a CI job
+    /// runs it (the release `hub` binary, a new process each time).
+    CiWait(CiWaitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CiWaitArgs {
+    /// Timed runs; each changes the ConfigMap, so the agent applies every time. One
+    /// untimed run that creates the work comes first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    runs: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             Command::Apply500(a) => apply500(a).await,
             Command::Idle(a) => idle(a).await,
             Command::Joins(a) => joins(a).await,
+            Command::CiWait(a) => ci_wait(a).await,
         }
     };
     let (summary, report) = tokio::time::timeout(HARD_LIMIT, run)
@@ -982,6 +994,53 @@ impl ApplySeries {
         self.median_seconds = median(&self.seconds);
         self.phases.push(p);
     }
+}
+
+async fn ci_wait(args: &CiWaitArgs) -> anyhow::Result<(String, Value)> {
+    let hub_bin = tokio::task::spawn_blocking(|| testkit::procs::binary("hub")).await??;
+    let fleet = Fleet::start(&FleetOptions {
+        resync: Duration::from_secs(3600),
+        debug_log: false,
+    })
+    .await?;
+    let ns = "ciwait";
+    fleet.create_namespace(ns).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("cm.json");
+    let mut times = Vec::new();
+    for i in 0..=args.runs {
+        std::fs::write(&file, config_map(ns, "ci", &i.to_string()).to_string())?;
+        let started = Instant::now();
+        let out = tokio::process::Command::new(&hub_bin)
+            .arg("apply")
+            .arg("-f")
+            .arg(&file)
+            .args(["--cluster", &fleet.cluster_name, "--name", "ci"])
+            .args(["--wait", "--for", "Applied", "--timeout", "60s", "--quiet"])
+            .env("HUB_CONFIG", fleet.hub.client_config_path())
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            bail!(
+                "hub apply --wait exited {:?}: {}\nklusterlet log tail:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr),
+                fleet.agent_log_tail()
+            );
+        }
+        // The first run also creates the work: a warm-up.
+        if i > 0 {
+            times.push(took);
+        }
+    }
+    let stats = Stats::of(&times);
+    let summary = stats_line(
+        "hub apply --wait --for Applied (ConfigMap work), start to exit 0",
+        &stats,
+    );
+    Ok((summary, json!({"ciWait": stats})))
 }
 
 /// Splits one run by what the watch saw in `ns`.
