@@ -89,7 +89,11 @@ async fn create_read_and_round_trip(f: Fixture) {
         json!({"subject": {"type": "ServiceAccount"}}),
     );
     w.spec.workload.manifests[0]["unmodelled"] = json!({"deep": [1, "x", null]});
-    let created = f.hub.put_work("c1", "w1", w.clone(), None).await.unwrap();
+    let created = f
+        .hub
+        .put_work("c1", "w1", w.clone(), None, None)
+        .await
+        .unwrap();
     assert!(created.created);
     let m = &created.work.metadata;
     assert!(m.uid.is_some() && m.creation_timestamp.is_some());
@@ -117,11 +121,15 @@ async fn generation_and_resource_version(f: Fixture) {
     let w = work("w1", json!({}), cm("a", "1"));
     let first = f
         .hub
-        .put_work("c1", "w1", w.clone(), None)
+        .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap()
         .work;
-    let same = f.hub.put_work("c1", "w1", w.clone(), None).await.unwrap();
+    let same = f
+        .hub
+        .put_work("c1", "w1", w.clone(), None, None)
+        .await
+        .unwrap();
     assert!(!same.created);
     assert_eq!(rv(&same.work), rv(&first), "a no-op put changes nothing");
     let relabelled = f
@@ -130,6 +138,7 @@ async fn generation_and_resource_version(f: Fixture) {
             "c1",
             "w1",
             work("w1", json!({"x": "y"}), cm("a", "1")),
+            None,
             None,
         )
         .await
@@ -148,6 +157,7 @@ async fn generation_and_resource_version(f: Fixture) {
             "w1",
             work("w1", json!({"x": "y"}), cm("a", "2")),
             None,
+            None,
         )
         .await
         .unwrap()
@@ -164,7 +174,7 @@ async fn optimistic_concurrency(f: Fixture) {
     cluster(&f.hub, "c1", &[]).await;
     let first = f
         .hub
-        .put_work("c1", "w1", work("w1", json!({}), cm("a", "1")), None)
+        .put_work("c1", "w1", work("w1", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap()
         .work;
@@ -172,7 +182,7 @@ async fn optimistic_concurrency(f: Fixture) {
     stale.metadata.resource_version = Some("1".into());
     let e = f
         .hub
-        .put_work("c1", "w1", stale.clone(), None)
+        .put_work("c1", "w1", stale.clone(), None, None)
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Conflict(_)), "{e:?}");
@@ -183,6 +193,7 @@ async fn optimistic_concurrency(f: Fixture) {
             "w1",
             work("w1", json!({}), cm("a", "2")),
             Some("\"1\"".into()),
+            None,
         )
         .await
         .unwrap_err();
@@ -191,7 +202,7 @@ async fn optimistic_concurrency(f: Fixture) {
     let tag = format!("\"{}\"", rv(&first));
     let ok = f
         .hub
-        .put_work("c1", "w1", stale, Some(tag))
+        .put_work("c1", "w1", stale, Some(tag), None)
         .await
         .unwrap()
         .work;
@@ -203,7 +214,13 @@ async fn optimistic_concurrency(f: Fixture) {
     );
     let e = f
         .hub
-        .put_work("nope", "w1", work("w1", json!({}), cm("a", "1")), None)
+        .put_work(
+            "nope",
+            "w1",
+            work("w1", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -215,10 +232,10 @@ async fn optimistic_concurrency(f: Fixture) {
 async fn deletion_with_and_without_finalizers(f: Fixture) {
     cluster(&f.hub, "plain", &[]).await;
     f.hub
-        .put_work("plain", "w", work("w", json!({}), cm("a", "1")), None)
+        .put_work("plain", "w", work("w", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
-    let d = f.hub.delete_work("plain", "w").await.unwrap();
+    let d = f.hub.delete_work("plain", "w", None).await.unwrap();
     assert!(d.gone, "no agent, no finalizer: removed at once");
     assert!(
         f.hub
@@ -233,7 +250,13 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
     f.hub.mark_cluster_joined("joined").await.unwrap();
     let w = f
         .hub
-        .put_work("joined", "w", work("w", json!({}), cm("a", "1")), None)
+        .put_work(
+            "joined",
+            "w",
+            work("w", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap()
         .work;
@@ -243,18 +266,24 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
     sneaky.metadata.finalizers = vec![];
     let w = f
         .hub
-        .put_work("joined", "w", sneaky, None)
+        .put_work("joined", "w", sneaky, None, None)
         .await
         .unwrap()
         .work;
     assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
-    let d = f.hub.delete_work("joined", "w").await.unwrap();
+    let d = f.hub.delete_work("joined", "w", None).await.unwrap();
     assert!(!d.gone);
     assert!(d.work.metadata.deletion_timestamp.is_some());
     assert!(d.work.condition("Deleting").is_some_and(Condition::is_true));
     let e = f
         .hub
-        .put_work("joined", "w", work("w", json!({}), cm("a", "3")), None)
+        .put_work(
+            "joined",
+            "w",
+            work("w", json!({}), cm("a", "3")),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Deleting(_)), "{e:?}");
@@ -291,11 +320,11 @@ fn status_at(generation: i64, reason: &str) -> ManifestWorkStatus {
 async fn status_writes_never_roll_back(f: Fixture) {
     cluster(&f.hub, "c1", &[]).await;
     f.hub
-        .put_work("c1", "w", work("w", json!({}), cm("a", "1")), None)
+        .put_work("c1", "w", work("w", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
     f.hub
-        .put_work("c1", "w", work("w", json!({}), cm("a", "2")), None)
+        .put_work("c1", "w", work("w", json!({}), cm("a", "2")), None, None)
         .await
         .unwrap();
     let w = f
@@ -317,7 +346,13 @@ async fn status_writes_never_roll_back(f: Fixture) {
     // A user's PUT keeps the agent's status.
     let w = f
         .hub
-        .put_work("c1", "w", work("w", json!({"l": "v"}), cm("a", "2")), None)
+        .put_work(
+            "c1",
+            "w",
+            work("w", json!({"l": "v"}), cm("a", "2")),
+            None,
+            None,
+        )
         .await
         .unwrap()
         .work;
@@ -342,6 +377,7 @@ async fn selectors_and_pages(f: Fixture) {
                     &format!("w{i}"),
                     work("x", json!({"tier": tier}), cm("a", "1")),
                     None,
+                    None,
                 )
                 .await
                 .unwrap_err();
@@ -350,6 +386,7 @@ async fn selectors_and_pages(f: Fixture) {
                     c,
                     &format!("w{i}"),
                     work(&format!("w{i}"), json!({"tier": tier}), cm("a", "1")),
+                    None,
                     None,
                 )
                 .await
@@ -418,7 +455,7 @@ async fn selectors_and_pages(f: Fixture) {
 async fn cluster_deletion(f: Fixture) {
     cluster(&f.hub, "gone", &[]).await;
     f.hub
-        .put_work("gone", "w", work("w", json!({}), cm("a", "1")), None)
+        .put_work("gone", "w", work("w", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
     let d = f.hub.delete_cluster("gone", false).await.unwrap();
@@ -431,11 +468,23 @@ async fn cluster_deletion(f: Fixture) {
     cluster(&f.hub, "held", &[]).await;
     f.hub.mark_cluster_joined("held").await.unwrap();
     f.hub
-        .put_work("held", "w1", work("w1", json!({}), cm("a", "1")), None)
+        .put_work(
+            "held",
+            "w1",
+            work("w1", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap();
     f.hub
-        .put_work("held", "w2", work("w2", json!({}), cm("a", "1")), None)
+        .put_work(
+            "held",
+            "w2",
+            work("w2", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap();
     let d = f.hub.delete_cluster("held", false).await.unwrap();
@@ -448,7 +497,13 @@ async fn cluster_deletion(f: Fixture) {
     );
     let e = f
         .hub
-        .put_work("held", "w3", work("w3", json!({}), cm("a", "1")), None)
+        .put_work(
+            "held",
+            "w3",
+            work("w3", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Deleting(_)), "{e:?}");
@@ -472,7 +527,13 @@ async fn cluster_deletion(f: Fixture) {
     cluster(&f.hub, "forced", &[]).await;
     f.hub.mark_cluster_joined("forced").await.unwrap();
     f.hub
-        .put_work("forced", "w", work("w", json!({}), cm("a", "1")), None)
+        .put_work(
+            "forced",
+            "w",
+            work("w", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap();
     let d = f.hub.delete_cluster("forced", true).await.unwrap();
@@ -496,7 +557,7 @@ async fn blocking_queries(f: Fixture) {
     cluster(&f.hub, "c1", &[]).await;
     cluster(&f.hub, "c2", &[]).await;
     f.hub
-        .put_work("c1", "w", work("w", json!({}), cm("a", "1")), None)
+        .put_work("c1", "w", work("w", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
     let index = f
@@ -532,13 +593,19 @@ async fn blocking_queries(f: Fixture) {
     let waiter = tokio::spawn(async move { hub.list_works(q).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(100)).await;
     f.hub
-        .put_work("c2", "other", work("other", json!({}), cm("a", "1")), None)
+        .put_work(
+            "c2",
+            "other",
+            work("other", json!({}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished(), "c2's write woke c1's waiter");
     f.hub
-        .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None)
+        .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
     let l = tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -570,7 +637,7 @@ async fn blocking_queries(f: Fixture) {
         !waiter.is_finished(),
         "a status write woke the agent's own watch"
     );
-    f.hub.delete_work("c1", "w2").await.unwrap();
+    f.hub.delete_work("c1", "w2", None).await.unwrap();
     let l = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
@@ -593,7 +660,7 @@ async fn blocking_queries(f: Fixture) {
         .unwrap()
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    f.hub.delete_work("c1", "w").await.unwrap();
+    f.hub.delete_work("c1", "w", None).await.unwrap();
     let (w, after) = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
@@ -638,9 +705,15 @@ async fn concurrent_writers_and_a_blocking_reader(f: Fixture) {
             let mut acked = Vec::new();
             for i in 0..25 {
                 let name = format!("w-{t}-{i}");
-                hub.put_work("c1", &name, work(&name, json!({}), cm("a", "1")), None)
-                    .await
-                    .unwrap();
+                hub.put_work(
+                    "c1",
+                    &name,
+                    work(&name, json!({}), cm("a", "1")),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
                 acked.push((name, Instant::now()));
             }
             acked
@@ -667,7 +740,13 @@ async fn concurrent_writers_and_a_blocking_reader(f: Fixture) {
 async fn data_survives_a_restart(f: Fixture) {
     cluster(&f.hub, "c1", &[("k", "v")]).await;
     f.hub
-        .put_work("c1", "w", work("w", json!({"a": "b"}), cm("a", "1")), None)
+        .put_work(
+            "c1",
+            "w",
+            work("w", json!({"a": "b"}), cm("a", "1")),
+            None,
+            None,
+        )
         .await
         .unwrap();
     let index = f.hub.index();
@@ -680,11 +759,51 @@ async fn data_survives_a_restart(f: Fixture) {
     let (c, _) = reopened.get_cluster("c1", None).await.unwrap();
     assert_eq!(c.unwrap().metadata.labels["k"], "v");
     let w = reopened
-        .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None)
+        .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap()
         .work;
     assert_eq!(rv(&w), index + 1, "indexes continue where they stopped");
+}
+
+/// A work's audit entry commits with the write, in the writer's batch: present for every
+/// acknowledged write, absent for a refused one.
+async fn audit_commits_with_the_write(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let by = || {
+        Some(hub::service::Caller {
+            actor: "api:ci".into(),
+            source: "127.0.0.1:9".into(),
+        })
+    };
+    let w = work("w1", json!({}), cm("a", "1"));
+    f.hub
+        .put_work("c1", "w1", w.clone(), None, by())
+        .await
+        .unwrap();
+    let e = f
+        .hub
+        .put_work("c1", "w1", w, Some("\"1\"".into()), by())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PreconditionFailed(_)), "{e:?}");
+    f.hub.delete_work("c1", "w1", by()).await.unwrap();
+    let target = "clusters/c1/manifestworks/w1";
+    let log = f.hub.store().list_audit(Some(target), 10).await.unwrap();
+    let actions: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str(), e.source.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("work.delete", "api:ci", "127.0.0.1:9"),
+            ("work.put", "api:ci", "127.0.0.1:9")
+        ]
+    );
+    assert_eq!(log[1].details["created"], true);
+    assert_eq!(log[1].details["generation"], 1);
+    assert_eq!(log[0].details["removed"], true);
 }
 
 macro_rules! contract {
@@ -702,7 +821,9 @@ macro_rules! contract {
 
 contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
-    cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart);
+    cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
+    audit_commits_with_the_write);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
-    cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart);
+    cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
+    audit_commits_with_the_write);

@@ -7,12 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, respond};
 use crate::service::access::{Action, mask_secrets, reject_placeholders};
-use crate::service::{Error, WorkQuery, WorkWrite, works};
+use crate::service::{Caller, Error, WorkQuery, WorkWrite, works};
 
 type WorkPath = Result<Path<(String, String)>, PathRejection>;
 
@@ -40,6 +39,14 @@ fn write_response(state: &AppState, who: &Principal, w: WorkWrite) -> Response {
     work_response(status, state.hub.index(), who, w.work)
 }
 
+/// Who writes, for the audit entry that commits with the write.
+fn caller(who: &Principal, source: String) -> Caller {
+    Caller {
+        actor: who.actor(),
+        source,
+    }
+}
+
 fn target(cluster: &str, name: &str) -> String {
     format!("clusters/{cluster}/manifestworks/{name}")
 }
@@ -63,12 +70,11 @@ pub async fn put(
         .get("if-match")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let w = state.hub.put_work(&cluster, &name, work, if_match).await?;
-    let details = json!({"generation": w.work.metadata.generation, "resourceVersion": w.work.metadata.resource_version, "created": w.created});
-    state
+    let by = caller(&who, from);
+    let w = state
         .hub
-        .audit(&who, "work.put", &target(&cluster, &name), &from, details)
-        .await;
+        .put_work(&cluster, &name, work, if_match, Some(by))
+        .await?;
     Ok(write_response(&state, &who, w))
 }
 
@@ -186,17 +192,10 @@ pub async fn delete(
         .hub
         .authorize(&who, &cluster, Action::WriteWorks)
         .await?;
-    let w = state.hub.delete_work(&cluster, &name).await?;
-    state
+    let w = state
         .hub
-        .audit(
-            &who,
-            "work.delete",
-            &target(&cluster, &name),
-            &from,
-            json!({"removed": w.gone}),
-        )
-        .await;
+        .delete_work(&cluster, &name, Some(caller(&who, from)))
+        .await?;
     Ok(write_response(&state, &who, w))
 }
 

@@ -22,6 +22,7 @@ mod writer;
 
 pub use error::{Error, Result};
 use feed::ChangeFeed;
+pub use writer::Caller;
 use writer::{Op, Outcome, Writer};
 
 /// The longest a blocking query may wait.
@@ -169,14 +170,16 @@ impl Hub {
         }
     }
 
-    /// Creates or replaces a work (body validated against the path first).
-    #[tracing::instrument(skip(self, work), fields(cluster, name))]
+    /// Creates or replaces a work (body validated against the path first); with `by`, its
+    /// audit entry commits with it.
+    #[tracing::instrument(skip(self, work, by), fields(cluster, name))]
     pub async fn put_work(
         &self,
         cluster: &str,
         name: &str,
         mut work: ManifestWork,
         if_match: Option<String>,
+        by: Option<Caller>,
     ) -> Result<WorkWrite> {
         works::validate_work(cluster, name, &mut work)?;
         let put = works::PutWork {
@@ -185,18 +188,23 @@ impl Hub {
             work,
             if_match,
         };
-        Self::expect_work(self.writer.write(Op::PutWork(Box::new(put))).await?)
+        Self::expect_work(self.writer.write_by(Op::PutWork(Box::new(put)), by).await?)
     }
 
-    /// Asks for a work's deletion.
-    #[tracing::instrument(skip(self))]
-    pub async fn delete_work(&self, cluster: &str, name: &str) -> Result<WorkWrite> {
+    /// Asks for a work's deletion; with `by`, its audit entry commits with it.
+    #[tracing::instrument(skip(self, by))]
+    pub async fn delete_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        by: Option<Caller>,
+    ) -> Result<WorkWrite> {
         works::validate_cluster_name(cluster)?;
         let op = Op::DeleteWork {
             cluster: cluster.into(),
             name: name.into(),
         };
-        Self::expect_work(self.writer.write(op).await?)
+        Self::expect_work(self.writer.write_by(op, by).await?)
     }
 
     /// Writes a work's status (the cluster's agent).

@@ -225,8 +225,13 @@ pub trait WriteTx: Send {
     async fn get_agent(&mut self, cluster: &str) -> Result<Option<Agent>, StoreError>;
     /// Inserts or replaces a cluster's agent.
     async fn put_agent(&mut self, agent: &Agent) -> Result<(), StoreError>;
-    /// Records the changes, advances the index to the last one, tells other hubs, commits.
-    async fn commit(self: Box<Self>, changes: &[Change]) -> Result<(), StoreError>;
+    /// Records the changes and the audit entries of the writes, advances the index to the
+    /// last change, tells other hubs, commits.
+    async fn commit(
+        self: Box<Self>,
+        changes: &[Change],
+        audit: &[NewAuditEntry],
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the store for a database URL (`postgres://...` or `sqlite://...`), creating the

@@ -235,7 +235,23 @@ macro_rules! sql_store {
             async fn commit(
                 mut self: Box<Self>,
                 changes: &[$crate::store::Change],
+                audit: &[$crate::store::NewAuditEntry],
             ) -> Result<(), $crate::store::StoreError> {
+                if !audit.is_empty() {
+                    let at = chrono::Utc::now().to_rfc3339();
+                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                        "INSERT INTO audit (at, actor, action, target, source, details) ",
+                    );
+                    qb.push_values(audit, |mut b, e| {
+                        b.push_bind(at.clone())
+                            .push_bind(e.actor.clone())
+                            .push_bind(e.action.clone())
+                            .push_bind(e.target.clone())
+                            .push_bind(e.source.clone())
+                            .push_bind(e.details.to_string());
+                    });
+                    qb.build().execute(&mut *self.tx).await?;
+                }
                 if let Some(last) = changes.last() {
                     // One multi-row insert per batch keeps the round trips per write low.
                     let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
