@@ -69,6 +69,19 @@ pub struct Caller {
 }
 
 impl Op {
+    /// The work and the cluster this op reads, for the batch's prefetch.
+    fn reads(&self) -> (Option<(String, String)>, Option<&String>) {
+        let work = |c: &String, n: &String| Some((c.clone(), n.clone()));
+        match self {
+            Op::PutWork(p) => (work(&p.cluster, &p.name), Some(&p.cluster)),
+            Op::DeleteWork { cluster, name } | Op::RemoveFinalizer { cluster, name, .. } => {
+                (work(cluster, name), None)
+            }
+            Op::PutWorkStatus(p) => (work(&p.cluster, &p.name), None),
+            _ => (None, None),
+        }
+    }
+
     /// The audit entry of this op, given what it did; `None` for writes not audited
     /// (agents' status, finalizers and leases; the rest is audited by its handler).
     fn audit_entry(&self, by: &Caller, outcome: &Outcome) -> Option<NewAuditEntry> {
@@ -326,6 +339,15 @@ async fn commit(
         now: Utc::now(),
         next: base + 1,
     };
+    // One query for the works and one for the clusters the batch touches, instead of a
+    // round trip per op.
+    let (mut works, mut clusters) = (Vec::new(), Vec::new());
+    for q in ops {
+        let (w, c) = q.op.reads();
+        works.extend(w);
+        clusters.extend(c.cloned());
+    }
+    batch.tx.prefetch(&works, &clusters).await?;
     let mut results = Vec::with_capacity(ops.len());
     for Queued { op, by } in ops {
         let mark = batch.changes.len();

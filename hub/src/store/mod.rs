@@ -199,6 +199,13 @@ pub trait WriteTx: Send {
         cluster: &str,
         name: &str,
     ) -> Result<Option<ManifestWork>, StoreError>;
+    /// Reads these works and clusters with one query each, so that the batch's reads of
+    /// them need no round trip of their own.
+    async fn prefetch(
+        &mut self,
+        works: &[(String, String)],
+        clusters: &[String],
+    ) -> Result<(), StoreError>;
     /// The names of every work of a cluster.
     async fn work_names(&mut self, cluster: &str) -> Result<Vec<String>, StoreError>;
     /// Inserts or replaces a work (its resourceVersion is the index of this change).
