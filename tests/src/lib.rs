@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod fleet;
 pub mod load;
 pub mod postgres;
 pub mod procs;

@@ -39,6 +39,41 @@ enum Command {
     /// Create works through the REST API as fast as the hub acknowledges them, and compare
     /// with pgbench inserting an equivalent row on the same Postgres.
     Creates(CreatesArgs),
+    /// Simulated agents that join through the real registration, renew leases, follow
+    /// their works with blocking lists and report status, while writers create works at a
+    /// target rate: write → status latency, hub RSS and CPU, Postgres bytes per work.
+    Fleet(FleetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FleetArgs {
+    /// Which store the hub runs on (`both` runs Postgres, then SQLite).
+    #[arg(long, value_enum, default_value_t = Backend::Postgres)]
+    backend: Backend,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    agents: u32,
+    /// Joins in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=512))]
+    join_concurrency: u32,
+    /// Work creates per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long the writers write.
+    #[arg(long, default_value = "30s", value_parser = api::parse_duration)]
+    duration: Duration,
+    /// Approximate JSON size of each work.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=400_000))]
+    work_bytes: u32,
+    /// The hub's --lease-interval, which every agent renews at.
+    #[arg(long, default_value = "10s", value_parser = api::parse_duration)]
+    lease_interval: Duration,
+    /// After the writers stop, how long to wait for the last statuses.
+    #[arg(long, default_value = "30s", value_parser = api::parse_duration)]
+    drain: Duration,
+    /// Print the report as JSON on stdout (the summary goes to stderr then).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,7 +213,10 @@ struct CpuSeconds {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let Command::Creates(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Creates(args) => args,
+        Command::Fleet(args) => return fleet(&args).await,
+    };
     let report = creates(&args).await?;
     let table = markdown(&report);
     if args.json {
@@ -195,6 +233,141 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("some works were not created; see first_error");
     }
     Ok(())
+}
+
+/// One `bench fleet` run per backend asked for.
+#[derive(Debug, Serialize)]
+struct FleetRun {
+    backend: &'static str,
+    open_file_limit: u64,
+    #[serde(flatten)]
+    report: testkit::fleet::FleetReport,
+    /// Growth of the whole database over the run, per work created (Postgres only).
+    postgres_bytes_per_work: Option<f64>,
+    /// The `works` table with its indexes and TOAST, per stored work (Postgres only).
+    works_table_bytes_per_work: Option<f64>,
+}
+
+async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
+    let open_file_limit = testkit::fleet::raise_open_file_limit()?;
+    let load = testkit::fleet::FleetLoad {
+        agents: args.agents as usize,
+        join_concurrency: args.join_concurrency as usize,
+        rate: args.rate,
+        duration: args.duration,
+        work_bytes: args.work_bytes as usize,
+        lease_interval: args.lease_interval,
+        drain: args.drain,
+    };
+    let lease = format!("{}ms", args.lease_interval.as_millis());
+    let hub_args = ["--lease-interval", lease.as_str()];
+    let mut runs = Vec::new();
+    if matches!(args.backend, Backend::Postgres | Backend::Both) {
+        eprintln!("starting postgres (fsync on)");
+        let postgres = tokio::task::spawn_blocking(TestPostgres::start).await??;
+        let url = postgres.fresh_database().await?;
+        let db = sqlx::PgPool::connect(&url).await?;
+        let size = || async {
+            let (b,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+                .fetch_one(&db)
+                .await?;
+            anyhow::Ok(b)
+        };
+        let dir = tempfile::tempdir()?;
+        let mut with_db = hub_args.to_vec();
+        with_db.extend(["--database-url", url.as_str()]);
+        let hub = HubProcess::start(dir.path(), &with_db).await?;
+        let before = size().await?;
+        let report = run_fleet_on(&hub, &load).await?;
+        let (works, table): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT COUNT(*) FROM works), pg_total_relation_size('works')")
+                .fetch_one(&db)
+                .await?;
+        let grown = (size().await? - before) as f64;
+        runs.push(FleetRun {
+            backend: "postgres",
+            open_file_limit,
+            postgres_bytes_per_work: Some(grown / report.works_created.max(1) as f64),
+            works_table_bytes_per_work: Some(table as f64 / works.max(1) as f64),
+            report,
+        });
+    }
+    if matches!(args.backend, Backend::Sqlite | Backend::Both) {
+        let dir = tempfile::tempdir()?;
+        let hub = HubProcess::start(dir.path(), &hub_args).await?;
+        runs.push(FleetRun {
+            backend: "sqlite",
+            open_file_limit,
+            report: run_fleet_on(&hub, &load).await?,
+            postgres_bytes_per_work: None,
+            works_table_bytes_per_work: None,
+        });
+    }
+    let mut summary = String::new();
+    for r in &runs {
+        let f = &r.report;
+        let l = &f.write_to_status_ms;
+        summary += &format!(
+            "fleet on {}: {}/{} agents joined in {:.1} s; {} works at {:.1}/s (asked {:.0}/s), {} failed; \
+             write → status p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={}, {} missing); \
+             leases {} ok, {} failed; hub RSS {:.1} MiB with the fleet idle, peak {:.1} MiB; \
+             hub CPU {:.0} millicores; load generator CPU {:.1} s",
+            r.backend,
+            f.joined,
+            f.agents,
+            f.join_seconds,
+            f.works_created,
+            f.achieved_rate,
+            f.target_rate,
+            f.create_failures,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max,
+            l.n,
+            f.missing_statuses,
+            f.lease_renewals,
+            f.lease_failures,
+            f.hub_rss_mib_idle_fleet,
+            f.hub_rss_mib_peak,
+            f.hub_millicores,
+            f.load_cpu_seconds,
+        );
+        if let (Some(db), Some(t)) = (r.postgres_bytes_per_work, r.works_table_bytes_per_work) {
+            summary +=
+                &format!("; Postgres {db:.0} B/work (database growth), works table {t:.0} B/work");
+        }
+        summary += "\n";
+        for e in [&f.first_join_error, &f.first_create_error]
+            .into_iter()
+            .flatten()
+        {
+            summary += &format!("  first error: {e}\n");
+        }
+    }
+    if args.json {
+        eprint!("{summary}");
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        print!("{summary}");
+    }
+    if runs
+        .iter()
+        .any(|r| r.report.joined < r.report.agents || r.report.missing_statuses > 0)
+    {
+        anyhow::bail!("some agents did not join or some statuses never arrived");
+    }
+    Ok(())
+}
+
+async fn run_fleet_on(
+    hub: &HubProcess,
+    load: &testkit::fleet::FleetLoad,
+) -> anyhow::Result<testkit::fleet::FleetReport> {
+    let cfg = ClientConfig::load(&hub.client_config_path())?;
+    let admin = hub.client()?;
+    let pid = hub.pid().context("hub not running")?;
+    testkit::fleet::run_fleet(&admin, &cfg, pid, load).await
 }
 
 async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {

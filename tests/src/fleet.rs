@@ -1,0 +1,462 @@
+//! A fleet of simulated agents against a real hub, on loopback: the load generator of
+//! `bench fleet`.
+//!
+//! Each simulated agent does what a `klusterlet run` does on the wire, minus Kubernetes:
+//! it joins through the real registration (an auto-accept bootstrap token, its own P-256
+//! key, `POST /registrations`, then `POST /clusters/{c}/credentials` with a JWT signed by
+//! that key), renews its lease every lease interval, follows its cluster's works with
+//! blocking lists, and reports each new generation `Applied` through `PUT .../status`.
+//! Writers meanwhile create works at a target rate, spread over the agents' clusters.
+//!
+//! Measured: the create rate reached, hub-write → status-received latency (from the start
+//! of the writer's PUT to the end of the agent's status PUT, both in this process), the
+//! hub's RSS and CPU, and (on Postgres) the database bytes per work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use api::{
+    ClientConfig, HubClient, LeaseRenewal, ListOptions, ManifestWork, ManifestWorkStatus,
+    RegistrationRequest, TokenRequest,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore, watch};
+
+use crate::load::{CpuTime, Latencies, padded_work};
+
+/// What `bench fleet` runs.
+#[derive(Debug, Clone)]
+pub struct FleetLoad {
+    /// Simulated agents (each its own cluster, key and HTTPS connections).
+    pub agents: usize,
+    /// Joins in flight at once while the fleet assembles.
+    pub join_concurrency: usize,
+    /// Work creates per second, spread round-robin over the agents' clusters.
+    pub rate: f64,
+    /// How long the writers write.
+    pub duration: Duration,
+    /// Approximate JSON size of each work.
+    pub work_bytes: usize,
+    /// How often each agent renews its lease (the hub's `--lease-interval`).
+    pub lease_interval: Duration,
+    /// How long to wait, after the writers stop, for the last statuses.
+    pub drain: Duration,
+}
+
+/// What one `bench fleet` run measured.
+#[derive(Debug, Serialize)]
+pub struct FleetReport {
+    /// Agents asked to join.
+    pub agents: usize,
+    /// Agents that joined and followed their works.
+    pub joined: usize,
+    /// Seconds from the first join to the last.
+    pub join_seconds: f64,
+    /// The first join error, if any.
+    pub first_join_error: Option<String>,
+    /// Works the writers created (2xx).
+    pub works_created: usize,
+    /// Creates the hub refused or that failed.
+    pub create_failures: usize,
+    /// The first create error, if any.
+    pub first_create_error: Option<String>,
+    /// The rate asked for, and the rate reached, in creates per second.
+    pub target_rate: f64,
+    pub achieved_rate: f64,
+    /// Statuses the agents delivered for created works.
+    pub statuses: usize,
+    /// Created works whose status never arrived before the drain ran out.
+    pub missing_statuses: usize,
+    /// Hub write (PUT start) → the agent's status PUT acknowledged, in ms.
+    pub write_to_status_ms: LatencyMs,
+    /// Lease renewals the agents made during the write phase, and how many failed.
+    pub lease_renewals: u64,
+    pub lease_failures: u64,
+    /// The hub's resident memory: at the start of the write phase, its peak, and at the
+    /// end, in MiB.
+    pub hub_rss_mib_idle_fleet: f64,
+    pub hub_rss_mib_peak: f64,
+    /// The hub's CPU during the write phase, in seconds and in millicores.
+    pub hub_cpu_seconds: f64,
+    pub hub_millicores: f64,
+    /// This process's CPU (the simulated fleet and the writers), in seconds.
+    pub load_cpu_seconds: f64,
+}
+
+/// Latency quantiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct LatencyMs {
+    pub n: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl From<&Latencies> for LatencyMs {
+    fn from(l: &Latencies) -> Self {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+        LatencyMs {
+            n: l.len(),
+            p50: ms(l.quantile(0.5)),
+            p90: ms(l.quantile(0.9)),
+            p99: ms(l.quantile(0.99)),
+            max: ms(l.max()),
+        }
+    }
+}
+
+/// When each work's create started, and the latencies measured so far.
+#[derive(Default)]
+struct Ledger {
+    started: HashMap<(String, String), Instant>,
+    latencies: Vec<Duration>,
+    reported: usize,
+}
+
+/// Counters shared by the agents.
+#[derive(Default)]
+struct Leases {
+    renewals: std::sync::atomic::AtomicU64,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+/// Raises this process's open-file limit to its hard limit: every agent holds a few
+/// HTTPS connections, and the default soft limit (1,024) runs out near 300 agents.
+pub fn raise_open_file_limit() -> anyhow::Result<u64> {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
+    Ok(hard)
+}
+
+/// The resident set of a process, in MiB.
+pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// Runs the fleet against a hub whose admin client is `admin`, whose client config (CA,
+/// server) is `cfg` and whose process is `hub_pid`.
+pub async fn run_fleet(
+    admin: &HubClient,
+    cfg: &ClientConfig,
+    hub_pid: u32,
+    load: &FleetLoad,
+) -> anyhow::Result<FleetReport> {
+    let token = admin
+        .create_token(&TokenRequest {
+            auto_accept: true,
+            description: "bench fleet".into(),
+            ..Default::default()
+        })
+        .await?
+        .token
+        .context("no token secret")?;
+    let mut bootstrap_cfg = cfg.clone();
+    bootstrap_cfg.token = Some(token);
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let leases = Arc::new(Leases::default());
+    let (stop_tx, stop) = watch::channel(false);
+
+    // Assemble the fleet: every agent joins, then follows its works in its own task.
+    eprintln!("fleet: {} agents joining", load.agents);
+    let keys = {
+        let n = load.agents;
+        tokio::task::spawn_blocking(move || {
+            (0..n)
+                .map(|_| klusterlet::identity::AgentKey::generate())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await??
+    };
+    let join_started = Instant::now();
+    let joins: Vec<anyhow::Result<(String, HubClient)>> =
+        futures::stream::iter(keys.into_iter().enumerate().map(|(i, key)| {
+            let cfg = bootstrap_cfg.clone();
+            async move {
+                let name = format!("sim-{i:05}");
+                let client = join(&cfg, &name, &key).await?;
+                Ok((name, client))
+            }
+        }))
+        .buffer_unordered(load.join_concurrency.max(1))
+        .collect()
+        .await;
+    let join_seconds = join_started.elapsed().as_secs_f64();
+    let mut clusters = Vec::new();
+    let mut agents = Vec::new();
+    let mut first_join_error = None;
+    for j in joins {
+        match j {
+            Ok((name, client)) => {
+                agents.push(tokio::spawn(follow(
+                    client.clone(),
+                    name.clone(),
+                    ledger.clone(),
+                    stop.clone(),
+                )));
+                agents.push(tokio::spawn(renew(
+                    client,
+                    name.clone(),
+                    load.lease_interval,
+                    leases.clone(),
+                    stop.clone(),
+                )));
+                clusters.push(name);
+            }
+            Err(e) => {
+                first_join_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    if clusters.is_empty() {
+        bail!("no agent joined: {}", first_join_error.unwrap_or_default());
+    }
+    eprintln!(
+        "fleet: {} joined in {join_seconds:.1} s; writing {:.0} works/s for {:?}",
+        clusters.len(),
+        load.rate,
+        load.duration
+    );
+    // Let every follower's first blocking list settle before timing anything.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The write phase.
+    let rss_idle = rss_mib(hub_pid)?;
+    let peak = Arc::new(std::sync::Mutex::new(rss_idle));
+    let sampler = {
+        let peak = peak.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                if let Ok(r) = rss_mib(hub_pid)
+                    && let Ok(mut p) = peak.lock()
+                {
+                    *p = p.max(r);
+                }
+            }
+        })
+    };
+    let leases_before = (
+        leases.renewals.load(std::sync::atomic::Ordering::Relaxed),
+        leases.failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let hub_cpu0 = CpuTime::of(hub_pid)?.total().total();
+    let own_cpu0 = CpuTime::current()?.total().total();
+    let write_started = Instant::now();
+    let in_flight = Arc::new(Semaphore::new(256));
+    let mut writes = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load.rate.max(0.001)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut i = 0usize;
+    while write_started.elapsed() < load.duration {
+        tick.tick().await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let cluster = clusters[i % clusters.len()].clone();
+        let name = format!("w-{i:07}");
+        let work = padded_work(&cluster, &name, load.work_bytes, i as u64);
+        let admin = admin.clone();
+        let ledger = ledger.clone();
+        writes.push(tokio::spawn(async move {
+            let _permit = permit;
+            // Recorded before the PUT: the agent may report before the PUT returns.
+            ledger
+                .lock()
+                .await
+                .started
+                .insert((cluster, name), Instant::now());
+            admin.put_work(&work, None).await.map(|_| ())
+        }));
+        i += 1;
+    }
+    let mut works_created = 0;
+    let mut create_failures = 0;
+    let mut first_create_error = None;
+    for w in writes {
+        match w.await? {
+            Ok(()) => works_created += 1,
+            Err(e) => {
+                create_failures += 1;
+                first_create_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let write_seconds = write_started.elapsed().as_secs_f64();
+    let hub_cpu = CpuTime::of(hub_pid)?.total().total() - hub_cpu0;
+    let own_cpu = CpuTime::current()?.total().total() - own_cpu0;
+    let renewals = leases.renewals.load(std::sync::atomic::Ordering::Relaxed) - leases_before.0;
+    let lease_failures =
+        leases.failures.load(std::sync::atomic::Ordering::Relaxed) - leases_before.1;
+
+    // Drain: wait for the statuses still on their way.
+    let drain_until = Instant::now() + load.drain;
+    while Instant::now() < drain_until {
+        if ledger.lock().await.reported >= works_created {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    sampler.abort();
+    for a in agents {
+        a.abort();
+    }
+    let ledger = ledger.lock().await;
+    let latencies = Latencies::new(ledger.latencies.clone());
+    let peak = *peak
+        .lock()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    Ok(FleetReport {
+        agents: load.agents,
+        joined: clusters.len(),
+        join_seconds,
+        first_join_error,
+        works_created,
+        create_failures,
+        first_create_error,
+        target_rate: load.rate,
+        achieved_rate: works_created as f64 / write_seconds,
+        statuses: ledger.reported,
+        missing_statuses: works_created.saturating_sub(ledger.reported),
+        write_to_status_ms: (&latencies).into(),
+        lease_renewals: renewals,
+        lease_failures,
+        hub_rss_mib_idle_fleet: (rss_idle * 10.0).round() / 10.0,
+        hub_rss_mib_peak: (peak * 10.0).round() / 10.0,
+        hub_cpu_seconds: hub_cpu,
+        hub_millicores: hub_cpu * 1000.0 / write_seconds,
+        load_cpu_seconds: own_cpu,
+    })
+}
+
+/// Joins as `name` with `key` through the real handshake; returns the agent's client,
+/// authenticated with its access token.
+async fn join(
+    cfg: &ClientConfig,
+    name: &str,
+    key: &klusterlet::identity::AgentKey,
+) -> anyhow::Result<HubClient> {
+    let bootstrap = HubClient::new(cfg)?;
+    let reg = bootstrap
+        .register(&RegistrationRequest {
+            cluster_name: name.to_string(),
+            public_key: key.public_key_pem().to_string(),
+            ..Default::default()
+        })
+        .await?;
+    if reg.state != api::RegistrationState::Accepted {
+        bail!("{name}: registration {:?}, not Accepted", reg.state);
+    }
+    let assertion = key.cluster_assertion(name)?;
+    let access = bootstrap
+        .with_token(None)
+        .credentials(name, &assertion)
+        .await?;
+    Ok(bootstrap.with_token(Some(access.access_token)))
+}
+
+/// Renews the lease every `interval` until stopped, as `klusterlet run` does.
+async fn renew(
+    client: HubClient,
+    name: String,
+    interval: Duration,
+    leases: Arc<Leases>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let counter = match client.renew_lease(&name, &LeaseRenewal::default()).await {
+            Ok(_) => &leases.renewals,
+            Err(_) => &leases.failures,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Follows the cluster's works with blocking lists and reports every new generation
+/// Applied, as `klusterlet run` does once it has applied a work.
+async fn follow(
+    client: HubClient,
+    name: String,
+    ledger: Arc<Mutex<Ledger>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut index = None;
+    loop {
+        let opts = ListOptions {
+            index,
+            wait: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        let list = tokio::select! {
+            l = client.list_works(Some(&name), &opts) => l,
+            _ = stop.changed() => return,
+        };
+        let list = match list {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for w in &list.value.items {
+            if reported(w) {
+                continue;
+            }
+            if client
+                .put_work_status(&name, &w.metadata.name, &applied(w))
+                .await
+                .is_ok()
+            {
+                let mut l = ledger.lock().await;
+                if let Some(started) = l.started.remove(&(name.clone(), w.metadata.name.clone())) {
+                    l.latencies.push(started.elapsed());
+                    l.reported += 1;
+                }
+            }
+        }
+        index = Some(list.index.max(list.value.metadata.index));
+    }
+}
+
+/// Whether the work's status already answers its current generation.
+fn reported(w: &ManifestWork) -> bool {
+    w.condition("Applied")
+        .is_some_and(|c| c.observed_generation == w.metadata.generation)
+}
+
+/// The status a real agent writes after applying every manifest of the work.
+fn applied(w: &ManifestWork) -> ManifestWorkStatus {
+    let generation = w.metadata.generation;
+    serde_json::from_value(json!({
+        "conditions": [{
+            "type": "Applied",
+            "status": "True",
+            "reason": "AppliedManifestWorkComplete",
+            "message": "simulated agent",
+            "observedGeneration": generation,
+            "lastTransitionTime": chrono::Utc::now(),
+        }]
+    }))
+    .unwrap_or_default()
+}
