@@ -1,13 +1,15 @@
 //! Extractors: request bodies in JSON or YAML, query parameters, the caller's identity.
 
+use std::fmt;
+
 use api::selector::Selector;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::AppState;
@@ -53,13 +55,15 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Err
     let json = content_type.is_some_and(|ct| ct.contains("json"))
         || (!yaml && text.trim_start().starts_with('{'));
     if json {
-        serde_json::from_str(text).map_err(|e| {
-            Error::Malformed(format!(
-                "malformed JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ))
-        })
+        serde_json::from_str::<UniqueKeys>(text)
+            .map(|UniqueKeys(v)| v)
+            .map_err(|e| {
+                Error::Malformed(format!(
+                    "malformed JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ))
+            })
     } else {
         if text.lines().skip(1).any(|l| l.trim_end() == "---") {
             return Err(Error::Malformed(
@@ -68,6 +72,77 @@ pub fn parse_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Err
         }
         serde_saphyr::from_str::<Value>(text)
             .map_err(|e| Error::Malformed(format!("malformed YAML: {e}")))
+    }
+}
+
+/// A JSON value in which no object repeats a key. RFC 8259 leaves the meaning of a
+/// repeated key open and serde_json silently keeps the last one, while the YAML parser
+/// refuses them: refusing them in JSON too means a document says the same thing whichever
+/// way it is sent, and nobody's `"name"` is quietly overridden by a second one.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // serde_json's parser never yields NaN or infinity, which JSON cannot hold.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let UniqueKeys(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -111,6 +186,14 @@ pub struct ListParams {
 impl ListParams {
     /// The blocking part, if `index` was given.
     pub fn block(&self) -> Result<Option<Block>, Error> {
+        // A bad `wait` is refused even without `index`, where it would not be used: quietly
+        // ignoring it would hide the caller's mistake.
+        let wait = match self.wait.as_deref().filter(|s| !s.is_empty()) {
+            Some(w) => {
+                api::parse_duration(w).map_err(|m| Error::Malformed(format!("wait: {m}")))?
+            }
+            None => DEFAULT_WAIT,
+        };
         let Some(index) = self.index.as_deref().filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
@@ -119,12 +202,6 @@ impl ListParams {
                 "index must be a non-negative integer, not {index:?}"
             ))
         })?;
-        let wait = match self.wait.as_deref().filter(|s| !s.is_empty()) {
-            Some(w) => {
-                api::parse_duration(w).map_err(|m| Error::Malformed(format!("wait: {m}")))?
-            }
-            None => DEFAULT_WAIT,
-        };
         Ok(Some(Block {
             index,
             wait: wait.min(MAX_WAIT),

@@ -138,11 +138,26 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Refuses a NUL character (`%00`) anywhere in the path or the query with a 400. No name,
+/// id, selector or token may hold one, and Postgres cannot even compare text with one: the
+/// query fails, which used to surface as a 503.
+async fn refuse_nul(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
+        return crate::service::Error::Malformed(
+            "the path or query holds a NUL character (%00)".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Counts requests by route and status and times them.

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use api::{ClusterDeletion, Condition, FieldError, ManagedCluster};
+use api::selector::validate_label_key;
+use api::{CLUSTER_API_VERSION, ClusterDeletion, Condition, FieldError, ManagedCluster};
 
 use super::error::{Error, Result};
 use super::works::{self, check_labels};
@@ -31,6 +32,15 @@ pub fn validate_cluster(name: &str, cluster: &mut ManagedCluster) -> Result<()> 
             ),
         );
     }
+    if cluster.api_version != CLUSTER_API_VERSION {
+        bad(
+            "apiVersion".into(),
+            format!(
+                "must be {CLUSTER_API_VERSION}, not {:?}",
+                cluster.api_version
+            ),
+        );
+    }
     if cluster.kind != "ManagedCluster" {
         bad(
             "kind".into(),
@@ -38,6 +48,11 @@ pub fn validate_cluster(name: &str, cluster: &mut ManagedCluster) -> Result<()> 
         );
     }
     check_labels("metadata.labels", &cluster.metadata.labels, &mut bad);
+    for key in cluster.metadata.annotations.keys() {
+        if let Err(m) = validate_label_key(key) {
+            bad(format!("metadata.annotations[{key}]"), m);
+        }
+    }
     if !errs.is_empty() {
         return Err(Error::invalid_fields(errs));
     }
@@ -260,4 +275,38 @@ pub(crate) async fn remove_if_drained(batch: &mut Batch<'_>, name: &str) -> Resu
         batch.record_cluster(name, Some(&cluster), None);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_fields(cluster: &mut ManagedCluster) -> Vec<String> {
+        match validate_cluster("c1", cluster) {
+            Err(Error::Invalid { fields, .. }) => fields.into_iter().map(|f| f.field).collect(),
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    /// Found by tests/fuzz/schemathesis.sh (stateful phase): a cluster with any apiVersion, or with
+    /// annotation keys no Kubernetes object may carry, was stored and served back.
+    #[test]
+    fn api_version_and_annotation_keys_are_checked() {
+        let mut c = ManagedCluster::new("c1", BTreeMap::new());
+        c.api_version = "v1".into();
+        assert_eq!(refused_fields(&mut c), ["apiVersion"]);
+        let mut c = ManagedCluster::new("c1", BTreeMap::new());
+        c.metadata
+            .annotations
+            .insert("\u{8}bad key".into(), "v".into());
+        assert_eq!(
+            refused_fields(&mut c),
+            ["metadata.annotations[\u{8}bad key]"]
+        );
+        let mut c = ManagedCluster::new("c1", BTreeMap::new());
+        c.metadata
+            .annotations
+            .insert("example.com/note".into(), "any value at all".into());
+        validate_cluster("c1", &mut c).unwrap();
+    }
 }

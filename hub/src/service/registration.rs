@@ -20,6 +20,10 @@ pub const UNREACHABLE_TAINT: &str = "cluster.open-cluster-management.io/unreacha
 /// The condition that follows the lease.
 pub const AVAILABLE: &str = "ManagedClusterConditionAvailable";
 
+/// The longest `ttl` a token may ask for. Much longer ones would overflow the expiry time
+/// (a panic) or put it past year 9999, which RFC 3339 timestamps cannot hold.
+pub const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// Checks a token request and builds the token and its secret.
 pub fn new_token(
     req: &TokenRequest,
@@ -32,6 +36,16 @@ pub fn new_token(
         Some(t) => match api::parse_duration(t) {
             Ok(d) if d.is_zero() => {
                 bad("ttl".into(), "must be positive".into());
+                None
+            }
+            Ok(d) if d > MAX_TOKEN_TTL => {
+                bad(
+                    "ttl".into(),
+                    format!(
+                        "must be at most {}h (100 years); leave it out for an api token that never expires",
+                        MAX_TOKEN_TTL.as_secs() / 3600
+                    ),
+                );
                 None
             }
             Ok(d) => Some(d),
@@ -78,12 +92,28 @@ pub fn new_token(
             }
         }
     }
-    if req.max_uses == Some(0) {
-        bad("maxUses".into(), "must be at least 1".into());
+    match req.max_uses {
+        Some(0) => bad("maxUses".into(), "must be at least 1".into()),
+        // The store keeps the count in a signed 64-bit column, where a larger limit would
+        // wrap to a negative number, which means "unlimited".
+        Some(n) if i64::try_from(n).is_err() => {
+            bad("maxUses".into(), format!("must be at most {}", i64::MAX))
+        }
+        _ => {}
     }
     if !errs.is_empty() {
         return Err(Error::invalid_fields(errs));
     }
+    // Checked: `--bootstrap-token-ttl` is not held to MAX_TOKEN_TTL, and `+` panics.
+    let expires_at = match ttl {
+        None => None,
+        Some(d) => Some(
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .ok_or_else(|| Error::invalid("ttl", "is too long"))?,
+        ),
+    };
     let id = random_hex(4);
     let secret = random_hex(16);
     let mut verbs = req.verbs.clone();
@@ -95,8 +125,7 @@ pub fn new_token(
     let token = Token {
         id: id.clone(),
         kind: req.kind,
-        expires_at: ttl
-            .map(|d| now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(36500))),
+        expires_at,
         max_uses: req.max_uses,
         uses: 0,
         auto_accept: req.auto_accept,
@@ -679,4 +708,48 @@ pub fn with_lease(
 ) -> ManagedCluster {
     cluster.status.last_lease_time = leases.get(&cluster.metadata.name).copied();
     cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_field(req: TokenRequest) -> String {
+        match new_token(&req, std::time::Duration::from_secs(3600), Utc::now()) {
+            Err(Error::Invalid { fields, .. }) => fields[0].field.clone(),
+            other => panic!("expected a 422, got {:?}", other.map(|(t, _)| t.token)),
+        }
+    }
+
+    /// Nine parts of 10^12 s each used to overflow the expiry time and panic (a 500); one
+    /// part put it past year 9999.
+    #[test]
+    fn absurd_ttls_are_422_not_a_panic() {
+        for ttl in [
+            "1000000000000s".repeat(9),
+            "1000000000000s".to_string(),
+            "876001h".to_string(),
+        ] {
+            let req = TokenRequest {
+                ttl: Some(ttl),
+                ..Default::default()
+            };
+            assert_eq!(refused_field(req), "ttl");
+        }
+        let ok = TokenRequest {
+            ttl: Some("876000h".into()),
+            ..Default::default()
+        };
+        assert!(new_token(&ok, std::time::Duration::from_secs(1), Utc::now()).is_ok());
+    }
+
+    /// A limit past i64::MAX used to wrap to a negative number in the store: unlimited.
+    #[test]
+    fn max_uses_past_i64_is_422() {
+        let req = TokenRequest {
+            max_uses: Some(i64::MAX as u64 + 1),
+            ..Default::default()
+        };
+        assert_eq!(refused_field(req), "maxUses");
+    }
 }
