@@ -6,7 +6,6 @@
 //! Two hubs on one Postgres waking each other's waiters is
 //! `two_hubs_on_one_postgres_wake_each_other` in `hub_process.rs`.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use api::{ClientError, HubClient, ListOptions, ManagedCluster, ManifestWork, TokenRequest};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 use testkit::cluster::{ClusterMode, TestCluster};
 use testkit::postgres::TestPostgres;
@@ -123,13 +122,6 @@ impl Agent {
         self.child = Some(child);
     }
 
-    /// SIGKILL, and waits until it is gone.
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().await.unwrap();
-        }
-    }
-
     /// Sends SIGSTOP or SIGCONT.
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
@@ -153,20 +145,6 @@ impl Agent {
 
     fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.managed.client(), &self.namespace)
-    }
-
-    /// The names of the ConfigMaps in the test's namespace, except the one Kubernetes
-    /// itself publishes into every namespace.
-    async fn config_map_names(&self) -> BTreeSet<String> {
-        self.config_maps()
-            .list_metadata(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|cm| cm.metadata.name)
-            .filter(|n| n != "kube-root-ca.crt")
-            .collect()
     }
 }
 
@@ -423,12 +401,14 @@ async fn hub_recovers_by_itself_from_a_postgres_restart_under_load() {
                 let content = format!("{t}/{i}/{}", uuid::Uuid::new_v4());
                 i += 1;
                 let started = Instant::now();
-                let r = tokio::time::timeout(
+                let Ok(r) = tokio::time::timeout(
                     Duration::from_secs(30),
                     client.put_work(&bulk_work("c1", &name, &content), None),
                 )
                 .await
-                .unwrap_or_else(|_| panic!("a write hung for 30 s: {name}"));
+                else {
+                    panic!("a write hung for 30 s: {name}");
+                };
                 attempts.push(match r {
                     Ok(_) => Attempt::Acked(name, content),
                     Err(ClientError::Api { status, body }) => {
