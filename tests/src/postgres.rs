@@ -15,6 +15,11 @@
 //! fsync stays on by default: the benchmarks run on this harness and must measure durable
 //! commits. [`PostgresOptions`] can turn it off or set any other parameter.
 //!
+//! # Outages
+//! [`TestPostgres::stop`] stops the server and keeps its data; [`TestPostgres::start_again`]
+//! brings it back on the same port, for tests of how clients live through a database
+//! restart. Use a server of your own for that, never the shared one.
+//!
 //! # Stopping
 //! Dropping a [`TestPostgres`] (also while unwinding from a panic) asks the postmaster for a
 //! fast shutdown (SIGINT: open sessions are cut, so a test's pool cannot hold it up), waits
@@ -114,6 +119,8 @@ impl PostgresOptions {
 pub struct TestPostgres {
     port: u16,
     bin_dir: PathBuf,
+    /// Kept to start the server again the same way after [`TestPostgres::stop`].
+    options: PostgresOptions,
     postmaster: Child,
     watchdog: Option<(Child, ChildStdin)>,
     // Declared last: removed after the server has stopped.
@@ -163,76 +170,22 @@ impl TestPostgres {
             );
         }
 
-        let log_path = dir.path().join("postgres.log");
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            let mut postgres = Command::new(bin_dir.join("postgres"));
-            postgres
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string()])
-                .args(["-c", "listen_addresses=127.0.0.1"])
-                .arg("-c")
-                .arg(setting_arg("unix_socket_directories", dir.path()))
-                .args([
-                    "-c",
-                    if options.fsync {
-                        "fsync=on"
-                    } else {
-                        "fsync=off"
-                    },
-                ]);
-            for (name, value) in &options.settings {
-                postgres.arg("-c").arg(format!("{name}={value}"));
-            }
-            // A file, not a pipe: nobody would drain a pipe and a chatty server would block.
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("opening {}", log_path.display()))?;
-            let log_start = log.metadata()?.len();
-            postgres
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .current_dir(dir.path())
-                .env("LC_ALL", "C");
-            run_as.apply(&mut postgres);
-            let mut postmaster = postgres
-                .spawn()
-                .with_context(|| format!("starting {}", bin_dir.join("postgres").display()))?;
-            // Guarded from here on, even if this process dies while the server starts.
-            let watchdog = match spawn_watchdog(postmaster.id(), dir.path()) {
-                Ok(watchdog) => watchdog,
-                Err(err) => {
-                    stop(&mut postmaster);
-                    return Err(err);
-                }
-            };
-
-            match wait_until_ready(&mut postmaster, &data) {
-                Ok(()) => {
+            match launch(&bin_dir, &run_as, dir.path(), port, &options) {
+                Ok((postmaster, watchdog)) => {
                     return Ok(TestPostgres {
                         port,
                         bin_dir,
+                        options,
                         postmaster,
                         watchdog: Some(watchdog),
                         dir,
                     });
                 }
-                Err(err) => {
-                    // Stops it if it is still starting; a no-op when it already exited.
-                    stop(&mut postmaster);
-                    dismiss(watchdog);
-                    let log = read_from(&log_path, log_start);
-                    if log.contains("could not bind") || log.contains("Address already in use") {
-                        last_error = Some(err.context(log));
-                        continue;
-                    }
-                    return Err(err.context(format!("postgres log:\n{log}")));
-                }
+                Err(Launch::PortTaken(err)) => last_error = Some(err),
+                Err(Launch::Failed(err)) => return Err(err),
             }
         }
         Err(last_error
@@ -240,6 +193,40 @@ impl TestPostgres {
             .context(format!(
                 "postgres found no free port in {PORT_ATTEMPTS} attempts"
             )))
+    }
+
+    /// Stops the server (fast shutdown: open sessions are cut, as when a database server
+    /// goes away) and keeps its data, so that [`start_again`](Self::start_again) brings the
+    /// same databases back. For outage tests.
+    pub fn stop(&mut self) {
+        stop(&mut self.postmaster);
+        if let Some(watchdog) = self.watchdog.take() {
+            dismiss(watchdog);
+        }
+    }
+
+    /// Starts a server stopped by [`stop`](Self::stop) again, on the same port and data
+    /// directory, and waits until it accepts connections. A no-op while it runs.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if matches!(self.postmaster.try_wait(), Ok(None)) {
+            return Ok(());
+        }
+        let run_as = RunAs::detect()?;
+        let (postmaster, watchdog) = launch(
+            &self.bin_dir,
+            &run_as,
+            self.dir.path(),
+            self.port,
+            &self.options,
+        )
+        .map_err(|e| match e {
+            Launch::PortTaken(e) | Launch::Failed(e) => {
+                e.context(format!("restarting postgres on port {}", self.port))
+            }
+        })?;
+        self.postmaster = postmaster;
+        self.watchdog = Some(watchdog);
+        Ok(())
     }
 
     /// The server shared by every test of this test binary, started on first use.
@@ -475,6 +462,87 @@ fn setting_arg(name: &str, value: &Path) -> OsString {
     let mut arg = OsString::from(format!("{name}="));
     arg.push(value);
     arg
+}
+
+/// Why [`launch`] failed: the port was taken meanwhile (try another) or anything else.
+enum Launch {
+    PortTaken(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+/// Starts `postgres` on the initialised data directory in `dir` and this port, guarded by a
+/// watchdog, and waits until it accepts connections.
+fn launch(
+    bin_dir: &Path,
+    run_as: &RunAs,
+    dir: &Path,
+    port: u16,
+    options: &PostgresOptions,
+) -> Result<(Child, (Child, ChildStdin)), Launch> {
+    let failed = Launch::Failed;
+    let data = dir.join("data");
+    let log_path = dir.join("postgres.log");
+    let mut postgres = Command::new(bin_dir.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(setting_arg("unix_socket_directories", dir))
+        .args([
+            "-c",
+            if options.fsync {
+                "fsync=on"
+            } else {
+                "fsync=off"
+            },
+        ]);
+    for (name, value) in &options.settings {
+        postgres.arg("-c").arg(format!("{name}={value}"));
+    }
+    // A file, not a pipe: nobody would drain a pipe and a chatty server would block.
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))
+        .map_err(failed)?;
+    let log_start = log.metadata().map_err(|e| failed(e.into()))?.len();
+    let stdout = log.try_clone().map_err(|e| failed(e.into()))?;
+    postgres
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log)
+        .current_dir(dir)
+        .env("LC_ALL", "C");
+    run_as.apply(&mut postgres);
+    let mut postmaster = postgres
+        .spawn()
+        .with_context(|| format!("starting {}", bin_dir.join("postgres").display()))
+        .map_err(failed)?;
+    // Guarded from here on, even if this process dies while the server starts.
+    let watchdog = match spawn_watchdog(postmaster.id(), dir) {
+        Ok(watchdog) => watchdog,
+        Err(err) => {
+            stop(&mut postmaster);
+            return Err(failed(err));
+        }
+    };
+    match wait_until_ready(&mut postmaster, &data) {
+        Ok(()) => Ok((postmaster, watchdog)),
+        Err(err) => {
+            // Stops it if it is still starting; a no-op when it already exited.
+            stop(&mut postmaster);
+            dismiss(watchdog);
+            let log = read_from(&log_path, log_start);
+            if log.contains("could not bind") || log.contains("Address already in use") {
+                Err(Launch::PortTaken(err.context(log)))
+            } else {
+                Err(failed(err.context(format!("postgres log:\n{log}"))))
+            }
+        }
+    }
 }
 
 /// Waits until the postmaster reports "ready" in `postmaster.pid`, as `pg_ctl -w` does.

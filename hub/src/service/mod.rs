@@ -504,16 +504,35 @@ fn decode_continue(token: &str) -> Result<(String, String)> {
 /// notifications where there are any, and a slow poll as a safety net (a notification can be
 /// lost while the listening connection reconnects). Also prunes the change log.
 async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
-    let mut listener = match store.listen().await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for other hubs' writes; polling only");
-            None
-        }
-    };
+    let mut listener: Option<crate::store::IndexStream> = None;
+    // `Ok(None)` from `listen` means the backend has nothing to listen to (SQLite: one hub
+    // per file); an error means the database cannot be reached right now.
+    let mut can_listen = true;
+    let mut lost = false;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut prune = tokio::time::interval(Duration::from_secs(60));
     loop {
+        if listener.is_none() && can_listen {
+            // Set up again on every round until it works: sqlx's listener reconnects on its
+            // own only until the pool's acquire timeout, so a Postgres outage longer than
+            // that ended it, and without this the hub stayed deaf to other hubs' writes
+            // (their waiters here woke only by the poll, up to a second late) until restart.
+            match store.listen().await {
+                Ok(Some(l)) => {
+                    if lost {
+                        tracing::info!("listening for other hubs' writes again");
+                    }
+                    listener = Some(l);
+                }
+                Ok(None) => can_listen = false,
+                Err(e) => {
+                    if !lost {
+                        tracing::warn!(error = %e, "cannot listen for other hubs' writes; polling until it works");
+                    }
+                    lost = true;
+                }
+            }
+        }
         let target = tokio::select! {
             n = async { match listener.as_mut() { Some(l) => l.next().await, None => std::future::pending().await } } => match n {
                 Some(Ok(i)) => Some(i),
@@ -522,7 +541,8 @@ async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
                     None
                 }
                 None => {
-                    listener = store.listen().await.ok().flatten();
+                    listener = None;
+                    lost = true;
                     None
                 }
             },

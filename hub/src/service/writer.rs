@@ -299,6 +299,16 @@ async fn run(
                     let _ = reply.send(r);
                 }
             }
+            Err(e) if e.is_unreachable() => {
+                // Without a database every write fails alike. Retrying them one by one (below)
+                // would make each wait out the pool's acquire timeout in turn, so that the
+                // last caller of a batch of N heard back only after N times that (a Postgres
+                // restart under load had writes answered after 20 s); answer them all now.
+                tracing::error!(error = %e, writes = ops.len(), "database unreachable; batch failed");
+                for reply in replies {
+                    let _ = reply.send(Err(e.unreachable_copy().into()));
+                }
+            }
             Err(e) if ops.len() > 1 => {
                 // One write may have tripped the database; retry each alone so the others
                 // still land and only the culprit fails.

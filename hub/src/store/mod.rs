@@ -41,6 +41,38 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached at all (down, restarting, our sessions
+    /// cut), as opposed to refusing one statement: then every write fails alike.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57P (admin, crash shutdown,
+                // cannot connect now).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The same failure for another caller (sqlx errors cannot be cloned): an I/O error
+    /// with this one's message.
+    pub fn unreachable_copy(&self) -> StoreError {
+        StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            self.to_string(),
+        )))
+    }
+}
+
 /// What a change touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
