@@ -567,7 +567,18 @@ async fn push_status(
     let name = work.metadata.name.clone();
     let generation = work.metadata.generation.unwrap_or_default();
     let now = chrono::Utc::now();
-    let prev_status = &work.status;
+    // What the hub holds is what this agent last pushed (only the agent writes status);
+    // the follower's copy of the work is older, because an agent's own status writes do
+    // not wake its follower. Carrying `lastTransitionTime` over from that stale copy reset
+    // it on every resync and pushed an unchanged status each time (half of an idle agent's
+    // CPU with 100 works).
+    let pushed = shared
+        .memory
+        .lock()
+        .await
+        .get(&name)
+        .and_then(|m| m.pushed.clone());
+    let prev_status = pushed.as_ref().unwrap_or(&work.status);
     let prev_manifests = prev_status
         .resource_status
         .as_ref()

@@ -292,6 +292,23 @@ async fn apply_update_drop_and_delete() {
         .wait_work("app", LIMIT, |w| is(w, "Applied", "True"))
         .await;
 
+    // Resyncs (every second here) of a work that did not change write no status: the
+    // work's resourceVersion on the hub stays put. (They once did, each time, because the
+    // agent compared with a stale copy and reset every lastTransitionTime.)
+    let settled = fleet
+        .wait_work("app", LIMIT, |w| {
+            is(w, "Applied", "True") && is(w, "Ready", "True")
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = fleet.wait_work("app", LIMIT, |w| w.is_some()).await.unwrap();
+    assert_eq!(
+        later.metadata.resource_version, settled.metadata.resource_version,
+        "an unchanged work's status was rewritten by a resync: {:?}",
+        later.status.conditions
+    );
+
     // A hand edit is reverted within the resync period.
     let patch = json!({"data": {"v": "by hand"}});
     fleet
