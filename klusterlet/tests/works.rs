@@ -302,7 +302,10 @@ async fn apply_update_drop_and_delete() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let later = fleet.wait_work("app", LIMIT, |w| w.is_some()).await.unwrap();
+    let later = fleet
+        .wait_work("app", LIMIT, |w| w.is_some())
+        .await
+        .unwrap();
     assert_eq!(
         later.metadata.resource_version, settled.metadata.resource_version,
         "an unchanged work's status was rewritten by a resync: {:?}",
