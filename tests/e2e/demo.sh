@@ -138,7 +138,9 @@ else
 fi
 # Port 0: the hub picks a free port and writes it into client.yaml. Leases every second
 # (instead of 10 s) so that the hub notices the agents quickly.
-hub serve --listen 127.0.0.1:0 --data-dir "$work/hub" "${db_args[@]}" \
+# Servers in the background run the binary itself, not the `hub` function: `$!` of a
+# backgrounded function is a subshell, and signalling it left the real process running.
+"$bin/hub" serve --listen 127.0.0.1:0 --data-dir "$work/hub" "${db_args[@]}" \
   --lease-interval 1s --lease-grace 3s --shutdown-grace 5s >"$work/hub.log" 2>&1 &
 pids+=($!)
 wait_until "the hub to answer" hub get clusters
@@ -171,7 +173,7 @@ done
 
 say "4. running the agents"
 for cluster in east west; do
-  klusterlet run --kubeconfig "${kubeconfig[$cluster]}" --data-dir "$work/agent-$cluster" \
+  "$bin/klusterlet" run --kubeconfig "${kubeconfig[$cluster]}" --data-dir "$work/agent-$cluster" \
     >"$work/agent-$cluster.log" 2>&1 &
   pids+=($!)
 done

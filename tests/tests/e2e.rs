@@ -787,9 +787,12 @@ async fn demo_script_tells_the_same_story() {
     binary("klusterlet").unwrap();
     build_cluster_example();
     let script = repo_root().join("tests/e2e/demo.sh");
+    // Its own TMPDIR, so that what it leaves running can be found afterwards.
+    let tmp = tempfile::tempdir().unwrap();
     let child = tokio::process::Command::new("bash")
         .arg(&script)
         .env("FLEETHUB_BIN_DIR", &bin_dir)
+        .env("TMPDIR", tmp.path())
         // SQLite: the other test covers Postgres.
         .env_remove("DATABASE_URL")
         .current_dir(repo_root())
@@ -828,4 +831,16 @@ async fn demo_script_tells_the_same_story() {
     ] {
         assert!(out.contains(want), "missing {want:?}: {run}");
     }
+    // Nothing the script started outlives it. (Agents started through a shell function
+    // once did, retrying a dead hub several times a second.)
+    let dir = tmp.path().display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
 }
