@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use api::{HubClient, TokenRequest};
+use api::HubClient;
 use serde_json::{Value, json};
 use testkit::cluster::{ClusterMode, TestCluster};
 use testkit::procs::HubProcess;
@@ -58,43 +58,18 @@ impl Fleet {
     /// timings, its ledger in its own namespace, its works' objects in another.
     async fn join(&self, cluster: &str, labels: &[&str]) -> Agent {
         let managed = managed().await;
-        let cfg = api::ClientConfig::load(&self.hub.client_config_path()).unwrap();
-        let ca_hash = klusterlet::identity::ca_hash(cfg.ca_data.as_deref().unwrap()).unwrap();
-        let token = self
-            .admin
-            .create_token(&TokenRequest {
-                auto_accept: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .token
-            .unwrap();
         let data = self.dir.path().join(format!("agent-{cluster}"));
-        let url = format!("https://127.0.0.1:{}", self.hub.port);
         let kubeconfig = managed.kubeconfig_path().display().to_string();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"));
-        cmd.args([
-            "join",
-            "--hub",
-            &url,
-            "--token",
-            &token,
-            "--ca-hash",
-            &ca_hash,
-        ])
-        .args(["--cluster-name", cluster, "--kubeconfig", &kubeconfig])
-        .args(["--data-dir", &data.display().to_string()])
-        .args(["--wait", "--timeout", "60s"]);
-        for l in labels {
-            cmd.args(["--label", l]);
-        }
-        let out = cmd.stdin(Stdio::null()).output().await.unwrap();
-        assert!(
-            out.status.success(),
-            "join failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.hub
+            .join_klusterlet(
+                Path::new(env!("CARGO_BIN_EXE_klusterlet")),
+                cluster,
+                managed.kubeconfig_path(),
+                &data,
+                labels,
+            )
+            .await
+            .unwrap();
         let namespace = managed.fresh_namespace().await.unwrap();
         let mut agent = Agent {
             cluster: cluster.to_string(),

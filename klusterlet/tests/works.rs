@@ -2,12 +2,13 @@
 //! `klusterlet run`, and a real managed cluster (kube-apiserver, controller-manager,
 //! scheduler and a KWOK node, so Deployments become available).
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use api::{
     Condition, DeleteOption, HubClient, ListOptions, ManifestWork, PropagationPolicy,
-    ResourceIdentifier, SelectivelyOrphan, TokenRequest,
+    ResourceIdentifier, SelectivelyOrphan,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -54,50 +55,16 @@ impl Fleet {
             .await
             .unwrap();
         let admin = hub.client().unwrap();
-        let cfg = api::ClientConfig::load(&hub.client_config_path()).unwrap();
-        let ca_hash = klusterlet::identity::ca_hash(cfg.ca_data.as_deref().unwrap()).unwrap();
-        let token = admin
-            .create_token(&TokenRequest {
-                auto_accept: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .token
-            .unwrap();
         let data = dir.path().join("agent");
-        let url = format!("https://127.0.0.1:{}", hub.port);
-        let kubeconfig = managed.kubeconfig_path().display().to_string();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
-            .args([
-                "join",
-                "--hub",
-                &url,
-                "--token",
-                &token,
-                "--ca-hash",
-                &ca_hash,
-                "--cluster-name",
-                cluster,
-                "--kubeconfig",
-                &kubeconfig,
-            ])
-            .args([
-                "--data-dir",
-                &data.display().to_string(),
-                "--wait",
-                "--timeout",
-                "60s",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "join failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        hub.join_klusterlet(
+            Path::new(env!("CARGO_BIN_EXE_klusterlet")),
+            cluster,
+            managed.kubeconfig_path(),
+            &data,
+            &[],
+        )
+        .await
+        .unwrap();
         let namespace = format!("t-{cluster}");
         let ns: k8s_openapi::api::core::v1::Namespace =
             serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();

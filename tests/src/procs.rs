@@ -167,6 +167,62 @@ impl HubProcess {
         )?)?)
     }
 
+    /// Joins `cluster` as an operator would: an auto-accept bootstrap token, then
+    /// `klusterlet join --wait` (the `klusterlet` binary given) with this hub's CA pinned by
+    /// hash, the managed cluster's `kubeconfig`, `data_dir` for the agent's key and `labels`
+    /// (`k=v`). Fails with the join's stderr.
+    pub async fn join_klusterlet(
+        &self,
+        klusterlet: &Path,
+        cluster: &str,
+        kubeconfig: &Path,
+        data_dir: &Path,
+        labels: &[&str],
+    ) -> anyhow::Result<()> {
+        let cfg = ClientConfig::load(&self.client_config_path())?;
+        let ca = cfg
+            .ca_data
+            .as_deref()
+            .context("the hub's client.yaml has no CA")?;
+        let ca_hash = klusterlet::identity::ca_hash(ca).map_err(anyhow::Error::msg)?;
+        let token = self
+            .client()?
+            .create_token(&api::TokenRequest {
+                auto_accept: true,
+                ..Default::default()
+            })
+            .await?
+            .token
+            .context("no token secret in the answer")?;
+        let url = format!("https://127.0.0.1:{}", self.port);
+        let mut cmd = tokio::process::Command::new(klusterlet);
+        cmd.args([
+            "join",
+            "--hub",
+            &url,
+            "--token",
+            &token,
+            "--ca-hash",
+            &ca_hash,
+        ])
+        .args(["--cluster-name", cluster, "--kubeconfig"])
+        .arg(kubeconfig)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--wait", "--timeout", "60s"])
+        .stdin(Stdio::null());
+        for l in labels {
+            cmd.args(["--label", l]);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+            .await
+            .context("klusterlet join hung")??;
+        if !out.status.success() {
+            bail!("join failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     /// The child's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

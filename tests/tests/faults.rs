@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use api::{ClientError, HubClient, ListOptions, ManagedCluster, ManifestWork, TokenRequest};
+use api::{ClientError, HubClient, ListOptions, ManagedCluster, ManifestWork};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::{Value, json};
@@ -56,37 +56,16 @@ impl Agent {
     /// real install) and starts its agent with ~1 s timings.
     async fn join(hub: &HubProcess, dir: &Path, cluster: &str) -> Agent {
         let managed = managed().await;
-        let admin = hub.client().unwrap();
-        let cfg = api::ClientConfig::load(&hub.client_config_path()).unwrap();
-        let ca_hash = klusterlet::identity::ca_hash(cfg.ca_data.as_deref().unwrap()).unwrap();
-        let token = admin
-            .create_token(&TokenRequest {
-                auto_accept: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .token
-            .unwrap();
         let data = dir.join(format!("agent-{cluster}"));
-        let url = format!("https://127.0.0.1:{}", hub.port);
-        let out = tokio::process::Command::new(klusterlet_binary())
-            .args(["join", "--hub", &url, "--token", &token])
-            .args(["--ca-hash", &ca_hash, "--cluster-name", cluster])
-            .arg("--kubeconfig")
-            .arg(managed.kubeconfig_path())
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--wait", "--timeout", "60s"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "join failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        hub.join_klusterlet(
+            &klusterlet_binary(),
+            cluster,
+            managed.kubeconfig_path(),
+            &data,
+            &[],
+        )
+        .await
+        .unwrap();
         let mut agent = Agent {
             cluster: cluster.to_string(),
             namespace: managed.fresh_namespace().await.unwrap(),

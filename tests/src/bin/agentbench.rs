@@ -252,44 +252,18 @@ impl Fleet {
         eprintln!("starting the hub");
         let hub = HubProcess::start(&dir.path().join("hub"), &[]).await?;
         let admin = hub.client()?;
-        let cfg = ClientConfig::load(&hub.client_config_path())?;
-        let ca_hash = klusterlet::identity::ca_hash(cfg.ca_data.as_deref().context("no CA")?)
-            .map_err(anyhow::Error::msg)?;
-        let token = admin
-            .create_token(&TokenRequest {
-                auto_accept: true,
-                ..Default::default()
-            })
-            .await?
-            .token
-            .context("no token secret")?;
         let cluster_name = "bench".to_string();
         let data = dir.path().join("agent");
         let kubeconfig = cluster.kubeconfig_path().display().to_string();
-        let url = format!("https://127.0.0.1:{}", hub.port);
         eprintln!("klusterlet join");
-        let out = tokio::process::Command::new(&klusterlet)
-            .args([
-                "join",
-                "--hub",
-                &url,
-                "--token",
-                &token,
-                "--ca-hash",
-                &ca_hash,
-            ])
-            .args(["--cluster-name", &cluster_name, "--kubeconfig", &kubeconfig])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--wait", "--timeout", "60s"])
-            .stdin(Stdio::null())
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(90), out)
-            .await
-            .context("klusterlet join hung")??;
-        if !out.status.success() {
-            bail!("join failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        hub.join_klusterlet(
+            &klusterlet,
+            &cluster_name,
+            cluster.kubeconfig_path(),
+            &data,
+            &[],
+        )
+        .await?;
         let agent_log = dir.path().join("klusterlet.log");
         let log_filter = if opts.debug_log {
             "info,klusterlet=debug"
