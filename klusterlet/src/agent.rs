@@ -126,6 +126,16 @@ pub struct Session {
     current: RwLock<Option<Authorized>>,
     /// One mint at a time: loops that find the token stale together share one new token.
     mint_lock: Mutex<u64>,
+    /// After a failed mint, no other before the backoff's delay: every loop of the agent
+    /// asks for a token, and without this they would all retry at once, each time.
+    mint_retry: std::sync::Mutex<MintRetry>,
+}
+
+/// When the next mint may be tried, after failures.
+#[derive(Debug)]
+struct MintRetry {
+    backoff: Backoff,
+    not_before: Option<(Instant, String)>,
 }
 
 impl Session {
@@ -133,13 +143,21 @@ impl Session {
     pub fn new(identity: Identity) -> Result<Self, Error> {
         let Identity { state, key } = identity;
         let hub = HubClient::new(&state.client_config())?;
-        Ok(Session {
-            cluster: state.cluster_name,
+        Ok(Session::with_client(state.cluster_name, key, hub))
+    }
+
+    fn with_client(cluster: String, key: AgentKey, hub: HubClient) -> Self {
+        Session {
+            cluster,
             key,
             hub,
             current: RwLock::new(None),
             mint_lock: Mutex::new(0),
-        })
+            mint_retry: std::sync::Mutex::new(MintRetry {
+                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+                not_before: None,
+            }),
+        }
     }
 
     /// The managed cluster's name on the hub.
@@ -161,6 +179,7 @@ impl Session {
             if now < a.expires_at {
                 return match self.mint(Some(a.generation)).await {
                     Ok(fresh) => Ok(fresh),
+                    Err(Error::Waiting { .. }) => Ok(a),
                     Err(e) => {
                         tracing::warn!(error = %Chain(&e), "renewing the access token failed; the current one is still valid");
                         Ok(a)
@@ -185,14 +204,38 @@ impl Session {
                 return Ok(a);
             }
         }
+        if let Some((at, last)) = &self.mint_retry.lock().expect("mint retry lock").not_before {
+            let wait = at.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                return Err(Error::Waiting {
+                    wait,
+                    last: last.clone(),
+                });
+            }
+        }
         let assertion = self.key.cluster_assertion(&self.cluster)?;
         let asked = Instant::now();
-        let access = tokio::time::timeout(
+        let access = match tokio::time::timeout(
             HUB_CALL_TIMEOUT,
             self.hub.credentials(&self.cluster, &assertion),
         )
         .await
-        .map_err(|_| no_answer(self.hub.base_url()))??;
+        .map_err(|_| no_answer(self.hub.base_url()))
+        .and_then(|r| r.map_err(Error::from))
+        {
+            Ok(access) => {
+                let mut retry = self.mint_retry.lock().expect("mint retry lock");
+                retry.backoff.reset();
+                retry.not_before = None;
+                access
+            }
+            Err(e) => {
+                let mut retry = self.mint_retry.lock().expect("mint retry lock");
+                let delay = retry.backoff.next_delay();
+                retry.not_before = Some((Instant::now() + delay, Chain(&e).to_string()));
+                return Err(e);
+            }
+        };
         *generation += 1;
         let lifetime = lifetime(&access.access_token)
             .or_else(|| (access.expires_at - chrono::Utc::now()).to_std().ok())
@@ -224,9 +267,15 @@ impl Session {
         }
     }
 
-    /// When the current token is due for renewal, if there is one.
+    /// When the current token is due for renewal, if there is one; after a failed
+    /// renewal, when the next attempt may be made.
     pub async fn renew_at(&self) -> Option<Instant> {
-        self.current.read().await.as_ref().map(|a| a.renew_at)
+        let renew_at = self.current.read().await.as_ref().map(|a| a.renew_at)?;
+        let retry = self.mint_retry.lock().expect("mint retry lock");
+        Some(match &retry.not_before {
+            Some((at, _)) => renew_at.max(*at),
+            None => renew_at,
+        })
     }
 }
 
@@ -240,7 +289,7 @@ fn no_answer(url: &str) -> Error {
 /// Whether a failure looks like an outage rather than a refusal.
 fn transient(err: &Error) -> bool {
     match err {
-        Error::NoAnswer { .. } => true,
+        Error::NoAnswer { .. } | Error::Waiting { .. } => true,
         Error::Hub(e) => is_transient(e),
         _ => false,
     }
@@ -606,5 +655,44 @@ mod tests {
             token: "secret-token-value".into(),
         };
         assert!(!format!("{a:?}").contains("secret-token-value"));
+    }
+
+    /// A hub that is down must not be asked for a token by every loop, every time: after
+    /// one failed attempt the others wait out the backoff (a leaked agent used to make
+    /// about 3 connection attempts a second).
+    #[tokio::test]
+    async fn a_failed_mint_holds_back_the_next_attempts() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let dead_hub = tokio::spawn(async move {
+            // Accepts and hangs up at once: a port that answers but no hub behind it.
+            while let Ok((conn, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        let hub = HubClient::new(&api::ClientConfig {
+            server: format!("https://127.0.0.1:{port}"),
+            ca_data: None,
+            token: None,
+        })
+        .unwrap();
+        let session = Session::with_client("c1".into(), AgentKey::generate().unwrap(), hub);
+        let first = session.authorized().await.unwrap_err();
+        assert!(!matches!(first, Error::Waiting { .. }), "{first}");
+        for _ in 0..20 {
+            match session.authorized().await {
+                Err(Error::Waiting { wait, last }) => {
+                    assert!(wait <= Duration::from_secs(1), "{wait:?}");
+                    assert!(!last.is_empty());
+                }
+                other => panic!("expected to wait, got {other:?}"),
+            }
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(first.exit_code(), 4);
+        dead_hub.abort();
     }
 }

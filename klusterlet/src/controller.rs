@@ -77,6 +77,17 @@ struct WorkMemory {
     failing_since: Option<Instant>,
     /// When a retry is due, after a retryable failure.
     retry: Option<Backoff>,
+    /// What the last clean apply left on the cluster, to skip the next resync's apply
+    /// when none of it moved.
+    applied: Option<Applied>,
+}
+
+/// A work's generation and the `resourceVersion` of each object its last apply returned,
+/// kept only when every manifest applied and nothing was left to delete.
+#[derive(Clone)]
+struct Applied {
+    generation: i64,
+    versions: Vec<(ResourceRef, String)>,
 }
 
 /// The queue of works to reconcile, with at most one run per work at a time.
@@ -157,7 +168,7 @@ impl WorkController {
         shared.index_owners().await;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(follow(shared.clone(), stop.clone()));
-        tasks.spawn(resync(shared.clone(), stop.clone()));
+        tasks.spawn(resync(shared.clone(), kube.clone(), stop.clone()));
         for (group, version, kind, plural) in WATCHED {
             let gvk = GroupVersionKind::gvk(group, version, kind);
             tasks.spawn(watch_kind(
@@ -207,6 +218,12 @@ impl Shared {
         let name = q.queued.pop_front()?;
         q.pending.remove(&name);
         q.running.insert(name.clone());
+        let more = !q.queued.is_empty();
+        drop(q);
+        if more {
+            // A burst of enqueues leaves at most one stored wake-up: pass it on.
+            self.wake.notify_one();
+        }
         Some(name)
     }
 
@@ -325,17 +342,113 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Queues every work each resync period.
-async fn resync(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Queues, each resync period, every work whose objects may have drifted.
+///
+/// Re-applying every object of every work each period was most of an idle agent's CPU
+/// (100 server-side applies a minute for 100 works). Instead one metadata-only list per
+/// resource and namespace tells which objects moved since their work's last clean apply:
+/// a hand edit, a deletion or a controller's status write changes the `resourceVersion`.
+/// Only works with such an object (or without a clean apply on record) are re-applied.
+async fn resync(shared: Arc<Shared>, kube: kube::Client, mut stop: watch::Receiver<bool>) {
     loop {
         if sleep_or_stop(shared.options.resync, &mut stop).await {
             return;
         }
-        let names: Vec<String> = shared.works.read().await.keys().cloned().collect();
-        for n in names {
-            shared.enqueue(&n);
+        let works: Vec<(String, Option<i64>)> = shared
+            .works
+            .read()
+            .await
+            .iter()
+            .filter(|(_, w)| w.metadata.deletion_timestamp.is_none())
+            .map(|(n, w)| (n.clone(), w.metadata.generation))
+            .collect();
+        let applied: HashMap<String, Applied> = {
+            let memory = shared.memory.lock().await;
+            works
+                .iter()
+                .filter_map(|(n, generation)| {
+                    let a = memory.get(n)?.applied.as_ref()?;
+                    (Some(a.generation) == *generation).then(|| (n.clone(), a.clone()))
+                })
+                .collect()
+        };
+        let live = live_versions(&kube, applied.values()).await;
+        let all: Vec<String> = shared.works.read().await.keys().cloned().collect();
+        let mut skipped = 0usize;
+        for n in all {
+            let unmoved = applied.get(&n).is_some_and(|a| {
+                a.versions
+                    .iter()
+                    .all(|(r, v)| live.get(&object_key(r)) == Some(&Some(v.clone())))
+            });
+            if unmoved {
+                skipped += 1;
+            } else {
+                shared.enqueue(&n);
+            }
+        }
+        tracing::debug!(skipped, "resync: works whose objects did not move");
+    }
+}
+
+/// (group, resource, namespace, name) of an object.
+type ObjectKey = (String, String, String, String);
+
+fn object_key(r: &ResourceRef) -> ObjectKey {
+    (
+        r.group.clone(),
+        r.resource.clone(),
+        r.namespace.clone(),
+        r.name.clone(),
+    )
+}
+
+/// The live `resourceVersion` of the objects these works applied, by one metadata-only
+/// list per resource and namespace: `Some(version)`, or `None` where the object is gone.
+/// Objects of a list that failed are left out, so their works are re-applied.
+async fn live_versions<'a>(
+    kube: &kube::Client,
+    applied: impl Iterator<Item = &'a Applied>,
+) -> HashMap<ObjectKey, Option<String>> {
+    let mut groups: HashMap<(String, String, String), (ResourceRef, Vec<ObjectKey>)> =
+        HashMap::new();
+    for (r, _) in applied.flat_map(|a| a.versions.iter()) {
+        groups
+            .entry((r.group.clone(), r.resource.clone(), r.namespace.clone()))
+            .or_insert_with(|| (r.clone(), Vec::new()))
+            .1
+            .push(object_key(r));
+    }
+    let mut live = HashMap::new();
+    for (r, keys) in groups.into_values() {
+        let api = r.api(kube.clone());
+        let mut found: HashMap<String, String> = HashMap::new();
+        let mut params = kube::api::ListParams::default().limit(500);
+        let listed: Result<(), kube::Error> = async {
+            loop {
+                let page = api.list_metadata(&params).await?;
+                for o in page.items {
+                    if let (Some(n), Some(v)) = (o.metadata.name, o.metadata.resource_version) {
+                        found.insert(n, v);
+                    }
+                }
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => return Ok(()),
+                }
+            }
+        }
+        .await;
+        if let Err(e) = listed {
+            tracing::debug!(resource = %r.resource, namespace = %r.namespace, error = %e, "resync list failed; re-applying its works");
+            continue;
+        }
+        for key in keys {
+            let version = found.get(&key.3).cloned();
+            live.insert(key, version);
         }
     }
+    live
 }
 
 /// Watches one workload kind cluster-wide and queues the works that own a changed object.
@@ -386,16 +499,19 @@ async fn watch_kind(
     }
 }
 
-async fn worker(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
         }
         let Some(name) = shared.take() else {
+            // No timer here: an idle agent's workers must not wake up for nothing. A
+            // notification sent before this wait stays stored in the `Notify`, and stopping
+            // wakes every waiter.
             let notified = shared.wake.notified();
             tokio::select! {
                 _ = notified => {},
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                changed = stop.changed() => if changed.is_err() { return },
             }
             continue;
         };
@@ -555,6 +671,25 @@ async fn apply(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Erro
         .iter()
         .any(|o| o.result.as_ref().is_err_and(|e| e.retryable));
     push_status(shared, work, &outcomes).await?;
+    // Only a clean apply may let the next resync skip this work.
+    let clean = !still_deleting && !unresolved && outcomes.iter().all(|o| o.result.is_ok());
+    let applied = clean
+        .then(|| {
+            let versions = outcomes
+                .iter()
+                .map(|o| {
+                    let r = o.reference.clone()?;
+                    let v = o.result.as_ref().ok()?.metadata.resource_version.clone()?;
+                    Some((r, v))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Applied {
+                generation: work.metadata.generation?,
+                versions,
+            })
+        })
+        .flatten();
+    shared.memory.lock().await.entry(name).or_default().applied = applied;
     Ok(retryable_failure || still_deleting)
 }
 

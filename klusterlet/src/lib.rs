@@ -43,6 +43,17 @@ pub enum Error {
         /// How long the call waited.
         after: std::time::Duration,
     },
+    /// A recent call for an access token failed and the agent waits before asking again,
+    /// so its loops do not hammer a hub that is down: exit 4.
+    #[error(
+        "not asking the hub for an access token for another {wait:?}: the last attempt failed: {last}"
+    )]
+    Waiting {
+        /// How long until the next attempt.
+        wait: std::time::Duration,
+        /// The last attempt's failure.
+        last: String,
+    },
     /// The server at `--hub` is not the hub `--ca-hash` pins (a man in the middle, or the
     /// wrong hash): exit 4, like any other failure to reach the hub safely.
     #[error(
@@ -87,7 +98,7 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::Hub(e) => e.exit_code(),
-            Error::CaMismatch { .. } | Error::NoAnswer { .. } => 4,
+            Error::CaMismatch { .. } | Error::NoAnswer { .. } | Error::Waiting { .. } => 4,
             Error::Identity(_) | Error::Claims(_) | Error::Refused(_) | Error::Cluster(_) => 1,
             Error::TimedOut(_) => 3,
         }

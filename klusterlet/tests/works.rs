@@ -290,6 +290,16 @@ async fn apply_update_drop_and_delete() {
         .wait_cm("one", LIMIT, |c| data(c).as_deref() == Some("changed"))
         .await;
 
+    // So is a deletion by hand: the resync sees the object gone and applies it again.
+    fleet
+        .configmaps()
+        .delete("one", &Default::default())
+        .await
+        .unwrap();
+    fleet
+        .wait_cm("one", LIMIT, |c| data(c).as_deref() == Some("changed"))
+        .await;
+
     // Deleting the work deletes what it applied, then the work goes.
     fleet
         .admin
