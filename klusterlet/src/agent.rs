@@ -51,8 +51,8 @@ pub struct RunArgs {
     /// cluster; they are sent with the next lease renewal when they changed.
     #[arg(long, env = "KLUSTERLET_CLAIMS_INTERVAL", default_value = "5m", value_parser = api::parse_duration)]
     pub claims_interval: Duration,
-    /// How often every work is re-applied (hand edits are reverted) and its status
-    /// refreshed.
+    /// How often to look for drift: works with an object changed or deleted by hand (or
+    /// not applied cleanly last time) are re-applied.
     #[arg(long, env = "KLUSTERLET_RESYNC", default_value = "60s", value_parser = api::parse_duration)]
     pub resync: Duration,
     /// A manifest failing for longer than this makes its work Degraded.

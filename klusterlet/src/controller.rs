@@ -4,9 +4,9 @@
 //! * A follower keeps the latest view of the works (`GET .../manifestworks?index=N&wait=`)
 //!   and queues every work whose generation or deletion changed; it resumes from its last
 //!   index after a hub restart or a network cut, with backoff and jitter.
-//! * A resync queues every work each `--resync` (drift: hand edits are re-applied), and
-//!   watchers on the workloads the works applied queue their work when the object changes,
-//!   so a Deployment turning available is reported at once.
+//! * A resync queues each `--resync` the works whose objects moved (drift: hand edits are
+//!   re-applied), and watchers on the workloads the works applied queue their work when
+//!   the object changes, so a Deployment turning available is reported at once.
 //! * Workers (`--concurrency` at a time) reconcile one work each: apply, record in the
 //!   ledger, delete what a work no longer names, and push status when it changed. A work is
 //!   never reconciled twice at once; a request while it runs re-runs it after.
@@ -34,7 +34,7 @@ use crate::status;
 /// Timings and limits of the work loop.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
-    /// How often every work is re-applied (drift repair) and its status refreshed.
+    /// How often to look for drift and re-apply the works whose objects moved.
     pub resync: Duration,
     /// A manifest failing longer than this makes its work Degraded.
     pub degraded_after: Duration,
