@@ -24,6 +24,7 @@ pub struct Running {
     pub client_config: PathBuf,
     handle: Handle<std::net::SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    hub: Arc<Hub>,
 }
 
 impl Running {
@@ -31,6 +32,10 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
         self.handle.graceful_shutdown(Some(grace));
         self.task.await.context("server task")?.context("server")?;
+        // Heartbeats received since the last flush, so a restart does not lose them.
+        if let Err(e) = self.hub.flush_leases().await {
+            tracing::warn!(error = %e, "writing the last lease renewals failed");
+        }
         Ok(())
     }
 }
@@ -144,7 +149,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         signing_key_max_age,
     ));
     let state = AppState {
-        hub,
+        hub: hub.clone(),
         auth,
         cluster_info: Arc::new(ClusterInfo {
             server: url.clone(),
@@ -172,6 +177,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         client_config,
         handle,
         task,
+        hub,
     })
 }
 

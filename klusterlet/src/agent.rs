@@ -474,7 +474,9 @@ async fn lease_loop(
                 }
                 interval = Duration::from_secs(status.lease_interval_seconds.max(1));
                 tracing::debug!(renewed_at = %status.renewed_at, "lease renewed");
-                interval
+                // ±5 %: agents that started together (after a hub or node restart) drift
+                // apart instead of renewing in step, a burst on the hub every interval.
+                interval.mul_f64(0.95 + 0.1 * rand::random::<f64>())
             }
             Err(Renewal::Unauthorized(generation)) => {
                 session.invalidate(generation).await;

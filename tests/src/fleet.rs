@@ -43,6 +43,11 @@ pub struct FleetLoad {
     pub work_bytes: usize,
     /// How often each agent renews its lease (the hub's `--lease-interval`).
     pub lease_interval: Duration,
+    /// Whether every agent renews in the same phase instead of a random one.
+    pub aligned_leases: bool,
+    /// The hub's Postgres, to measure how much the database grows while works are
+    /// written (the fleet's own rows, written while it joins, are left out).
+    pub postgres_url: Option<String>,
     /// How long to wait, after the writers stop, for the last statuses.
     pub drain: Duration,
 }
@@ -73,6 +78,8 @@ pub struct FleetReport {
     pub missing_statuses: usize,
     /// Hub write (PUT start) → the agent's status PUT acknowledged, in ms.
     pub write_to_status_ms: LatencyMs,
+    /// The p99 of the writes started in each 5 s of the write phase, in ms.
+    pub write_to_status_p99_ms_by_5s: Vec<f64>,
     /// Lease renewals the agents made during the write phase, and how many failed.
     pub lease_renewals: u64,
     pub lease_failures: u64,
@@ -85,6 +92,23 @@ pub struct FleetReport {
     pub hub_millicores: f64,
     /// This process's CPU (the simulated fleet and the writers), in seconds.
     pub load_cpu_seconds: f64,
+    /// Postgres: the database's growth during the write phase over the works created.
+    pub postgres_bytes_per_work: Option<f64>,
+    /// Postgres: each table's growth (with indexes and TOAST) over the works created.
+    pub postgres_table_bytes_per_work: std::collections::BTreeMap<String, f64>,
+}
+
+/// The database's size and each table's (with indexes and TOAST), in bytes.
+async fn database_sizes(db: &sqlx::PgPool) -> anyhow::Result<(i64, HashMap<String, i64>)> {
+    let (total,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+        .fetch_one(db)
+        .await?;
+    let tables: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, pg_total_relation_size(relid) FROM pg_catalog.pg_statio_user_tables",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok((total, tables.into_iter().collect()))
 }
 
 /// Latency quantiles in milliseconds.
@@ -114,7 +138,8 @@ impl From<&Latencies> for LatencyMs {
 #[derive(Default)]
 struct Ledger {
     started: HashMap<(String, String), Instant>,
-    latencies: Vec<Duration>,
+    /// (when the write started, its latency).
+    latencies: Vec<(Instant, Duration)>,
     reported: usize,
 }
 
@@ -210,6 +235,7 @@ pub async fn run_fleet(
                     client,
                     name.clone(),
                     load.lease_interval,
+                    load.aligned_leases,
                     leases.clone(),
                     stop.clone(),
                 )));
@@ -233,6 +259,14 @@ pub async fn run_fleet(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The write phase.
+    let db = match &load.postgres_url {
+        Some(url) => Some(sqlx::PgPool::connect(url).await?),
+        None => None,
+    };
+    let sizes_before = match &db {
+        Some(db) => Some(database_sizes(db).await?),
+        None => None,
+    };
     let rss_idle = rss_mib(hub_pid)?;
     let peak = Arc::new(std::sync::Mutex::new(rss_idle));
     let sampler = {
@@ -317,8 +351,35 @@ pub async fn run_fleet(
     for a in agents {
         a.abort();
     }
+    let mut postgres_bytes_per_work = None;
+    let mut postgres_table_bytes_per_work = std::collections::BTreeMap::new();
+    if let (Some(db), Some((total0, tables0))) = (&db, &sizes_before) {
+        let (total, tables) = database_sizes(db).await?;
+        let per_work = |b: i64| b as f64 / works_created.max(1) as f64;
+        postgres_bytes_per_work = Some(per_work(total - total0));
+        for (table, size) in tables {
+            let grown = size - tables0.get(&table).copied().unwrap_or(0);
+            if grown != 0 {
+                postgres_table_bytes_per_work.insert(table, per_work(grown).round());
+            }
+        }
+    }
     let ledger = ledger.lock().await;
-    let latencies = Latencies::new(ledger.latencies.clone());
+    let latencies = Latencies::new(ledger.latencies.iter().map(|(_, l)| *l).collect());
+    // The p99 of each 5 s of the write phase: bursts (lease renewals, blocking queries
+    // expiring together) show as slices, not as a p99 of the whole run.
+    let mut slices: Vec<Vec<Duration>> = Vec::new();
+    for (started, latency) in &ledger.latencies {
+        let slice = (started.saturating_duration_since(write_started).as_secs() / 5) as usize;
+        if slices.len() <= slice {
+            slices.resize(slice + 1, Vec::new());
+        }
+        slices[slice].push(*latency);
+    }
+    let p99_by_5s: Vec<f64> = slices
+        .into_iter()
+        .map(|l| LatencyMs::from(&Latencies::new(l)).p99)
+        .collect();
     let peak = *peak
         .lock()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
@@ -335,6 +396,7 @@ pub async fn run_fleet(
         statuses: ledger.reported,
         missing_statuses: works_created.saturating_sub(ledger.reported),
         write_to_status_ms: (&latencies).into(),
+        write_to_status_p99_ms_by_5s: p99_by_5s,
         lease_renewals: renewals,
         lease_failures,
         hub_rss_mib_idle_fleet: (rss_idle * 10.0).round() / 10.0,
@@ -342,6 +404,8 @@ pub async fn run_fleet(
         hub_cpu_seconds: hub_cpu,
         hub_millicores: hub_cpu * 1000.0 / write_seconds,
         load_cpu_seconds: own_cpu,
+        postgres_bytes_per_work,
+        postgres_table_bytes_per_work,
     })
 }
 
@@ -376,10 +440,19 @@ async fn renew(
     client: HubClient,
     name: String,
     interval: Duration,
+    aligned: bool,
     leases: Arc<Leases>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(interval);
+    // Real agents joined at different times, so their renewals are spread over the
+    // interval; agents that all joined in the same few seconds would renew in step, a
+    // burst every interval that no real fleet sends. Each starts at a random phase.
+    let phase = if aligned {
+        Duration::ZERO
+    } else {
+        interval.mul_f64(rand::random::<f64>())
+    };
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -430,7 +503,7 @@ async fn follow(
             {
                 let mut l = ledger.lock().await;
                 if let Some(started) = l.started.remove(&(name.clone(), w.metadata.name.clone())) {
-                    l.latencies.push(started.elapsed());
+                    l.latencies.push((started, started.elapsed()));
                     l.reported += 1;
                 }
             }

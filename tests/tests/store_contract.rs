@@ -860,6 +860,53 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
     }
 }
 
+/// Lease renewals are written in batches (more than one statement's worth here), a
+/// renewal older than the stored one never moves it back, and the hub counts renewals it
+/// has not written yet.
+async fn lease_renewals_batch_and_never_go_back(f: Fixture) {
+    let store = f.hub.store();
+    let t0 = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let t1 = t0 + chrono::Duration::nanoseconds(30_500_000_001);
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        (0..2_500).map(|i| (format!("c{i:04}"), t1)).collect();
+    store.renew_leases(&rows).await.unwrap();
+    let leases = store.leases().await.unwrap();
+    assert_eq!(leases.len(), 2_500);
+    assert!(
+        leases.values().all(|at| *at == t1),
+        "stored to the nanosecond"
+    );
+
+    store
+        .renew_leases(&[
+            ("c0000".into(), t0),
+            ("c0001".into(), t1 + chrono::Duration::seconds(1)),
+        ])
+        .await
+        .unwrap();
+    let leases = store.leases().await.unwrap();
+    assert_eq!(
+        leases["c0000"], t1,
+        "an older renewal does not move a lease back"
+    );
+    assert_eq!(leases["c0001"], t1 + chrono::Duration::seconds(1));
+
+    cluster(&f.hub, "beat", &[]).await;
+    f.hub
+        .renew_lease("beat", &api::LeaseRenewal::default())
+        .await
+        .unwrap();
+    assert!(
+        f.hub.leases().await.unwrap().contains_key("beat"),
+        "pending renewals count"
+    );
+    f.hub.flush_leases().await.unwrap();
+    assert!(
+        store.leases().await.unwrap().contains_key("beat"),
+        "flushed to the store"
+    );
+}
+
 macro_rules! contract {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -876,8 +923,10 @@ macro_rules! contract {
 contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
-    audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other);
+    audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
+    lease_renewals_batch_and_never_go_back);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
-    audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other);
+    audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
+    lease_renewals_batch_and_never_go_back);

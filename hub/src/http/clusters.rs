@@ -48,7 +48,7 @@ pub async fn list(
     if let Some(scope) = scope {
         list.items.retain(|c| scope.contains(&c.metadata.name));
     }
-    let leases = state.hub.store().leases().await?;
+    let leases = state.hub.leases().await?;
     list.items = list
         .items
         .into_iter()
@@ -74,7 +74,7 @@ pub async fn get(
     state.hub.authorize(&who, &name, Action::Read).await?;
     match state.hub.get_cluster(&name, params.block()?).await? {
         (Some(c), index) => {
-            let leases = state.hub.store().leases().await?;
+            let leases = state.hub.leases().await?;
             Ok(cluster_response(
                 StatusCode::OK,
                 index,

@@ -287,7 +287,7 @@ pub async fn summary(
         .into_iter()
         .filter(|w| name.as_deref().is_none_or(|n| n == w.metadata.name))
         .collect();
-    let leases = state.hub.store().leases().await?;
+    let leases = state.hub.leases().await?;
     let clusters = state
         .hub
         .store()

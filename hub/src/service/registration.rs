@@ -633,7 +633,10 @@ impl super::Hub {
             .get_cluster(cluster)
             .await?
             .ok_or_else(|| Error::NotFound(format!("cluster {cluster:?} not found")))?;
-        self.store.renew_lease(cluster, now).await?;
+        self.pending_leases
+            .lock()
+            .expect("lease lock")
+            .insert(cluster.to_string(), now);
         let available = current.condition(AVAILABLE).is_some_and(Condition::is_true);
         let claims_changed = renewal
             .claims
@@ -653,10 +656,41 @@ impl super::Hub {
         })
     }
 
+    /// Writes the lease renewals received since the last flush to the store; on failure
+    /// they are kept for the next one (unless a newer renewal came meanwhile).
+    pub async fn flush_leases(&self) -> Result<usize> {
+        let taken = std::mem::take(&mut *self.pending_leases.lock().expect("lease lock"));
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<(String, chrono::DateTime<Utc>)> = taken.into_iter().collect();
+        match self.store.renew_leases(&rows).await {
+            Ok(()) => Ok(rows.len()),
+            Err(e) => {
+                let mut pending = self.pending_leases.lock().expect("lease lock");
+                for (cluster, at) in rows {
+                    pending.entry(cluster).or_insert(at);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Every cluster's last lease renewal: the store's, or a newer one this hub received
+    /// and has not written yet.
+    pub async fn leases(&self) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>> {
+        let mut leases = self.store.leases().await?;
+        for (cluster, at) in self.pending_leases.lock().expect("lease lock").iter() {
+            let stored = leases.entry(cluster.clone()).or_insert(*at);
+            *stored = (*stored).max(*at);
+        }
+        Ok(leases)
+    }
+
     /// Marks clusters whose lease ran out as unavailable (by this hub's clock).
     pub async fn check_leases(&self) -> Result<usize> {
         let now = Utc::now();
-        let leases = self.store.leases().await?;
+        let leases = self.leases().await?;
         let mut marked = 0;
         for c in self.store.list_clusters().await? {
             let name = c.metadata.name.clone();

@@ -197,11 +197,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_registrations(&self) -> Result<Vec<api::Registration>, StoreError>;
     /// The accepted agent of a cluster.
     async fn get_agent(&self, cluster: &str) -> Result<Option<Agent>, StoreError>;
-    /// Records a lease renewal (not indexed).
-    async fn renew_lease(
+    /// Records lease renewals (not indexed); a renewal older than the one stored is
+    /// ignored, so hubs flushing out of order never move a lease back.
+    async fn renew_leases(
         &self,
-        cluster: &str,
-        at: chrono::DateTime<chrono::Utc>,
+        leases: &[(String, chrono::DateTime<chrono::Utc>)],
     ) -> Result<(), StoreError>;
     /// Every cluster's last lease renewal.
     async fn leases(&self) -> Result<BTreeMap<String, chrono::DateTime<chrono::Utc>>, StoreError>;

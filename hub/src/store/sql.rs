@@ -645,19 +645,26 @@ macro_rules! sql_store {
                 fetch_agent(&self.pool, cluster).await
             }
 
-            async fn renew_lease(
+            async fn renew_leases(
                 &self,
-                cluster: &str,
-                at: chrono::DateTime<chrono::Utc>,
+                leases: &[(String, chrono::DateTime<chrono::Utc>)],
             ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
-                    "INSERT INTO leases (cluster, renewed_at) VALUES ($1, $2) \
-                     ON CONFLICT (cluster) DO UPDATE SET renewed_at = excluded.renewed_at",
-                )
-                .bind(cluster)
-                .bind(at.to_rfc3339())
-                .execute(&self.pool)
-                .await?;
+                // One statement per 1,000 rows: well inside both databases' limits on
+                // bound parameters, and one commit for a whole second of heartbeats.
+                for chunk in leases.chunks(1000) {
+                    let mut qb: sqlx::QueryBuilder<$db> =
+                        sqlx::QueryBuilder::new("INSERT INTO leases (cluster, renewed_at) ");
+                    qb.push_values(chunk, |mut b, (cluster, at)| {
+                        // Fixed-width (nanoseconds, `+00:00`): the WHERE below compares text.
+                        b.push_bind(cluster.clone())
+                            .push_bind(at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false));
+                    });
+                    qb.push(
+                        " ON CONFLICT (cluster) DO UPDATE SET renewed_at = excluded.renewed_at \
+                         WHERE excluded.renewed_at > leases.renewed_at",
+                    );
+                    qb.build().execute(&self.pool).await?;
+                }
                 Ok(())
             }
 

@@ -68,6 +68,11 @@ struct FleetArgs {
     /// The hub's --lease-interval, which every agent renews at.
     #[arg(long, default_value = "10s", value_parser = api::parse_duration)]
     lease_interval: Duration,
+    /// Every agent renews in the same phase (they joined within seconds of each other and
+    /// renew in step: a burst each interval). By default each starts at a random phase, as
+    /// agents that joined at different times do.
+    #[arg(long)]
+    aligned_leases: bool,
     /// After the writers stop, how long to wait for the last statuses.
     #[arg(long, default_value = "30s", value_parser = api::parse_duration)]
     drain: Duration,
@@ -257,6 +262,8 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         duration: args.duration,
         work_bytes: args.work_bytes as usize,
         lease_interval: args.lease_interval,
+        aligned_leases: args.aligned_leases,
+        postgres_url: None,
         drain: args.drain,
     };
     let lease = format!("{}ms", args.lease_interval.as_millis());
@@ -267,27 +274,23 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         let postgres = tokio::task::spawn_blocking(TestPostgres::start).await??;
         let url = postgres.fresh_database().await?;
         let db = sqlx::PgPool::connect(&url).await?;
-        let size = || async {
-            let (b,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
-                .fetch_one(&db)
-                .await?;
-            anyhow::Ok(b)
-        };
         let dir = tempfile::tempdir()?;
         let mut with_db = hub_args.to_vec();
         with_db.extend(["--database-url", url.as_str()]);
         let hub = HubProcess::start(dir.path(), &with_db).await?;
-        let before = size().await?;
+        let load = testkit::fleet::FleetLoad {
+            postgres_url: Some(url.clone()),
+            ..load.clone()
+        };
         let report = run_fleet_on(&hub, &load).await?;
         let (works, table): (i64, i64) =
             sqlx::query_as("SELECT (SELECT COUNT(*) FROM works), pg_total_relation_size('works')")
                 .fetch_one(&db)
                 .await?;
-        let grown = (size().await? - before) as f64;
         runs.push(FleetRun {
             backend: "postgres",
             open_file_limit,
-            postgres_bytes_per_work: Some(grown / report.works_created.max(1) as f64),
+            postgres_bytes_per_work: report.postgres_bytes_per_work,
             works_table_bytes_per_work: Some(table as f64 / works.max(1) as f64),
             report,
         });
@@ -311,7 +314,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
             "fleet on {}: {}/{} agents joined in {:.1} s; {} works at {:.1}/s (asked {:.0}/s), {} failed; \
              write → status p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={}, {} missing); \
              leases {} ok, {} failed; hub RSS {:.1} MiB with the fleet idle, peak {:.1} MiB; \
-             hub CPU {:.0} millicores; load generator CPU {:.1} s",
+             hub CPU {:.0} millicores; load generator CPU {:.1} s; p99 per 5 s of writes (ms): {:?}",
             r.backend,
             f.joined,
             f.agents,
@@ -332,10 +335,13 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
             f.hub_rss_mib_peak,
             f.hub_millicores,
             f.load_cpu_seconds,
+            f.write_to_status_p99_ms_by_5s,
         );
         if let (Some(db), Some(t)) = (r.postgres_bytes_per_work, r.works_table_bytes_per_work) {
-            summary +=
-                &format!("; Postgres {db:.0} B/work (database growth), works table {t:.0} B/work");
+            summary += &format!(
+                "; Postgres {db:.0} B/work (database growth while writing), works table {t:.0} B/work; growth by table (B/work): {:?}",
+                f.postgres_table_bytes_per_work
+            );
         }
         summary += "\n";
         for e in [&f.first_join_error, &f.first_create_error]
