@@ -39,6 +39,8 @@ pub struct FleetLoad {
     pub rate: f64,
     /// How long the writers write.
     pub duration: Duration,
+    /// Stop after this many creates, even if time remains (OCM's scenario: 5 per cluster).
+    pub max_works: Option<usize>,
     /// Approximate JSON size of each work.
     pub work_bytes: usize,
     /// How often each agent renews its lease (the hub's `--lease-interval`).
@@ -80,6 +82,8 @@ pub struct FleetReport {
     pub write_to_status_ms: LatencyMs,
     /// The p99 of the writes started in each 5 s of the write phase, in ms.
     pub write_to_status_p99_ms_by_5s: Vec<f64>,
+    /// From the start of the first write to the last status received, in seconds.
+    pub last_status_after_seconds: f64,
     /// Lease renewals the agents made during the write phase, and how many failed.
     pub lease_renewals: u64,
     pub lease_failures: u64,
@@ -299,7 +303,7 @@ pub async fn run_fleet(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / load.rate.max(0.001)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut i = 0usize;
-    while write_started.elapsed() < load.duration {
+    while write_started.elapsed() < load.duration && load.max_works.is_none_or(|m| i < m) {
         tick.tick().await;
         let permit = in_flight.clone().acquire_owned().await?;
         let cluster = clusters[i % clusters.len()].clone();
@@ -376,6 +380,13 @@ pub async fn run_fleet(
         }
         slices[slice].push(*latency);
     }
+    // From the first write to the last status: OCM's perf scenario ("until all Applied").
+    let last_status_after = ledger
+        .latencies
+        .iter()
+        .map(|(started, latency)| started.saturating_duration_since(write_started) + *latency)
+        .max()
+        .unwrap_or_default();
     let p99_by_5s: Vec<f64> = slices
         .into_iter()
         .map(|l| LatencyMs::from(&Latencies::new(l)).p99)
@@ -397,6 +408,7 @@ pub async fn run_fleet(
         missing_statuses: works_created.saturating_sub(ledger.reported),
         write_to_status_ms: (&latencies).into(),
         write_to_status_p99_ms_by_5s: p99_by_5s,
+        last_status_after_seconds: last_status_after.as_secs_f64(),
         lease_renewals: renewals,
         lease_failures,
         hub_rss_mib_idle_fleet: (rss_idle * 10.0).round() / 10.0,

@@ -892,6 +892,27 @@ async fn lease_renewals_batch_and_never_go_back(f: Fixture) {
     assert_eq!(leases["c0001"], t1 + chrono::Duration::seconds(1));
 
     cluster(&f.hub, "beat", &[]).await;
+    // The lease check re-reads a cluster only when this version moves: it must be the
+    // document's own.
+    let (beat, _) = f.hub.get_cluster("beat", None).await.unwrap();
+    let versions = store.cluster_versions().await.unwrap();
+    assert_eq!(
+        versions,
+        [(
+            "beat".to_string(),
+            beat.unwrap()
+                .metadata
+                .resource_version
+                .unwrap()
+                .parse()
+                .unwrap()
+        )]
+    );
+    let listed = store.list_clusters().await.unwrap();
+    assert_eq!(
+        listed[0].metadata.resource_version.as_deref(),
+        Some(versions[0].1.to_string().as_str())
+    );
     f.hub
         .renew_lease("beat", &api::LeaseRenewal::default())
         .await

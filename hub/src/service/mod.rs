@@ -107,6 +107,8 @@ pub struct Hub {
     /// lease, far inside the grace.
     pending_leases:
         std::sync::Mutex<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// What the lease check knows of each cluster, by resource version.
+    lease_facts: std::sync::Mutex<std::collections::HashMap<String, registration::LeaseFacts>>,
 }
 
 impl Hub {
@@ -126,6 +128,7 @@ impl Hub {
             writer,
             settings,
             pending_leases: Default::default(),
+            lease_facts: Default::default(),
         });
         tokio::spawn(monitor_leases(Arc::downgrade(&hub)));
         Ok(hub)

@@ -172,6 +172,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_cluster(&self, name: &str) -> Result<Option<ManagedCluster>, StoreError>;
     /// All clusters ordered by name.
     async fn list_clusters(&self) -> Result<Vec<ManagedCluster>, StoreError>;
+    /// Every cluster's name and resource version, without reading the documents (so a
+    /// periodic scan can re-read only the clusters that changed).
+    async fn cluster_versions(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// A shared setting (CA, key material, token hashes).
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Stores `value` unless the key exists; returns what is stored (first writer wins, so

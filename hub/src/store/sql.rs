@@ -502,6 +502,19 @@ macro_rules! sql_store {
                 fetch_cluster(&self.pool, name).await
             }
 
+            async fn cluster_versions(
+                &self,
+            ) -> Result<Vec<(String, u64)>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT name, resource_version FROM clusters")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(n, rv)| (n, u64::try_from(rv).unwrap_or_default()))
+                    .collect())
+            }
+
             async fn list_clusters(
                 &self,
             ) -> Result<Vec<api::ManagedCluster>, $crate::store::StoreError> {

@@ -12,10 +12,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use api::{ClientConfig, ManagedCluster};
+use api::{ClientConfig, HubClient, ManagedCluster, ManifestWork};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use testkit::load::{
@@ -62,6 +62,11 @@ struct FleetArgs {
     /// How long the writers write.
     #[arg(long, default_value = "30s", value_parser = api::parse_duration)]
     duration: Duration,
+    /// Stop writing after this many works (with a high --rate: OCM's perf scenario,
+    /// `--agents 1000 --works 5000 --rate 100000`, 5 works per cluster as fast as the hub
+    /// takes them, timed until the last status).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    works: Option<u64>,
     /// Approximate JSON size of each work.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=400_000))]
     work_bytes: u32,
@@ -117,6 +122,10 @@ struct CreatesArgs {
     /// Print the report as JSON on stdout (the markdown rows go to stderr then).
     #[arg(long)]
     json: bool,
+    /// After creating, list every work of the cluster (one `GET`, no limit) this many
+    /// times and report the time to the last byte, parsed.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    lists: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -162,6 +171,17 @@ struct HubRun {
     mean_write_batch: f64,
     /// What Postgres did (absent on SQLite).
     postgres: Option<PgActivity>,
+    /// Full lists of the cluster's works after the creates (`--lists`).
+    list: Option<ListRun>,
+}
+
+/// Full lists of one cluster's works.
+#[derive(Debug, Serialize)]
+struct ListRun {
+    lists: usize,
+    works_listed: usize,
+    response_bytes: usize,
+    latency_ms: LatencyMs,
 }
 
 #[derive(Debug, Serialize)]
@@ -260,6 +280,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         join_concurrency: args.join_concurrency as usize,
         rate: args.rate,
         duration: args.duration,
+        max_works: args.works.map(|w| w as usize),
         work_bytes: args.work_bytes as usize,
         lease_interval: args.lease_interval,
         aligned_leases: args.aligned_leases,
@@ -314,7 +335,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
             "fleet on {}: {}/{} agents joined in {:.1} s; {} works at {:.1}/s (asked {:.0}/s), {} failed; \
              write → status p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={}, {} missing); \
              leases {} ok, {} failed; hub RSS {:.1} MiB with the fleet idle, peak {:.1} MiB; \
-             hub CPU {:.0} millicores; load generator CPU {:.1} s; p99 per 5 s of writes (ms): {:?}",
+             hub CPU {:.0} millicores; load generator CPU {:.1} s; p99 per 5 s of writes (ms): {:?}; last status {:.2} s after the first write",
             r.backend,
             f.joined,
             f.agents,
@@ -336,6 +357,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
             f.hub_millicores,
             f.load_cpu_seconds,
             f.write_to_status_p99_ms_by_5s,
+            f.last_status_after_seconds,
         );
         if let (Some(db), Some(t)) = (r.postgres_bytes_per_work, r.works_table_bytes_per_work) {
             summary += &format!(
@@ -389,6 +411,7 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         no_pgbench,
         profile,
         json: _,
+        lists,
     } = *args;
     let load = CreateLoad {
         cluster: "bench".into(),
@@ -418,7 +441,7 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         let hub = HubProcess::start(dir.path(), &["--database-url", &url]).await?;
         report
             .hub
-            .push(run_hub("postgres", &hub, Some((&postgres, profile)), &load).await?);
+            .push(run_hub("postgres", &hub, Some((&postgres, profile)), &load, lists).await?);
         drop(hub);
         if !no_pgbench {
             let pgbench = PgbenchLoad {
@@ -440,7 +463,9 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
     if matches!(backend, Backend::Sqlite | Backend::Both) {
         let dir = tempfile::tempdir()?;
         let hub = HubProcess::start(dir.path(), &[]).await?;
-        report.hub.push(run_hub("sqlite", &hub, None, &load).await?);
+        report
+            .hub
+            .push(run_hub("sqlite", &hub, None, &load, lists).await?);
     }
     Ok(report)
 }
@@ -451,6 +476,7 @@ async fn run_hub(
     hub: &HubProcess,
     postgres: Option<(&TestPostgres, bool)>,
     load: &CreateLoad,
+    lists: u32,
 ) -> anyhow::Result<HubRun> {
     let postmaster = postgres.map(|(p, _)| p.pid());
     let hub_pid = hub.pid().context("hub not running")?;
@@ -486,7 +512,51 @@ async fn run_hub(
     if let Some(e) = &created.first_error {
         eprintln!("first failure: {e}");
     }
-    Ok(hub_run(backend, load, &created, cpu, batches, activity))
+    let mut run = hub_run(backend, load, &created, cpu, batches, activity);
+    if lists > 0 {
+        run.list = Some(list_works(&client, &load.cluster, lists as usize).await?);
+    }
+    Ok(run)
+}
+
+/// Lists every work of `cluster` in one request, `n` times (after one untimed warm-up):
+/// the latency to the parsed list, as `hub get works` sees it.
+async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Result<ListRun> {
+    let path = format!("/api/v1/clusters/{cluster}/manifestworks");
+    let fetch = || async {
+        let body = client
+            .request(reqwest::Method::GET, &path)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let list: api::List<ManifestWork> = serde_json::from_slice(&body)?;
+        anyhow::Ok((list.items.len(), body.len()))
+    };
+    let (works_listed, response_bytes) = fetch().await?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let (listed, _) = fetch().await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(
+            listed == works_listed,
+            "a list returned {listed} works, not {works_listed}"
+        );
+    }
+    let latency = Latencies::new(samples);
+    eprintln!(
+        "  list of {works_listed} works ({response_bytes} bytes) x{n}: p50 {:.1} ms, p99 {:.1} ms",
+        latency.quantile(0.5).as_secs_f64() * 1e3,
+        latency.quantile(0.99).as_secs_f64() * 1e3
+    );
+    Ok(ListRun {
+        lists: n,
+        works_listed,
+        response_bytes,
+        latency_ms: (&latency).into(),
+    })
 }
 
 fn hub_run(
@@ -514,6 +584,7 @@ fn hub_run(
         write_batches: batches.count,
         mean_write_batch: batches.mean(),
         postgres,
+        list: None,
     }
 }
 
