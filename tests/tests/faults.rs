@@ -35,8 +35,8 @@ fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-async fn managed() -> &'static TestCluster {
-    TestCluster::shared(ClusterMode::ApiserverOnly)
+async fn managed(mode: ClusterMode) -> &'static TestCluster {
+    TestCluster::shared(mode)
         .await
         .expect("start the managed cluster")
 }
@@ -55,7 +55,12 @@ impl Agent {
     /// Joins `cluster` to the hub with an auto-accept token (as `klusterlet join` does in a
     /// real install) and starts its agent with ~1 s timings.
     async fn join(hub: &HubProcess, dir: &Path, cluster: &str) -> Agent {
-        let managed = managed().await;
+        Self::join_on(hub, dir, cluster, ClusterMode::ApiserverOnly).await
+    }
+
+    /// [`join`](Self::join) with a managed cluster of this kind.
+    async fn join_on(hub: &HubProcess, dir: &Path, cluster: &str, mode: ClusterMode) -> Agent {
+        let managed = managed(mode).await;
         let data = dir.join(format!("agent-{cluster}"));
         hub.join_klusterlet(
             &klusterlet_binary(),
@@ -635,5 +640,134 @@ async fn a_frozen_agent_turns_unknown_then_converges_after_sigcont() {
         "agent SIGSTOP with lease grace 2 s: Available Unknown after {to_unknown:?}; after \
          SIGCONT, the work changed meanwhile Applied at its generation and the cluster \
          Available again within {converged:?}"
+    );
+}
+
+/// The ConfigMaps of the mid-apply test's work in the agent's namespace.
+async fn ours(agent: &Agent) -> Vec<ConfigMap> {
+    let all = agent.config_maps().list(&Default::default()).await.unwrap();
+    all.items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("cm-"))
+        })
+        .collect()
+}
+
+/// The uids the agent's ledger holds for a work (one ConfigMap per work in its namespace).
+async fn ledger_uids(agent: &Agent, work: &str) -> Vec<String> {
+    let ledger: Api<ConfigMap> =
+        Api::namespaced(agent.managed.client(), &format!("agent-{}", agent.cluster));
+    let list = ledger
+        .list(&kube::api::ListParams::default().labels("fleethub.io/ledger=true"))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|cm| {
+            cm.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("fleethub.io/work"))
+                .is_some_and(|w| w == work)
+        })
+        .filter_map(|cm| cm.data.as_ref()?.get("record").cloned())
+        .filter_map(|r| serde_json::from_str::<Value>(&r).ok())
+        .flat_map(|r| {
+            r["entries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e["uid"].as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_klusterlet_killed_mid_apply_converges_without_duplicates_or_orphans() {
+    let _serial = SERIAL.lock().await;
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"), &LEASE_ARGS)
+        .await
+        .unwrap();
+    let admin = hub.client().unwrap();
+    // A full cluster: the work's deletion deletes in the foreground, which only the
+    // garbage collector of kube-controller-manager completes.
+    let mut agent = Agent::join_on(&hub, dir.path(), "midapply", ClusterMode::Full).await;
+    const COUNT: usize = 200;
+    let names: Vec<String> = (0..COUNT).map(|i| format!("cm-{i:04}")).collect();
+    let work = ManifestWork::new(
+        &agent.cluster,
+        "bulk",
+        names.iter().map(|n| agent.config_map(n, "1")).collect(),
+    );
+    admin.put_work(&work, None).await.unwrap();
+
+    // Kill it as soon as the first objects exist and before the last one does.
+    let deadline = Instant::now() + LIMIT;
+    let existing = loop {
+        let n = ours(&agent).await.len();
+        if n > 0 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing applied within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut child = agent.child.take().unwrap();
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let at_kill = ours(&agent).await.len();
+    assert!(
+        at_kill < COUNT,
+        "the agent finished the apply before the kill ({existing} objects when it was sent); \
+         the test needs a bigger work"
+    );
+
+    let restarted = Instant::now();
+    agent.run();
+    wait_work(&admin, &agent, "bulk", applied).await;
+    let converged = restarted.elapsed();
+    let live = ours(&agent).await;
+    let mut live_names: Vec<String> = live
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    live_names.sort();
+    assert_eq!(live_names, names, "exactly the work's objects, once each");
+    let mut live_uids: Vec<String> = live.iter().filter_map(|c| c.metadata.uid.clone()).collect();
+    live_uids.sort();
+    let deadline = Instant::now() + LIMIT;
+    let recorded = loop {
+        let mut recorded = ledger_uids(&agent, "bulk").await;
+        recorded.sort();
+        if recorded == live_uids || Instant::now() > deadline {
+            break recorded;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        recorded, live_uids,
+        "every object on the cluster is in the ledger (no orphans)"
+    );
+
+    // And the ledger is good enough to clean up with.
+    let deleting = Instant::now();
+    admin.delete_work(&agent.cluster, "bulk").await.unwrap();
+    wait_work(&admin, &agent, "bulk", |w| w.is_none()).await;
+    let cleaned = deleting.elapsed();
+    let left = ours(&agent).await.len();
+    assert_eq!(left, 0, "objects left after the work's deletion");
+    println!(
+        "klusterlet kill -9 with {at_kill} of {COUNT} ConfigMaps applied: after restart the work \
+         was Applied in {converged:?} with every object once and in the ledger; deleting it \
+         removed all {COUNT} and the work in {cleaned:?}"
     );
 }
