@@ -55,10 +55,10 @@ pub fn padded_work(cluster: &str, name: &str, bytes: usize, seed: u64) -> Manife
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Connections {
-    /// One `HubClient` (one reqwest pool) shared by every task; the pool keeps one
-    /// keep-alive connection per concurrent request.
+    /// One `HubClient` (one reqwest pool) shared by every task: with HTTP/2, which the
+    /// hub offers and the client speaks, every request shares one connection.
     Shared,
-    /// A `HubClient` of its own per task, so one keep-alive connection per task.
+    /// A `HubClient` of its own per task, so one connection per task.
     PerClient,
 }
 
