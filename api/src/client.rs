@@ -166,8 +166,20 @@ fn seg(s: &str) -> String {
 }
 
 impl HubClient {
-    /// A client for this configuration. With `ca_data` only that CA is trusted.
+    /// A client for this configuration. With `ca_data` only that CA is trusted. It speaks
+    /// HTTP/2 when the hub offers it (the hub does), so concurrent calls share one
+    /// connection.
     pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+        Self::build(config, false)
+    }
+
+    /// Like [`new`](Self::new), but HTTP/1.1 only: one connection per call in flight
+    /// (for comparing the two in benchmarks).
+    pub fn new_http1(config: &ClientConfig) -> Result<Self, ClientError> {
+        Self::build(config, true)
+    }
+
+    fn build(config: &ClientConfig, http1_only: bool) -> Result<Self, ClientError> {
         let base = config.server.trim_end_matches('/').to_string();
         url::Url::parse(&base)
             .map_err(|e| ClientError::Config(format!("server {:?}: {e}", config.server)))?;
@@ -182,6 +194,9 @@ impl HubClient {
                 return Err(ClientError::Config("CA data holds no certificate".into()));
             }
             builder = builder.tls_certs_only(certs);
+        }
+        if http1_only {
+            builder = builder.http1_only();
         }
         let http = builder
             .build()

@@ -77,6 +77,8 @@ pub struct CreateLoad {
     pub connections: Connections,
     /// No new request is started after this much time; the run then reports what it did.
     pub time_limit: Duration,
+    /// HTTP/1.1 only, instead of HTTP/2 (one connection per request in flight).
+    pub http1: bool,
 }
 
 /// What a run of work creations did.
@@ -114,14 +116,21 @@ pub async fn create_works(
     if load.clients == 0 {
         bail!("need at least one client");
     }
-    let shared = HubClient::new(config)?;
+    let client_for = |config: &ClientConfig| {
+        if load.http1 {
+            HubClient::new_http1(config)
+        } else {
+            HubClient::new(config)
+        }
+    };
+    let shared = client_for(config)?;
     let next = Arc::new(AtomicUsize::new(0));
     let ready = Arc::new(tokio::sync::Barrier::new(load.clients + 1));
     let mut tasks = Vec::with_capacity(load.clients);
     for _ in 0..load.clients {
         let client = match load.connections {
             Connections::Shared => shared.clone(),
-            Connections::PerClient => HubClient::new(config)?,
+            Connections::PerClient => client_for(config)?,
         };
         let (next, ready, load) = (next.clone(), ready.clone(), load.clone());
         tasks.push(tokio::spawn(async move {

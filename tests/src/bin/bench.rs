@@ -122,6 +122,10 @@ struct CreatesArgs {
     /// Print the report as JSON on stdout (the markdown rows go to stderr then).
     #[arg(long)]
     json: bool,
+    /// Speak HTTP/1.1 to the hub instead of HTTP/2 (with `shared`, a pool of one
+    /// connection per request in flight, as before HTTP/2).
+    #[arg(long)]
+    http1: bool,
     /// After creating, list every work of the cluster (one `GET`, no limit) this many
     /// times and report the time to the last byte, parsed.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
@@ -155,6 +159,8 @@ struct Machine {
 struct HubRun {
     backend: &'static str,
     connections: Connections,
+    /// HTTP/1.1 only (else HTTP/2).
+    http1: bool,
     works: usize,
     clients: usize,
     work_bytes: usize,
@@ -412,6 +418,7 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         profile,
         json: _,
         lists,
+        http1,
     } = *args;
     let load = CreateLoad {
         cluster: "bench".into(),
@@ -420,6 +427,7 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         work_bytes: work_bytes as usize,
         connections,
         time_limit,
+        http1,
     };
     let mut report = Report {
         machine: machine(),
@@ -570,6 +578,7 @@ fn hub_run(
     HubRun {
         backend,
         connections: load.connections,
+        http1: load.http1,
         works: load.works,
         clients: load.clients,
         work_bytes: load.work_bytes,
@@ -692,7 +701,13 @@ fn markdown(report: &Report) -> String {
     let mut figures = Vec::new();
     for r in &report.hub {
         figures.push(vec![
-            format!("hub on {} ({:?})", r.backend, r.connections).to_lowercase(),
+            format!(
+                "hub on {} ({:?}, HTTP/{})",
+                r.backend,
+                r.connections,
+                if r.http1 { "1.1" } else { "2" }
+            )
+            .to_lowercase(),
             r.created.to_string(),
             r.clients.to_string(),
             r.work_bytes.to_string(),
