@@ -116,12 +116,12 @@ pub async fn create_works(
     if load.clients == 0 {
         bail!("need at least one client");
     }
-    let client_for = |config: &ClientConfig| {
-        if load.http1 {
-            HubClient::new_http1(config)
+    let client_for = |config: &ClientConfig| -> anyhow::Result<HubClient> {
+        Ok(if load.http1 {
+            HubClient::new_http1(config)?
         } else {
-            HubClient::new(config)
-        }
+            HubClient::new(config)?
+        })
     };
     let shared = client_for(config)?;
     let next = Arc::new(AtomicUsize::new(0));
