@@ -354,13 +354,17 @@ async fn resync(shared: Arc<Shared>, kube: kube::Client, mut stop: watch::Receiv
         if sleep_or_stop(shared.options.resync, &mut stop).await {
             return;
         }
+        // (name, generation) of every work; a deleting one has no generation to match,
+        // so it is always queued (its cleanup may be waiting).
         let works: Vec<(String, Option<i64>)> = shared
             .works
             .read()
             .await
             .iter()
-            .filter(|(_, w)| w.metadata.deletion_timestamp.is_none())
-            .map(|(n, w)| (n.clone(), w.metadata.generation))
+            .map(|(n, w)| {
+                let deleting = w.metadata.deletion_timestamp.is_some();
+                (n.clone(), w.metadata.generation.filter(|_| !deleting))
+            })
             .collect();
         let applied: HashMap<String, Applied> = {
             let memory = shared.memory.lock().await;
@@ -373,13 +377,13 @@ async fn resync(shared: Arc<Shared>, kube: kube::Client, mut stop: watch::Receiv
                 .collect()
         };
         let live = live_versions(&kube, applied.values()).await;
-        let all: Vec<String> = shared.works.read().await.keys().cloned().collect();
         let mut skipped = 0usize;
-        for n in all {
+        for (n, _) in works {
             let unmoved = applied.get(&n).is_some_and(|a| {
-                a.versions
-                    .iter()
-                    .all(|(r, v)| live.get(&object_key(r)) == Some(&Some(v.clone())))
+                a.versions.iter().all(|(r, v)| {
+                    live.get(&object_key(r))
+                        .is_some_and(|l| l.as_deref() == Some(v.as_str()))
+                })
             });
             if unmoved {
                 skipped += 1;
@@ -627,29 +631,16 @@ async fn apply(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Erro
         }
     }
     // Everything the previous apply recorded that this work no longer names goes.
-    let named: HashSet<(String, String, String, String)> = outcomes
+    let named: HashSet<ObjectKey> = outcomes
         .iter()
         .filter_map(|o| o.reference.as_ref())
-        .map(|r| {
-            (
-                r.group.clone(),
-                r.resource.clone(),
-                r.namespace.clone(),
-                r.name.clone(),
-            )
-        })
+        .map(object_key)
         .collect();
     let unresolved = outcomes.iter().any(|o| o.reference.is_none());
     let mut still_deleting = false;
     for e in &previous.entries {
         let r = &e.reference;
-        if named.contains(&(
-            r.group.clone(),
-            r.resource.clone(),
-            r.namespace.clone(),
-            r.name.clone(),
-        )) || entries.contains(e)
-        {
+        if named.contains(&object_key(r)) || entries.contains(e) {
             continue;
         }
         if unresolved {
