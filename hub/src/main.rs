@@ -6,6 +6,11 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 use hub::config::{LogFormat, ServeArgs};
 
+// mimalloc rather than glibc's malloc: a full list of 10,000 works allocates and frees
+// ~12 MB in ~10^5 pieces, and glibc's malloc took a fifth of the hub's time in it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hub of a fleet of Kubernetes clusters: stores ManifestWorks per cluster for their agents.
 ///
 /// Exit codes: 0 success; 1 the work failed or the hub refused the request; 2 usage error;

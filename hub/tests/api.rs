@@ -26,6 +26,7 @@ const TOKEN: &str = "test-admin-token";
 
 struct Api {
     app: Router,
+    hub: Arc<Hub>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,7 +44,7 @@ async fn api_with_limit(max_body_bytes: usize) -> Api {
     .await
     .unwrap();
     let state = AppState {
-        hub,
+        hub: hub.clone(),
         auth: Arc::new(auth),
         cluster_info: Arc::new(ClusterInfo {
             server: "https://127.0.0.1:1".into(),
@@ -54,6 +55,7 @@ async fn api_with_limit(max_body_bytes: usize) -> Api {
     };
     Api {
         app: router(state),
+        hub,
         _dir: dir,
     }
 }
@@ -631,4 +633,87 @@ async fn lists_labels_and_deletion_over_http() {
     let text = r.body.as_str().unwrap();
     assert!(text.contains("hub_http_requests_total"), "{text}");
     assert!(text.contains("hub_works_stored"), "{text}");
+}
+
+/// A list serves most works as their stored text; each item must still read exactly as a
+/// GET of that work does: with the `Deleting` condition of a work being deleted, and
+/// unchanged where the text merely mentions `deletionTimestamp` or `Secret`.
+#[tokio::test]
+async fn list_items_read_as_single_reads_do() {
+    let (api, _) = with_work().await;
+    api.hub.mark_cluster_joined("c1").await.unwrap();
+    let mut tricky = good_work();
+    tricky["metadata"]["name"] = json!("w2");
+    tricky["spec"]["workload"]["manifests"][0]["data"] =
+        json!({"note": "\"deletionTimestamp\" and \"Secret\" are only words here"});
+    let r = api
+        .admin("PUT", "/api/v1/clusters/c1/manifestworks/w2", Some(tricky))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let mut doomed = good_work();
+    doomed["metadata"]["name"] = json!("w3");
+    let r = api
+        .admin("PUT", "/api/v1/clusters/c1/manifestworks/w3", Some(doomed))
+        .await;
+    assert_eq!(r.body["metadata"]["finalizers"][0], api::CLEANUP_FINALIZER);
+    let r = api
+        .admin("DELETE", "/api/v1/clusters/c1/manifestworks/w3", None)
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+
+    let list = api
+        .admin("GET", "/api/v1/clusters/c1/manifestworks", None)
+        .await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(
+        list.headers["content-type"], "application/json",
+        "{:?}",
+        list.headers
+    );
+    let items = list.body["items"].as_array().unwrap();
+    let names: Vec<&str> = items
+        .iter()
+        .map(|w| w["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w1", "w2", "w3"]);
+    for item in items {
+        let one = api
+            .admin(
+                "GET",
+                &format!(
+                    "/api/v1/clusters/c1/manifestworks/{}",
+                    item["metadata"]["name"].as_str().unwrap()
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(item, &one.body, "a listed work differs from its GET");
+    }
+    let deleting = &items[2]["status"]["conditions"];
+    assert!(
+        deleting
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Deleting" && c["status"] == "True"),
+        "{deleting}"
+    );
+    // Pages of one carry the same items, and a continue token until the last.
+    let mut paged = Vec::new();
+    let mut next = String::new();
+    loop {
+        let r = api
+            .admin(
+                "GET",
+                &format!("/api/v1/clusters/c1/manifestworks?limit=1&continue={next}"),
+                None,
+            )
+            .await;
+        paged.extend(r.body["items"].as_array().unwrap().clone());
+        match r.body["metadata"]["continue"].as_str() {
+            Some(c) => next = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, items);
 }

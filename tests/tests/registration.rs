@@ -687,6 +687,13 @@ async fn api_tokens_stay_in_scope_and_secrets_are_masked() {
         ["a", "b"],
         "lists across clusters are filtered, not refused"
     );
+    for item in &listed.items {
+        let data = &item.spec.workload.manifests[0]["stringData"]["password"];
+        assert!(
+            data.as_str().is_some_and(|d| d.starts_with("sha256:")),
+            "a list without the secrets verb shows Secret data: {data}"
+        );
+    }
     // Without the secrets verb, Secret data reads as a hash, and the hash cannot be written back.
     let w = ci
         .get_work("a", "w", &ListOptions::default())

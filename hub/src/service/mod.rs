@@ -9,7 +9,7 @@ use api::{ClusterDeletion, List, ManagedCluster, ManifestWork, ManifestWorkStatu
 use base64::Engine;
 use futures::StreamExt;
 
-use crate::store::{Change, ChangeKind, Store};
+use crate::store::{Change, ChangeKind, Store, StoredWork};
 
 pub mod access;
 pub mod clusters;
@@ -61,6 +61,17 @@ pub struct WorkQuery {
     pub ignore_status_changes: bool,
     /// Only these clusters (the caller's scope); `None`: all.
     pub scope: Option<Vec<String>>,
+}
+
+/// One page of works as stored, from [`Hub::list_stored_works`].
+#[derive(Debug)]
+pub struct StoredWorks {
+    /// The works, ordered by (cluster, name).
+    pub items: Vec<StoredWork>,
+    /// The change index the page is current to.
+    pub index: u64,
+    /// Where the next page starts, when there is one.
+    pub continue_: Option<String>,
 }
 
 /// Timings of registration and leases.
@@ -278,6 +289,23 @@ impl Hub {
     /// Lists works of one cluster or across clusters, a page at a time; with `block`, the
     /// first page waits until something it would return changed past the index.
     pub async fn list_works(&self, q: WorkQuery) -> Result<List<ManifestWork>> {
+        let page = self.list_stored_works(q).await?;
+        let items = page
+            .items
+            .iter()
+            .map(|w| w.decode().map(works::present))
+            .collect::<Result<_, _>>()?;
+        Ok(List::new(
+            "ManifestWorkList",
+            items,
+            page.index,
+            page.continue_,
+        ))
+    }
+
+    /// The same list as [`Hub::list_works`], with each work as stored: a large list is served
+    /// without parsing and serializing every document again (see [`works::listed_json`]).
+    pub async fn list_stored_works(&self, q: WorkQuery) -> Result<StoredWorks> {
         if let Some(c) = &q.cluster {
             works::validate_cluster_name(c)?;
         }
@@ -343,36 +371,36 @@ impl Hub {
                 .await?;
             let exhausted = (page.len() as u32) < chunk;
             for w in page {
-                let key = (
-                    w.metadata.namespace.clone().unwrap_or_default(),
-                    w.metadata.name.clone(),
-                );
-                let in_scope = clusters.as_ref().is_none_or(|cs| cs.contains(&key.0))
-                    && q.scope.as_ref().is_none_or(|cs| cs.contains(&key.0));
-                if in_scope && q.selector.matches(&w.metadata.labels) {
+                let in_scope = clusters.as_ref().is_none_or(|cs| cs.contains(&w.cluster))
+                    && q.scope.as_ref().is_none_or(|cs| cs.contains(&w.cluster));
+                // Only a selector needs the labels, so only then is the document parsed.
+                if in_scope && (q.selector.is_empty() || q.selector.matches(&works::labels(&w)?)) {
                     if items.len() as u32 >= limit {
                         more = true;
                         break 'pages;
                     }
-                    items.push(works::present(w));
+                    cursor = Some((w.cluster.clone(), w.name.clone()));
+                    items.push(w);
+                } else {
+                    cursor = Some((w.cluster, w.name));
                 }
-                cursor = Some(key);
             }
             if exhausted {
                 break;
             }
         }
         let continue_ = if more {
-            items.last().map(|w: &ManifestWork| {
-                encode_continue(
-                    w.metadata.namespace.as_deref().unwrap_or_default(),
-                    &w.metadata.name,
-                )
-            })
+            items
+                .last()
+                .map(|w: &StoredWork| encode_continue(&w.cluster, &w.name))
         } else {
             None
         };
-        Ok(List::new("ManifestWorkList", items, index, continue_))
+        Ok(StoredWorks {
+            items,
+            index,
+            continue_,
+        })
     }
 
     /// Creates or updates a cluster record (admin).

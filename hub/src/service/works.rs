@@ -8,8 +8,15 @@ use api::{
     CLEANUP_FINALIZER, Condition, FieldError, ManifestWork, ManifestWorkStatus, WORK_API_VERSION,
 };
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::access::mask_secrets;
 use super::error::{Error, Result};
 use super::writer::{Batch, Outcome};
+use crate::store::StoredWork;
 
 /// A create-or-replace of a work.
 #[derive(Debug, Clone)]
@@ -176,6 +183,42 @@ pub fn present(mut work: ManifestWork) -> ManifestWork {
         });
     }
     work
+}
+
+/// A stored work's labels, reading no more of the document than that.
+pub fn labels(work: &StoredWork) -> Result<BTreeMap<String, String>> {
+    #[derive(Deserialize)]
+    struct Doc {
+        metadata: Meta,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    }
+    Ok(work.decode::<Doc>()?.metadata.labels)
+}
+
+/// A stored work as a reader sees it (with the `Deleting` condition of [`present`], and with
+/// secret data masked when `mask` is set), as JSON text.
+///
+/// The stored text is returned as it is unless it needs changing, which a substring test
+/// rules out for most works: the hub wrote that text with serde_json, which never escapes
+/// ASCII letters, so a work without the text `"deletionTimestamp"` is not being deleted and
+/// one without `"Secret"` has no Secret to mask. Only the rest are parsed and re-encoded.
+pub fn listed_json(work: &StoredWork, mask: bool) -> Result<Cow<'_, str>> {
+    let text = work.object.as_str();
+    let deleting = text.contains("\"deletionTimestamp\"");
+    let secret = mask && text.contains("\"Secret\"");
+    if !deleting && !secret {
+        return Ok(Cow::Borrowed(text));
+    }
+    let mut parsed = present(work.decode()?);
+    if mask {
+        mask_secrets(&mut parsed);
+    }
+    let text = serde_json::to_string(&parsed).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Cow::Owned(text))
 }
 
 fn not_found(cluster: &str, name: &str) -> Error {

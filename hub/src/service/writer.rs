@@ -340,7 +340,15 @@ async fn commit(
     feed: &ChangeFeed,
     ops: &[Queued],
 ) -> Result<Vec<Result<Outcome>>, StoreError> {
-    let mut tx = store.begin_write().await?;
+    // The works and the clusters the batch touches are read as it begins, instead of a
+    // round trip per op.
+    let (mut works, mut clusters) = (Vec::new(), Vec::new());
+    for q in ops {
+        let (w, c) = q.op.reads();
+        works.extend(w);
+        clusters.extend(c.cloned());
+    }
+    let mut tx = store.begin_write(&works, &clusters).await?;
     let base = tx.base_index();
     let mut batch = Batch {
         tx: &mut *tx,
@@ -349,15 +357,6 @@ async fn commit(
         now: Utc::now(),
         next: base + 1,
     };
-    // One query for the works and one for the clusters the batch touches, instead of a
-    // round trip per op.
-    let (mut works, mut clusters) = (Vec::new(), Vec::new());
-    for q in ops {
-        let (w, c) = q.op.reads();
-        works.extend(w);
-        clusters.extend(c.cloned());
-    }
-    batch.tx.prefetch(&works, &clusters).await?;
     let mut results = Vec::with_capacity(ops.len());
     for Queued { op, by } in ops {
         let mark = batch.changes.len();

@@ -145,11 +145,38 @@ pub struct Change {
 /// A stream of indexes committed by other hubs sharing the database.
 pub type IndexStream = BoxStream<'static, Result<u64, StoreError>>;
 
+/// A work as stored: its key and its JSON document, not parsed.
+#[derive(Debug, Clone)]
+pub struct StoredWork {
+    /// The cluster (namespace) of the work.
+    pub cluster: String,
+    /// The work's name.
+    pub name: String,
+    /// The document, as the hub serialized it when it wrote the work.
+    pub object: String,
+}
+
+impl StoredWork {
+    /// The document parsed as `T`: a [`ManifestWork`], or a struct of just the fields a
+    /// caller needs (serde then skips the rest without building it).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
+        decode(
+            &format!("work {}/{}", self.cluster, self.name),
+            &self.object,
+        )
+    }
+}
+
 /// The storage interface of the hub.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Opens a write transaction holding the change-index lock.
-    async fn begin_write(&self) -> Result<Box<dyn WriteTx>, StoreError>;
+    /// Opens a write transaction holding the change-index lock, with these works and
+    /// clusters read already (the batch's reads of them then need no round trip).
+    async fn begin_write(
+        &self,
+        works: &[(String, String)],
+        clusters: &[String],
+    ) -> Result<Box<dyn WriteTx>, StoreError>;
     /// The last committed change index.
     async fn current_index(&self) -> Result<u64, StoreError>;
     /// Changes after `index`, oldest first, at most `limit`.
@@ -160,12 +187,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_work(&self, cluster: &str, name: &str)
     -> Result<Option<ManifestWork>, StoreError>;
     /// Works ordered by (cluster, name), after `after`, at most `limit`; one cluster or all.
+    /// They come as the stored JSON text, so a list can serve them without parsing.
     async fn list_works(
         &self,
         cluster: Option<&str>,
         after: Option<(&str, &str)>,
         limit: u32,
-    ) -> Result<Vec<ManifestWork>, StoreError>;
+    ) -> Result<Vec<StoredWork>, StoreError>;
     /// Number of works stored.
     async fn count_works(&self) -> Result<u64, StoreError>;
     /// One cluster.
@@ -234,13 +262,6 @@ pub trait WriteTx: Send {
         cluster: &str,
         name: &str,
     ) -> Result<Option<ManifestWork>, StoreError>;
-    /// Reads these works and clusters with one query each, so that the batch's reads of
-    /// them need no round trip of their own.
-    async fn prefetch(
-        &mut self,
-        works: &[(String, String)],
-        clusters: &[String],
-    ) -> Result<(), StoreError>;
     /// The names of every work of a cluster.
     async fn work_names(&mut self, cluster: &str) -> Result<Vec<String>, StoreError>;
     /// Inserts or replaces a work (its resourceVersion is the index of this change).

@@ -1,12 +1,13 @@
 //! The SQL shared by both backends. Both dialects take `$N` placeholders and the same
 //! schema shape, so the implementation is written once and stamped out per database;
-//! each backend supplies only how to take the index lock, how to tell other hubs, and
-//! how to listen.
+//! each backend supplies only how a write batch begins and ends (where Postgres saves
+//! round trips with statements SQLite lacks) and how to listen.
 
 /// Implements [`Store`](super::Store) for `$store` and [`WriteTx`](super::WriteTx) for
 /// `$tx` over the sqlx database `$db`. The backend module provides
-/// `$store::begin_locked`, `$store::listen_impl`, `$store::BACKEND` and
-/// `$tx::announce(&mut self, last_index)`.
+/// `$store::begin_batch(works, clusters)` (a `$tx` holding the index lock, with those
+/// read), `$tx::finish(changes, audit)` (the batch's last statements before COMMIT),
+/// `$store::listen_impl` and `$store::BACKEND`.
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, db: $db:ty) => {
 
@@ -135,53 +136,6 @@ macro_rules! sql_store {
                 let w = fetch_work(&mut *self.tx, cluster, name).await?;
                 self.works.insert(key, w.clone());
                 Ok(w)
-            }
-
-            async fn prefetch(
-                &mut self,
-                works: &[(String, String)],
-                clusters: &[String],
-            ) -> Result<(), $crate::store::StoreError> {
-                let works: std::collections::BTreeSet<&(String, String)> =
-                    works.iter().filter(|k| !self.works.contains_key(*k)).collect();
-                if !works.is_empty() {
-                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                        "SELECT cluster, name, object FROM works WHERE (cluster, name) IN ",
-                    );
-                    qb.push_tuples(works.iter(), |mut b, (c, n)| {
-                        b.push_bind(c.clone()).push_bind(n.clone());
-                    });
-                    let rows: Vec<(String, String, String)> =
-                        qb.build_query_as().fetch_all(&mut *self.tx).await?;
-                    for k in works {
-                        self.works.insert(k.clone(), None);
-                    }
-                    for (c, n, o) in rows {
-                        let w = $crate::store::decode(&format!("work {c}/{n}"), &o)?;
-                        self.works.insert((c, n), Some(w));
-                    }
-                }
-                let clusters: std::collections::BTreeSet<&String> =
-                    clusters.iter().filter(|c| !self.clusters.contains_key(*c)).collect();
-                if !clusters.is_empty() {
-                    let mut qb: sqlx::QueryBuilder<$db> =
-                        sqlx::QueryBuilder::new("SELECT name, object FROM clusters WHERE name IN (");
-                    let mut list = qb.separated(", ");
-                    for c in &clusters {
-                        list.push_bind((*c).clone());
-                    }
-                    qb.push(")");
-                    let rows: Vec<(String, String)> =
-                        qb.build_query_as().fetch_all(&mut *self.tx).await?;
-                    for c in clusters {
-                        self.clusters.insert(c.clone(), None);
-                    }
-                    for (n, o) in rows {
-                        let c = $crate::store::decode(&format!("cluster {n}"), &o)?;
-                        self.clusters.insert(n, Some(c));
-                    }
-                }
-                Ok(())
             }
 
             async fn work_names(
@@ -343,43 +297,7 @@ macro_rules! sql_store {
                 changes: &[$crate::store::Change],
                 audit: &[$crate::store::NewAuditEntry],
             ) -> Result<(), $crate::store::StoreError> {
-                self.flush_works().await?;
-                if !audit.is_empty() {
-                    let at = chrono::Utc::now().to_rfc3339();
-                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                        "INSERT INTO audit (at, actor, action, target, source, details) ",
-                    );
-                    qb.push_values(audit, |mut b, e| {
-                        b.push_bind(at.clone())
-                            .push_bind(e.actor.clone())
-                            .push_bind(e.action.clone())
-                            .push_bind(e.target.clone())
-                            .push_bind(e.source.clone())
-                            .push_bind(e.details.to_string());
-                    });
-                    qb.build().execute(&mut *self.tx).await?;
-                }
-                if let Some(last) = changes.last() {
-                    // One multi-row insert per batch keeps the round trips per write low.
-                    let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
-                        "INSERT INTO changes (idx, kind, cluster, name, labels, prev_labels, status_only) ",
-                    );
-                    qb.push_values(changes, |mut b, c| {
-                        b.push_bind(c.index as i64)
-                            .push_bind(c.kind as i16 as i32)
-                            .push_bind(c.cluster.clone())
-                            .push_bind(c.name.clone())
-                            .push_bind($crate::store::labels_json(&c.labels))
-                            .push_bind(c.prev_labels.as_ref().map($crate::store::labels_json))
-                            .push_bind(c.status_only);
-                    });
-                    qb.build().execute(&mut *self.tx).await?;
-                    sqlx::query("UPDATE hub_index SET value = $1 WHERE id = 1")
-                        .bind(last.index as i64)
-                        .execute(&mut *self.tx)
-                        .await?;
-                    self.announce(last.index).await?;
-                }
+                self.finish(changes, audit).await?;
                 self.tx.commit().await?;
                 Ok(())
             }
@@ -389,9 +307,10 @@ macro_rules! sql_store {
         impl $crate::store::Store for $store {
             async fn begin_write(
                 &self,
+                works: &[(String, String)],
+                clusters: &[String],
             ) -> Result<Box<dyn $crate::store::WriteTx>, $crate::store::StoreError> {
-                let (tx, base) = self.begin_locked().await?;
-                Ok(Box::new($tx::new(tx, base)))
+                Ok(Box::new(self.begin_batch(works, clusters).await?))
             }
 
             async fn current_index(&self) -> Result<u64, $crate::store::StoreError> {
@@ -456,13 +375,13 @@ macro_rules! sql_store {
                 cluster: Option<&str>,
                 after: Option<(&str, &str)>,
                 limit: u32,
-            ) -> Result<Vec<api::ManifestWork>, $crate::store::StoreError> {
+            ) -> Result<Vec<$crate::store::StoredWork>, $crate::store::StoreError> {
                 let (after_cluster, after_name) = after.unwrap_or(("", ""));
-                let rows: Vec<(String,)> = match cluster {
+                let rows: Vec<(String, String, String)> = match cluster {
                     Some(c) => {
                         sqlx::query_as(
-                            "SELECT object FROM works WHERE cluster = $1 AND name > $2 \
-                             ORDER BY name LIMIT $3",
+                            "SELECT cluster, name, object FROM works \
+                             WHERE cluster = $1 AND name > $2 ORDER BY name LIMIT $3",
                         )
                         .bind(c)
                         .bind(if after_cluster == c { after_name } else { "" })
@@ -472,7 +391,7 @@ macro_rules! sql_store {
                     }
                     None => {
                         sqlx::query_as(
-                            "SELECT object FROM works \
+                            "SELECT cluster, name, object FROM works \
                              WHERE cluster > $1 OR (cluster = $1 AND name > $2) \
                              ORDER BY cluster, name LIMIT $3",
                         )
@@ -483,9 +402,14 @@ macro_rules! sql_store {
                         .await?
                     }
                 };
-                rows.iter()
-                    .map(|(o,)| $crate::store::decode("work", o))
-                    .collect()
+                Ok(rows
+                    .into_iter()
+                    .map(|(cluster, name, object)| $crate::store::StoredWork {
+                        cluster,
+                        name,
+                        object,
+                    })
+                    .collect())
             }
 
             async fn count_works(&self) -> Result<u64, $crate::store::StoreError> {
