@@ -155,6 +155,8 @@ struct SigningKey {
 /// Verifies bearer tokens and issues agents' access tokens.
 pub struct Auth {
     store: Arc<dyn Store>,
+    /// Where agents are read from when set (see [`Auth::with_cluster_cache`]); else the store.
+    agents: Option<Arc<crate::service::cache::ClusterCache>>,
     admin_token_sha256: String,
     /// Newest last; the newest signs, all verify.
     keys: std::sync::RwLock<Vec<Arc<SigningKey>>>,
@@ -276,12 +278,20 @@ impl Auth {
         };
         let auth = Auth {
             store,
+            agents: None,
             admin_token_sha256,
             keys: std::sync::RwLock::new(Vec::new()),
             access_ttl,
         };
         auth.load_keys().await?;
         Ok((auth, known))
+    }
+
+    /// Reads agents through the hub's cache, so an agent's requests do not each read its
+    /// generation from the database; a revocation reaches the cache through the change feed.
+    pub fn with_cluster_cache(mut self, cache: Arc<crate::service::cache::ClusterCache>) -> Self {
+        self.agents = Some(cache);
+        self
     }
 
     async fn load_keys(&self) -> Result<(), Error> {
@@ -488,11 +498,11 @@ impl Auth {
             .sub
             .strip_prefix("cluster:")
             .ok_or_else(|| unauthorized("the access token names no cluster"))?;
-        let agent = self
-            .store
-            .get_agent(cluster)
-            .await?
-            .ok_or_else(|| unauthorized("the cluster has no accepted agent"))?;
+        let agent = match &self.agents {
+            Some(cache) => cache.agent(cluster).await?,
+            None => self.store.get_agent(cluster).await?,
+        }
+        .ok_or_else(|| unauthorized("the cluster has no accepted agent"))?;
         if agent.revoked || agent.generation != data.claims.generation {
             return Err(unauthorized(
                 "the agent's credentials were revoked; join again",

@@ -90,6 +90,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let (auth, known_token) = Auth::init(store.clone(), admin_token.as_deref(), access_token_ttl)
         .await
         .context("loading the admin token")?;
+    let auth = auth.with_cluster_cache(hub.cluster_cache());
 
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     listener.set_nonblocking(true)?;

@@ -5,7 +5,7 @@
 //! signed by the wrong key, with `alg: none`, expired, for another cluster's subject, and
 //! an access token after revocation; API tokens outside their clusters or verbs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::{
     ClientConfig, HubClient, LeaseRenewal, ListOptions, ManagedCluster, ManifestWork,
@@ -13,6 +13,7 @@ use api::{
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
+use testkit::postgres::TestPostgres;
 use testkit::procs::HubProcess;
 
 fn init() {
@@ -92,6 +93,11 @@ impl Fixture {
 
     /// Join, accept if needed, and return an access-token client for the cluster.
     async fn join(&self, name: &str, key: &AgentKey, auto: bool) -> HubClient {
+        self.as_token(&self.join_token(name, key, auto).await)
+    }
+
+    /// Join, accept if needed, and return the cluster's access token.
+    async fn join_token(&self, name: &str, key: &AgentKey, auto: bool) -> String {
         let token = self
             .bootstrap(TokenRequest {
                 auto_accept: auto,
@@ -112,7 +118,7 @@ impl Fixture {
             .credentials(name, &key.assertion(&format!("cluster:{name}")))
             .await
             .unwrap();
-        self.as_token(&access.access_token)
+        access.access_token
     }
 
     async fn registrations(&self) -> usize {
@@ -622,6 +628,52 @@ async fn access_tokens_expire_and_renew_and_revocation_is_immediate() {
     assert!(
         f.admin.get_cluster("short").await.is_ok(),
         "revocation deletes nothing"
+    );
+}
+
+/// Hubs keep each cluster's agent in memory for its heartbeats, dropped when the change
+/// feed brings a change of the cluster: a revocation on one hub must reach another hub on
+/// the same database within the feed's lag, and its lease renewals must stop working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_hub_cuts_the_agent_off_on_another() {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--admin-token",
+        "shared-admin",
+    ];
+    let (a, b) = (start(&args).await, start(&args).await);
+    let key = AgentKey::new();
+    let token = a.join_token("shared", &key, true).await;
+    let (on_a, on_b) = (a.as_token(&token), b.as_token(&token));
+    let renewal = LeaseRenewal::default();
+    // Both hubs have the agent in memory now.
+    on_a.renew_lease("shared", &renewal).await.unwrap();
+    on_b.renew_lease("shared", &renewal).await.unwrap();
+    a.admin.revoke_cluster("shared").await.unwrap();
+    assert_eq!(
+        status(&on_a.renew_lease("shared", &renewal).await.unwrap_err()),
+        401,
+        "the revoking hub cuts the agent off at once"
+    );
+    let revoked = Instant::now();
+    loop {
+        match on_b.renew_lease("shared", &renewal).await {
+            Err(e) if status(&e) == 401 => break,
+            r => {
+                assert!(
+                    revoked.elapsed() < Duration::from_secs(10),
+                    "hub B still accepts the revoked agent: {r:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    println!(
+        "revocation on hub A refused on hub B after {:?}",
+        revoked.elapsed()
     );
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, ChangeKind, Store, StoreError};
 
 /// How many recent changes are kept in memory for waiters to check.
 const RING: usize = 100_000;
@@ -24,6 +24,11 @@ struct Inner {
     ring: VecDeque<Change>,
     /// Per-cluster wake-ups, so an agent's wait is not woken by other clusters' writes.
     clusters: HashMap<String, watch::Sender<u64>>,
+    /// Per cluster, the index of the last change to anything but its works: its record,
+    /// its registrations, its agent (which changes only with its record).
+    cluster_marks: HashMap<String, u64>,
+    /// Changes at or below this index may have been skipped (a jump).
+    floor: u64,
 }
 
 /// Publishes committed changes and wakes the blocking queries they concern.
@@ -42,6 +47,8 @@ impl ChangeFeed {
             inner: Mutex::new(Inner {
                 ring: VecDeque::new(),
                 clusters: HashMap::new(),
+                cluster_marks: HashMap::new(),
+                floor: start,
             }),
             publish: tokio::sync::Mutex::new(()),
         })
@@ -121,6 +128,7 @@ impl ChangeFeed {
     fn jump(&self, index: u64) {
         let mut inner = self.inner.lock().expect("feed lock");
         inner.ring.clear();
+        inner.floor = index;
         // `latest` first: a waiter woken by its cluster's channel reads it next.
         self.latest.send_replace(index);
         for tx in inner.clusters.values() {
@@ -137,6 +145,9 @@ impl ChangeFeed {
         for c in batch {
             if !touched.contains(&c.cluster) {
                 touched.push(c.cluster.clone());
+            }
+            if c.kind != ChangeKind::Work {
+                inner.cluster_marks.insert(c.cluster.clone(), c.index);
             }
             inner.ring.push_back(c);
         }
@@ -156,6 +167,13 @@ impl ChangeFeed {
         if inner.clusters.len() > 1024 {
             inner.clusters.retain(|_, tx| tx.receiver_count() > 0);
         }
+    }
+
+    /// Whether anything of `cluster` but its works (its record, registrations or agent) may
+    /// have changed after `index`: what was read of them at `index` is current if not.
+    pub fn cluster_changed_after(&self, cluster: &str, index: u64) -> bool {
+        let inner = self.inner.lock().expect("feed lock");
+        index < inner.floor || inner.cluster_marks.get(cluster).is_some_and(|&i| i > index)
     }
 
     /// Whether a change after `after` and at or below `upto` passes `filter`. Returns true

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use crate::store::{Change, ChangeKind, Store, StoredWork};
 
 pub mod access;
+pub mod cache;
 pub mod clusters;
 pub mod error;
 pub mod feed;
@@ -120,6 +121,8 @@ pub struct Hub {
         std::sync::Mutex<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// What the lease check knows of each cluster, by resource version.
     lease_facts: std::sync::Mutex<std::collections::HashMap<String, registration::LeaseFacts>>,
+    /// Clusters and agents as their heartbeats read them.
+    cache: Arc<cache::ClusterCache>,
 }
 
 impl Hub {
@@ -134,6 +137,7 @@ impl Hub {
         let writer = Writer::start(store.clone(), feed.clone());
         tokio::spawn(follow(store.clone(), feed.clone()));
         let hub = Arc::new(Hub {
+            cache: Arc::new(cache::ClusterCache::new(store.clone(), feed.clone())),
             store,
             feed,
             writer,
@@ -148,6 +152,11 @@ impl Hub {
     /// The timings in force.
     pub fn settings(&self) -> &HubSettings {
         &self.settings
+    }
+
+    /// The cache of clusters and agents, for authenticating agents.
+    pub fn cluster_cache(&self) -> Arc<cache::ClusterCache> {
+        self.cache.clone()
     }
 
     /// The store, for settings and health.

@@ -665,8 +665,8 @@ impl super::Hub {
     ) -> Result<api::LeaseStatus> {
         let now = Utc::now();
         let current = self
-            .store
-            .get_cluster(cluster)
+            .cache
+            .cluster(cluster)
             .await?
             .ok_or_else(|| Error::NotFound(format!("cluster {cluster:?} not found")))?;
         self.pending_leases
