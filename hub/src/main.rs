@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use hub::config::{LogFormat, ServeArgs};
 
 // mimalloc rather than glibc's malloc: a full list of 10,000 works allocates and frees
-// ~12 MB in ~10^5 pieces, and glibc's malloc took a fifth of the hub's time in it.
+// ~12 MB in ~10^5 pieces: glibc's malloc had ~15 % of the hub's samples there, and
+// building the body took 13–20 ms with it against 2.5 ms with mimalloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
