@@ -134,6 +134,11 @@ struct CreatesArgs {
     /// times and report the time to the last byte, parsed.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     lists: u32,
+    /// Before the lists, `ANALYZE` the works table (Postgres), as autovacuum does within a
+    /// minute of a bulk load: right after the creates the planner has no statistics for
+    /// the new rows and sorts each page of the list on disk.
+    #[arg(long, requires = "lists")]
+    analyze: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -425,6 +430,7 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         profile,
         json: _,
         lists,
+        analyze,
         http1,
     } = *args;
     let load = CreateLoad {
@@ -454,9 +460,17 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         let url = postgres.fresh_database().await?;
         let dir = tempfile::tempdir()?;
         let hub = HubProcess::start(dir.path(), &["--database-url", &url]).await?;
-        report
-            .hub
-            .push(run_hub("postgres", &hub, Some((&postgres, profile)), &load, lists).await?);
+        report.hub.push(
+            run_hub(
+                "postgres",
+                &hub,
+                Some((&postgres, profile)),
+                &load,
+                lists,
+                analyze.then_some(url.as_str()),
+            )
+            .await?,
+        );
         drop(hub);
         if !no_pgbench {
             let pgbench = PgbenchLoad {
@@ -480,7 +494,7 @@ async fn creates(args: &CreatesArgs) -> anyhow::Result<Report> {
         let hub = HubProcess::start(dir.path(), &[]).await?;
         report
             .hub
-            .push(run_hub("sqlite", &hub, None, &load, lists).await?);
+            .push(run_hub("sqlite", &hub, None, &load, lists, None).await?);
     }
     Ok(report)
 }
@@ -492,6 +506,7 @@ async fn run_hub(
     postgres: Option<(&TestPostgres, bool)>,
     load: &CreateLoad,
     lists: u32,
+    analyze: Option<&str>,
 ) -> anyhow::Result<HubRun> {
     let postmaster = postgres.map(|(p, _)| p.pid());
     let hub_pid = hub.pid().context("hub not running")?;
@@ -528,6 +543,12 @@ async fn run_hub(
         eprintln!("first failure: {e}");
     }
     let mut run = hub_run(backend, load, &created, cpu, batches, activity);
+    if let Some(url) = analyze {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::raw_sql("ANALYZE works").execute(&mut conn).await?;
+        conn.close().await.ok();
+    }
     if lists > 0 {
         run.list = Some(list_works(&client, &load.cluster, lists as usize).await?);
     }
