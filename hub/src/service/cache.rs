@@ -47,38 +47,37 @@ impl ClusterCache {
 
     /// The cluster's accepted agent, as of the feed's latest index.
     pub async fn agent(&self, cluster: &str) -> Result<Option<Agent>, StoreError> {
-        if let Some(hit) = self.fresh(&self.agents, cluster) {
-            return Ok(hit);
-        }
-        let at = self.feed.latest();
-        let agent = self.store.get_agent(cluster).await?;
-        remember(&self.agents, cluster, at, &agent);
-        Ok(agent)
+        self.read_through(&self.agents, cluster, self.store.get_agent(cluster))
+            .await
     }
 
     /// The cluster's record, as of the feed's latest index.
     pub async fn cluster(&self, name: &str) -> Result<Option<ManagedCluster>, StoreError> {
-        if let Some(hit) = self.fresh(&self.clusters, name) {
-            return Ok(hit);
+        self.read_through(&self.clusters, name, self.store.get_cluster(name))
+            .await
+    }
+
+    /// The entry of `cluster` unless the feed has a change of it after the entry's index;
+    /// else what `read` gets, remembered at the index taken before the read (so a change
+    /// racing the read has a later index and invalidates it).
+    async fn read_through<T: Clone>(
+        &self,
+        entries: &Entries<T>,
+        cluster: &str,
+        read: impl Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Option<T>, StoreError> {
+        let cached = entries.lock().expect("cache lock").get(cluster).cloned();
+        if let Some((at, value)) = cached
+            && !self.feed.cluster_changed_after(cluster, at)
+        {
+            return Ok(value);
         }
         let at = self.feed.latest();
-        let cluster = self.store.get_cluster(name).await?;
-        remember(&self.clusters, name, at, &cluster);
-        Ok(cluster)
+        let value = read.await?;
+        entries
+            .lock()
+            .expect("cache lock")
+            .insert(cluster.to_string(), (at, value.clone()));
+        Ok(value)
     }
-
-    /// The entry of `cluster` unless the feed has a change of it after the entry's index.
-    fn fresh<T: Clone>(&self, entries: &Entries<T>, cluster: &str) -> Option<Option<T>> {
-        let (at, value) = entries.lock().expect("cache lock").get(cluster).cloned()?;
-        (!self.feed.cluster_changed_after(cluster, at)).then_some(value)
-    }
-}
-
-/// Stores what was read at `at` (the index taken before the read, so a change racing the
-/// read has a later index and invalidates it).
-fn remember<T: Clone>(entries: &Entries<T>, cluster: &str, at: u64, value: &Option<T>) {
-    entries
-        .lock()
-        .expect("cache lock")
-        .insert(cluster.to_string(), (at, value.clone()));
 }
