@@ -185,7 +185,7 @@ pub fn present(mut work: ManifestWork) -> ManifestWork {
     work
 }
 
-/// A stored work's labels, reading no more of the document than that.
+/// A stored work's labels; serde skips over the rest of the document without building it.
 pub fn labels(work: &StoredWork) -> Result<BTreeMap<String, String>> {
     #[derive(Deserialize)]
     struct Doc {
