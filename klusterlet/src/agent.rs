@@ -12,9 +12,13 @@
 //! The work pull / apply loop plugs in as one more task given the same `Arc<Session>`,
 //! the kube client and the shutdown receiver.
 //!
-//! Nothing here gives up on the hub: unreachable, 5xx, and even 401/403 (revoked, not yet
-//! accepted) are retried with jittered backoff, so an agent offline for days, or a hub
-//! down for days, comes back without rejoining.
+//! Nothing here gives up on an unreachable or failing hub: unreachable, 5xx and timeouts
+//! are retried with jittered backoff, so an agent offline for days, or a hub down for
+//! days, comes back without rejoining. A refusal is different: when the hub answers 401 or
+//! 403 for the agent's key, the agent reads its own join request. Still pending (not yet
+//! accepted) means wait; accepted, denied or gone means the cluster was deleted, its agent
+//! revoked or another key accepted for it, and retrying cannot help: the agent stops with
+//! exit code 1 and says so, instead of retrying 401s forever.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -120,6 +124,8 @@ impl Authorized {
 #[derive(Debug)]
 pub struct Session {
     cluster: String,
+    /// The join request this identity came from, read again when the hub refuses the key.
+    registration_id: String,
     key: AgentKey,
     /// Trusts only the pinned CA; carries no token.
     hub: HubClient,
@@ -129,6 +135,8 @@ pub struct Session {
     /// After a failed mint, no other before the backoff's delay: every loop of the agent
     /// asks for a token, and without this they would all retry at once, each time.
     mint_retry: std::sync::Mutex<MintRetry>,
+    /// Set, with the reason, once the hub has refused this agent for good.
+    refused: watch::Sender<Option<String>>,
 }
 
 /// When the next mint may be tried, after failures.
@@ -143,12 +151,23 @@ impl Session {
     pub fn new(identity: Identity) -> Result<Self, Error> {
         let Identity { state, key } = identity;
         let hub = HubClient::new(&state.client_config())?;
-        Ok(Session::with_client(state.cluster_name, key, hub))
+        Ok(Session::with_client(
+            state.cluster_name,
+            state.registration_id,
+            key,
+            hub,
+        ))
     }
 
-    fn with_client(cluster: String, key: AgentKey, hub: HubClient) -> Self {
+    fn with_client(
+        cluster: String,
+        registration_id: String,
+        key: AgentKey,
+        hub: HubClient,
+    ) -> Self {
         Session {
             cluster,
+            registration_id,
             key,
             hub,
             current: RwLock::new(None),
@@ -157,6 +176,52 @@ impl Session {
                 backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
                 not_before: None,
             }),
+            refused: watch::Sender::new(None),
+        }
+    }
+
+    /// Why the hub refuses this agent for good, once it does (see the module docs).
+    pub fn refusal(&self) -> watch::Receiver<Option<String>> {
+        self.refused.subscribe()
+    }
+
+    /// After the hub refused the agent's key: `Some(why)` when no retry can help, `None`
+    /// when waiting may (the join request is still pending, or the hub cannot be asked).
+    async fn refused_for_good(&self, refusal: &api::ClientError) -> Option<String> {
+        let id = &self.registration_id;
+        let cluster = &self.cluster;
+        let assertion = self.key.registration_assertion(id).ok()?;
+        let request = tokio::time::timeout(
+            HUB_CALL_TIMEOUT,
+            self.hub
+                .with_token(Some(assertion))
+                .get_registration(id, &api::ListOptions::default()),
+        )
+        .await
+        .ok()?;
+        let refused = match &refusal {
+            api::ClientError::Api { body, .. } => body.message.clone(),
+            other => other.to_string(),
+        };
+        match request {
+            Ok(r) => match r.value.state {
+                api::RegistrationState::Pending => None,
+                api::RegistrationState::Denied => Some(format!(
+                    "the hub denied this agent's join request {id} for cluster {cluster}: {}",
+                    r.value.message
+                )),
+                api::RegistrationState::Accepted => Some(format!(
+                    "the hub refuses this agent's key for cluster {cluster} ({refused}): the \
+                     cluster was deleted, its agent revoked, or another key accepted for it"
+                )),
+            },
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403 | 404)) => {
+                Some(format!(
+                    "the hub refuses this agent's key for cluster {cluster} ({refused}) and no \
+                     longer knows its join request {id}: the cluster was deleted or its agent revoked"
+                ))
+            }
+            Err(_) => None,
         }
     }
 
@@ -230,6 +295,13 @@ impl Session {
                 access
             }
             Err(e) => {
+                if let Error::Hub(h) = &e
+                    && matches!(h.status().map(|s| s.as_u16()), Some(401 | 403))
+                    && let Some(why) = self.refused_for_good(h).await
+                {
+                    tracing::error!(cluster = %self.cluster, "{why}");
+                    self.refused.send_replace(Some(why));
+                }
                 let mut retry = self.mint_retry.lock().expect("mint retry lock");
                 let delay = retry.backoff.next_delay();
                 retry.not_before = Some((Instant::now() + delay, Chain(&e).to_string()));
@@ -340,8 +412,9 @@ impl Agent {
         self
     }
 
-    /// Runs the loops until `shutdown` completes, then stops them.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Runs the loops until `shutdown` completes, then stops them; stops early with
+    /// [`Error::Refused`] when the hub refuses the agent for good.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let Agent {
             session,
             kube,
@@ -363,7 +436,11 @@ impl Agent {
             tasks.spawn(works.run(stop_rx.clone()));
         }
         tracing::info!(cluster = %session.cluster(), "klusterlet running");
-        shutdown.await;
+        let mut refusal = session.refusal();
+        let refused = tokio::select! {
+            _ = shutdown => None,
+            r = refusal.wait_for(Option::is_some) => r.ok().and_then(|r| r.clone()),
+        };
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(Duration::from_secs(10), async {
@@ -373,6 +450,14 @@ impl Agent {
         if drained.is_err() {
             tracing::warn!("loops did not stop within 10s; aborting them");
             tasks.abort_all();
+        }
+        match refused {
+            Some(why) => Err(Error::Refused(format!(
+                "{why}; stopping (retrying cannot help). To join again: `klusterlet join` with a \
+                 new bootstrap token (and `hub accept` on the hub); `klusterlet unjoin` removes \
+                 this agent's state"
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -601,8 +686,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     Agent::new(session, kube, claims_interval)
         .with_works(works)
         .run(shutdown_signal())
-        .await;
-    Ok(())
+        .await
 }
 
 /// Runs `klusterlet token`: prints a fresh access JWT.
@@ -681,7 +765,7 @@ mod tests {
             token: None,
         })
         .unwrap();
-        let session = Session::with_client("c1".into(), AgentKey::generate().unwrap(), hub);
+        let session = Session::with_client("c1".into(), "r1".into(), AgentKey::generate().unwrap(), hub);
         let first = session.authorized().await.unwrap_err();
         assert!(!matches!(first, Error::Waiting { .. }), "{first}");
         for _ in 0..20 {

@@ -179,7 +179,8 @@ impl ApplyError {
                 } else {
                     status.message.clone()
                 };
-                ApplyError::new(reason, message, retryable_code(code))
+                let retryable = retryable_code(code) && !needs_a_person(&status);
+                ApplyError::new(reason, message, retryable)
             }
             kube::Error::SerdeError(e) => ApplyError::new(
                 "InternalError",
@@ -854,15 +855,15 @@ impl Applier {
     }
 
     /// Deletes the object if its uid is `uid` (a uid precondition, so a same-named object
-    /// someone else created is never deleted); `foreground` uses foreground propagation.
-    /// An empty `uid` is refused (reason `Invalid`): without it the precondition would
-    /// not protect anything.
-    pub async fn delete(
-        &self,
-        r: &ResourceRef,
-        uid: &str,
-        foreground: bool,
-    ) -> Result<DeleteOutcome, ApplyError> {
+    /// someone else created is never deleted). An empty `uid` is refused (reason
+    /// `Invalid`): without it the precondition would not protect anything.
+    ///
+    /// Propagation is Background, as OCM's work agent deletes: Foreground leaves a
+    /// `foregroundDeletion` finalizer that only the garbage collector removes, so on a
+    /// cluster without one a deletion never finished. The caller waits for the object
+    /// itself to be gone ([`DeleteOutcome::Deleting`] until then); its dependents
+    /// (ReplicaSets, Pods) go with the garbage collector, as `kubectl delete` leaves them.
+    pub async fn delete(&self, r: &ResourceRef, uid: &str) -> Result<DeleteOutcome, ApplyError> {
         if uid.is_empty() {
             return Err(ApplyError::new(
                 "Invalid",
@@ -872,11 +873,7 @@ impl Applier {
         }
         let api = r.api(self.client.clone());
         let params = DeleteParams {
-            propagation_policy: Some(if foreground {
-                PropagationPolicy::Foreground
-            } else {
-                PropagationPolicy::Background
-            }),
+            propagation_policy: Some(PropagationPolicy::Background),
             preconditions: Some(Preconditions {
                 uid: Some(uid.to_string()),
                 resource_version: None,
@@ -1010,7 +1007,9 @@ fn unknown_kind(gvk: &GroupVersionKind) -> ApplyError {
             gvk.kind,
             api_version(&gvk.group, &gvk.version)
         ),
-        true,
+        // A person must install the CRD (a CRD in the same work is handled before this:
+        // `CrdNotEstablished` is retried). The resync tries again each period.
+        false,
     )
 }
 
@@ -1029,6 +1028,24 @@ fn qualified_resource(r: &ResourceRef) -> String {
     } else {
         format!("{}.{}", r.resource, r.group)
     }
+}
+
+/// Failures whose status code says "try again" but which no retry soon will mend: a
+/// namespace that does not exist (404 on the namespace itself, not the object) and a
+/// manifest whose fields do not fit the kind's schema (the apiserver answers 500 "failed
+/// to create typed patch object", e.g. for `data: {a: 1}` in a ConfigMap). They make the
+/// work Degraded at once, so a `hub wait` fails in seconds instead of after
+/// `--degraded-after`; the resync still tries them again each period, so a namespace
+/// created later heals the work.
+fn needs_a_person(status: &kube::core::Status) -> bool {
+    let missing_namespace = status.code == 404
+        && status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.kind == "namespaces");
+    let schema_mismatch =
+        status.code == 500 && status.message.contains("failed to create typed patch object");
+    missing_namespace || schema_mismatch
 }
 
 /// Whether a failure with this HTTP status may pass by itself.
@@ -1231,6 +1248,29 @@ mod tests {
             assert_eq!(err.retryable, retryable, "{code}");
             assert!(!err.reason.is_empty() && !err.message.is_empty());
         }
+        // A missing namespace and a manifest that does not fit the schema need a person.
+        let missing_namespace = kube::core::Status {
+            code: 404,
+            reason: "NotFound".into(),
+            message: "namespaces \"gone\" not found".into(),
+            details: Some(kube::core::response::StatusDetails {
+                name: "gone".into(),
+                group: String::new(),
+                kind: "namespaces".into(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
+            }),
+            ..status.clone()
+        };
+        assert!(!ApplyError::from_kube(kube::Error::Api(Box::new(missing_namespace))).retryable);
+        let typed_patch = kube::core::Status {
+            code: 500,
+            reason: "InternalError".into(),
+            message: "failed to create typed patch object (/v1, Kind=ConfigMap): .data.a: expected string, got &value.valueUnstructured{Value:1}".into(),
+            ..status.clone()
+        };
+        assert!(!ApplyError::from_kube(kube::Error::Api(Box::new(typed_patch))).retryable);
         let nf = ApplyError::not_found(&reference("apps", "deployments", "n", "web"));
         assert_eq!(nf.message, "deployments.apps \"web\" not found");
     }

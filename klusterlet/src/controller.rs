@@ -113,6 +113,10 @@ struct Shared {
     wake: Notify,
     /// Which work each watched object belongs to.
     owners: std::sync::RwLock<Owners>,
+    /// Turns true once the follower has a complete list of the works from the hub.
+    /// Until then no work is reconciled: a work missing from an empty view is not a work
+    /// the hub deleted, and reconciling it as one deleted running workloads on restart.
+    synced: watch::Sender<bool>,
 }
 
 /// Follows and reconciles this cluster's works.
@@ -141,6 +145,7 @@ impl WorkController {
             queue: std::sync::Mutex::new(Queue::default()),
             wake: Notify::new(),
             owners: std::sync::RwLock::new(HashMap::new()),
+            synced: watch::Sender::new(false),
         };
         WorkController {
             shared: Arc::new(shared),
@@ -278,23 +283,15 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             wait: Some(shared.options.wait),
             ..Default::default()
         };
-        let listed = async {
-            let hub = shared.hub().await?;
-            hub.list_works(Some(&cluster), &opts)
-                .await
-                .map_err(|e| crate::Error::Hub(Box::new(e)))
-        };
         let result = tokio::select! {
-            r = listed => r,
+            r = list_every_work(&shared, &cluster, opts) => r,
             _ = stop.changed() => return,
         };
         match result {
-            Ok(list) => {
+            Ok((listed_index, items)) => {
                 backoff.reset();
-                index = list.value.metadata.index.max(list.index);
-                let fresh: BTreeMap<String, ManifestWork> = list
-                    .value
-                    .items
+                index = listed_index;
+                let fresh: BTreeMap<String, ManifestWork> = items
                     .into_iter()
                     .map(|w| (w.metadata.name.clone(), w))
                     .collect();
@@ -325,6 +322,7 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 for name in changed.into_iter().chain(vanished) {
                     shared.enqueue(&name);
                 }
+                shared.synced.send_replace(true);
             }
             Err(e) => {
                 if let crate::Error::Hub(h) = &e
@@ -338,6 +336,36 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Every work of the cluster, following `continue` pages, with the index of the first
+/// page: only a complete list may tell that a work is gone.
+async fn list_every_work(
+    shared: &Shared,
+    cluster: &str,
+    mut opts: ListOptions,
+) -> Result<(u64, Vec<ManifestWork>), crate::Error> {
+    let hub = shared.hub().await?;
+    let mut index = None;
+    let mut items = Vec::new();
+    loop {
+        let page = hub
+            .list_works(Some(cluster), &opts)
+            .await
+            .map_err(|e| crate::Error::Hub(Box::new(e)))?;
+        index.get_or_insert(page.value.metadata.index.max(page.index));
+        items.extend(page.value.items);
+        match page.value.metadata.continue_.filter(|c| !c.is_empty()) {
+            // Later pages are not blocking queries.
+            Some(token) => {
+                opts = ListOptions {
+                    continue_: Some(token),
+                    ..Default::default()
+                }
+            }
+            None => return Ok((index.unwrap_or_default(), items)),
         }
     }
 }
@@ -504,6 +532,13 @@ async fn watch_kind(
 }
 
 async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Nothing is reconciled before the hub has been heard from: watchers and the ledger
+    // queue works meanwhile, and they wait in the queue.
+    let mut synced = shared.synced.subscribe();
+    tokio::select! {
+        r = synced.wait_for(|s| *s) => if r.is_err() { return },
+        _ = stop.wait_for(|s| *s) => return,
+    }
     loop {
         if *stop.borrow() {
             return;
@@ -520,6 +555,7 @@ async fn worker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             continue;
         };
         let retry = reconcile(&shared, &name).await;
+        tracing::debug!(work = %name, ?retry, "reconciled");
         shared.done(&name);
         if let Some(delay) = retry {
             let shared = shared.clone();
@@ -648,7 +684,8 @@ async fn apply(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Erro
             entries.push(e.clone());
             continue;
         }
-        match shared.applier.delete(r, &e.uid, false).await {
+        tracing::info!(work = %name, kind = %r.kind, namespace = %r.namespace, object = %r.name, uid = %e.uid, reason = "the work no longer names it", "deleting");
+        match shared.applier.delete(r, &e.uid).await {
             Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
             Ok(DeleteOutcome::Deleting) => still_deleting = true,
             Err(err) => {
@@ -819,6 +856,7 @@ async fn delete_recorded(
     shared: &Shared,
     name: &str,
     option: Option<&DeleteOption>,
+    reason: &str,
 ) -> Result<bool, crate::Error> {
     let record = shared
         .records
@@ -830,9 +868,11 @@ async fn delete_recorded(
     let mut left = Vec::new();
     for e in &record.entries {
         if orphaned(option, &e.reference) {
+            tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, reason, "leaving the object on the cluster (orphaned by the delete option)");
             continue;
         }
-        match shared.applier.delete(&e.reference, &e.uid, true).await {
+        tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, uid = %e.uid, reason, "deleting");
+        match shared.applier.delete(&e.reference, &e.uid).await {
             Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
             Ok(DeleteOutcome::Deleting) => left.push(e.clone()),
             Err(err) => {
@@ -871,7 +911,14 @@ async fn delete_recorded(
 /// Cleans up a deleting work, then removes the agent's finalizer.
 async fn clean_up(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Error> {
     let name = &work.metadata.name;
-    if delete_recorded(shared, name, work.spec.delete_option.as_ref()).await? {
+    if delete_recorded(
+        shared,
+        name,
+        work.spec.delete_option.as_ref(),
+        "the work is being deleted on the hub",
+    )
+    .await?
+    {
         return Ok(true);
     }
     if work
@@ -894,16 +941,53 @@ async fn clean_up(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::E
     Ok(false)
 }
 
-/// A work that disappeared from the hub without our finalizer: its resources go too,
-/// per the delete option it last had.
+/// A work missing from the latest list of the works (gone from the hub without our
+/// finalizer: created before this agent joined, or force-removed): its resources go too,
+/// per the delete option it last had, but only once a fresh read from the hub answers
+/// that the work does not exist. Anything else (the work is there after all, the hub
+/// cannot be reached) deletes nothing.
 async fn forget_vanished(shared: &Shared, name: &str) -> Result<bool, crate::Error> {
-    let option = shared
+    let Some(option) = shared
         .records
         .read()
         .await
         .get(name)
-        .and_then(|r| r.delete_option.clone());
-    let pending = delete_recorded(shared, name, option.as_ref()).await?;
+        .map(|r| r.delete_option.clone())
+    else {
+        // Nothing recorded: nothing of ours to remove.
+        shared.memory.lock().await.remove(name);
+        return Ok(false);
+    };
+    let hub = shared.hub().await?;
+    match hub
+        .get_work(shared.session.cluster(), name, &ListOptions::default())
+        .await
+    {
+        Ok(found) => {
+            tracing::info!(
+                work = name,
+                "the work is missing from the last list but still on the hub; reconciling it, deleting nothing"
+            );
+            shared
+                .works
+                .write()
+                .await
+                .entry(name.to_string())
+                .or_insert(found.value);
+            // Runs again once this run is done, now with the work in view.
+            shared.enqueue(name);
+            return Ok(false);
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(crate::Error::Hub(Box::new(e))),
+    }
+    let pending = delete_recorded(
+        shared,
+        name,
+        option.as_ref(),
+        "the work no longer exists on the hub",
+    )
+    .await?;
     if !pending {
         shared.memory.lock().await.remove(name);
     }

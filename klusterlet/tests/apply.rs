@@ -435,7 +435,8 @@ async fn an_unknown_kind_fails_only_itself() -> anyhow::Result<()> {
             11 => {
                 let err = failed(outcome);
                 assert_eq!(err.reason, "UnknownKind");
-                assert!(err.retryable);
+                // A person must install the CRD: Degraded at once, not after a minute.
+                assert!(!err.retryable);
                 assert!(
                     err.message
                         .contains(r#"kind "Gizmo" in version "nowhere.fleethub.test/v1""#),
@@ -605,7 +606,12 @@ async fn delete_never_touches_an_object_with_another_uid() -> anyhow::Result<()>
         "delete",
         vec![
             config_map(&ns, "mine", json!({"a": "1"})),
-            config_map(&ns, "slow", json!({"a": "1"})),
+            {
+                // Held by someone else's finalizer: deleting, not gone, until it is removed.
+                let mut held = config_map(&ns, "slow", json!({"a": "1"}));
+                held["metadata"]["finalizers"] = json!(["fleethub.test/hold"]);
+                held
+            },
         ],
     );
     let outcomes = applier.apply_work(&work).await;
@@ -614,7 +620,7 @@ async fn delete_never_touches_an_object_with_another_uid() -> anyhow::Result<()>
 
     assert_eq!(
         applier
-            .delete(&reference, "00000000-0000-0000-0000-000000000000", false)
+            .delete(&reference, "00000000-0000-0000-0000-000000000000")
             .await,
         Ok(DeleteOutcome::NotOurs)
     );
@@ -622,7 +628,7 @@ async fn delete_never_touches_an_object_with_another_uid() -> anyhow::Result<()>
     assert_eq!(still.metadata.uid.as_deref(), Some(uid.as_str()));
     assert_eq!(
         applier
-            .delete(&reference, "", false)
+            .delete(&reference, "")
             .await
             .unwrap_err()
             .reason,
@@ -631,33 +637,41 @@ async fn delete_never_touches_an_object_with_another_uid() -> anyhow::Result<()>
     assert!(applier.get(&reference).await.unwrap().is_some());
 
     assert_eq!(
-        applier.delete(&reference, &uid, false).await,
+        applier.delete(&reference, &uid).await,
         Ok(DeleteOutcome::Gone)
     );
     assert!(applier.get(&reference).await.unwrap().is_none());
     assert_eq!(
-        applier.delete(&reference, &uid, false).await,
+        applier.delete(&reference, &uid).await,
         Ok(DeleteOutcome::Gone)
     );
 
-    // Foreground: without a garbage collector (apiserver only) the object stays, deleting.
+    // Background propagation: on this apiserver-only cluster (no garbage collector) an
+    // object without finalizers is gone at once; a foreground deletion would wait forever
+    // for a `foregroundDeletion` finalizer only the garbage collector removes.
     let slow = outcomes[1].reference.clone().unwrap();
     let slow_uid = applied(&outcomes[1]).metadata.uid.clone().unwrap();
     assert_eq!(
-        applier.delete(&slow, &slow_uid, true).await,
+        applier.delete(&slow, &slow_uid).await,
         Ok(DeleteOutcome::Deleting)
     );
     let deleting = applier.get(&slow).await.unwrap().expect("still there");
     assert!(deleting.metadata.deletion_timestamp.is_some());
-    assert!(
-        deleting
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == "foregroundDeletion"),
-        "{:?}",
-        deleting.metadata.finalizers
+    assert_eq!(
+        deleting.metadata.finalizers.clone().unwrap_or_default(),
+        vec!["fleethub.test/hold".to_string()],
+        "no foregroundDeletion finalizer is added"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.patch(
+        "slow",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    assert_eq!(
+        applier.delete(&slow, &slow_uid).await,
+        Ok(DeleteOutcome::Gone)
     );
     Ok(())
 }
@@ -757,5 +771,39 @@ async fn a_deployment_becomes_ready_with_its_well_known_status() -> anyhow::Resu
             .status,
         "False"
     );
+    Ok(())
+}
+
+/// Failures no quick retry mends are reported as such at once (the work turns Degraded in
+/// seconds, and `hub wait` fails fast): a missing namespace, and a manifest whose fields do
+/// not fit the kind's schema. Each took over a minute to fail a wait before.
+#[tokio::test]
+async fn permanent_failures_are_not_retried_as_transient() -> anyhow::Result<()> {
+    let client = cluster().await.client();
+    let ns = namespace(&client, "permanent").await?;
+    let applier = Applier::new(client.clone()).await.expect("discovery");
+    let work = work(
+        "permanent",
+        vec![
+            config_map("no-such-namespace", "lost", json!({"a": "1"})),
+            config_map(&ns, "typed", json!({"a": 1})),
+        ],
+    );
+    let outcomes = applier.apply_work(&work).await;
+    let missing = failed(&outcomes[0]);
+    assert_eq!(missing.reason, "NotFound");
+    assert!(
+        missing.message.contains(r#"namespaces "no-such-namespace" not found"#),
+        "{}",
+        missing.message
+    );
+    assert!(!missing.retryable, "{missing:?}");
+    let typed = failed(&outcomes[1]);
+    assert!(
+        typed.message.contains(".data.a"),
+        "names the field: {}",
+        typed.message
+    );
+    assert!(!typed.retryable, "{typed:?}");
     Ok(())
 }

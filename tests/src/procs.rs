@@ -263,6 +263,20 @@ impl HubProcess {
         self.spawn().await
     }
 
+    /// `kill -9` and leave it down; [`start_again`](Self::start_again) brings it back.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts a stopped hub again with the same arguments and port, and waits until it is
+    /// ready.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("the hub is still running");
+        }
+        self.spawn().await
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -1,5 +1,7 @@
 //! Faults, all with real processes: the hub killed with `kill -9` under write load, its
-//! Postgres restarted under load, and the klusterlet frozen (SIGSTOP) past its lease grace. Each test prints what it measured
+//! Postgres restarted under load, the klusterlet frozen (SIGSTOP) past its lease grace,
+//! killed mid-apply, and restarted every way it can be (which must never touch a running
+//! workload). Each test prints what it measured
 //! (`cargo test -p testkit --test faults -- --nocapture`); docs/testing.md keeps the
 //! figures of a run.
 //!
@@ -770,4 +772,202 @@ async fn a_klusterlet_killed_mid_apply_converges_without_duplicates_or_orphans()
          was Applied in {converged:?} with every object once and in the ledger; deleting it \
          removed all {COUNT} and the work in {cleaned:?}"
     );
+}
+
+/// A Deployment, a Service and a ConfigMap: what a restart must leave running.
+fn app_work(agent: &Agent) -> ManifestWork {
+    let ns = &agent.namespace;
+    ManifestWork::new(
+        &agent.cluster,
+        "app",
+        vec![
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": ns},
+                   "spec": {"replicas": 1,
+                            "selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "web", "namespace": ns},
+                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+            agent.config_map("web-config", "1"),
+        ],
+    )
+}
+
+/// (kind, uid) of the app's three objects; an object being deleted counts as gone.
+async fn app_uids(agent: &Agent) -> Vec<(String, Option<String>)> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    let client = agent.managed.client();
+    let ns = &agent.namespace;
+    fn live(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
+        m.deletion_timestamp.is_none().then(|| m.uid.clone()).flatten()
+    }
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt("web")
+        .await
+        .unwrap();
+    let service = Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt("web")
+        .await
+        .unwrap();
+    let config = agent.config_maps().get_opt("web-config").await.unwrap();
+    vec![
+        ("Deployment".into(), deployment.and_then(|o| live(&o.metadata))),
+        ("Service".into(), service.and_then(|o| live(&o.metadata))),
+        ("ConfigMap".into(), config.and_then(|o| live(&o.metadata))),
+    ]
+}
+
+/// Waits until the agent's log past byte `from` shows it reconciled the work `app`
+/// (after the first complete list of the works from the hub), then gives it three more
+/// resync periods (1 s each) to do anything it would do to the objects.
+async fn wait_reconciled_after(agent: &Agent, from: usize) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let log = agent.log();
+        if log
+            .get(from..)
+            .is_some_and(|l| l.lines().any(|l| l.contains("reconciled") && l.contains("app")))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted agent did not reconcile the work within {LIMIT:?}; log:\n{}",
+            log.get(from..).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+async fn stop_agent(agent: &mut Agent, signal: &str) {
+    agent.signal(signal);
+    let mut child = agent.child.take().unwrap();
+    tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("the agent stops")
+        .unwrap();
+}
+
+/// The worst bug this project can have: a restarted agent deleting what its works run.
+/// Before the agent waited for the hub's list, watchers on Deployments queued the work at
+/// start, the empty view said "gone", and every object was deleted and re-created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_never_touches_running_workloads() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let _serial = SERIAL.lock().await;
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = HubProcess::start(&dir.path().join("hub"), &LEASE_ARGS)
+        .await
+        .unwrap();
+    let admin = hub.client().unwrap();
+    // A full cluster: controllers write the Deployment's status, which its watcher sees.
+    let mut agent = Agent::join_on(&hub, dir.path(), "restart", ClusterMode::Full).await;
+    admin.put_work(&app_work(&agent), None).await.unwrap();
+    wait_work(&admin, &agent, "app", applied).await;
+    let deployments: Api<Deployment> =
+        Api::namespaced(agent.managed.client(), &agent.namespace);
+    let deadline = Instant::now() + LIMIT;
+    while deployments
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.available_replicas)
+        != Some(1)
+    {
+        assert!(Instant::now() < deadline, "the Deployment never became available");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = app_uids(&agent).await;
+    assert!(before.iter().all(|(_, uid)| uid.is_some()), "{before:?}");
+
+    for (how, signal) in [("kill -9", "KILL"), ("SIGTERM", "TERM")] {
+        stop_agent(&mut agent, signal).await;
+        let from = agent.log().len();
+        agent.run();
+        wait_reconciled_after(&agent, from).await;
+        assert_eq!(
+            app_uids(&agent).await,
+            before,
+            "after a {how} restart; agent log:\n{}",
+            agent.log().get(from..).unwrap_or_default()
+        );
+    }
+
+    // Started while the hub is down: it must wait for the hub, not clean up.
+    stop_agent(&mut agent, "KILL").await;
+    hub.stop();
+    let from = agent.log().len();
+    agent.run();
+    let deadline = Instant::now() + LIMIT;
+    while !agent
+        .log()
+        .get(from..)
+        .is_some_and(|l| l.contains("following the works failed"))
+    {
+        assert!(Instant::now() < deadline, "the agent never tried the hub");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its watchers have listed the Deployment by now; give them the resyncs too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app_uids(&agent).await, before, "while the hub is down");
+    let from = agent.log().len();
+    hub.start_again().await.unwrap();
+    wait_reconciled_after(&agent, from).await;
+    assert_eq!(
+        app_uids(&agent).await,
+        before,
+        "after the hub came back; agent log:\n{}",
+        agent.log().get(from..).unwrap_or_default()
+    );
+    wait_work(&admin, &agent, "app", applied).await;
+    println!("klusterlet restarts (kill -9, SIGTERM, hub down at start): every uid unchanged");
+}
+
+/// A revoked or deleted cluster's agent stops with exit code 1 and says why, instead of
+/// retrying 401 forever; the workloads it applied stay (revoking deletes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_agent_stops_with_exit_1_and_says_why() {
+    let _serial = SERIAL.lock().await;
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(&dir.path().join("hub"), &LEASE_ARGS)
+        .await
+        .unwrap();
+    let admin = hub.client().unwrap();
+    for (cluster, revoke) in [("revoked", true), ("deleted", false)] {
+        let mut agent = Agent::join(&hub, dir.path(), cluster).await;
+        let work = ManifestWork::new(cluster, "keep", vec![agent.config_map("keep", "1")]);
+        admin.put_work(&work, None).await.unwrap();
+        wait_work(&admin, &agent, "keep", applied).await;
+        if revoke {
+            admin.revoke_cluster(cluster).await.unwrap();
+        } else {
+            admin.delete_cluster(cluster, true).await.unwrap();
+        }
+        let mut child = agent.child.take().unwrap();
+        let status = tokio::time::timeout(LIMIT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the {cluster} agent kept running; log:\n{}", agent.log()))
+            .unwrap();
+        let log = agent.log();
+        assert_eq!(status.code(), Some(1), "{cluster}: {status}; log:\n{log}");
+        let last = log.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: the hub refuses this agent's key for cluster"),
+            "{cluster}: {last}"
+        );
+        assert!(last.contains("klusterlet join"), "says what to do: {last}");
+        if revoke {
+            assert!(
+                agent.config_maps().get_opt("keep").await.unwrap().is_some(),
+                "revoking deletes nothing"
+            );
+        }
+    }
 }

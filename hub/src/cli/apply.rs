@@ -155,6 +155,9 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
         None => connection.client()?,
     };
     let mut progress = Progress::new(output.is_some(), quiet);
+    if !quiet {
+        warn_unjoined(&client, &clusters).await;
+    }
     let mut refused = false;
     let mut starts = Vec::new();
     let mut results = Vec::new();
@@ -264,6 +267,27 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
         }
     };
     conclude("ApplyResult", for_, report, started, output, &mut progress)
+}
+
+/// Warns about each cluster that has no joined agent: the works stored for it wait there,
+/// and nothing applies them until an agent joins (a wait would only time out). A cluster
+/// this token may not read is not warned about.
+async fn warn_unjoined(client: &HubClient, clusters: &[String]) {
+    for c in clusters {
+        let joined = match client.get_cluster(c).await {
+            Ok(found) => found
+                .value
+                .condition("ManagedClusterJoined")
+                .is_some_and(|j| j.status == "True"),
+            Err(_) => continue,
+        };
+        if !joined {
+            eprintln!(
+                "warning: cluster {c} has no joined agent: nothing applies its works until one \
+                 joins (`klusterlet join` on the cluster, then `hub accept {c}`)"
+            );
+        }
+    }
 }
 
 /// The names of the clusters a selector matches, skipping those being deleted.

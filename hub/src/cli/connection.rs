@@ -56,6 +56,9 @@ impl ConnectionArgs {
             ca_file,
             config,
         } = self;
+        // An empty variable (`HUB_CA_FILE=`) or flag means unset, as for the other settings.
+        let ca_file = ca_file.as_ref().filter(|p| !p.as_os_str().is_empty());
+        let config = config.as_ref().filter(|p| !p.as_os_str().is_empty());
         let ca_data = match ca_file {
             Some(path) => Some(read_ca(path)?),
             None => None,
@@ -124,6 +127,33 @@ fn read_ca(path: &Path) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_ca_file_or_config_setting_counts_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        ClientConfig {
+            server: "https://file:1".into(),
+            ca_data: Some("FILE CA".into()),
+            token: Some("file-token".into()),
+        }
+        .save(&path)
+        .unwrap();
+        // `HUB_CA_FILE=` in the environment: read as no CA file, not as a file named "".
+        let args = ConnectionArgs {
+            ca_file: Some(PathBuf::new()),
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.ca_data.as_deref(), Some("FILE CA"));
+        let args = ConnectionArgs {
+            server: Some("https://flag:2".into()),
+            config: Some(PathBuf::new()),
+            ..Default::default()
+        };
+        assert_eq!(args.resolve().unwrap().server, "https://flag:2");
+    }
 
     #[test]
     fn flags_win_over_the_file_field_by_field() {

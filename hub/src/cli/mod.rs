@@ -238,7 +238,13 @@ pub fn describe_client_error(err: &ClientError, about: Option<&str>) -> String {
                 Some(cause) => error_chain(cause),
                 None => source.to_string(),
             };
-            format!("error: {about}cannot reach the hub at {url}: {why}")
+            let mut line = format!("error: {about}cannot reach the hub at {url}: {why}");
+            if why.contains("UnknownIssuer") || why.contains("unknown issuer") {
+                line.push_str(
+                    " (the hub's certificate is not signed by a CA this client trusts: pass                      --ca-file with the hub's CA, or use the client.yaml `hub serve` wrote,                      which carries it: --config FILE or HUB_CONFIG)",
+                );
+            }
+            line
         }
         other => format!("error: {about}{other}"),
     }
