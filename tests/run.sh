@@ -83,6 +83,31 @@ postgres_bin_dir() {
   printf '%s' "$best"
 }
 
+# --- 0. Prerequisites: one clear message each, before anything long starts ----------------
+phase "prerequisites"
+version_at_least() { # have want: whether dotted version $1 >= $2
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]
+}
+missing=()
+if ! command -v cargo >/dev/null; then
+  missing+=("cargo is not installed: install Rust 1.95 or newer (rustup)")
+elif ! version_at_least "$(cargo --version | awk '{print $2}')" 1.95; then
+  missing+=("cargo $(cargo --version | awk '{print $2}') is too old: Rust 1.95 or newer is needed")
+fi
+if ! command -v go >/dev/null; then
+  missing+=("go is not installed: Go 1.26 or newer builds the test-cluster binaries")
+elif ! version_at_least "$(go env GOVERSION | sed 's/^go//')" 1.26; then
+  missing+=("$(go env GOVERSION) is too old: Go 1.26 or newer builds the test-cluster binaries")
+fi
+if [ -z "$(postgres_bin_dir)" ] && [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+  missing+=("Debian's postgresql is not installed and installing it needs root or sudo")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  for m in "${missing[@]}"; do echo "run.sh: $m" >&2; done
+  exit 1
+fi
+echo "run.sh: $(cargo --version), $(go version | awk '{print $3}')" >&2
+
 # --- 1. Postgres --------------------------------------------------------------------
 phase "postgres"
 if [ -z "$(postgres_bin_dir)" ]; then

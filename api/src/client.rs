@@ -530,6 +530,14 @@ impl HubClient {
         self.send(rb).await
     }
 
+    /// The hub's version (`GET /version`, no token needed).
+    pub async fn server_version(&self) -> Result<crate::types::ServerVersion, ClientError> {
+        Ok(self
+            .send(self.request(Method::GET, "/version"))
+            .await?
+            .value)
+    }
+
     /// Lists join requests (admin).
     pub async fn list_registrations(
         &self,

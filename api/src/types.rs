@@ -744,3 +744,23 @@ pub struct UnavailableCluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_lease_time: Option<DateTime<Utc>>,
 }
+
+/// `GET /version`: what the hub runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerVersion {
+    /// The release, e.g. `0.1.0`.
+    pub version: String,
+    /// The REST API version served.
+    pub api_version: String,
+}
+
+impl ServerVersion {
+    /// The version of this build (the `api` crate is released with the hub and klusterlet).
+    pub fn current() -> Self {
+        ServerVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: "v1".to_string(),
+        }
+    }
+}

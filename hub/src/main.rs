@@ -46,7 +46,9 @@ fn init_tracing(format: LogFormat, default_level: &str) {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hub::cli::connection::hoist_connection_flags(
+        std::env::args_os().collect(),
+    ));
     let code = match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info,tower_http=info,sqlx=warn");

@@ -994,3 +994,112 @@ async fn delete_waits_for_the_agent_with_blocking_gets_and_times_out_with_exit_3
     assert_eq!(run.ok(), format!("{CLUSTER} \"c1\" deleted\n"));
     assert!(h.client.get_cluster("c1").await.unwrap_err().is_not_found());
 }
+
+/// What a kubectl user reaches for: `-o name`, `--no-headers`, `-w`, `version`, the
+/// connection flags before the verb, an empty `HUB_CA_FILE`, and an object without `kind`
+/// caught before anything is sent (exit 2, said once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_habits_work() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[]).await;
+    let work = hub.write("w.yaml", &work_yaml("web", Some("c1"), "v1"));
+    let run = hub
+        .cli(&["apply", "-f", work.to_str().unwrap(), "--cluster", "c1"])
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr
+            .contains("warning: cluster c1 has no joined agent"),
+        "applying where no agent runs says so: {run}"
+    );
+
+    let run = hub
+        .cli(&["get", "works", "--cluster", "c1", "-o", "name"])
+        .await;
+    assert_eq!(run.stdout, "manifestwork/web\n", "{run}");
+    let run = hub.cli(&["get", "clusters", "-o", "name"]).await;
+    assert_eq!(run.stdout, "managedcluster/c1\n", "{run}");
+    let run = hub
+        .cli(&["get", "works", "--cluster", "c1", "--no-headers"])
+        .await;
+    assert!(run.stdout.starts_with("web "), "{run}");
+    assert_eq!(run.stdout.lines().count(), 1, "{run}");
+
+    let run = hub.cli(&["version"]).await;
+    assert_eq!(run.code, 0, "{run}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        run.stdout,
+        format!("Client Version: {version}\nServer Version: {version} (API v1)\n"),
+        "{run}"
+    );
+
+    // Connection flags before the verb, as with kubectl; an empty HUB_CA_FILE is unset.
+    let config = hub.config();
+    let run = Cli::new(&[
+        "--config",
+        hub.config_path().to_str().unwrap(),
+        "get",
+        "clusters",
+        "-o",
+        "name",
+    ])
+    .env("HUB_CA_FILE", "")
+    .run()
+    .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.stdout, "managedcluster/c1\n", "{run}");
+    let run = Cli::new(&["--server", &config.server, "version", "--client"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+
+    // Without kind: caught here, exit 2, the message once.
+    let nokind = hub.write(
+        "nokind.yaml",
+        "apiVersion: v1\nmetadata: {name: a, namespace: default}\ndata: {a: b}\n",
+    );
+    let run = hub
+        .cli(&[
+            "apply",
+            "-f",
+            nokind.to_str().unwrap(),
+            "--cluster",
+            "c1",
+            "--name",
+            "x",
+        ])
+        .await;
+    assert_eq!(run.code, 2, "{run}");
+    assert_eq!(run.stderr.matches("no kind").count(), 1, "{run}");
+
+    // -w: the list, then each change as a row.
+    let mut watch = tokio::process::Command::new(HUB)
+        .args(["get", "works", "--cluster", "c1", "-w", "--no-headers"])
+        .env("HUB_CONFIG", hub.config_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the list first")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("web "), "{first}");
+    let second = hub.write("w2.yaml", &work_yaml("api", Some("c1"), "v1"));
+    let run = hub
+        .cli(&["apply", "-f", second.to_str().unwrap(), "--cluster", "c1"])
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+    let next = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the new work is printed as it is created")
+        .unwrap()
+        .unwrap();
+    assert!(next.starts_with("api "), "{next}");
+    watch.kill().await.unwrap();
+}

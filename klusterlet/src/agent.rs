@@ -513,7 +513,7 @@ async fn claims_loop(
                 claims.send_if_modified(|current| {
                     let changed = current.as_ref() != Some(&read);
                     if changed {
-                        tracing::info!(claims = ?read, "claims of the managed cluster");
+                        tracing::info!(claims = %crate::claims::display(&read), "claims of the managed cluster");
                         *current = Some(read);
                     }
                     changed
@@ -667,9 +667,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             .await
             .map_err(|e| Error::Cluster(format!("{}: {}", e.reason, e.message)))?,
     );
-    let ledger = crate::ledger::Ledger::new(kube.clone(), &namespace)
-        .await
-        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let ledger = crate::ledger::Ledger::new(kube.clone(), &namespace).await?;
     let options = crate::controller::ControllerOptions {
         resync,
         degraded_after,
@@ -765,7 +763,8 @@ mod tests {
             token: None,
         })
         .unwrap();
-        let session = Session::with_client("c1".into(), "r1".into(), AgentKey::generate().unwrap(), hub);
+        let session =
+            Session::with_client("c1".into(), "r1".into(), AgentKey::generate().unwrap(), hub);
         let first = session.authorized().await.unwrap_err();
         assert!(!matches!(first, Error::Waiting { .. }), "{first}");
         for _ in 0..20 {

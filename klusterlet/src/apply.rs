@@ -1043,8 +1043,10 @@ fn needs_a_person(status: &kube::core::Status) -> bool {
             .details
             .as_ref()
             .is_some_and(|d| d.kind == "namespaces");
-    let schema_mismatch =
-        status.code == 500 && status.message.contains("failed to create typed patch object");
+    let schema_mismatch = status.code == 500
+        && status
+            .message
+            .contains("failed to create typed patch object");
     missing_namespace || schema_mismatch
 }
 

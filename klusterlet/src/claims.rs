@@ -26,7 +26,7 @@ pub enum ClaimsError {
     Config(String),
     /// The managed cluster's apiserver failed.
     #[error("the managed cluster's apiserver: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[from] crate::KubeError),
 }
 
 /// A client of the managed cluster: from `--kubeconfig` when given, otherwise `KUBECONFIG`,
@@ -47,16 +47,56 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Clai
     kube::Client::try_from(config).map_err(|e| ClaimsError::Config(e.to_string()))
 }
 
-/// Reads the claims from the managed cluster, sorted by name.
+/// Reads the claims from the managed cluster, sorted by name. The node facts (count, CPU,
+/// memory) are optional: an agent that may not list nodes (least privilege) reports the
+/// version and platform only, with one warning, instead of failing.
 pub async fn read(client: &kube::Client) -> Result<Vec<Claim>, ClaimsError> {
-    let version = client.apiserver_version().await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| crate::KubeError::new("get", "/version", e))?;
+    let mut out = vec![
+        claim(claims::KUBE_VERSION, version.git_version),
+        claim(claims::PLATFORM, version.platform),
+    ];
+    match node_facts(client).await {
+        Ok(facts) => out.extend(facts),
+        Err(e) if e.code() == Some(403) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "not reporting node claims (nodes, CPU, memory): {e} (grant `list` on \
+                     `nodes` to report them)"
+                )
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Claims as `name=value` pairs, for logs and messages.
+pub fn display(claims: &[Claim]) -> String {
+    claims
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.value))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The number of nodes and their summed allocatable CPU and memory.
+async fn node_facts(client: &kube::Client) -> Result<Vec<Claim>, crate::KubeError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut count = 0u64;
     let mut cpu_milli: i128 = 0;
     let mut memory_milli: i128 = 0;
     let mut params = ListParams::default().limit(500);
     loop {
-        let page = nodes.list(&params).await?;
+        let page = nodes
+            .list(&params)
+            .await
+            .map_err(|e| crate::KubeError::new("list", "nodes", e))?;
         for node in &page.items {
             count += 1;
             let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
@@ -70,15 +110,11 @@ pub async fn read(client: &kube::Client) -> Result<Vec<Claim>, ClaimsError> {
             None => break,
         }
     }
-    let mut out = vec![
-        claim(claims::KUBE_VERSION, version.git_version),
-        claim(claims::PLATFORM, version.platform),
+    Ok(vec![
         claim(claims::NODES, count.to_string()),
         claim(claims::CPU, format_cpu(cpu_milli)),
         claim(claims::MEMORY, format_memory(memory_milli)),
-    ];
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    ])
 }
 
 fn claim(name: &str, value: impl Into<String>) -> Claim {

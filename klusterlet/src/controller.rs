@@ -492,6 +492,7 @@ async fn watch_kind(
 ) {
     let api: kube::Api<DynamicObject> = kube::Api::all_with(kube, &ar);
     let mut events = watcher(api, watcher::Config::default()).boxed();
+    let mut warned_forbidden = false;
     loop {
         let ev = tokio::select! {
             ev = events.next() => ev,
@@ -504,8 +505,32 @@ async fn watch_kind(
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
                 // The watcher backs off and resumes by itself; the resync covers the gap.
-                tracing::debug!(kind = %ar.kind, error = %e, "watch error");
-                if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+                // An agent without the right to watch this kind cluster-wide (least
+                // privilege) asks again much later, and says so once.
+                let (forbidden, error) = match e {
+                    watcher::Error::InitialListFailed(k)
+                    | watcher::Error::WatchStartFailed(k)
+                    | watcher::Error::WatchFailed(k) => {
+                        let k = crate::KubeError::new("watch", ar.plural.clone(), k);
+                        (k.code() == Some(403), k.to_string())
+                    }
+                    watcher::Error::WatchError(status) => (
+                        status.code == 403,
+                        format!("watch {}: {} ({})", ar.plural, status.message, status.code),
+                    ),
+                    other => (false, other.to_string()),
+                };
+                let delay = if forbidden {
+                    if !warned_forbidden {
+                        warned_forbidden = true;
+                        tracing::info!(kind = %ar.kind, %error, "not watching this kind cluster-wide; its readiness is reported at each resync");
+                    }
+                    Duration::from_secs(60)
+                } else {
+                    tracing::debug!(kind = %ar.kind, %error, "watch error");
+                    Duration::from_secs(1)
+                };
+                if sleep_or_stop(delay, &mut stop).await {
                     return;
                 }
                 continue;
@@ -699,11 +724,7 @@ async fn apply(shared: &Shared, work: &ManifestWork) -> Result<bool, crate::Erro
         delete_option: work.spec.delete_option.clone(),
     };
     if record != previous {
-        shared
-            .ledger
-            .save(&name, &record)
-            .await
-            .map_err(|e| crate::Error::Cluster(e.to_string()))?;
+        shared.ledger.save(&name, &record).await?;
         shared.records.write().await.insert(name.clone(), record);
         shared.index_owners().await;
     }
@@ -882,22 +903,14 @@ async fn delete_recorded(
         }
     }
     if left.is_empty() {
-        shared
-            .ledger
-            .remove(name)
-            .await
-            .map_err(|e| crate::Error::Cluster(e.to_string()))?;
+        shared.ledger.remove(name).await?;
         shared.records.write().await.remove(name);
     } else {
         let record = Record {
             entries: left,
             delete_option: record.delete_option.clone(),
         };
-        shared
-            .ledger
-            .save(name, &record)
-            .await
-            .map_err(|e| crate::Error::Cluster(e.to_string()))?;
+        shared.ledger.save(name, &record).await?;
         shared
             .records
             .write()

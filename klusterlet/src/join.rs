@@ -224,7 +224,7 @@ async fn register(
 
     let kube = claims::kube_client(kubeconfig).await?;
     let claims = claims::read(&kube).await?;
-    tracing::debug!(?claims, "read the managed cluster's claims");
+    tracing::debug!(claims = %crate::claims::display(&claims), "read the managed cluster's claims");
 
     // The key is on disk before the hub hears of it, so a request the hub knows about
     // always has its private half here.

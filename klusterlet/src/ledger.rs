@@ -44,11 +44,10 @@ pub struct Record {
 
 /// Ledger failures: the managed cluster's API answered with an error.
 #[derive(Debug, thiserror::Error)]
-#[error("ledger in namespace {namespace}: {source}")]
+#[error("the agent's ledger: {source}")]
 pub struct LedgerError {
-    namespace: String,
     #[source]
-    source: kube::Error,
+    source: crate::KubeError,
 }
 
 /// The ledger of one klusterlet.
@@ -66,11 +65,12 @@ fn config_map_name(work: &str) -> String {
 }
 
 impl Ledger {
-    /// A ledger in `namespace` (created when missing).
+    /// A ledger in `namespace` (created when missing). An agent that may not create or
+    /// patch namespaces (least privilege) uses the namespace as it is, when it exists and
+    /// the agent may read its ConfigMaps there.
     pub async fn new(client: kube::Client, namespace: &str) -> Result<Self, LedgerError> {
-        let err = |source| LedgerError {
-            namespace: namespace.to_string(),
-            source,
+        let err = |verb, source| LedgerError {
+            source: crate::KubeError::new(verb, format!("namespaces/{namespace}"), source),
         };
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -79,20 +79,39 @@ impl Ledger {
             },
             ..Default::default()
         };
-        Api::<Namespace>::all(client.clone())
+        let ledger = Ledger {
+            namespace: namespace.to_string(),
+            api: Api::namespaced(client.clone(), namespace),
+        };
+        match Api::<Namespace>::all(client)
             .patch(namespace, &PatchParams::apply(MANAGER), &Patch::Apply(&ns))
             .await
-            .map_err(err)?;
-        Ok(Ledger {
-            namespace: namespace.to_string(),
-            api: Api::namespaced(client, namespace),
-        })
+        {
+            Ok(_) => Ok(ledger),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                let denied = err("patch", kube::Error::Api(status));
+                ledger
+                    .api
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+                    .map_err(|_| denied)?;
+                tracing::info!(
+                    namespace,
+                    "may not patch the ledger's namespace; using it as it is"
+                );
+                Ok(ledger)
+            }
+            Err(e) => Err(err("patch", e)),
+        }
     }
 
-    fn err(&self, source: kube::Error) -> LedgerError {
+    fn err(&self, verb: &'static str, source: kube::Error) -> LedgerError {
         LedgerError {
-            namespace: self.namespace.clone(),
-            source,
+            source: crate::KubeError::new(
+                verb,
+                format!("configmaps in namespace {}", self.namespace),
+                source,
+            ),
         }
     }
 
@@ -102,7 +121,7 @@ impl Ledger {
             .api
             .list(&ListParams::default().labels(&format!("{LEDGER_LABEL}=true")))
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err("list", e))?;
         let mut out = BTreeMap::new();
         for cm in list.items {
             let Some(work) = cm
@@ -152,7 +171,7 @@ impl Ledger {
                 &Patch::Apply(&cm),
             )
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err("patch", e))?;
         Ok(())
     }
 
@@ -165,7 +184,7 @@ impl Ledger {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(self.err(e)),
+            Err(e) => Err(self.err("delete", e)),
         }
     }
 }

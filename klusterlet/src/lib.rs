@@ -83,6 +83,12 @@ pub enum Error {
     /// The managed cluster's API failed (ledger, apply engine start-up): exit 1.
     #[error("managed cluster: {0}")]
     Cluster(String),
+    /// A call to the managed cluster's API failed: exit 1.
+    #[error("managed cluster: {0}")]
+    Kube(#[from] KubeError),
+    /// The agent's ledger could not be read or written: exit 1.
+    #[error("managed cluster: {0}")]
+    Ledger(#[from] ledger::LedgerError),
 }
 
 impl From<ClientError> for Error {
@@ -99,7 +105,12 @@ impl Error {
             Error::Usage(_) => 2,
             Error::Hub(e) => e.exit_code(),
             Error::CaMismatch { .. } | Error::NoAnswer { .. } | Error::Waiting { .. } => 4,
-            Error::Identity(_) | Error::Claims(_) | Error::Refused(_) | Error::Cluster(_) => 1,
+            Error::Identity(_)
+            | Error::Claims(_)
+            | Error::Refused(_)
+            | Error::Cluster(_)
+            | Error::Kube(_)
+            | Error::Ledger(_) => 1,
             Error::TimedOut(_) => 3,
         }
     }
@@ -114,6 +125,67 @@ pub fn is_transient(err: &ClientError) -> bool {
             status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408
         }
         ClientError::Config(_) | ClientError::Decode(_) => false,
+    }
+}
+
+/// A failed call to a managed cluster's apiserver, as one line: the verb, the resource and
+/// the apiserver's own message (kube's `Display` of an API error appends a debug dump of
+/// the whole Status, which is what users saw before).
+#[derive(Debug)]
+pub struct KubeError {
+    /// `list`, `patch`, `create`...
+    pub verb: &'static str,
+    /// `nodes`, `namespaces/open-cluster-management-agent`, `configmaps in namespace x`...
+    pub resource: String,
+    /// What kube-rs returned.
+    pub error: kube::Error,
+}
+
+impl KubeError {
+    /// The error of `verb` on `resource`.
+    pub fn new(verb: &'static str, resource: impl Into<String>, error: kube::Error) -> Self {
+        KubeError {
+            verb,
+            resource: resource.into(),
+            error,
+        }
+    }
+
+    /// The HTTP status the apiserver answered, if it answered.
+    pub fn code(&self) -> Option<u16> {
+        match &self.error {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for KubeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let KubeError {
+            verb,
+            resource,
+            error,
+        } = self;
+        match error {
+            kube::Error::Api(status) => write!(
+                f,
+                "{verb} {resource}: {} ({} {})",
+                status.message, status.code, status.reason
+            ),
+            other => write!(f, "{verb} {resource}: {}", Chain(other)),
+        }
+    }
+}
+
+impl std::error::Error for KubeError {
+    // The API error's own text is in the message already; its deeper causes (a
+    // connection's) are not.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.error {
+            kube::Error::Api(_) => None,
+            other => std::error::Error::source(other),
+        }
     }
 }
 

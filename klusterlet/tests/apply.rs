@@ -604,15 +604,12 @@ async fn delete_never_touches_an_object_with_another_uid() -> anyhow::Result<()>
     let applier = Applier::new(client.clone()).await.expect("discovery");
     let work = work(
         "delete",
-        vec![
-            config_map(&ns, "mine", json!({"a": "1"})),
-            {
-                // Held by someone else's finalizer: deleting, not gone, until it is removed.
-                let mut held = config_map(&ns, "slow", json!({"a": "1"}));
-                held["metadata"]["finalizers"] = json!(["fleethub.test/hold"]);
-                held
-            },
-        ],
+        vec![config_map(&ns, "mine", json!({"a": "1"})), {
+            // Held by someone else's finalizer: deleting, not gone, until it is removed.
+            let mut held = config_map(&ns, "slow", json!({"a": "1"}));
+            held["metadata"]["finalizers"] = json!(["fleethub.test/hold"]);
+            held
+        }],
     );
     let outcomes = applier.apply_work(&work).await;
     let reference = outcomes[0].reference.clone().unwrap();
@@ -627,11 +624,7 @@ async fn delete_never_touches_an_object_with_another_uid() -> anyhow::Result<()>
     let still = applier.get(&reference).await.unwrap().expect("left alone");
     assert_eq!(still.metadata.uid.as_deref(), Some(uid.as_str()));
     assert_eq!(
-        applier
-            .delete(&reference, "")
-            .await
-            .unwrap_err()
-            .reason,
+        applier.delete(&reference, "").await.unwrap_err().reason,
         "Invalid"
     );
     assert!(applier.get(&reference).await.unwrap().is_some());
@@ -793,7 +786,9 @@ async fn permanent_failures_are_not_retried_as_transient() -> anyhow::Result<()>
     let missing = failed(&outcomes[0]);
     assert_eq!(missing.reason, "NotFound");
     assert!(
-        missing.message.contains(r#"namespaces "no-such-namespace" not found"#),
+        missing
+            .message
+            .contains(r#"namespaces "no-such-namespace" not found"#),
         "{}",
         missing.message
     );

@@ -852,7 +852,7 @@ async fn the_curl_and_jq_example_of_the_docs_works() {
         }))
         .unwrap(),
     );
-    let run_script = |work: String| {
+    let run_script = |work: String, cluster: &'static str| {
         let script = script.clone();
         let (server, token, ca) = (cfg.server.clone(), token.clone(), ca.clone());
         async move {
@@ -861,7 +861,7 @@ async fn the_curl_and_jq_example_of_the_docs_works() {
                 .env("HUB_SERVER", server)
                 .env("HUB_TOKEN", token)
                 .env("HUB_CA_FILE", ca)
-                .env("CLUSTER", "curl")
+                .env("CLUSTER", cluster)
                 .env("WORK", "from-curl")
                 .env("WORK_FILE", work)
                 .stdin(Stdio::null())
@@ -875,7 +875,7 @@ async fn the_curl_and_jq_example_of_the_docs_works() {
             )
         }
     };
-    let (code, out) = run_script(work.clone()).await;
+    let (code, out) = run_script(work.clone(), "curl").await;
     assert_eq!(code, Some(0), "{out}\nagent log:\n{}", agent.log());
     assert!(out.contains("ready on 1 of 1"), "{out}");
 
@@ -894,9 +894,19 @@ async fn the_curl_and_jq_example_of_the_docs_works() {
         }))
         .unwrap(),
     );
-    let (code, out) = run_script(bad).await;
+    let (code, out) = run_script(bad, "curl").await;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("Invalid"), "{out}");
+
+    // A cluster outside the token's scope: the hub's 403 and its reason are shown, with
+    // the CLI's exit code for 401/403.
+    let (code, out) = run_script(work, "elsewhere").await;
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("hub answered 403"), "{out}");
+    assert!(
+        out.contains("elsewhere"),
+        "the hub's message names the cluster: {out}"
+    );
 }
 
 /// The text of the fenced block after `<!-- test: NAME -->` in docs/ci.md.

@@ -37,6 +37,8 @@ struct Fleet {
     namespace: String,
     agent: Option<tokio::process::Child>,
     data: std::path::PathBuf,
+    /// The agent's kubeconfig of the managed cluster.
+    kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -48,6 +50,13 @@ impl Fleet {
     /// Starts a hub, joins `cluster` with an auto-accept token, creates a namespace for the
     /// test in the managed cluster, and runs the klusterlet with ~1 s timings.
     async fn start(cluster: &str) -> Fleet {
+        let kubeconfig = managed().await.kubeconfig_path().to_path_buf();
+        Self::start_as(cluster, kubeconfig).await
+    }
+
+    /// [`start`](Self::start) with the agent using this kubeconfig for join and run; the
+    /// test namespace may exist already.
+    async fn start_as(cluster: &str, kubeconfig: std::path::PathBuf) -> Fleet {
         init();
         let managed = managed().await;
         let dir = tempfile::tempdir().unwrap();
@@ -59,19 +68,14 @@ impl Fleet {
         hub.join_klusterlet(
             Path::new(env!("CARGO_BIN_EXE_klusterlet")),
             cluster,
-            managed.kubeconfig_path(),
+            &kubeconfig,
             &data,
             &[],
         )
         .await
         .unwrap();
         let namespace = format!("t-{cluster}");
-        let ns: k8s_openapi::api::core::v1::Namespace =
-            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(managed.client())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
+        create_namespace(&namespace).await;
         let mut fleet = Fleet {
             hub,
             admin,
@@ -79,6 +83,7 @@ impl Fleet {
             namespace,
             agent: None,
             data,
+            kubeconfig,
             _dir: dir,
         };
         fleet.run_agent();
@@ -86,12 +91,7 @@ impl Fleet {
     }
 
     fn run_agent(&mut self) {
-        let kubeconfig = MANAGED
-            .get()
-            .unwrap()
-            .kubeconfig_path()
-            .display()
-            .to_string();
+        let kubeconfig = self.kubeconfig.display().to_string();
         let ledger_ns = format!("agent-{}", self.cluster);
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
             .args([
@@ -203,6 +203,20 @@ impl Fleet {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Creates a namespace of the managed cluster, if it does not exist yet.
+async fn create_namespace(name: &str) {
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match Api::<k8s_openapi::api::core::v1::Namespace>::all(managed().await.client())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
     }
 }
 
@@ -512,5 +526,57 @@ async fn deleting_the_cluster_cleans_up_then_removes_it() {
     assert!(
         !log.contains("PRIVATE KEY") && !log.contains("eyJ"),
         "a secret reached a log"
+    );
+}
+
+/// The least privilege an agent needs: its ledger's ConfigMaps in a namespace that exists,
+/// and what its works deploy. No nodes (node claims are skipped with one warning), no
+/// namespaces (the ledger's is used as it is): join and run both worked only as an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_agent_joins_runs_and_applies() {
+    let managed = managed().await;
+    let cluster = "least";
+    let ledger = format!("agent-{cluster}");
+    let apps = format!("t-{cluster}");
+    let user = "least-privilege-agent";
+    for ns in [&ledger, &apps] {
+        create_namespace(ns).await;
+        let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+            "metadata": {"name": "klusterlet", "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
+        }))
+        .unwrap();
+        Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(managed.client(), ns)
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap();
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "klusterlet", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "klusterlet"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .unwrap();
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(managed.client(), ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    let kubeconfig = managed.write_user_kubeconfig(user, &[]).unwrap();
+    let fleet = Fleet::start_as(cluster, kubeconfig).await;
+    fleet.put("cm", vec![fleet.cm("one", "1")], |_| {}).await;
+    fleet
+        .wait_work("cm", LIMIT, |w| is(w, "Applied", "True"))
+        .await;
+    fleet
+        .wait_cm("one", LIMIT, |c| data(c).as_deref() == Some("1"))
+        .await;
+    let log = fleet.agent_log();
+    assert!(
+        log.contains("not reporting node claims"),
+        "one warning says why node claims are missing:\n{log}"
+    );
+    assert!(
+        !log.contains("ErrorResponse") && !log.contains("Status {"),
+        "no debug dumps of Kubernetes errors:\n{log}"
     );
 }

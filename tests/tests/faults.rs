@@ -802,7 +802,10 @@ async fn app_uids(agent: &Agent) -> Vec<(String, Option<String>)> {
     let client = agent.managed.client();
     let ns = &agent.namespace;
     fn live(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-        m.deletion_timestamp.is_none().then(|| m.uid.clone()).flatten()
+        m.deletion_timestamp
+            .is_none()
+            .then(|| m.uid.clone())
+            .flatten()
     }
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt("web")
@@ -814,7 +817,10 @@ async fn app_uids(agent: &Agent) -> Vec<(String, Option<String>)> {
         .unwrap();
     let config = agent.config_maps().get_opt("web-config").await.unwrap();
     vec![
-        ("Deployment".into(), deployment.and_then(|o| live(&o.metadata))),
+        (
+            "Deployment".into(),
+            deployment.and_then(|o| live(&o.metadata)),
+        ),
         ("Service".into(), service.and_then(|o| live(&o.metadata))),
         ("ConfigMap".into(), config.and_then(|o| live(&o.metadata))),
     ]
@@ -827,10 +833,10 @@ async fn wait_reconciled_after(agent: &Agent, from: usize) {
     let deadline = Instant::now() + LIMIT;
     loop {
         let log = agent.log();
-        if log
-            .get(from..)
-            .is_some_and(|l| l.lines().any(|l| l.contains("reconciled") && l.contains("app")))
-        {
+        if log.get(from..).is_some_and(|l| {
+            l.lines()
+                .any(|l| l.contains("reconciled") && l.contains("app"))
+        }) {
             break;
         }
         assert!(
@@ -869,8 +875,7 @@ async fn an_agent_restart_never_touches_running_workloads() {
     let mut agent = Agent::join_on(&hub, dir.path(), "restart", ClusterMode::Full).await;
     admin.put_work(&app_work(&agent), None).await.unwrap();
     wait_work(&admin, &agent, "app", applied).await;
-    let deployments: Api<Deployment> =
-        Api::namespaced(agent.managed.client(), &agent.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(agent.managed.client(), &agent.namespace);
     let deadline = Instant::now() + LIMIT;
     while deployments
         .get("web")
@@ -880,7 +885,10 @@ async fn an_agent_restart_never_touches_running_workloads() {
         .and_then(|s| s.available_replicas)
         != Some(1)
     {
-        assert!(Instant::now() < deadline, "the Deployment never became available");
+        assert!(
+            Instant::now() < deadline,
+            "the Deployment never became available"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let before = app_uids(&agent).await;

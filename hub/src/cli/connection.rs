@@ -28,12 +28,46 @@ pub struct ConnectionArgs {
     pub token: Option<String>,
     /// PEM file of the CA that signed the hub's certificate [default: `caData` of the
     /// client config; without either, the system's trusted roots]
-    #[arg(long, env = "HUB_CA_FILE", global = true, value_name = "FILE")]
+    #[arg(long, env = "HUB_CA_FILE", global = true, value_name = "FILE", value_parser = any_path)]
     pub ca_file: Option<PathBuf>,
     /// Client config file (YAML with server, caData, token) [default: client.yaml in
     /// $HUB_DATA_DIR, else in ~/.local/share/hub, as `hub serve` writes it]
-    #[arg(long, env = "HUB_CONFIG", global = true, value_name = "FILE")]
+    #[arg(long, env = "HUB_CONFIG", global = true, value_name = "FILE", value_parser = any_path)]
     pub config: Option<PathBuf>,
+}
+
+/// A path, empty allowed: `HUB_CA_FILE=` in a CI environment means "unset", as an empty
+/// `HUB_SERVER` does, instead of clap's "a value is required".
+fn any_path(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(text))
+}
+
+/// The connection flags, which kubectl users put before the verb (`hub --server URL get
+/// works`): moved after the verb's words, where clap takes them. Everything else stays in
+/// place. `args[0]` is the program.
+pub fn hoist_connection_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const WITH_VALUE: [&str; 4] = ["--server", "--token", "--ca-file", "--config"];
+    let mut iter = args.into_iter();
+    let mut out: Vec<std::ffi::OsString> = iter.next().into_iter().collect();
+    let mut hoisted = Vec::new();
+    let mut rest: Vec<std::ffi::OsString> = iter.collect();
+    while let Some(first) = rest.first().and_then(|a| a.to_str()).map(str::to_string) {
+        let name = first.split('=').next().unwrap_or_default();
+        if !WITH_VALUE.contains(&name) {
+            break;
+        }
+        hoisted.push(rest.remove(0));
+        if !first.contains('=') && !rest.is_empty() {
+            hoisted.push(rest.remove(0));
+        }
+    }
+    // After the verb's own words but before a `--`, which ends the flags.
+    let end = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
+    let tail = rest.split_off(end);
+    out.extend(rest);
+    out.extend(hoisted);
+    out.extend(tail);
+    out
 }
 
 /// The default client config: `client.yaml` in `HUB_DATA_DIR` or the default data dir.
@@ -127,6 +161,43 @@ fn read_ca(path: &Path) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_flags_before_the_verb_move_after_it() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            hoist_connection_flags(args(&[
+                "hub",
+                "--server",
+                "https://h:1",
+                "--token=t",
+                "get",
+                "works",
+                "-A"
+            ])),
+            args(&[
+                "hub",
+                "get",
+                "works",
+                "-A",
+                "--server",
+                "https://h:1",
+                "--token=t"
+            ])
+        );
+        // Nothing to move; a flag of the verb is left alone.
+        assert_eq!(
+            hoist_connection_flags(args(&["hub", "get", "works", "--server", "x"])),
+            args(&["hub", "get", "works", "--server", "x"])
+        );
+        assert_eq!(
+            hoist_connection_flags(args(&[
+                "hub", "--config", "c.yaml", "apply", "-f", "-", "--", "x"
+            ])),
+            args(&["hub", "apply", "-f", "-", "--config", "c.yaml", "--", "x"])
+        );
+        assert_eq!(hoist_connection_flags(args(&["hub"])), args(&["hub"]));
+    }
 
     #[test]
     fn an_empty_ca_file_or_config_setting_counts_as_unset() {

@@ -89,6 +89,14 @@ pub struct GetWorksArgs {
     /// one list either way.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub chunk_size: u32,
+    /// Print the table without its header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// After the list, keep printing the works that change (created or changed; a
+    /// deletion shows as a change first), one row each, as `kubectl get -w` does, until
+    /// interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// `hub get clusters`.
@@ -103,6 +111,13 @@ pub struct GetClustersArgs {
     /// Output format [default: a table].
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<OutputFormat>,
+    /// Print the table without its header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// After the list, keep printing the clusters that change, one row each, until
+    /// interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// Runs `hub get`.
@@ -184,18 +199,45 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
         selector,
         output,
         chunk_size,
+        no_headers,
+        watch,
     } = args;
     check_selector("--selector", selector.as_deref())?;
     let client = connection.client()?;
+    let style = Style { output, no_headers };
+    let with_cluster = cluster.is_none();
     if let (Some(name), Some(cluster)) = (&name, &cluster) {
-        let work = client
+        let found = client
             .get_work(cluster, name, &ListOptions::default())
-            .await?
-            .value;
-        return print_works(std::slice::from_ref(&work), &work, false, output, None);
+            .await?;
+        let work = found.value;
+        print_works(std::slice::from_ref(&work), &work, false, style, None)?;
+        if watch {
+            let (cluster, name) = (cluster.clone(), name.clone());
+            watch_changes(
+                std::slice::from_ref(&work),
+                found.index,
+                work_key,
+                |index| {
+                    let client = client.clone();
+                    let (cluster, name) = (cluster.clone(), name.clone());
+                    async move {
+                        let opts = blocking(index);
+                        match client.get_work(&cluster, &name, &opts).await {
+                            Ok(w) => Ok((vec![w.value], w.index)),
+                            Err(e) if e.is_not_found() => Ok((Vec::new(), index)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                },
+                |changed| print_works(changed, &changed.to_vec(), false, style.rows_only(), None),
+            )
+            .await?;
+        }
+        return Ok(());
     }
     let opts = ListOptions {
-        label_selector: selector,
+        label_selector: selector.clone(),
         limit: (chunk_size > 0).then_some(chunk_size),
         ..Default::default()
     };
@@ -204,7 +246,116 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
         Some(c) => format!(" in cluster {c}"),
         None => String::new(),
     };
-    print_works(&list.items, &list, cluster.is_none(), output, Some(&scope))
+    print_works(&list.items, &list, with_cluster, style, Some(&scope))?;
+    if watch {
+        watch_changes(
+            &list.items,
+            list.metadata.index,
+            work_key,
+            |index| {
+                let client = client.clone();
+                let cluster = cluster.clone();
+                let opts = ListOptions {
+                    label_selector: selector.clone(),
+                    ..blocking(index)
+                };
+                async move {
+                    let page = client.list_works(cluster.as_deref(), &opts).await?;
+                    Ok((page.value.items, page.index))
+                }
+            },
+            |changed| {
+                print_works(
+                    changed,
+                    &changed.to_vec(),
+                    with_cluster,
+                    style.rows_only(),
+                    None,
+                )
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// How `get works|clusters` prints.
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    output: Option<OutputFormat>,
+    no_headers: bool,
+}
+
+impl Style {
+    /// The same for rows printed under a table already shown (`--watch`).
+    fn rows_only(self) -> Style {
+        Style {
+            no_headers: true,
+            ..self
+        }
+    }
+}
+
+fn blocking(index: u64) -> ListOptions {
+    ListOptions {
+        index: Some(index),
+        wait: Some(std::time::Duration::from_secs(60)),
+        ..Default::default()
+    }
+}
+
+fn work_key(w: &ManifestWork) -> (String, String, Option<String>) {
+    (
+        w.metadata.namespace.clone().unwrap_or_default(),
+        w.metadata.name.clone(),
+        w.metadata.resource_version.clone(),
+    )
+}
+
+fn cluster_key(c: &ManagedCluster) -> (String, String, Option<String>) {
+    (
+        String::new(),
+        c.metadata.name.clone(),
+        c.metadata.resource_version.clone(),
+    )
+}
+
+/// `--watch`: blocks on `next(index)` (a blocking query returning the objects in view and
+/// the new index) and prints, with `print`, the objects whose resourceVersion is new since
+/// the last answer, until the process is interrupted. A failure (hub restarting) is
+/// retried after a pause, as `kubectl get -w` reconnects.
+async fn watch_changes<T, F, Fut>(
+    printed: &[T],
+    mut index: u64,
+    key: fn(&T) -> (String, String, Option<String>),
+    next: F,
+    print: impl Fn(&[T]) -> Result<(), CliError>,
+) -> Result<(), CliError>
+where
+    T: Clone,
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, u64), api::ClientError>>,
+{
+    let mut seen: std::collections::HashSet<(String, String, Option<String>)> =
+        printed.iter().map(key).collect();
+    loop {
+        match next(index).await {
+            Ok((items, new_index)) => {
+                let changed: Vec<T> = items
+                    .iter()
+                    .filter(|o| !seen.contains(&key(o)))
+                    .cloned()
+                    .collect();
+                seen = items.iter().map(key).collect();
+                if !changed.is_empty() {
+                    print(&changed)?;
+                }
+                index = new_index.max(index);
+            }
+            Err(e) if e.exit_code() == 1 => return Err(e.into()),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
 }
 
 /// The status column of a condition: its status at the current generation, `Unknown`
@@ -223,10 +374,10 @@ fn print_works<T: serde::Serialize>(
     works: &[ManifestWork],
     raw: &T,
     with_cluster: bool,
-    output: Option<OutputFormat>,
+    style: Style,
     empty_scope: Option<&str>,
 ) -> Result<(), CliError> {
-    let wide = match output {
+    let wide = match style.output {
         Some(OutputFormat::Json) => {
             output::print(&output::to_json(raw)?);
             return Ok(());
@@ -235,11 +386,21 @@ fn print_works<T: serde::Serialize>(
             output::print(&output::to_yaml(raw)?);
             return Ok(());
         }
+        Some(OutputFormat::Name) => {
+            let names: String = works
+                .iter()
+                .map(|w| format!("manifestwork/{}\n", w.metadata.name))
+                .collect();
+            output::print(&names);
+            return Ok(());
+        }
         Some(OutputFormat::Wide) => true,
         None => false,
     };
     if works.is_empty() {
-        eprintln!("No resources found{}.", empty_scope.unwrap_or_default());
+        if let Some(scope) = empty_scope {
+            eprintln!("No resources found{scope}.");
+        }
         return Ok(());
     }
     let mut header = Vec::new();
@@ -275,8 +436,16 @@ fn print_works<T: serde::Serialize>(
         }
         table.row(row);
     }
-    output::print(&table.render());
+    print_table(&table, style);
     Ok(())
+}
+
+fn print_table(table: &Table, style: Style) {
+    if style.no_headers {
+        output::print(&table.render_rows());
+    } else {
+        output::print(&table.render());
+    }
 }
 
 async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
@@ -284,27 +453,77 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
         name,
         selector,
         output,
+        no_headers,
+        watch,
     } = args;
     check_selector("--selector", selector.as_deref())?;
     let client = connection.client()?;
+    let style = Style { output, no_headers };
+    let print_changed = |changed: &[ManagedCluster]| {
+        print_clusters(changed, &changed.to_vec(), style.rows_only(), false)
+    };
     if let Some(name) = name {
-        let cluster = client.get_cluster(&name).await?.value;
-        return print_clusters(std::slice::from_ref(&cluster), &cluster, output);
+        let found = client.get_cluster(&name).await?;
+        let cluster = found.value;
+        print_clusters(std::slice::from_ref(&cluster), &cluster, style, true)?;
+        if watch {
+            watch_changes(
+                std::slice::from_ref(&cluster),
+                found.index,
+                cluster_key,
+                |index| {
+                    let client = client.clone();
+                    let name = name.clone();
+                    async move {
+                        match client.get_cluster_with(&name, &blocking(index)).await {
+                            Ok(c) => Ok((vec![c.value], c.index)),
+                            Err(e) if e.is_not_found() => Ok((Vec::new(), index)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                },
+                print_changed,
+            )
+            .await?;
+        }
+        return Ok(());
     }
     let opts = ListOptions {
-        label_selector: selector,
+        label_selector: selector.clone(),
         ..Default::default()
     };
     let list = list_all_clusters(&client, opts).await?;
-    print_clusters(&list.items, &list, output)
+    print_clusters(&list.items, &list, style, true)?;
+    if watch {
+        watch_changes(
+            &list.items,
+            list.metadata.index,
+            cluster_key,
+            |index| {
+                let client = client.clone();
+                let opts = ListOptions {
+                    label_selector: selector.clone(),
+                    ..blocking(index)
+                };
+                async move {
+                    let page = client.list_clusters(&opts).await?;
+                    Ok((page.value.items, page.index))
+                }
+            },
+            print_changed,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn print_clusters<T: serde::Serialize>(
     clusters: &[ManagedCluster],
     raw: &T,
-    output: Option<OutputFormat>,
+    style: Style,
+    say_if_empty: bool,
 ) -> Result<(), CliError> {
-    let wide = match output {
+    let wide = match style.output {
         Some(OutputFormat::Json) => {
             output::print(&output::to_json(raw)?);
             return Ok(());
@@ -313,11 +532,21 @@ fn print_clusters<T: serde::Serialize>(
             output::print(&output::to_yaml(raw)?);
             return Ok(());
         }
+        Some(OutputFormat::Name) => {
+            let names: String = clusters
+                .iter()
+                .map(|c| format!("managedcluster/{}\n", c.metadata.name))
+                .collect();
+            output::print(&names);
+            return Ok(());
+        }
         Some(OutputFormat::Wide) => true,
         None => false,
     };
     if clusters.is_empty() {
-        eprintln!("No resources found.");
+        if say_if_empty {
+            eprintln!("No resources found.");
+        }
         return Ok(());
     }
     let mut header = vec!["NAME", "ACCEPTED", "JOINED", "AVAILABLE", "LABELS", "AGE"];
@@ -352,6 +581,6 @@ fn print_clusters<T: serde::Serialize>(
         }
         table.row(row);
     }
-    output::print(&table.render());
+    print_table(&table, style);
     Ok(())
 }

@@ -157,7 +157,14 @@ fn is_manifest_work(doc: &Document) -> Result<bool, CliError> {
             doc.source
         )));
     };
-    if obj.get("kind").and_then(Value::as_str) != Some("ManifestWork") {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: no kind: every object needs apiVersion, kind and metadata.name",
+            doc.source
+        )));
+    }
+    if kind != "ManifestWork" {
         return Ok(false);
     }
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -265,6 +272,18 @@ mod tests {
 
     fn docs(text: &str) -> Vec<Document> {
         parse_documents("in.yaml", text).unwrap()
+    }
+
+    #[test]
+    fn an_object_without_kind_is_caught_here() {
+        let d = docs("apiVersion: v1\nmetadata: {name: a}\ndata: {a: b}\n");
+        let err = plan_works(d, Some("x"), Some("c1")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .ends_with(": no kind: every object needs apiVersion, kind and metadata.name"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod output;
 pub mod registration;
 pub mod revoke;
 pub mod token;
+pub mod version;
 pub mod wait;
 
 pub use connection::ConnectionArgs;
@@ -91,6 +92,11 @@ pub enum ClientCommand {
     ///
     /// Exit codes: 0 printed; 2 usage error.
     Completion(completion::CompletionArgs),
+    /// Print the client's version and the hub's (the hub's needs the connection).
+    ///
+    /// Exit codes: 0 both shown; 4 the hub could not be reached (the client's version is
+    /// printed first).
+    Version(version::VersionArgs),
     /// Show works, clusters, join requests, tokens or the audit log as a table, JSON or
     /// YAML.
     ///
@@ -220,6 +226,8 @@ pub fn describe_client_error(err: &ClientError, about: Option<&str>) -> String {
                         let message = f.get("message")?.as_str()?;
                         Some(format!("{field}: {message}"))
                     })
+                    // The message often is the one field's error already.
+                    .filter(|f| !body.message.contains(f.as_str()))
                     .collect();
                 if !fields.is_empty() {
                     line.push_str(&format!(" ({})", fields.join("; ")));
@@ -305,6 +313,7 @@ pub async fn run(command: ClientCommand) -> i32 {
         ClientCommand::Wait(args) => wait::run(args).await,
         ClientCommand::Describe(args) => describe::run(args).await,
         ClientCommand::Completion(args) => completion::run(args),
+        ClientCommand::Version(args) => version::run(args).await,
         ClientCommand::Get(args) => get::run(args).await,
         ClientCommand::Delete(args) => delete::run(args).await,
         ClientCommand::Label(args) => label::run(args).await,

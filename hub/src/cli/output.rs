@@ -14,6 +14,8 @@ use super::CliError;
 pub enum OutputFormat {
     /// The table with more columns.
     Wide,
+    /// `kind/name` per object, one a line (as `kubectl get -o name`), for scripts.
+    Name,
     /// The object or list exactly as the API returns it, as JSON.
     Json,
     /// The same as YAML.
@@ -47,6 +49,11 @@ pub fn table_or_print<T: Serialize>(
         Some(OutputFormat::Json) => print(&to_json(value)?),
         Some(OutputFormat::Yaml) => print(&to_yaml(value)?),
         Some(OutputFormat::Wide) => return Ok(Some(true)),
+        Some(OutputFormat::Name) => {
+            return Err(CliError::Usage(
+                "-o name is for `hub get works` and `hub get clusters`".into(),
+            ));
+        }
         None => return Ok(Some(false)),
     }
     Ok(None)
@@ -92,6 +99,15 @@ impl Table {
     /// Whether only the header is there.
     pub fn is_empty(&self) -> bool {
         self.rows.len() <= 1
+    }
+
+    /// The rendered rows without the header line (`--no-headers`), aligned as with it.
+    pub fn render_rows(&self) -> String {
+        let text = self.render();
+        match text.split_once('\n') {
+            Some((_, rows)) => rows.to_string(),
+            None => String::new(),
+        }
     }
 
     /// The rendered table, one line per row, no trailing spaces.

@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .route("/version", get(version))
         .nest("/api/v1", api)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
@@ -193,6 +194,12 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// The hub's version, for `hub version` (as kube-apiserver's `/version`, served to anyone:
+/// it tells no more than the TLS handshake's behaviour does).
+async fn version() -> axum::Json<api::ServerVersion> {
+    axum::Json(api::ServerVersion::current())
 }
 
 /// Ready when the database answers.

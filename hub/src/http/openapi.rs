@@ -91,6 +91,17 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/version",
+        id: "version",
+        summary: "The hub's version",
+        body: None,
+        query: &[],
+        ok: &[("200", "Object")],
+        errors: &[],
+        caller: Caller::Anyone,
+    },
+    Route {
+        method: "GET",
         path: "/api/v1/openapi.json",
         id: "openapi",
         summary: "This document",

@@ -174,10 +174,14 @@ pub fn present(mut work: ManifestWork) -> ManifestWork {
             } else {
                 "AwaitingCleanup".into()
             },
-            message: format!(
-                "deletion requested; waiting for finalizers: {}",
-                work.metadata.finalizers.join(", ")
-            ),
+            message: if work.metadata.finalizers.is_empty() {
+                "deletion requested; no finalizers left".to_string()
+            } else {
+                format!(
+                    "deletion requested; waiting for finalizers: {}",
+                    work.metadata.finalizers.join(", ")
+                )
+            },
             observed_generation: work.metadata.generation,
             last_transition_time: Some(ts),
         });
