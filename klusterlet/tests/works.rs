@@ -58,7 +58,6 @@ impl Fleet {
     /// test namespace may exist already.
     async fn start_as(cluster: &str, kubeconfig: std::path::PathBuf) -> Fleet {
         init();
-        let managed = managed().await;
         let dir = tempfile::tempdir().unwrap();
         let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
             .await
