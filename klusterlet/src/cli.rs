@@ -46,14 +46,23 @@ pub enum Command {
     Join(JoinArgs),
     /// Run the agent: keep the access token and the lease fresh until SIGTERM or SIGINT.
     ///
-    /// Never exits because of the hub: an unreachable hub, 5xx answers and refusals are
-    /// retried with backoff, so an agent comes back by itself after an outage of any
-    /// length.
+    /// An unreachable hub and 5xx answers are retried with backoff, so an agent comes back
+    /// by itself after an outage of any length. When the hub refuses the agent's key for
+    /// good (the cluster was deleted, its agent revoked, or another key accepted for it)
+    /// the agent stops with exit code 1 and says so; it never deletes the workloads
+    /// because of that.
+    ///
+    /// Exit codes: 0 stopped by SIGTERM or SIGINT; 1 refused for good by the hub, or the
+    /// managed cluster could not be used at start; 2 usage error.
     Run(RunArgs),
     /// Print a fresh access JWT for this cluster's agent (for debugging and scripts, like
     /// `kubectl create token`).
     Token(TokenArgs),
-    /// Remove this agent's local identity (agent.key, state.yaml).
+    /// Remove this agent's local identity (agent.key, state.yaml), and with
+    /// --remove-ledger its ledger on the managed cluster.
+    ///
+    /// The resources the works applied stay on the managed cluster (delete the works on
+    /// the hub first, while the agent runs, to remove them).
     ///
     /// The hub keeps the cluster: remove it there with `hub delete cluster NAME`, or cut
     /// the agent off with `hub revoke cluster NAME`.
@@ -69,6 +78,22 @@ pub struct UnjoinArgs {
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Also remove what the agent installed on the managed cluster for itself: its ledger
+    /// records (ConfigMaps labelled fleethub.io/ledger in --namespace) and the namespace,
+    /// when the agent created it and nothing else is left in it.
+    #[arg(long)]
+    pub remove_ledger: bool,
+    /// Kubeconfig of the managed cluster, for --remove-ledger (default: KUBECONFIG,
+    /// ~/.kube/config, or the in-cluster service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The agent's ledger namespace, as given to `klusterlet run --namespace`.
+    #[arg(
+        long,
+        env = "KLUSTERLET_NAMESPACE",
+        default_value = "open-cluster-management-agent"
+    )]
+    pub namespace: String,
 }
 
 impl Command {
@@ -88,7 +113,7 @@ pub async fn run(command: Command) -> i32 {
         Command::Join(args) => join::join(args).await,
         Command::Run(args) => agent::run(args).await,
         Command::Token(args) => agent::token(args).await,
-        Command::Unjoin(args) => unjoin(args),
+        Command::Unjoin(args) => unjoin(args).await,
     };
     match result {
         Ok(()) => 0,
@@ -99,9 +124,27 @@ pub async fn run(command: Command) -> i32 {
     }
 }
 
+async fn remove_the_ledger(
+    kubeconfig: Option<&std::path::Path>,
+    namespace: &str,
+) -> Result<(), Error> {
+    let kube = crate::claims::kube_client(kubeconfig).await?;
+    let removed = crate::ledger::Ledger::existing(kube, namespace)
+        .remove_all()
+        .await?;
+    println!("{removed}");
+    Ok(())
+}
+
 /// Removes the local identity after confirming.
-fn unjoin(args: UnjoinArgs) -> Result<(), Error> {
-    let UnjoinArgs { data_dir, yes } = args;
+async fn unjoin(args: UnjoinArgs) -> Result<(), Error> {
+    let UnjoinArgs {
+        data_dir,
+        yes,
+        remove_ledger,
+        kubeconfig,
+        namespace,
+    } = args;
     let state = match JoinState::load(&data_dir) {
         Ok(s) => Some(s),
         Err(identity::IdentityError::NotJoined(_)) => None,
@@ -109,10 +152,11 @@ fn unjoin(args: UnjoinArgs) -> Result<(), Error> {
     };
     let has_key = data_dir.join(identity::KEY_FILE).exists();
     if state.is_none() && !has_key {
-        println!(
-            "nothing to remove: no klusterlet identity in {}",
-            data_dir.display()
-        );
+        println!("no klusterlet identity in {}", data_dir.display());
+        if remove_ledger {
+            // A second try after the cluster could not be reached the first time.
+            remove_the_ledger(kubeconfig.as_deref(), &namespace).await?;
+        }
         return Ok(());
     }
     let who = match &state {
@@ -154,6 +198,15 @@ fn unjoin(args: UnjoinArgs) -> Result<(), Error> {
         println!(
             "the hub still has cluster {0}: remove it with `hub delete cluster {0}`, or cut this agent off with `hub revoke cluster {0}`",
             s.cluster_name
+        );
+    }
+    if remove_ledger {
+        remove_the_ledger(kubeconfig.as_deref(), &namespace).await?;
+    } else {
+        println!(
+            "left on the managed cluster: the agent's ledger in namespace {namespace} \
+             (`klusterlet unjoin --remove-ledger` removes it) and every resource its works \
+             applied"
         );
     }
     Ok(())

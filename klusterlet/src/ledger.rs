@@ -72,9 +72,12 @@ impl Ledger {
         let err = |verb, source| LedgerError {
             source: crate::KubeError::new(verb, format!("namespaces/{namespace}"), source),
         };
+        // The label marks the namespace as the agent's own, for `unjoin --remove-ledger`
+        // (an apply that sets no field leaves no managedFields to tell by).
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(namespace.to_string()),
+                labels: Some([(LEDGER_LABEL.to_string(), "true".to_string())].into()),
                 ..Default::default()
             },
             ..Default::default()
@@ -102,6 +105,78 @@ impl Ledger {
                 Ok(ledger)
             }
             Err(e) => Err(err("patch", e)),
+        }
+    }
+
+    /// The ledger in `namespace` as it is, for removing it (nothing is created).
+    pub fn existing(client: kube::Client, namespace: &str) -> Self {
+        Ledger {
+            namespace: namespace.to_string(),
+            api: Api::namespaced(client, namespace),
+        }
+    }
+
+    /// Removes every record, then the namespace when this agent created it (it carries
+    /// the ledger label) and no other ConfigMap is left in it; says what it did.
+    pub async fn remove_all(&self) -> Result<String, LedgerError> {
+        let labelled = ListParams::default().labels(&format!("{LEDGER_LABEL}=true"));
+        let records = self
+            .api
+            .list_metadata(&labelled)
+            .await
+            .map_err(|e| self.err("list", e))?;
+        for cm in &records.items {
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            match self.api.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(self.err("delete", e)),
+            }
+        }
+        let ns_err = |verb, source| LedgerError {
+            source: crate::KubeError::new(verb, format!("namespaces/{}", self.namespace), source),
+        };
+        let namespaces: Api<Namespace> = Api::all(self.api.clone().into_client());
+        let ours = namespaces
+            .get_opt(&self.namespace)
+            .await
+            .map_err(|e| ns_err("get", e))?
+            .is_some_and(|ns| {
+                ns.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.get(LEDGER_LABEL).is_some_and(|v| v == "true"))
+            });
+        // kube-root-ca.crt is put in every namespace by the controller-manager.
+        let others = self
+            .api
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(|e| self.err("list", e))?
+            .items
+            .into_iter()
+            .filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt"))
+            .count();
+        let count = records.items.len();
+        if ours && others == 0 {
+            namespaces
+                .delete(&self.namespace, &Default::default())
+                .await
+                .map_err(|e| ns_err("delete", e))?;
+            Ok(format!(
+                "removed the ledger ({count} records) and its namespace {}",
+                self.namespace
+            ))
+        } else {
+            Ok(format!(
+                "removed the ledger ({count} records); namespace {} stays ({})",
+                self.namespace,
+                if ours {
+                    "other ConfigMaps are in it"
+                } else {
+                    "the agent did not create it"
+                }
+            ))
         }
     }
 

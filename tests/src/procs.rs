@@ -23,19 +23,54 @@ fn target_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Path of a workspace binary (`hub`, `klusterlet`), built (or brought up to date) once
-/// per test process, so a test never runs a stale binary.
+/// Path of a workspace binary (`hub`, `klusterlet`).
+///
+/// * With `FLEETHUB_BIN_DIR` set, the binary in that directory, as it is.
+/// * In a test, built (or brought up to date) once per test process, so a test never runs
+///   a stale binary.
+/// * In a benchmark (`bench`, `agentbench`), the binary next to it when there is one,
+///   saying so; otherwise built, saying so first (a cold build takes minutes, and a
+///   silent one looked hung).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if let Some(dir) = std::env::var_os("FLEETHUB_BIN_DIR").filter(|d| !d.is_empty()) {
+        let path = PathBuf::from(dir).join(name);
+        if !path.exists() {
+            bail!("FLEETHUB_BIN_DIR has no {name} binary ({})", path.display());
+        }
+        return Ok(path);
+    }
     let path = target_dir()?.join(name);
+    let in_test = std::env::current_exe()?
+        .parent()
+        .is_some_and(|d| d.file_name().is_some_and(|n| n == "deps"));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
+        let release = target_dir()?.file_name().is_some_and(|p| p == "release");
+        if !in_test {
+            if path.exists() {
+                eprintln!(
+                    "using {} (rebuild it with `cargo build{} --bin {name}`, or set FLEETHUB_BIN_DIR)",
+                    path.display(),
+                    if release { " --release" } else { "" }
+                );
+                built.push(name.to_string());
+                return Ok(path);
+            }
+            eprintln!(
+                "building the {name} binary (cargo build{} --bin {name}); a first build takes minutes",
+                if release { " --release" } else { "" }
+            );
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", name, "--manifest-path"])
+        cmd.args(["build", "--bin", name, "--manifest-path"])
             .arg(&manifest);
-        if target_dir()?.file_name().is_some_and(|p| p == "release") {
+        if in_test {
+            cmd.arg("--quiet");
+        }
+        if release {
             cmd.arg("--release");
         }
         let status = cmd.status().context("running cargo build")?;

@@ -976,6 +976,40 @@ async fn a_refused_agent_stops_with_exit_1_and_says_why() {
                 agent.config_maps().get_opt("keep").await.unwrap().is_some(),
                 "revoking deletes nothing"
             );
+            // As `clusteradm unjoin`: the identity and what the agent installed for itself
+            // go; what its works applied stays.
+            let out = tokio::process::Command::new(klusterlet_binary())
+                .args(["unjoin", "--yes", "--remove-ledger", "--data-dir"])
+                .arg(&agent.data)
+                .arg("--kubeconfig")
+                .arg(agent.managed.kubeconfig_path())
+                .args(["--namespace", &format!("agent-{cluster}")])
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains("removed the ledger (1 records) and its namespace agent-revoked"),
+                "{stdout}"
+            );
+            let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(agent.managed.client())
+                .get_opt(&format!("agent-{cluster}"))
+                .await
+                .unwrap();
+            assert!(
+                ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+                "the ledger's namespace is going"
+            );
+            assert!(
+                agent.config_maps().get_opt("keep").await.unwrap().is_some(),
+                "unjoin leaves what the works applied"
+            );
         }
     }
 }
