@@ -717,3 +717,111 @@ async fn list_items_read_as_single_reads_do() {
     }
     assert_eq!(&paged, items);
 }
+
+/// A token with `write` but not `read` learns nothing of a work it could not GET: not its
+/// content from a DELETE's (or PUT's) answer, not its current version from a refused
+/// If-Match or resourceVersion.
+#[tokio::test]
+async fn write_only_tokens_get_no_content_back() {
+    let (api, rv) = with_work().await;
+    let r = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"kind": "api", "clusters": ["c1"], "verbs": ["write"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+    let call = |method: &'static str, body: Option<Value>, if_match: Option<&'static str>| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            let mut headers = vec![("authorization", auth.as_str())];
+            if let Some(tag) = if_match {
+                headers.push(("if-match", tag));
+            }
+            match body {
+                Some(b) => {
+                    api.call(method, W, Some("application/json"), b.to_string(), &headers)
+                        .await
+                }
+                None => api.call(method, W, None, Body::empty(), &headers).await,
+            }
+        }
+    };
+    assert_error(
+        &call("GET", None, None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+
+    // A stale If-Match or resourceVersion is refused without naming the current version.
+    let r = call("PUT", Some(good_work()), Some("\"999\"")).await;
+    assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    assert!(!r.body.to_string().contains(&rv), "{}", r.body);
+    assert!(!r.headers.contains_key("etag"), "{:?}", r.headers);
+    let mut stale = good_work();
+    stale["metadata"]["resourceVersion"] = json!("999");
+    let r = call("PUT", Some(stale), None).await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert!(!r.body.to_string().contains(&rv), "{}", r.body);
+    assert_unchanged(&api, &rv).await;
+
+    // The agent reports status: feedback a write-only token must not read back.
+    let status = json!({"status": {"conditions": [{
+        "type": "Applied", "status": "True", "reason": "AppliedManifestWorkComplete",
+        "message": "status-only-the-readers-see", "lastTransitionTime": "2025-01-01T00:00:00Z",
+        "observedGeneration": 1
+    }]}});
+    let agent_write = api
+        .hub
+        .put_work_status(
+            "c1",
+            "w1",
+            serde_json::from_value(status["status"].clone()).unwrap(),
+        )
+        .await;
+    assert!(agent_write.is_ok(), "{agent_write:?}");
+
+    // Its own write is answered with the work's identity, not its content.
+    let mut mine = good_work();
+    mine["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("mine");
+    let r = call("PUT", Some(mine), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["metadata"]["name"], "w1");
+    let text = r.body.to_string();
+    for leak in [
+        "status-only-the-readers-see",
+        "mine",
+        "ConfigMap",
+        "\"app\"",
+    ] {
+        assert!(!text.contains(leak), "PUT answer shows {leak:?}: {text}");
+    }
+    // It was written all the same, as the admin (who may read) sees.
+    let r = api.admin("GET", W, None).await;
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["data"]["k"],
+        "mine"
+    );
+    assert_eq!(r.body["metadata"]["labels"]["app"], "web");
+
+    // The DELETE answer carries no manifests, labels or status either.
+    let r = call("DELETE", None, None).await;
+    assert!(
+        r.status == StatusCode::OK || r.status == StatusCode::ACCEPTED,
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["metadata"]["name"], "w1");
+    let text = r.body.to_string();
+    for leak in [
+        "status-only-the-readers-see",
+        "mine",
+        "ConfigMap",
+        "\"app\"",
+    ] {
+        assert!(!text.contains(leak), "DELETE answer shows {leak:?}: {text}");
+    }
+}

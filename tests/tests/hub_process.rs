@@ -192,3 +192,88 @@ async fn two_hubs_on_one_postgres_wake_each_other() {
         "waking across hubs took {latencies:?}"
     );
 }
+
+/// `--admin-token-file` gives the admin token without showing it in `ps`; `--admin-token`
+/// still works but warns that it does show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_from_a_file_and_a_warning_for_the_flag() {
+    init();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("admin-token");
+    std::fs::write(&file, "token-from-a-file\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("hub"),
+        &["--admin-token-file", file.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let cfg = api::ClientConfig::load(&hub.client_config_path()).unwrap();
+    assert_eq!(cfg.token.as_deref(), Some("token-from-a-file"));
+    hub.client()
+        .unwrap()
+        .put_cluster(&ManagedCluster::new("c1", Default::default()))
+        .await
+        .expect("the token from the file is the admin token");
+    assert!(
+        !hub.log_text().contains("visible to every user"),
+        "{}",
+        hub.log_text()
+    );
+    drop(hub);
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("hub"),
+        &["--admin-token", "token-on-the-command-line"],
+    )
+    .await
+    .unwrap();
+    assert!(
+        hub.log_text().contains("visible to every user in `ps`"),
+        "no warning for --admin-token; log:\n{}",
+        hub.log_text()
+    );
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A data dir others may write (like /tmp, mode 1777) is refused and keeps its mode; an
+/// existing private one keeps its mode too (a missing one is created 0700: `hub::server`'s
+/// unit tests, as the test harness makes the dir for the hub's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private_and_never_chmoded() {
+    init();
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    set_mode(&shared, 0o1777);
+    let refused = HubProcess::start(&shared, &[]).await;
+    let err = format!("{:#}", refused.err().expect("a 1777 data dir was accepted"));
+    assert!(err.contains("writable by other users"), "{err}");
+    assert_eq!(
+        mode(&shared),
+        0o1777,
+        "the hub changed the mode of a shared dir"
+    );
+    assert!(!shared.join("hub.db").exists());
+
+    let existing = root.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    set_mode(&existing, 0o750);
+    let hub = HubProcess::start(&existing, &[]).await.unwrap();
+    assert_eq!(
+        mode(&existing),
+        0o750,
+        "the hub changed the mode of a dir it did not create"
+    );
+    drop(hub);
+}

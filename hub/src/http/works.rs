@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, respond};
-use crate::service::access::{Action, mask_secrets, reject_placeholders};
+use crate::service::access::{Action, mask_secrets, reject_placeholders, write_receipt};
 use crate::service::{Caller, Error, StoredWorks, WorkQuery, WorkWrite, works};
 
 type WorkPath = Result<Path<(String, String)>, PathRejection>;
@@ -29,15 +29,26 @@ fn work_response(
     respond(status, index, etag, Json(work))
 }
 
-fn write_response(state: &AppState, who: &Principal, w: WorkWrite) -> Response {
+/// `reads`: whether the caller may read the work; else it gets a receipt without content.
+fn write_response(state: &AppState, who: &Principal, w: WorkWrite, reads: bool) -> Response {
+    let work = if reads { w.work } else { write_receipt(w.work) };
     let status = if w.created {
         StatusCode::CREATED
-    } else if w.work.metadata.deletion_timestamp.is_some() && !w.gone {
+    } else if work.metadata.deletion_timestamp.is_some() && !w.gone {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    work_response(status, state.hub.index(), who, w.work)
+    work_response(status, state.hub.index(), who, work)
+}
+
+/// Whether `who`, already allowed to write `cluster`'s works, may also read them.
+async fn reads(state: &AppState, who: &Principal, cluster: &str) -> Result<bool, Error> {
+    match state.hub.authorize(who, cluster, Action::Read).await {
+        Ok(()) => Ok(true),
+        Err(Error::Forbidden(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Who writes, for the audit entry that commits with the write.
@@ -67,6 +78,7 @@ pub async fn put(
         .authorize(&who, &cluster, Action::WriteWorks)
         .await?;
     reject_placeholders(&work)?;
+    let reads = reads(&state, &who, &cluster).await?;
     let if_match = headers
         .get("if-match")
         .and_then(|v| v.to_str().ok())
@@ -74,9 +86,9 @@ pub async fn put(
     let by = caller(&who, from);
     let w = state
         .hub
-        .put_work(&cluster, &name, work, if_match, Some(by))
+        .put_work_for(&cluster, &name, work, if_match, reads, Some(by))
         .await?;
-    Ok(write_response(&state, &who, w))
+    Ok(write_response(&state, &who, w, reads))
 }
 
 /// `GET /api/v1/clusters/{cluster}/manifestworks/{name}`, blocking with `index`.
@@ -227,11 +239,12 @@ pub async fn delete(
         .hub
         .authorize(&who, &cluster, Action::WriteWorks)
         .await?;
+    let reads = reads(&state, &who, &cluster).await?;
     let w = state
         .hub
         .delete_work(&cluster, &name, Some(caller(&who, from)))
         .await?;
-    Ok(write_response(&state, &who, w))
+    Ok(write_response(&state, &who, w, reads))
 }
 
 /// `PUT .../manifestworks/{name}/status`: the agent's report.

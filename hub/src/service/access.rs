@@ -87,6 +87,29 @@ impl Hub {
     }
 }
 
+/// What a write answers a caller that may write a cluster's works but not read them: the
+/// work's identity and versions, none of its content (spec, status, labels, annotations),
+/// which the caller could not GET either.
+pub fn write_receipt(work: ManifestWork) -> ManifestWork {
+    let m = work.metadata;
+    ManifestWork {
+        metadata: api::ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            generation: m.generation,
+            resource_version: m.resource_version,
+            creation_timestamp: m.creation_timestamp,
+            deletion_timestamp: m.deletion_timestamp,
+            finalizers: m.finalizers,
+            ..Default::default()
+        },
+        spec: Default::default(),
+        status: Default::default(),
+        ..work
+    }
+}
+
 /// The placeholder that stands for a secret value: `sha256:<hex>`.
 fn placeholder(value: &Value) -> Value {
     let text = match value {

@@ -29,6 +29,9 @@ pub struct PutWork {
     pub work: ManifestWork,
     /// The `If-Match` header, if any.
     pub if_match: Option<String>,
+    /// Whether the caller may read the work: a refusal tells a write-only caller that its
+    /// precondition is stale, never the current version.
+    pub caller_reads: bool,
 }
 
 /// A status write by the cluster's agent.
@@ -303,18 +306,26 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
         && tag.trim() != "*"
         && tag.trim() != etag(rv(&old))
     {
-        return Err(Error::PreconditionFailed(format!(
-            "If-Match {tag} does not match the current ETag {}",
-            etag(rv(&old))
-        )));
+        return Err(Error::PreconditionFailed(if put.caller_reads {
+            format!(
+                "If-Match {tag} does not match the current ETag {}",
+                etag(rv(&old))
+            )
+        } else {
+            format!("If-Match {tag} does not match the current ETag")
+        }));
     }
     if let Some(v) = body_rv
         && v != rv(&old)
     {
-        return Err(Error::Conflict(format!(
-            "manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale, the current one is {}; read it again and retry",
-            rv(&old)
-        )));
+        return Err(Error::Conflict(if put.caller_reads {
+            format!(
+                "manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale, the current one is {}; read it again and retry",
+                rv(&old)
+            )
+        } else {
+            format!("manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale")
+        }));
     }
     let mut work = put.work.clone();
     let spec_changed = work.spec != old.spec;
