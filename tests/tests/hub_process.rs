@@ -277,3 +277,180 @@ async fn the_data_dir_is_private_and_never_chmoded() {
     );
     drop(hub);
 }
+
+/// A tmpfs of a given size mounted on a temporary dir, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs failed (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Grows (or shrinks) it in place, without unmounting.
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        // Whatever is left is smaller than a block: take it byte by byte.
+        while f.write_all(&[0]).is_ok() && f.flush().is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: the hub's process may still hold files there for a moment.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A work with some kilobytes of data, so that a write needs new pages.
+fn bulky_work(cluster: &str, name: &str) -> ManifestWork {
+    ManifestWork::new(
+        cluster,
+        name,
+        vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {"k": "x".repeat(8 * 1024)}}),
+        ],
+    )
+}
+
+/// A SQLite hub whose disk fills up answers writes with 503 and is not ready, loses no
+/// acknowledged write, and once the disk grows again (no restart) writes and is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hub_recovers_from_a_full_disk_without_a_restart() {
+    init();
+    let disk = SmallDisk::mount("4m");
+    let data_dir = disk.path().join("hub");
+    let hub = HubProcess::start(&data_dir, &[]).await.unwrap();
+    let client = hub.client().unwrap();
+    let ready = || {
+        let client = client.clone();
+        async move {
+            client
+                .request(reqwest::Method::GET, "/readyz")
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    };
+    client
+        .put_cluster(&ManagedCluster::new("c1", Default::default()))
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let name = format!("before-{i}");
+        client
+            .put_work(&bulky_work("c1", &name), None)
+            .await
+            .unwrap();
+        acked.push(name);
+    }
+
+    disk.fill();
+    let mut refused = None;
+    for i in 0..200 {
+        let name = format!("full-{i}");
+        match client.put_work(&bulky_work("c1", &name), None).await {
+            Ok(_) => acked.push(name),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("200 writes of 8 KiB each fit on a full 4 MiB disk");
+    assert_eq!(
+        refused.status(),
+        Some(reqwest::StatusCode::SERVICE_UNAVAILABLE),
+        "{refused}"
+    );
+    assert_eq!(
+        ready().await.unwrap(),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "/readyz says ok while writes cannot commit"
+    );
+
+    disk.resize("64m");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    let mut recovered = false;
+    let mut i = 0;
+    while Instant::now() < deadline {
+        i += 1;
+        let name = format!("after-{i}");
+        match client.put_work(&bulky_work("c1", &name), None).await {
+            Ok(_) => {
+                acked.push(name);
+                recovered = true;
+                break;
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        recovered,
+        "writes still fail 30 s after the disk grew: {last:?}; log:\n{}",
+        hub.log_text()
+    );
+    // Every pooled connection is usable again, not just the one that answered first.
+    for j in 0..30 {
+        let name = format!("again-{j}");
+        client
+            .put_work(&bulky_work("c1", &name), None)
+            .await
+            .unwrap_or_else(|e| panic!("write {j} after recovery: {e}"));
+        acked.push(name);
+    }
+    assert_eq!(ready().await.unwrap(), reqwest::StatusCode::OK);
+    for name in &acked {
+        let w = client
+            .get_work("c1", name, &ListOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged work {name} lost: {e}"));
+        assert_eq!(
+            w.value.spec.workload.manifests[0]["data"]["k"]
+                .as_str()
+                .map(str::len),
+            Some(8 * 1024)
+        );
+    }
+    drop(hub);
+}
