@@ -825,3 +825,175 @@ async fn write_only_tokens_get_no_content_back() {
         assert!(!text.contains(leak), "DELETE answer shows {leak:?}: {text}");
     }
 }
+
+/// Secret data reads as keyed placeholders for a token without the `secrets` verb: in
+/// `data` and `stringData`, in kubectl's last-applied copy and in status feedback read from
+/// the Secret; not an unkeyed hash a PIN falls to offline; the same on every hub of the
+/// database; refused when written back; and a dry run masks local values alike (`hub diff`).
+#[tokio::test]
+async fn secret_placeholders_are_keyed_and_cover_every_copy() {
+    use sha2::{Digest, Sha256};
+    let api = api().await;
+    assert_eq!(
+        api.admin("PUT", "/api/v1/clusters/c1", Some(json!({})))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let last_applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"pin": "4711"}}).to_string();
+    let work = json!({
+        "apiVersion": "work.open-cluster-management.io/v1",
+        "kind": "ManifestWork",
+        "metadata": {"name": "w1"},
+        "spec": {"workload": {"manifests": [
+            {"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": "s", "namespace": "default",
+                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last_applied}},
+             "stringData": {"pin": "4711"}, "data": {"raw": "NDcxMQ=="}}
+        ]}}
+    });
+    let r = api.admin("PUT", W, Some(work.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let rv = r.body["metadata"]["resourceVersion"].clone();
+    let status: api::ManifestWorkStatus = serde_json::from_value(json!({
+        "resourceStatus": {"manifests": [{
+            "resourceMeta": {"ordinal": 0, "group": "", "version": "v1", "kind": "Secret",
+                             "resource": "secrets", "name": "s", "namespace": "default"},
+            "conditions": [],
+            "statusFeedback": {"values": [
+                {"name": "pin", "fieldValue": {"type": "String", "string": "4711"}},
+                {"name": "n", "fieldValue": {"type": "Integer", "integer": 4711}}
+            ]}
+        }]}
+    }))
+    .unwrap();
+    let reported = api.hub.put_work_status("c1", "w1", status).await;
+    assert!(reported.is_ok(), "{reported:?}");
+    let rv_after_status =
+        api.admin("GET", W, None).await.body["metadata"]["resourceVersion"].clone();
+
+    let r = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"kind": "api", "clusters": ["c1"], "verbs": ["read", "write"]})),
+        )
+        .await;
+    let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+    let as_token = |method: &'static str, uri: &'static str, body: Option<Value>| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            let headers = [("authorization", auth.as_str())];
+            match body {
+                Some(b) => {
+                    api.call(
+                        method,
+                        uri,
+                        Some("application/json"),
+                        b.to_string(),
+                        &headers,
+                    )
+                    .await
+                }
+                None => api.call(method, uri, None, Body::empty(), &headers).await,
+            }
+        }
+    };
+
+    let read = as_token("GET", W, None).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let listed = as_token("GET", "/api/v1/clusters/c1/manifestworks", None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    for (what, body) in [("GET", &read.body), ("list", &listed.body["items"][0])] {
+        let text = body.to_string();
+        assert!(
+            !text.contains("4711") && !text.contains("NDcxMQ"),
+            "{what} shows the secret: {text}"
+        );
+        let m = &body["spec"]["workload"]["manifests"][0];
+        let pin = m["stringData"]["pin"].as_str().unwrap();
+        let unkeyed = hex::encode(Sha256::digest(b"4711"));
+        assert!(pin.starts_with("hmac-sha256:"), "{pin}");
+        assert!(
+            !pin.contains(&unkeyed),
+            "{what}: an unkeyed hash of the PIN: {pin}"
+        );
+        assert!(
+            m["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("hmac-sha256:")),
+            "{what}: {m}"
+        );
+        for v in body["status"]["resourceStatus"]["manifests"][0]["statusFeedback"]["values"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(
+                v["fieldValue"]["string"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("hmac-sha256:")),
+                "{what}: feedback of a Secret in clear: {v}"
+            );
+        }
+    }
+    let pin = read.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"].clone();
+
+    // Another hub on the same database shows the same placeholder.
+    let store = hub::store::connect(&format!(
+        "sqlite://{}",
+        api._dir.path().join("hub.db").display()
+    ))
+    .await
+    .unwrap();
+    let other = Hub::start(store).await.unwrap();
+    assert_eq!(other.placeholder_key().placeholder(&json!("4711")), pin);
+
+    // Written back, the placeholders are refused and nothing changes.
+    let r = as_token("PUT", W, Some(read.body.clone())).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+
+    // A dry run of the clear work shows the same placeholders and stores nothing.
+    let r = as_token(
+        "PUT",
+        "/api/v1/clusters/c1/manifestworks/w1?dryRun=All",
+        Some(work.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        pin
+    );
+    assert!(!r.body.to_string().contains("4711"), "{}", r.body);
+    let mut changed = work.clone();
+    changed["spec"]["workload"]["manifests"][0]["stringData"]["pin"] = json!("0000");
+    let r = as_token(
+        "PUT",
+        "/api/v1/clusters/c1/manifestworks/w1?dryRun=All",
+        Some(changed),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_ne!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        pin
+    );
+    assert_error(
+        &as_token(
+            "PUT",
+            "/api/v1/clusters/c1/manifestworks/w1?dryRun=Some",
+            Some(work.clone()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    let r = api.admin("GET", W, None).await;
+    assert_eq!(r.body["metadata"]["resourceVersion"], rv_after_status);
+    assert_ne!(rv, Value::Null);
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        "4711"
+    );
+}

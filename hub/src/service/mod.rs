@@ -126,6 +126,8 @@ pub struct Hub {
     lease_facts: std::sync::Mutex<std::collections::HashMap<String, registration::LeaseFacts>>,
     /// Clusters and agents as their heartbeats read them.
     cache: Arc<cache::ClusterCache>,
+    /// The key of the placeholders that stand for secret data in masked reads.
+    placeholder_key: access::PlaceholderKey,
 }
 
 impl Hub {
@@ -137,6 +139,7 @@ impl Hub {
     /// Starts the writer, the feed's followers of other hubs' writes, and the lease monitor.
     pub async fn start_with(store: Arc<dyn Store>, settings: HubSettings) -> Result<Arc<Hub>> {
         let feed = ChangeFeed::new(store.current_index().await?);
+        let placeholder_key = access::PlaceholderKey::load_or_create(&*store).await?;
         let writer = Writer::start(store.clone(), feed.clone());
         tokio::spawn(follow(store.clone(), feed.clone()));
         let hub = Arc::new(Hub {
@@ -147,6 +150,7 @@ impl Hub {
             settings,
             pending_leases: Default::default(),
             lease_facts: Default::default(),
+            placeholder_key,
         });
         tokio::spawn(monitor_leases(Arc::downgrade(&hub)));
         Ok(hub)
@@ -160,6 +164,11 @@ impl Hub {
     /// The cache of clusters and agents, for authenticating agents.
     pub fn cluster_cache(&self) -> Arc<cache::ClusterCache> {
         self.cache.clone()
+    }
+
+    /// The key under which masked reads show secret data.
+    pub fn placeholder_key(&self) -> &access::PlaceholderKey {
+        &self.placeholder_key
     }
 
     /// The store, for settings and health.
@@ -224,6 +233,18 @@ impl Hub {
                 "unexpected write outcome {other:?}"
             ))),
         }
+    }
+
+    /// Checks a work as [`put_work`](Self::put_work) would (against the path, namespace
+    /// filled in) without storing it: a dry run.
+    pub fn check_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut work: ManifestWork,
+    ) -> Result<ManifestWork> {
+        works::validate_work(cluster, name, &mut work)?;
+        Ok(work)
     }
 
     /// Creates or replaces a work (body validated against the path first); with `by`, its

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::access::mask_secrets;
+use super::access::{PlaceholderKey, mask_secrets};
 use super::error::{Error, Result};
 use super::writer::{Batch, Outcome};
 use crate::store::StoredWork;
@@ -203,22 +203,25 @@ pub fn labels(work: &StoredWork) -> Result<BTreeMap<String, String>> {
 }
 
 /// A stored work as a reader sees it (with the `Deleting` condition of [`present`], and with
-/// secret data masked when `mask` is set), as JSON text.
+/// secret data masked under the key when `mask` is given), as JSON text.
 ///
 /// The stored text is returned as it is unless it needs changing, which a substring test
 /// rules out for most works: the hub wrote that text with serde_json, which never escapes
 /// ASCII letters, so a work without the text `"deletionTimestamp"` is not being deleted and
 /// one without `"Secret"` has no Secret to mask. Only the rest are parsed and re-encoded.
-pub fn listed_json(work: &StoredWork, mask: bool) -> Result<Cow<'_, str>> {
+pub fn listed_json<'a>(
+    work: &'a StoredWork,
+    mask: Option<&PlaceholderKey>,
+) -> Result<Cow<'a, str>> {
     let text = work.object.as_str();
     let deleting = text.contains("\"deletionTimestamp\"");
-    let secret = mask && text.contains("\"Secret\"");
+    let secret = mask.is_some() && text.contains("\"Secret\"");
     if !deleting && !secret {
         return Ok(Cow::Borrowed(text));
     }
     let mut parsed = present(work.decode()?);
-    if mask {
-        mask_secrets(&mut parsed);
+    if let Some(key) = mask {
+        mask_secrets(key, &mut parsed);
     }
     let text = serde_json::to_string(&parsed).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Cow::Owned(text))
