@@ -303,6 +303,21 @@ impl HubClient {
         self.send(rb).await
     }
 
+    /// `PUT ...?dryRun=All`: the hub checks the work and answers it as a read by this
+    /// caller would show it (Secret data as keyed placeholders without the `secrets`
+    /// verb), storing nothing.
+    pub async fn dry_run_work(
+        &self,
+        work: &ManifestWork,
+    ) -> Result<Indexed<ManifestWork>, ClientError> {
+        let cluster = work.metadata.namespace.as_deref().unwrap_or_default();
+        let rb = self
+            .request(Method::PUT, &Self::work_path(cluster, &work.metadata.name))
+            .query(&[("dryRun", "All")])
+            .json(work);
+        self.send(rb).await
+    }
+
     /// Reads one work; with `index` set, blocks until it changed past that index.
     pub async fn get_work(
         &self,

@@ -27,7 +27,8 @@ pub enum Verb {
     Read,
     /// Create, replace and delete works.
     Write,
-    /// See the data of `Secret` manifests (otherwise replaced by `sha256:<hash>`).
+    /// See the data of `Secret` manifests (otherwise replaced by keyed
+    /// `hmac-sha256:<hex>` placeholders).
     Secrets,
 }
 

@@ -43,9 +43,14 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// The admin bearer token. Default: generated on first start, stored hashed, and
-    /// written to <data-dir>/client.yaml.
+    /// written to <data-dir>/client.yaml. On the command line it shows in `ps`: prefer
+    /// --admin-token-file or the environment variable.
     #[arg(long, env = "HUB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding the admin bearer token (its first line; surrounding whitespace is
+    /// ignored), e.g. a mounted Kubernetes Secret.
+    #[arg(long, env = "HUB_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
     /// Largest request body (a work), in bytes.
     #[arg(long, env = "HUB_MAX_WORK_BYTES", default_value_t = 500 * 1024)]
     pub max_work_bytes: usize,
@@ -71,4 +76,97 @@ pub struct ServeArgs {
     /// How long in-flight requests may run after SIGTERM/SIGINT (e.g. 30s).
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "30s", value_parser = api::parse_duration)]
     pub shutdown_grace: std::time::Duration,
+}
+
+/// Whether `--admin-token` itself is among these command-line arguments (not the
+/// environment variable, nor `--admin-token-file`): then any user who can list processes
+/// can read the token.
+pub fn admin_token_on_command_line<I, S>(args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .any(|a| a == "--admin-token" || a.starts_with("--admin-token="))
+}
+
+/// Reads the admin token from `--admin-token-file`: the first line, trimmed.
+pub fn read_admin_token_file(path: &std::path::Path) -> Result<String, AdminTokenFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AdminTokenFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(AdminTokenFileError::Empty(path.to_path_buf()));
+    }
+    Ok(token.to_string())
+}
+
+/// Why `--admin-token-file` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenFileError {
+    /// The file could not be read.
+    #[error("reading the admin token file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its first line is blank.
+    #[error("the admin token file {} is empty", .0.display())]
+    Empty(PathBuf),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_is_told_from_the_file_and_the_env() {
+        assert!(admin_token_on_command_line([
+            "hub",
+            "serve",
+            "--admin-token",
+            "x"
+        ]));
+        assert!(admin_token_on_command_line([
+            "hub",
+            "serve",
+            "--admin-token=x"
+        ]));
+        assert!(!admin_token_on_command_line([
+            "hub",
+            "serve",
+            "--admin-token-file",
+            "f"
+        ]));
+        assert!(!admin_token_on_command_line([
+            "hub",
+            "serve",
+            "--admin-token-file=f"
+        ]));
+        assert!(!admin_token_on_command_line(["hub", "serve"]));
+    }
+
+    #[test]
+    fn the_token_file_gives_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret \nignored\n").unwrap();
+        assert_eq!(read_admin_token_file(&path).unwrap(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            read_admin_token_file(&path),
+            Err(AdminTokenFileError::Empty(_))
+        ));
+        assert!(matches!(
+            read_admin_token_file(&dir.path().join("missing")),
+            Err(AdminTokenFileError::Read { .. })
+        ));
+    }
 }

@@ -52,6 +52,11 @@ async fn main() {
     let code = match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info,tower_http=info,sqlx=warn");
+            if hub::config::admin_token_on_command_line(std::env::args_os()) {
+                tracing::warn!(
+                    "--admin-token on the command line is visible to every user in `ps`; use --admin-token-file or HUB_ADMIN_TOKEN"
+                );
+            }
             match hub::server::run(*args).await {
                 Ok(()) => 0,
                 Err(e) => {

@@ -60,6 +60,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tls_key,
         tls_ca,
         admin_token,
+        admin_token_file,
         max_work_bytes,
         access_token_ttl,
         lease_interval,
@@ -69,6 +70,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         log_format: _,
         shutdown_grace: _,
     } = args;
+    let admin_token = match (admin_token, admin_token_file) {
+        (Some(token), _) => Some(token),
+        (None, Some(path)) => Some(crate::config::read_admin_token_file(&path)?),
+        (None, None) => None,
+    };
     let data_dir = data_dir.unwrap_or_else(api::config::default_hub_data_dir);
     create_private_dir(&data_dir)?;
     let database_url =
@@ -198,7 +204,7 @@ fn write_client_config(
             .filter(|t| auth.is_admin_token(t))
     });
     if token.is_none() {
-        tracing::warn!(path = %path.display(), "the admin token is not known to this process (set HUB_ADMIN_TOKEN); client config written without it");
+        tracing::warn!(path = %path.display(), "the admin token is not known to this process (set HUB_ADMIN_TOKEN or --admin-token-file); client config written without it");
     }
     let cfg = ClientConfig {
         server: url.to_string(),
@@ -209,15 +215,51 @@ fn write_client_config(
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Makes sure the data dir is private to this user. A missing one is created 0700; an
+/// existing one keeps its mode (it may be shared on purpose, and the hub did not make it),
+/// but one that group or others may write is refused: whoever can write it can swap the
+/// database or the client config under the hub.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the data dir {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", dir.display()))?;
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            anyhow::bail!("the data dir {} is not a directory", dir.display())
+        }
+        Ok(meta) => check_private(dir, &meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(dir)
+                .with_context(|| format!("creating the data dir {}", dir.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the data dir {}", dir.display())),
     }
+}
+
+#[cfg(unix)]
+fn check_private(dir: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "the data dir {} is writable by other users (mode {mode:o}); give a directory \
+             only you may write, e.g. a new one inside it (the hub creates a missing one 0700)",
+            dir.display()
+        );
+    }
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data dir is readable by other users; the hub leaves its mode alone");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_dir: &Path, _meta: &std::fs::Metadata) -> anyhow::Result<()> {
     Ok(())
 }
 
@@ -263,4 +305,46 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn data_dirs_are_created_private_and_shared_ones_refused_untouched() {
+        let root = tempfile::tempdir().unwrap();
+        let missing = root.path().join("a/b/hub");
+        create_private_dir(&missing).unwrap();
+        assert_eq!(mode(&missing), 0o700);
+
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        for m in [0o1777, 0o777, 0o770, 0o702] {
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(m)).unwrap();
+            let err = create_private_dir(&shared).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("writable by other users"),
+                "{err:#}"
+            );
+            assert_eq!(
+                mode(&shared),
+                m,
+                "the mode of a dir the hub did not create changed"
+            );
+        }
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o755);
+
+        let file = root.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(create_private_dir(&file).is_err());
+    }
 }

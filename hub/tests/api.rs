@@ -717,3 +717,283 @@ async fn list_items_read_as_single_reads_do() {
     }
     assert_eq!(&paged, items);
 }
+
+/// A token with `write` but not `read` learns nothing of a work it could not GET: not its
+/// content from a DELETE's (or PUT's) answer, not its current version from a refused
+/// If-Match or resourceVersion.
+#[tokio::test]
+async fn write_only_tokens_get_no_content_back() {
+    let (api, rv) = with_work().await;
+    let r = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"kind": "api", "clusters": ["c1"], "verbs": ["write"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+    let call = |method: &'static str, body: Option<Value>, if_match: Option<&'static str>| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            let mut headers = vec![("authorization", auth.as_str())];
+            if let Some(tag) = if_match {
+                headers.push(("if-match", tag));
+            }
+            match body {
+                Some(b) => {
+                    api.call(method, W, Some("application/json"), b.to_string(), &headers)
+                        .await
+                }
+                None => api.call(method, W, None, Body::empty(), &headers).await,
+            }
+        }
+    };
+    assert_error(
+        &call("GET", None, None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+
+    // A stale If-Match or resourceVersion is refused without naming the current version.
+    let r = call("PUT", Some(good_work()), Some("\"999\"")).await;
+    assert_error(&r, StatusCode::PRECONDITION_FAILED, "precondition_failed");
+    assert!(!r.body.to_string().contains(&rv), "{}", r.body);
+    assert!(!r.headers.contains_key("etag"), "{:?}", r.headers);
+    let mut stale = good_work();
+    stale["metadata"]["resourceVersion"] = json!("999");
+    let r = call("PUT", Some(stale), None).await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert!(!r.body.to_string().contains(&rv), "{}", r.body);
+    assert_unchanged(&api, &rv).await;
+
+    // The agent reports status: feedback a write-only token must not read back.
+    let status = json!({"status": {"conditions": [{
+        "type": "Applied", "status": "True", "reason": "AppliedManifestWorkComplete",
+        "message": "status-only-the-readers-see", "lastTransitionTime": "2025-01-01T00:00:00Z",
+        "observedGeneration": 1
+    }]}});
+    let agent_write = api
+        .hub
+        .put_work_status(
+            "c1",
+            "w1",
+            serde_json::from_value(status["status"].clone()).unwrap(),
+        )
+        .await;
+    assert!(agent_write.is_ok(), "{agent_write:?}");
+
+    // Its own write is answered with the work's identity, not its content.
+    let mut mine = good_work();
+    mine["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("mine");
+    let r = call("PUT", Some(mine), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["metadata"]["name"], "w1");
+    let text = r.body.to_string();
+    for leak in [
+        "status-only-the-readers-see",
+        "mine",
+        "ConfigMap",
+        "\"app\"",
+    ] {
+        assert!(!text.contains(leak), "PUT answer shows {leak:?}: {text}");
+    }
+    // It was written all the same, as the admin (who may read) sees.
+    let r = api.admin("GET", W, None).await;
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["data"]["k"],
+        "mine"
+    );
+    assert_eq!(r.body["metadata"]["labels"]["app"], "web");
+
+    // The DELETE answer carries no manifests, labels or status either.
+    let r = call("DELETE", None, None).await;
+    assert!(
+        r.status == StatusCode::OK || r.status == StatusCode::ACCEPTED,
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["metadata"]["name"], "w1");
+    let text = r.body.to_string();
+    for leak in [
+        "status-only-the-readers-see",
+        "mine",
+        "ConfigMap",
+        "\"app\"",
+    ] {
+        assert!(!text.contains(leak), "DELETE answer shows {leak:?}: {text}");
+    }
+}
+
+/// Secret data reads as keyed placeholders for a token without the `secrets` verb: in
+/// `data` and `stringData`, in kubectl's last-applied copy and in status feedback read from
+/// the Secret; not an unkeyed hash a PIN falls to offline; the same on every hub of the
+/// database; refused when written back; and a dry run masks local values alike (`hub diff`).
+#[tokio::test]
+async fn secret_placeholders_are_keyed_and_cover_every_copy() {
+    use sha2::{Digest, Sha256};
+    let api = api().await;
+    assert_eq!(
+        api.admin("PUT", "/api/v1/clusters/c1", Some(json!({})))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let last_applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"pin": "4711"}}).to_string();
+    let work = json!({
+        "apiVersion": "work.open-cluster-management.io/v1",
+        "kind": "ManifestWork",
+        "metadata": {"name": "w1"},
+        "spec": {"workload": {"manifests": [
+            {"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": "s", "namespace": "default",
+                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last_applied}},
+             "stringData": {"pin": "4711"}, "data": {"raw": "NDcxMQ=="}}
+        ]}}
+    });
+    let r = api.admin("PUT", W, Some(work.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let rv = r.body["metadata"]["resourceVersion"].clone();
+    let status: api::ManifestWorkStatus = serde_json::from_value(json!({
+        "resourceStatus": {"manifests": [{
+            "resourceMeta": {"ordinal": 0, "group": "", "version": "v1", "kind": "Secret",
+                             "resource": "secrets", "name": "s", "namespace": "default"},
+            "conditions": [],
+            "statusFeedback": {"values": [
+                {"name": "pin", "fieldValue": {"type": "String", "string": "4711"}},
+                {"name": "n", "fieldValue": {"type": "Integer", "integer": 4711}}
+            ]}
+        }]}
+    }))
+    .unwrap();
+    let reported = api.hub.put_work_status("c1", "w1", status).await;
+    assert!(reported.is_ok(), "{reported:?}");
+    let rv_after_status =
+        api.admin("GET", W, None).await.body["metadata"]["resourceVersion"].clone();
+
+    let r = api
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"kind": "api", "clusters": ["c1"], "verbs": ["read", "write"]})),
+        )
+        .await;
+    let auth = format!("Bearer {}", r.body["token"].as_str().unwrap());
+    let as_token = |method: &'static str, uri: &'static str, body: Option<Value>| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            let headers = [("authorization", auth.as_str())];
+            match body {
+                Some(b) => {
+                    api.call(
+                        method,
+                        uri,
+                        Some("application/json"),
+                        b.to_string(),
+                        &headers,
+                    )
+                    .await
+                }
+                None => api.call(method, uri, None, Body::empty(), &headers).await,
+            }
+        }
+    };
+
+    let read = as_token("GET", W, None).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let listed = as_token("GET", "/api/v1/clusters/c1/manifestworks", None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    for (what, body) in [("GET", &read.body), ("list", &listed.body["items"][0])] {
+        let text = body.to_string();
+        assert!(
+            !text.contains("4711") && !text.contains("NDcxMQ"),
+            "{what} shows the secret: {text}"
+        );
+        let m = &body["spec"]["workload"]["manifests"][0];
+        let pin = m["stringData"]["pin"].as_str().unwrap();
+        let unkeyed = hex::encode(Sha256::digest(b"4711"));
+        assert!(pin.starts_with("hmac-sha256:"), "{pin}");
+        assert!(
+            !pin.contains(&unkeyed),
+            "{what}: an unkeyed hash of the PIN: {pin}"
+        );
+        assert!(
+            m["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("hmac-sha256:")),
+            "{what}: {m}"
+        );
+        for v in body["status"]["resourceStatus"]["manifests"][0]["statusFeedback"]["values"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(
+                v["fieldValue"]["string"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("hmac-sha256:")),
+                "{what}: feedback of a Secret in clear: {v}"
+            );
+        }
+    }
+    let pin = read.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"].clone();
+
+    // Another hub on the same database shows the same placeholder.
+    let store = hub::store::connect(&format!(
+        "sqlite://{}",
+        api._dir.path().join("hub.db").display()
+    ))
+    .await
+    .unwrap();
+    let other = Hub::start(store).await.unwrap();
+    assert_eq!(other.placeholder_key().placeholder(&json!("4711")), pin);
+
+    // Written back, the placeholders are refused and nothing changes.
+    let r = as_token("PUT", W, Some(read.body.clone())).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+
+    // A dry run of the clear work shows the same placeholders and stores nothing.
+    let r = as_token(
+        "PUT",
+        "/api/v1/clusters/c1/manifestworks/w1?dryRun=All",
+        Some(work.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        pin
+    );
+    assert!(!r.body.to_string().contains("4711"), "{}", r.body);
+    let mut changed = work.clone();
+    changed["spec"]["workload"]["manifests"][0]["stringData"]["pin"] = json!("0000");
+    let r = as_token(
+        "PUT",
+        "/api/v1/clusters/c1/manifestworks/w1?dryRun=All",
+        Some(changed),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_ne!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        pin
+    );
+    assert_error(
+        &as_token(
+            "PUT",
+            "/api/v1/clusters/c1/manifestworks/w1?dryRun=Some",
+            Some(work.clone()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    let r = api.admin("GET", W, None).await;
+    assert_eq!(r.body["metadata"]["resourceVersion"], rv_after_status);
+    assert_ne!(rv, Value::Null);
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        "4711"
+    );
+}

@@ -590,7 +590,7 @@ async fn diff_exits_like_kubectl_and_hides_secret_data() {
             run.stdout.lines().any(|l| l.starts_with(sign)
                 && l.trim_start_matches(sign)
                     .trim()
-                    .starts_with("password: sha256:")),
+                    .starts_with("password: hmac-sha256:")),
             "{run}"
         );
     }
@@ -620,6 +620,40 @@ async fn diff_exits_like_kubectl_and_hides_secret_data() {
         json!([{"apiVersion": "v1", "kind": "Secret", "namespace": "ns", "name": "s"}])
     );
     assert_eq!(r["manifests"]["added"], json!([]));
+    assert!(!run.stdout.contains("s3cret"), "{run}");
+
+    // A CI token without the `secrets` verb reads keyed placeholders it cannot compute;
+    // diff has the hub mask the local values (a dry run) and still tells same from changed.
+    let ci = h
+        .client
+        .create_token(&api::TokenRequest {
+            kind: api::TokenKind::Api,
+            clusters: vec!["c1".into()],
+            verbs: vec![api::Verb::Read, api::Verb::Write],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let masked_diff = |file: String| {
+        let (url, ci) = (h.url.clone(), ci.clone());
+        async move {
+            cli(
+                &["diff", "-f", &file, "--cluster", "c1", "--name", "app"],
+                &[("HUB_SERVER", &url), ("HUB_TOKEN", &ci)],
+            )
+            .await
+        }
+    };
+    let run = masked_diff(file.clone()).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{run}");
+    let run = masked_diff(changed.clone()).await;
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.contains("  ~ changed  v1/Secret ns/s\n"),
+        "{run}"
+    );
     assert!(!run.stdout.contains("s3cret"), "{run}");
 
     // Errors are more than 1: a selector matching nothing (2), bad input (2), no hub (4).

@@ -192,3 +192,265 @@ async fn two_hubs_on_one_postgres_wake_each_other() {
         "waking across hubs took {latencies:?}"
     );
 }
+
+/// `--admin-token-file` gives the admin token without showing it in `ps`; `--admin-token`
+/// still works but warns that it does show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_from_a_file_and_a_warning_for_the_flag() {
+    init();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("admin-token");
+    std::fs::write(&file, "token-from-a-file\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("hub"),
+        &["--admin-token-file", file.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let cfg = api::ClientConfig::load(&hub.client_config_path()).unwrap();
+    assert_eq!(cfg.token.as_deref(), Some("token-from-a-file"));
+    hub.client()
+        .unwrap()
+        .put_cluster(&ManagedCluster::new("c1", Default::default()))
+        .await
+        .expect("the token from the file is the admin token");
+    assert!(
+        !hub.log_text().contains("visible to every user"),
+        "{}",
+        hub.log_text()
+    );
+    drop(hub);
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("hub"),
+        &["--admin-token", "token-on-the-command-line"],
+    )
+    .await
+    .unwrap();
+    assert!(
+        hub.log_text().contains("visible to every user in `ps`"),
+        "no warning for --admin-token; log:\n{}",
+        hub.log_text()
+    );
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A data dir others may write (like /tmp, mode 1777) is refused and keeps its mode; an
+/// existing private one keeps its mode too (a missing one is created 0700: `hub::server`'s
+/// unit tests, as the test harness makes the dir for the hub's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private_and_never_chmoded() {
+    init();
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    set_mode(&shared, 0o1777);
+    let refused = HubProcess::start(&shared, &[]).await;
+    let err = format!("{:#}", refused.err().expect("a 1777 data dir was accepted"));
+    assert!(err.contains("writable by other users"), "{err}");
+    assert_eq!(
+        mode(&shared),
+        0o1777,
+        "the hub changed the mode of a shared dir"
+    );
+    assert!(!shared.join("hub.db").exists());
+
+    let existing = root.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    set_mode(&existing, 0o750);
+    let hub = HubProcess::start(&existing, &[]).await.unwrap();
+    assert_eq!(
+        mode(&existing),
+        0o750,
+        "the hub changed the mode of a dir it did not create"
+    );
+    drop(hub);
+}
+
+/// A tmpfs of a given size mounted on a temporary dir, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs failed (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Grows (or shrinks) it in place, without unmounting.
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "remount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        // Whatever is left is smaller than a block: take it byte by byte.
+        while f.write_all(&[0]).is_ok() && f.flush().is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: the hub's process may still hold files there for a moment.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A work with some kilobytes of data, so that a write needs new pages.
+fn bulky_work(cluster: &str, name: &str) -> ManifestWork {
+    ManifestWork::new(
+        cluster,
+        name,
+        vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {"k": "x".repeat(8 * 1024)}}),
+        ],
+    )
+}
+
+/// A SQLite hub whose disk fills up answers writes with 503 and is not ready, loses no
+/// acknowledged write, and once the disk grows again (no restart) writes and is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hub_recovers_from_a_full_disk_without_a_restart() {
+    init();
+    let disk = SmallDisk::mount("4m");
+    let data_dir = disk.path().join("hub");
+    let hub = HubProcess::start(&data_dir, &[]).await.unwrap();
+    let client = hub.client().unwrap();
+    let ready = || {
+        let client = client.clone();
+        async move {
+            client
+                .request(reqwest::Method::GET, "/readyz")
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    };
+    client
+        .put_cluster(&ManagedCluster::new("c1", Default::default()))
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let name = format!("before-{i}");
+        client
+            .put_work(&bulky_work("c1", &name), None)
+            .await
+            .unwrap();
+        acked.push(name);
+    }
+
+    disk.fill();
+    let mut refused = None;
+    for i in 0..200 {
+        let name = format!("full-{i}");
+        match client.put_work(&bulky_work("c1", &name), None).await {
+            Ok(_) => acked.push(name),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("200 writes of 8 KiB each fit on a full 4 MiB disk");
+    assert_eq!(
+        refused.status(),
+        Some(reqwest::StatusCode::SERVICE_UNAVAILABLE),
+        "{refused}"
+    );
+    assert_eq!(
+        ready().await.unwrap(),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "/readyz says ok while writes cannot commit"
+    );
+
+    disk.resize("64m");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    let mut recovered = false;
+    let mut i = 0;
+    while Instant::now() < deadline {
+        i += 1;
+        let name = format!("after-{i}");
+        match client.put_work(&bulky_work("c1", &name), None).await {
+            Ok(_) => {
+                acked.push(name);
+                recovered = true;
+                break;
+            }
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        recovered,
+        "writes still fail 30 s after the disk grew: {last:?}; log:\n{}",
+        hub.log_text()
+    );
+    // Every pooled connection is usable again, not just the one that answered first.
+    for j in 0..30 {
+        let name = format!("again-{j}");
+        client
+            .put_work(&bulky_work("c1", &name), None)
+            .await
+            .unwrap_or_else(|e| panic!("write {j} after recovery: {e}"));
+        acked.push(name);
+    }
+    assert_eq!(ready().await.unwrap(), reqwest::StatusCode::OK);
+    for name in &acked {
+        let w = client
+            .get_work("c1", name, &ListOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged work {name} lost: {e}"));
+        assert_eq!(
+            w.value.spec.workload.manifests[0]["data"]["k"]
+                .as_str()
+                .map(str::len),
+            Some(8 * 1024)
+        );
+    }
+    drop(hub);
+}

@@ -742,7 +742,7 @@ async fn api_tokens_stay_in_scope_and_secrets_are_masked() {
     for item in &listed.items {
         let data = &item.spec.workload.manifests[0]["stringData"]["password"];
         assert!(
-            data.as_str().is_some_and(|d| d.starts_with("sha256:")),
+            data.as_str().is_some_and(|d| d.starts_with("hmac-sha256:")),
             "a list without the secrets verb shows Secret data: {data}"
         );
     }
@@ -756,7 +756,7 @@ async fn api_tokens_stay_in_scope_and_secrets_are_masked() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(masked.starts_with("sha256:") && !masked.contains("hunter2"));
+    assert!(masked.starts_with("hmac-sha256:") && !masked.contains("hunter2"));
     let e = ci.put_work(&w, None).await.unwrap_err();
     assert_eq!(status(&e), 422, "{e}");
     let reader = f

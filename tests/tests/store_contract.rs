@@ -928,6 +928,29 @@ async fn lease_renewals_batch_and_never_go_back(f: Fixture) {
     );
 }
 
+/// The key of the Secret placeholders is made once per database: every hub on it (here
+/// three more, started together) shows the same placeholder for a value, and another
+/// database has a key of its own.
+async fn secret_placeholders_are_shared_by_the_hubs_of_a_database(f: Fixture) {
+    let value = json!("4711");
+    let mine = f.hub.placeholder_key().placeholder(&value);
+    assert!(mine.as_str().unwrap().starts_with("hmac-sha256:"), "{mine}");
+    let starts = (0..3).map(|_| {
+        let url = f.url.clone();
+        tokio::spawn(async move {
+            Hub::start(hub::store::connect(&url).await.unwrap())
+                .await
+                .unwrap()
+        })
+    });
+    for start in starts.collect::<Vec<_>>() {
+        let other = start.await.unwrap();
+        assert_eq!(other.placeholder_key().placeholder(&value), mine);
+    }
+    let elsewhere = sqlite().await;
+    assert_ne!(elsewhere.hub.placeholder_key().placeholder(&value), mine);
+}
+
 macro_rules! contract {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -945,9 +968,9 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
-    lease_renewals_batch_and_never_go_back);
+    lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
-    lease_renewals_batch_and_never_go_back);
+    lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database);

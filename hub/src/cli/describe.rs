@@ -71,7 +71,7 @@ pub struct WorkDescription {
     pub api_version: &'static str,
     /// Always `WorkDescription`.
     pub kind: &'static str,
-    /// The work as the API returns it, with Secret data as `sha256:<hex>`.
+    /// The work as the API returns it, with Secret data as `hmac-sha256:<hex>` placeholders.
     pub work: ManifestWork,
     /// The work's recent changes from the audit log, newest first.
     pub recent_changes: Vec<AuditEntry>,

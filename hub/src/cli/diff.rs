@@ -7,13 +7,13 @@ use api::{HubClient, ListOptions, ManifestWork};
 use clap::{ArgGroup, Args};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::apply::matching_clusters;
 use super::get::check_selector;
 use super::input::{plan_works, read_documents};
 use super::output::{self, DocumentFormat};
 use super::{CliError, ConnectionArgs};
+use crate::service::access::{PlaceholderKey, is_placeholder};
 
 /// The flags of `hub diff` (its help text is on [`super::ClientCommand::Diff`]).
 #[derive(Debug, Args)]
@@ -121,7 +121,7 @@ pub struct WorkDiff {
     /// The manifests added, changed and removed.
     pub manifests: ManifestChanges,
     /// The unified diff of the work's labels, annotations and spec as YAML (hub first),
-    /// with Secret data as `sha256:<hex>`; empty when unchanged.
+    /// with Secret data as `hmac-sha256:<hex>` placeholders; empty when unchanged.
     pub diff: String,
 }
 
@@ -177,6 +177,10 @@ async fn diff(args: DiffArgs) -> Result<bool, CliError> {
             let mut local = work.clone();
             local.metadata.namespace = Some(c.clone());
             let held = held_work(&client, c, &local.metadata.name).await?;
+            if held.as_ref().is_some_and(has_hub_placeholders) {
+                // Keyed placeholders: the hub masks the local work the same way.
+                local = client.dry_run_work(&local).await?.value;
+            }
             results.push(compare(c, &local, held.as_ref()));
         }
     }
@@ -236,24 +240,36 @@ fn comparable(work: &ManifestWork) -> Value {
     sorted(json!({"metadata": metadata, "spec": spec}))
 }
 
-/// The placeholder the hub shows for a secret value: `sha256:<hex>` of its text.
-fn placeholder(value: &Value) -> String {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+/// The key of this run's own placeholders, for Secret data the hub showed in clear (or
+/// that is only local): random, so equal values still compare and print equal within the
+/// run, while a diff kept in a CI log gives nobody a hash to test guesses against.
+static RUN_KEY: std::sync::LazyLock<PlaceholderKey> = std::sync::LazyLock::new(|| {
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    PlaceholderKey::from_bytes(key)
+});
+
+/// The placeholder this run shows for a secret value.
+fn placeholder(value: &Value) -> Value {
+    RUN_KEY.placeholder(value)
 }
 
-/// Whether a value is already a placeholder (a masked read by a token without the
-/// `secrets` verb): then it is the hash of the same text, and kept.
-fn is_placeholder(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| {
-        s.len() == 71 && s.starts_with("sha256:") && s[7..].chars().all(|c| c.is_ascii_hexdigit())
-    })
+/// Whether the hub masked Secret data in this work (a read without the `secrets` verb):
+/// then only the hub can make the placeholders of the local values, with a dry run.
+fn has_hub_placeholders(work: &ManifestWork) -> bool {
+    let mut found = false;
+    for m in &work.spec.workload.manifests {
+        for field in ["data", "stringData"] {
+            if let Some(Value::Object(map)) = m.get(field) {
+                found |= map.values().any(is_placeholder);
+            }
+        }
+    }
+    found
 }
 
-/// Replaces the values of a v1 Secret's `data` and `stringData` with their hashes.
+/// Replaces the values of a v1 Secret's `data` and `stringData`, and its `last-applied-configuration`
+/// annotation, with placeholders (keeping those that are placeholders already).
 pub fn hash_secret_data(manifest: &mut Value) {
     let is_secret = manifest.get("kind").and_then(Value::as_str) == Some("Secret")
         && manifest.get("apiVersion").and_then(Value::as_str) == Some("v1");
@@ -264,10 +280,18 @@ pub fn hash_secret_data(manifest: &mut Value) {
         if let Some(Value::Object(map)) = manifest.get_mut(field) {
             for v in map.values_mut() {
                 if !is_placeholder(v) {
-                    *v = Value::String(placeholder(v));
+                    *v = placeholder(v);
                 }
             }
         }
+    }
+    // kubectl's copy of the whole Secret, data included.
+    if let Some(v) = manifest
+        .pointer_mut("/metadata/annotations")
+        .and_then(|a| a.get_mut("kubectl.kubernetes.io/last-applied-configuration"))
+        && !is_placeholder(v)
+    {
+        *v = placeholder(v);
     }
 }
 
@@ -536,8 +560,9 @@ mod tests {
         assert_eq!(d.status, "changed");
         let text = render(&d) + &serde_json::to_string(&d).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains(&placeholder(&json!("hunter2-new"))), "{text}");
-        // A masked read (placeholders from the hub) equals the same data in clear.
+        let shown = placeholder(&json!("hunter2-new"));
+        assert!(text.contains(shown.as_str().unwrap()), "{text}");
+        // Placeholders already there (under the same key) equal the same data in clear.
         let mut masked = secret("hunter2-new");
         hash_secret_data(&mut masked);
         let d = compare("c1", &local, Some(&work(vec![masked])));

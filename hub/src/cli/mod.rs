@@ -61,8 +61,8 @@ pub enum ClientCommand {
     /// manifests added, changed and removed.
     ///
     /// Compares the works the input makes (exactly as `hub apply` would send them) with
-    /// what the hub holds. Secret data is compared by its SHA-256 and printed only as
-    /// `sha256:<hex>`, never in clear.
+    /// what the hub holds. Secret data is compared by keyed hashes and printed only as
+    /// `hmac-sha256:<hex>` placeholders, never in clear.
     ///
     /// Exit codes (like kubectl diff): 0 no differences; 1 differences; 2 usage error,
     /// bad input, or the hub refused (e.g. no cluster matches the selector); 4 the hub is

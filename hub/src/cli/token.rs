@@ -68,7 +68,7 @@ pub enum VerbArg {
     Read,
     /// Create, replace and delete works.
     Write,
-    /// See the data of Secret manifests (otherwise replaced by sha256:<hash>).
+    /// See the data of Secret manifests (otherwise replaced by hmac-sha256:<hex> placeholders).
     Secrets,
 }
 

@@ -202,11 +202,11 @@ async fn version() -> axum::Json<api::ServerVersion> {
     axum::Json(api::ServerVersion::current())
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers and writes commit.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.hub.store().ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.hub.ready()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
-        Ok(Err(e)) => crate::service::Error::from(e).into_response(),
+        Ok(Err(e)) => e.into_response(),
         Err(_) => crate::service::Error::Unavailable(crate::store::StoreError::Database(
             sqlx::Error::PoolTimedOut,
         ))

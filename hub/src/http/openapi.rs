@@ -203,9 +203,9 @@ const ROUTES: &[Route] = &[
         method: "PUT",
         path: "/api/v1/clusters/{cluster}/manifestworks/{name}",
         id: "putWork",
-        summary: "Create or replace a work (If-Match, metadata.resourceVersion)",
+        summary: "Create or replace a work (If-Match, metadata.resourceVersion; dryRun=All only checks)",
         body: Some("ManifestWork"),
-        query: &[],
+        query: &["dryRun"],
         ok: &[("200", "ManifestWork"), ("201", "ManifestWork")],
         errors: &["404", "409", "412", "413", "422", "503"],
         caller: Caller::Token,
@@ -428,6 +428,7 @@ const EMPTY_MEANS_ABSENT: &[&str] = &[
     "wait",
     "force",
     "target",
+    "dryRun",
 ];
 
 /// A query parameter by its key in the route table: (name on the wire, required, schema,
@@ -490,6 +491,12 @@ fn query_parameter(key: &str) -> (&'static str, bool, Value, &'static str) {
             "the finalizer to remove, e.g. `klusterlet/cleanup`",
         ),
         "workName" => ("name", false, string, "only works of this name"),
+        "dryRun" => (
+            "dryRun",
+            false,
+            json!({"type": "string", "enum": ["All"]}),
+            "`All`: check the work and answer it as a read by this caller would show it (Secret data masked without the `secrets` verb); nothing is stored",
+        ),
         "target" => (
             "target",
             false,

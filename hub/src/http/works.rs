@@ -11,33 +11,47 @@ use serde::Deserialize;
 
 use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, respond};
-use crate::service::access::{Action, mask_secrets, reject_placeholders};
+use crate::service::access::{
+    Action, PlaceholderKey, mask_secrets, reject_placeholders, write_receipt,
+};
 use crate::service::{Caller, Error, StoredWorks, WorkQuery, WorkWrite, works};
 
 type WorkPath = Result<Path<(String, String)>, PathRejection>;
 
 fn work_response(
+    state: &AppState,
     status: StatusCode,
     index: u64,
     who: &Principal,
     mut work: ManifestWork,
 ) -> Response {
     if !who.sees_secrets() {
-        mask_secrets(&mut work);
+        mask_secrets(state.hub.placeholder_key(), &mut work);
     }
     let etag = work.metadata.resource_version.as_deref().map(works::etag);
     respond(status, index, etag, Json(work))
 }
 
-fn write_response(state: &AppState, who: &Principal, w: WorkWrite) -> Response {
+/// `reads`: whether the caller may read the work; else it gets a receipt without content.
+fn write_response(state: &AppState, who: &Principal, w: WorkWrite, reads: bool) -> Response {
+    let work = if reads { w.work } else { write_receipt(w.work) };
     let status = if w.created {
         StatusCode::CREATED
-    } else if w.work.metadata.deletion_timestamp.is_some() && !w.gone {
+    } else if work.metadata.deletion_timestamp.is_some() && !w.gone {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    work_response(status, state.hub.index(), who, w.work)
+    work_response(state, status, state.hub.index(), who, work)
+}
+
+/// Whether `who`, already allowed to write `cluster`'s works, may also read them.
+async fn reads(state: &AppState, who: &Principal, cluster: &str) -> Result<bool, Error> {
+    match state.hub.authorize(who, cluster, Action::Read).await {
+        Ok(()) => Ok(true),
+        Err(Error::Forbidden(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Who writes, for the audit entry that commits with the write.
@@ -52,21 +66,53 @@ fn target(cluster: &str, name: &str) -> String {
     format!("clusters/{cluster}/manifestworks/{name}")
 }
 
-/// `PUT /api/v1/clusters/{cluster}/manifestworks/{name}`: create or replace.
+/// Query of a PUT.
+#[derive(Debug, Deserialize)]
+pub struct PutParams {
+    /// `All`: check the work and answer it as a read would show it (Secret data masked for
+    /// a token without the `secrets` verb), storing nothing. `hub diff` compares with it.
+    #[serde(rename = "dryRun")]
+    pub dry_run: Option<String>,
+}
+
+/// `PUT /api/v1/clusters/{cluster}/manifestworks/{name}`: create or replace; with
+/// `?dryRun=All` only check.
 pub async fn put(
     State(state): State<AppState>,
     who: Principal,
     Source(from): Source,
     path: WorkPath,
+    params: Result<Query<PutParams>, QueryRejection>,
     headers: HeaderMap,
     Doc(work): Doc<ManifestWork>,
 ) -> Result<Response, Error> {
     let Path((cluster, name)) = path?;
+    let Query(params) = params?;
+    let dry_run = match params.dry_run.as_deref().filter(|v| !v.is_empty()) {
+        None => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(Error::Malformed(format!(
+                "dryRun={other:?}: the only value is All"
+            )));
+        }
+    };
     state
         .hub
         .authorize(&who, &cluster, Action::WriteWorks)
         .await?;
     reject_placeholders(&work)?;
+    if dry_run {
+        let work = state.hub.check_work(&cluster, &name, work)?;
+        return Ok(work_response(
+            &state,
+            StatusCode::OK,
+            state.hub.index(),
+            &who,
+            work,
+        ));
+    }
+    let reads = reads(&state, &who, &cluster).await?;
     let if_match = headers
         .get("if-match")
         .and_then(|v| v.to_str().ok())
@@ -74,9 +120,9 @@ pub async fn put(
     let by = caller(&who, from);
     let w = state
         .hub
-        .put_work(&cluster, &name, work, if_match, Some(by))
+        .put_work_for(&cluster, &name, work, if_match, reads, Some(by))
         .await?;
-    Ok(write_response(&state, &who, w))
+    Ok(write_response(&state, &who, w, reads))
 }
 
 /// `GET /api/v1/clusters/{cluster}/manifestworks/{name}`, blocking with `index`.
@@ -90,7 +136,7 @@ pub async fn get(
     let Query(params) = params?;
     state.hub.authorize(&who, &cluster, Action::Read).await?;
     match state.hub.get_work(&cluster, &name, params.block()?).await? {
-        (Some(w), index) => Ok(work_response(StatusCode::OK, index, &who, w)),
+        (Some(w), index) => Ok(work_response(&state, StatusCode::OK, index, &who, w)),
         (None, index) => {
             let err = Error::NotFound(format!(
                 "manifestwork {name:?} not found in cluster {cluster:?}"
@@ -169,7 +215,8 @@ async fn list_with(
         scope: state.hub.readable_clusters(&who).await?,
     };
     let page = state.hub.list_stored_works(query).await?;
-    let body = work_list_body(&page, !who.sees_secrets())?;
+    let mask = (!who.sees_secrets()).then(|| state.hub.placeholder_key());
+    let body = work_list_body(&page, mask)?;
     Ok(respond(
         StatusCode::OK,
         page.index,
@@ -182,7 +229,7 @@ async fn list_with(
 /// work's text, most of them as stored (see [`works::listed_json`]), in chunks of about
 /// 64 KiB. Parsing 10,000 works and serializing them again took most of a full list's
 /// time; chunks rather than one buffer keep the copy in memory the allocator reuses.
-fn work_list_body(page: &StoredWorks, mask: bool) -> Result<Body, Error> {
+fn work_list_body(page: &StoredWorks, mask: Option<&PlaceholderKey>) -> Result<Body, Error> {
     const CHUNK: usize = 64 * 1024;
     let meta = ListMeta {
         continue_: page.continue_.clone(),
@@ -227,11 +274,12 @@ pub async fn delete(
         .hub
         .authorize(&who, &cluster, Action::WriteWorks)
         .await?;
+    let reads = reads(&state, &who, &cluster).await?;
     let w = state
         .hub
         .delete_work(&cluster, &name, Some(caller(&who, from)))
         .await?;
-    Ok(write_response(&state, &who, w))
+    Ok(write_response(&state, &who, w, reads))
 }
 
 /// `PUT .../manifestworks/{name}/status`: the agent's report.
@@ -250,7 +298,13 @@ pub async fn put_status(
         .hub
         .put_work_status(&cluster, &name, update.status)
         .await?;
-    Ok(work_response(StatusCode::OK, state.hub.index(), &who, work))
+    Ok(work_response(
+        &state,
+        StatusCode::OK,
+        state.hub.index(),
+        &who,
+        work,
+    ))
 }
 
 /// Query of the finalizer removal.
@@ -281,6 +335,7 @@ pub async fn remove_finalizer(
         .remove_work_finalizer(&cluster, &name, &finalizer)
         .await?;
     Ok(work_response(
+        &state,
         StatusCode::OK,
         state.hub.index(),
         &who,

@@ -107,6 +107,9 @@ pub struct WorkWrite {
     pub created: bool,
 }
 
+/// The setting that readiness overwrites to see whether writes commit.
+const WRITE_PROBE_SETTING: &str = "readyz.write_probe";
+
 /// The hub's service: store, change feed and writer.
 pub struct Hub {
     store: Arc<dyn Store>,
@@ -123,6 +126,8 @@ pub struct Hub {
     lease_facts: std::sync::Mutex<std::collections::HashMap<String, registration::LeaseFacts>>,
     /// Clusters and agents as their heartbeats read them.
     cache: Arc<cache::ClusterCache>,
+    /// The key of the placeholders that stand for secret data in masked reads.
+    placeholder_key: access::PlaceholderKey,
 }
 
 impl Hub {
@@ -134,6 +139,7 @@ impl Hub {
     /// Starts the writer, the feed's followers of other hubs' writes, and the lease monitor.
     pub async fn start_with(store: Arc<dyn Store>, settings: HubSettings) -> Result<Arc<Hub>> {
         let feed = ChangeFeed::new(store.current_index().await?);
+        let placeholder_key = access::PlaceholderKey::load_or_create(&*store).await?;
         let writer = Writer::start(store.clone(), feed.clone());
         tokio::spawn(follow(store.clone(), feed.clone()));
         let hub = Arc::new(Hub {
@@ -144,6 +150,7 @@ impl Hub {
             settings,
             pending_leases: Default::default(),
             lease_facts: Default::default(),
+            placeholder_key,
         });
         tokio::spawn(monitor_leases(Arc::downgrade(&hub)));
         Ok(hub)
@@ -159,9 +166,37 @@ impl Hub {
         self.cache.clone()
     }
 
+    /// The key under which masked reads show secret data.
+    pub fn placeholder_key(&self) -> &access::PlaceholderKey {
+        &self.placeholder_key
+    }
+
     /// The store, for settings and health.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Whether the hub can serve: the database answers, and, when the last write failed to
+    /// commit (a full disk, a lost database), a probe write commits now. A hub that only
+    /// answered reads would otherwise stay "ready" while every write got a 503.
+    #[tracing::instrument(skip(self))]
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await?;
+        if self.writer.failing() {
+            // A transaction as the writer opens one, then a write that needs new pages: a
+            // no-op commit alone would pass on a full disk.
+            self.store
+                .begin_write(&[], &[])
+                .await?
+                .commit(&[], &[])
+                .await?;
+            let filler = "probe ".repeat(2048);
+            let probe = format!("{} {filler}", chrono::Utc::now().to_rfc3339());
+            self.store.put_setting(WRITE_PROBE_SETTING, &probe).await?;
+            tracing::info!("a probe write committed; writes work again");
+            self.writer.recovered();
+        }
+        Ok(())
     }
 
     /// The last published change index.
@@ -200,15 +235,42 @@ impl Hub {
         }
     }
 
+    /// Checks a work as [`put_work`](Self::put_work) would (against the path, namespace
+    /// filled in) without storing it: a dry run.
+    pub fn check_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut work: ManifestWork,
+    ) -> Result<ManifestWork> {
+        works::validate_work(cluster, name, &mut work)?;
+        Ok(work)
+    }
+
     /// Creates or replaces a work (body validated against the path first); with `by`, its
     /// audit entry commits with it.
-    #[tracing::instrument(skip(self, work, by), fields(cluster, name))]
     pub async fn put_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        work: ManifestWork,
+        if_match: Option<String>,
+        by: Option<Caller>,
+    ) -> Result<WorkWrite> {
+        self.put_work_for(cluster, name, work, if_match, true, by)
+            .await
+    }
+
+    /// [`put_work`](Self::put_work) for a caller who may or may not read the work:
+    /// `caller_reads` says whether a refusal may name the current version.
+    #[tracing::instrument(skip(self, work, by), fields(cluster, name))]
+    pub async fn put_work_for(
         &self,
         cluster: &str,
         name: &str,
         mut work: ManifestWork,
         if_match: Option<String>,
+        caller_reads: bool,
         by: Option<Caller>,
     ) -> Result<WorkWrite> {
         works::validate_work(cluster, name, &mut work)?;
@@ -217,6 +279,7 @@ impl Hub {
             name: name.into(),
             work,
             if_match,
+            caller_reads,
         };
         Self::expect_work(self.writer.write_by(Op::PutWork(Box::new(put)), by).await?)
     }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::access::mask_secrets;
+use super::access::{PlaceholderKey, mask_secrets};
 use super::error::{Error, Result};
 use super::writer::{Batch, Outcome};
 use crate::store::StoredWork;
@@ -29,6 +29,9 @@ pub struct PutWork {
     pub work: ManifestWork,
     /// The `If-Match` header, if any.
     pub if_match: Option<String>,
+    /// Whether the caller may read the work: a refusal tells a write-only caller that its
+    /// precondition is stale, never the current version.
+    pub caller_reads: bool,
 }
 
 /// A status write by the cluster's agent.
@@ -204,22 +207,25 @@ pub fn labels(work: &StoredWork) -> Result<BTreeMap<String, String>> {
 }
 
 /// A stored work as a reader sees it (with the `Deleting` condition of [`present`], and with
-/// secret data masked when `mask` is set), as JSON text.
+/// secret data masked under the key when `mask` is given), as JSON text.
 ///
 /// The stored text is returned as it is unless it needs changing, which a substring test
 /// rules out for most works: the hub wrote that text with serde_json, which never escapes
 /// ASCII letters, so a work without the text `"deletionTimestamp"` is not being deleted and
 /// one without `"Secret"` has no Secret to mask. Only the rest are parsed and re-encoded.
-pub fn listed_json(work: &StoredWork, mask: bool) -> Result<Cow<'_, str>> {
+pub fn listed_json<'a>(
+    work: &'a StoredWork,
+    mask: Option<&PlaceholderKey>,
+) -> Result<Cow<'a, str>> {
     let text = work.object.as_str();
     let deleting = text.contains("\"deletionTimestamp\"");
-    let secret = mask && text.contains("\"Secret\"");
+    let secret = mask.is_some() && text.contains("\"Secret\"");
     if !deleting && !secret {
         return Ok(Cow::Borrowed(text));
     }
     let mut parsed = present(work.decode()?);
-    if mask {
-        mask_secrets(&mut parsed);
+    if let Some(key) = mask {
+        mask_secrets(key, &mut parsed);
     }
     let text = serde_json::to_string(&parsed).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Cow::Owned(text))
@@ -307,18 +313,26 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
         && tag.trim() != "*"
         && tag.trim() != etag(rv(&old))
     {
-        return Err(Error::PreconditionFailed(format!(
-            "If-Match {tag} does not match the current ETag {}",
-            etag(rv(&old))
-        )));
+        return Err(Error::PreconditionFailed(if put.caller_reads {
+            format!(
+                "If-Match {tag} does not match the current ETag {}",
+                etag(rv(&old))
+            )
+        } else {
+            format!("If-Match {tag} does not match the current ETag")
+        }));
     }
     if let Some(v) = body_rv
         && v != rv(&old)
     {
-        return Err(Error::Conflict(format!(
-            "manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale, the current one is {}; read it again and retry",
-            rv(&old)
-        )));
+        return Err(Error::Conflict(if put.caller_reads {
+            format!(
+                "manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale, the current one is {}; read it again and retry",
+                rv(&old)
+            )
+        } else {
+            format!("manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale")
+        }));
     }
     let mut work = put.work.clone();
     let spec_changed = work.spec != old.spec;

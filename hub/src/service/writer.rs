@@ -3,6 +3,7 @@
 //! once, publishes the changes to the feed, and only then answers the callers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use api::{ManagedCluster, ManifestWork};
 use chrono::{DateTime, Utc};
@@ -255,14 +256,27 @@ struct Queued {
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<(Queued, Reply)>,
+    /// Whether the last commit failed: then readiness probes whether writes commit again.
+    failing: Arc<AtomicBool>,
 }
 
 impl Writer {
     /// Starts the writer task.
     pub fn start(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(store, feed, rx));
-        Writer { tx }
+        let failing = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(store, feed, rx, failing.clone()));
+        Writer { tx, failing }
+    }
+
+    /// Whether the last commit failed (and none succeeded since).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// A probe committed: writes work again.
+    pub fn recovered(&self) {
+        self.failing.store(false, Ordering::Relaxed);
     }
 
     /// Queues a write and waits for its committed result.
@@ -287,13 +301,16 @@ async fn run(
     store: Arc<dyn Store>,
     feed: Arc<ChangeFeed>,
     mut rx: mpsc::Receiver<(Queued, Reply)>,
+    failing: Arc<AtomicBool>,
 ) {
     let mut queue = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
         let ops: Vec<(Queued, Reply)> = std::mem::take(&mut queue);
         metrics::histogram!("hub_write_batch_size").record(ops.len() as f64);
         let (ops, replies): (Vec<Queued>, Vec<Reply>) = ops.into_iter().unzip();
-        match commit(&*store, &feed, &ops).await {
+        let result = commit(&*store, &feed, &ops).await;
+        failing.store(result.is_err(), Ordering::Relaxed);
+        match result {
             Ok(results) => {
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(r);
@@ -314,7 +331,9 @@ async fn run(
                 // still land and only the culprit fails.
                 tracing::warn!(error = %e, writes = ops.len(), "batch failed; retrying writes one by one");
                 for (op, reply) in ops.into_iter().zip(replies) {
-                    let r = match commit(&*store, &feed, std::slice::from_ref(&op)).await {
+                    let result = commit(&*store, &feed, std::slice::from_ref(&op)).await;
+                    failing.store(result.is_err(), Ordering::Relaxed);
+                    let r = match result {
                         Ok(mut r) => r
                             .pop()
                             .unwrap_or_else(|| Err(Error::Internal("no result".into()))),

@@ -309,6 +309,28 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError>
     }
 }
 
+/// The pools' check on a connection coming back: keep it only outside a transaction.
+///
+/// A failed COMMIT or ROLLBACK leaves the driver's transaction depth where it was: SQLite
+/// rolls a transaction back by itself on a full disk, so the ROLLBACK queued when the
+/// transaction is dropped fails too. Such a connection, pooled again, refused every later
+/// `BEGIN` ("begin_with at non-zero transaction depth") until a restart, long after space
+/// returned. The rollback a dropped transaction queues is let through (a ping) before
+/// looking; a connection still inside a transaction is closed, and the pool opens a fresh
+/// one.
+async fn release_outside_transaction<C: sqlx::Connection>(
+    conn: &mut C,
+) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        conn.ping().await?;
+    }
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    Ok(clean)
+}
+
 fn labels_json(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
 }
