@@ -253,21 +253,20 @@ mod tests {
         assert_eq!(args.manifests.namespace, "open-cluster-management-agent");
     }
 
-    #[test]
-    fn unjoin_without_identity_is_a_no_op_and_with_one_removes_it() {
+    #[tokio::test]
+    async fn unjoin_without_identity_is_a_no_op_and_with_one_removes_it() {
         let dir = tempfile::tempdir().unwrap();
-        unjoin(UnjoinArgs {
+        let args = |yes| UnjoinArgs {
             data_dir: dir.path().to_path_buf(),
-            yes: false,
-        })
-        .unwrap();
+            yes,
+            remove_ledger: false,
+            kubeconfig: None,
+            namespace: "open-cluster-management-agent".into(),
+        };
+        unjoin(args(false)).await.unwrap();
         let key = identity::AgentKey::generate().unwrap();
         key.save(dir.path()).unwrap();
-        unjoin(UnjoinArgs {
-            data_dir: dir.path().to_path_buf(),
-            yes: true,
-        })
-        .unwrap();
+        unjoin(args(true)).await.unwrap();
         assert!(!dir.path().join(identity::KEY_FILE).exists());
     }
 }
