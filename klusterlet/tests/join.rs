@@ -687,6 +687,7 @@ impl FakeHub {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let info = api::ClusterInfo {
             server: url.clone(),
