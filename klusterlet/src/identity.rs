@@ -480,6 +480,41 @@ mod tests {
     }
 
     #[test]
+    fn only_pinned_certificates_of_a_bundle_are_kept() {
+        let ca = |_: u8| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&key).unwrap().pem()
+        };
+        let (real, attacker) = (ca(1), ca(2));
+        let (real_hash, attacker_hash) = (ca_hash(&real).unwrap(), ca_hash(&attacker).unwrap());
+        // The attacker's CA first or last: either way only the pinned one is kept.
+        for bundle in [format!("{real}{attacker}"), format!("{attacker}\n{real}")] {
+            let kept = pinned_certificates(&bundle, std::slice::from_ref(&real_hash)).unwrap();
+            let hashes: Vec<String> = bundle_certificates(&kept)
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect();
+            assert_eq!(hashes, std::slice::from_ref(&real_hash));
+            assert_eq!(ca_hash(&kept).unwrap(), real_hash);
+        }
+        let both = pinned_certificates(
+            &format!("{real}{attacker}"),
+            &[attacker_hash.clone(), real_hash.clone()],
+        )
+        .unwrap();
+        assert_eq!(bundle_certificates(&both).len(), 2);
+        let other = ca_hash(&ca(3)).unwrap();
+        assert_eq!(
+            pinned_certificates(&format!("{real}{attacker}"), &[other]).unwrap_err(),
+            [real_hash, attacker_hash],
+            "a mismatch names what the bundle holds"
+        );
+        assert!(pinned_certificates("junk", &[]).unwrap_err().is_empty());
+    }
+
+    #[test]
     fn ca_hash_flag_forms() {
         let hex = "AB".repeat(32);
         assert_eq!(
