@@ -144,9 +144,16 @@ pub struct Registration {
     pub id: String,
     /// The cluster it asks to be.
     pub cluster_name: String,
-    /// Labels (asked for, plus the bootstrap token's).
+    /// The labels the cluster got (Accepted) or an admin's accept gives it (Pending): the
+    /// bootstrap token's, plus those asked for unless the token auto-accepted the request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Labels the agent asked for beyond its bootstrap token's, waiting for an admin's
+    /// accept (`hub accept --request ID`), which applies them and empties this. An
+    /// auto-accepted request never applies them: labels decide selector-scoped tokens and
+    /// placements, so the joining agent does not choose its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requested_labels: BTreeMap<String, String>,
     /// Facts read from the managed cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<Claim>,

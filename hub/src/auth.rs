@@ -23,8 +23,16 @@ const SIGNING_KEYS_SETTING: &str = "auth.signing_keys";
 pub const ASSERTION_AUDIENCE: &str = "fleethub";
 /// `aud` of the access tokens the hub issues to agents.
 const ACCESS_AUDIENCE: &str = "fleethub-agent";
-/// An agent's assertion may live at most this long.
+/// An agent's assertion may live at most this long, and expire at most this far after
+/// the hub's now.
 const MAX_ASSERTION_LIFETIME: i64 = 600;
+/// How far the hub's clock and an agent's may disagree, in seconds.
+const ASSERTION_LEEWAY: i64 = 30;
+/// How often (seconds) a hub forgets the ids of assertions that expired.
+const JTI_PURGE_INTERVAL: i64 = 60;
+/// The message of every refused `ID.SECRET` token, so that it tells nobody whether the id
+/// exists.
+const BAD_TOKEN: &str = "the token is not valid (unknown, revoked or a wrong secret)";
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +127,10 @@ pub struct AssertionClaims {
     pub iat: i64,
     /// Expiry (seconds).
     pub exp: i64,
-    /// Unique id.
+    /// Not valid before (seconds), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Unique id: each is accepted once.
     #[serde(default)]
     pub jti: String,
 }
@@ -161,6 +172,8 @@ pub struct Auth {
     /// Newest last; the newest signs, all verify.
     keys: std::sync::RwLock<Vec<Arc<SigningKey>>>,
     access_ttl: Duration,
+    /// When (Unix seconds) this hub last purged expired assertion ids.
+    jti_purged_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Auth {
@@ -198,6 +211,17 @@ fn unauthorized(message: &str) -> Error {
     Error::Unauthorized(message.to_string())
 }
 
+/// Whether an id from a request (token id, registration id, a JWT's subject) may reach a
+/// query: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`. Everything the hub hands
+/// out is of this form; anything else (a NUL byte, which Postgres refuses in text, or
+/// megabytes of junk) is unknown without asking the database.
+pub fn is_safe_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 fn generate_key() -> Result<StoredKey, Error> {
     let key = rcgen::KeyPair::generate()
         .map_err(|e| Error::Internal(format!("generating a signing key: {e}")))?;
@@ -221,23 +245,49 @@ fn load_key(k: &StoredKey) -> Result<SigningKey, Error> {
     })
 }
 
-/// Verifies an assertion signed by an agent's own key (public key in PEM) for `subject`.
-pub fn verify_assertion(public_key_pem: &str, assertion: &str, subject: &str) -> Result<(), Error> {
+/// Checks an assertion signed by an agent's own key (public key in PEM) for `subject`
+/// against the hub's clock `now` (Unix seconds), without recording its `jti`: the
+/// signature (ES256), `aud`, `iss` = `sub` = `subject`, `nbf`, and an `exp` that has not
+/// passed and lies at most 10 minutes after `now` and after `iat` (30 s leeway each).
+pub fn check_assertion(
+    public_key_pem: &str,
+    assertion: &str,
+    subject: &str,
+    now: i64,
+) -> Result<AssertionClaims, Error> {
     let key = DecodingKey::from_ec_pem(public_key_pem.as_bytes())
         .map_err(|_| unauthorized("the agent's stored key is unusable"))?;
     let mut v = Validation::new(Algorithm::ES256);
     v.set_audience(&[ASSERTION_AUDIENCE]);
-    v.set_required_spec_claims(&["exp", "sub", "aud", "iat"]);
+    v.set_issuer(&[subject]);
+    v.set_required_spec_claims(&["exp", "sub", "aud", "iat", "iss"]);
     v.sub = Some(subject.to_string());
-    v.leeway = 30;
-    let data = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &v)
-        .map_err(|e| unauthorized(&format!("the assertion is not valid for {subject}: {e}")))?;
-    if data.claims.exp - data.claims.iat > MAX_ASSERTION_LIFETIME {
+    v.validate_nbf = true;
+    v.leeway = ASSERTION_LEEWAY as u64;
+    let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &v)
+        .map_err(|e| unauthorized(&format!("the assertion is not valid for {subject}: {e}")))?
+        .claims;
+    // `exp` is measured from the hub's clock, not from the `iat` the agent chose: a future
+    // `iat` must not stretch the assertion's life.
+    if claims.exp - claims.iat > MAX_ASSERTION_LIFETIME
+        || claims.exp > now + MAX_ASSERTION_LIFETIME + ASSERTION_LEEWAY
+    {
         return Err(unauthorized(
-            "the assertion lives too long (at most 10 minutes)",
+            "the assertion lives too long: it must expire within 10 minutes of now",
         ));
     }
-    Ok(())
+    if claims.iat > now + ASSERTION_LEEWAY {
+        return Err(unauthorized(
+            "the assertion is issued in the future (check the agent's clock)",
+        ));
+    }
+    // Stored as sent: held to what an id may be (the klusterlet sends a UUID).
+    if !is_safe_id(&claims.jti) {
+        return Err(unauthorized(
+            "the assertion needs a jti of 1 to 128 letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    Ok(claims)
 }
 
 /// Checks that a PEM is an ECDSA P-256 public key we can verify with.
@@ -282,6 +332,7 @@ impl Auth {
             admin_token_sha256,
             keys: std::sync::RwLock::new(Vec::new()),
             access_ttl,
+            jti_purged_at: std::sync::atomic::AtomicI64::new(0),
         };
         auth.load_keys().await?;
         Ok((auth, known))
@@ -363,6 +414,52 @@ impl Auth {
         Ok(None)
     }
 
+    /// Verifies an agent's assertion for `subject` (see [`check_assertion`]) and spends
+    /// its `jti`: the same assertion is refused the second time, on this hub or any other
+    /// sharing the database, until it has expired anyway.
+    pub async fn verify_assertion(
+        &self,
+        public_key_pem: &str,
+        assertion: &str,
+        subject: &str,
+    ) -> Result<(), Error> {
+        let now = Utc::now().timestamp();
+        let claims = check_assertion(public_key_pem, assertion, subject, now)?;
+        self.purge_spent_assertions(now).await;
+        // Kept as long as the assertion could pass the expiry check (its leeway included).
+        let keep_until = claims.exp + ASSERTION_LEEWAY;
+        if !self
+            .store
+            .use_assertion_id(&claims.iss, &claims.jti, keep_until, now)
+            .await?
+        {
+            return Err(unauthorized(
+                "the assertion was used before: sign a new one (with a new jti) for each request",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets spent assertion ids past their expiry, at most once a minute per hub: they
+    /// would be refused as expired anyway, and the table must not grow forever.
+    async fn purge_spent_assertions(&self, now: i64) {
+        use std::sync::atomic::Ordering;
+        let last = self.jti_purged_at.load(Ordering::Relaxed);
+        if now - last < JTI_PURGE_INTERVAL
+            || self
+                .jti_purged_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        match self.store.purge_assertion_ids(now).await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "forgot expired assertion ids"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not purge expired assertion ids"),
+        }
+    }
+
     /// Whether `token` is the admin token.
     pub fn is_admin_token(&self, token: &str) -> bool {
         constant_time_eq(
@@ -416,16 +513,18 @@ impl Auth {
 
     async fn authenticate_token(&self, token: &str) -> Result<Principal, Error> {
         let (id, secret) = token.split_once('.').unwrap_or((token, ""));
-        let stored = self
-            .store
-            .get_token(id)
-            .await?
-            .ok_or_else(|| unauthorized("the token is not valid (unknown or revoked)"))?;
-        if !constant_time_eq(
-            token_hash(secret).as_bytes(),
-            stored.secret_sha256.as_bytes(),
-        ) {
-            return Err(unauthorized("the token is not valid"));
+        let stored = if is_safe_id(id) {
+            self.store.get_token(id).await?
+        } else {
+            None
+        };
+        // Hashed either way, so an unknown id takes as long as a wrong secret.
+        let hash = token_hash(secret);
+        let Some(stored) = stored else {
+            return Err(unauthorized(BAD_TOKEN));
+        };
+        if !constant_time_eq(hash.as_bytes(), stored.secret_sha256.as_bytes()) {
+            return Err(unauthorized(BAD_TOKEN));
         }
         if stored.token.expires_at.is_some_and(|e| e <= Utc::now()) {
             return Err(unauthorized("the token has expired"));
@@ -470,16 +569,20 @@ impl Auth {
         let claims: AssertionClaims = jsonwebtoken::dangerous::insecure_decode(token)
             .map(|d| d.claims)
             .map_err(|_| unauthorized("the bearer token is not a valid JWT"))?;
+        // The subject is the attacker's choice until the signature is checked: only a
+        // well-formed id reaches the database.
         let id = claims
             .sub
             .strip_prefix("registration:")
+            .filter(|id| is_safe_id(id))
             .ok_or_else(|| unauthorized("the JWT is signed by an unknown key"))?;
         let registration = self
             .store
             .get_registration(id)
             .await?
             .ok_or_else(|| unauthorized("the JWT names an unknown registration"))?;
-        verify_assertion(&registration.public_key, token, &claims.sub)?;
+        self.verify_assertion(&registration.public_key, token, &claims.sub)
+            .await?;
         Ok(Principal::Registrant {
             registration_id: id.to_string(),
         })
@@ -557,6 +660,45 @@ mod tests {
                 panic!("expected 401")
             };
             assert!(m.contains("no accepted agent"), "{m}");
+        }
+    }
+
+    #[test]
+    fn assertions_are_held_to_the_hubs_clock() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &encoding).unwrap()
+        };
+        let now = Utc::now().timestamp();
+        let s = "cluster:c1";
+        let claims = |iss: &str, iat: i64, exp: i64, nbf: Option<i64>, jti: &str| {
+            let mut c = serde_json::json!({"iss": iss, "sub": s, "aud": "fleethub", "iat": iat, "exp": exp, "jti": jti});
+            if let Some(nbf) = nbf {
+                c["nbf"] = nbf.into();
+            }
+            c
+        };
+        let check = |c| check_assertion(&key.public_key_pem(), &sign(c), s, now);
+        assert!(check(claims(s, now, now + 600, None, "j")).is_ok());
+        assert!(
+            check(claims(s, now + 25, now + 625, Some(now + 20), "j")).is_ok(),
+            "leeway"
+        );
+        for (what, c) in [
+            ("future iat", claims(s, now + 3000, now + 3600, None, "j")),
+            ("exp too far", claims(s, now + 300, now + 900, None, "j")),
+            ("lifetime", claims(s, now - 100, now + 600, None, "j")),
+            ("nbf ahead", claims(s, now, now + 500, Some(now + 300), "j")),
+            ("iss", claims("cluster:c2", now, now + 60, None, "j")),
+            ("no jti", claims(s, now, now + 60, None, "")),
+            ("bad jti", claims(s, now, now + 60, None, "a\u{0}b")),
+            ("expired", claims(s, now - 200, now - 100, None, "j")),
+        ] {
+            assert!(
+                matches!(check(c), Err(Error::Unauthorized(_))),
+                "{what} must be refused"
+            );
         }
     }
 

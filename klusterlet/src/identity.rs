@@ -193,9 +193,10 @@ impl AgentKey {
 pub struct JoinState {
     /// The hub's URL as given to `join --hub`.
     pub server: String,
-    /// PEM of the hub's CA, pinned at join.
+    /// PEM of the hub's CAs that `--ca-hash` pinned at join: only these are trusted.
     pub certificate_authority_data: String,
-    /// `sha256:<hex>` of the CA's SubjectPublicKeyInfo (the `--ca-hash` it was pinned by).
+    /// `sha256:<hex>` of the SubjectPublicKeyInfo of the CAs pinned (the `--ca-hash`
+    /// values given to join, comma-separated when several).
     pub ca_hash: String,
     /// The managed cluster's name on the hub.
     pub cluster_name: String,
@@ -306,6 +307,47 @@ pub fn ca_hash(ca_pem: &str) -> Result<String, String> {
         .map_err(|e| format!("the hub's CA certificate cannot be parsed: {e}"))?;
     let spki = cert.tbs_certificate.subject_pki.raw;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
+}
+
+/// The `sha256:<hex>` SubjectPublicKeyInfo hash of each certificate in a PEM bundle, with
+/// its DER, in bundle order; blocks that are not certificates or do not parse are left out.
+pub fn bundle_certificates(bundle_pem: &str) -> Vec<(String, Vec<u8>)> {
+    x509_parser::pem::Pem::iter_from_buffer(bundle_pem.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|pem| pem.label == "CERTIFICATE")
+        .filter_map(|pem| {
+            let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
+            let spki = cert.tbs_certificate.subject_pki.raw;
+            let hash = format!("sha256:{}", hex::encode(Sha256::digest(spki)));
+            Some((hash, pem.contents.clone()))
+        })
+        .collect()
+}
+
+/// Exactly the certificates of a CA bundle whose SubjectPublicKeyInfo hash is pinned, as
+/// PEM: the only ones to trust. A bundle is the hub's word, so a certificate the pins do
+/// not name (an attacker's CA next to the real one) must never be trusted. Errs with the
+/// hashes the bundle does hold when none is pinned.
+pub fn pinned_certificates(bundle_pem: &str, pinned: &[String]) -> Result<String, Vec<String>> {
+    use base64::Engine;
+    let certs = bundle_certificates(bundle_pem);
+    let mut out = String::new();
+    for (hash, der) in &certs {
+        if !pinned.contains(hash) {
+            continue;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    if out.is_empty() {
+        return Err(certs.into_iter().map(|(hash, _)| hash).collect());
+    }
+    Ok(out)
 }
 
 /// Normalizes a `--ca-hash` value to `sha256:<lowercase hex>`; kubeadm's form and a bare
@@ -435,6 +477,41 @@ mod tests {
         let other = params.self_signed(&other_key).unwrap();
         assert_ne!(ca_hash(&other.pem()).unwrap(), expected);
         assert!(ca_hash("not a certificate").is_err());
+    }
+
+    #[test]
+    fn only_pinned_certificates_of_a_bundle_are_kept() {
+        let ca = |_: u8| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&key).unwrap().pem()
+        };
+        let (real, attacker) = (ca(1), ca(2));
+        let (real_hash, attacker_hash) = (ca_hash(&real).unwrap(), ca_hash(&attacker).unwrap());
+        // The attacker's CA first or last: either way only the pinned one is kept.
+        for bundle in [format!("{real}{attacker}"), format!("{attacker}\n{real}")] {
+            let kept = pinned_certificates(&bundle, std::slice::from_ref(&real_hash)).unwrap();
+            let hashes: Vec<String> = bundle_certificates(&kept)
+                .into_iter()
+                .map(|(h, _)| h)
+                .collect();
+            assert_eq!(hashes, std::slice::from_ref(&real_hash));
+            assert_eq!(ca_hash(&kept).unwrap(), real_hash);
+        }
+        let both = pinned_certificates(
+            &format!("{real}{attacker}"),
+            &[attacker_hash.clone(), real_hash.clone()],
+        )
+        .unwrap();
+        assert_eq!(bundle_certificates(&both).len(), 2);
+        let other = ca_hash(&ca(3)).unwrap();
+        assert_eq!(
+            pinned_certificates(&format!("{real}{attacker}"), &[other]).unwrap_err(),
+            [real_hash, attacker_hash],
+            "a mismatch names what the bundle holds"
+        );
+        assert!(pinned_certificates("junk", &[]).unwrap_err().is_empty());
     }
 
     #[test]

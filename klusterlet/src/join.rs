@@ -1,8 +1,11 @@
 //! `klusterlet join`: pin the hub's CA, ask to join, wait for the admin's decision.
 //!
-//! 1. `GET /api/v1/cluster-info` without trusting anything yet, then compare the SHA-256
-//!    of the CA's SubjectPublicKeyInfo with `--ca-hash`; a mismatch stops here (exit 4).
-//!    From then on only that CA is trusted.
+//! 1. `GET /api/v1/cluster-info` without trusting anything yet, then keep exactly the CAs
+//!    of its bundle whose SubjectPublicKeyInfo SHA-256 is a `--ca-hash` (repeatable, for a
+//!    CA rotation); none is a mismatch that stops here (exit 4). From then on only those
+//!    CAs are trusted, and the same request is made again through them, so a server whose
+//!    certificate no pinned CA signed (a man in the middle serving the real CA next to
+//!    its own) is refused before the token or anything else is sent.
 //! 2. Read the claims from the managed cluster.
 //! 3. Generate the agent's key pair (the private half goes to `<data-dir>/agent.key`,
 //!    0600), send `POST /api/v1/registrations` with the bootstrap token, and save the state.
@@ -44,10 +47,17 @@ pub struct JoinArgs {
         value_name = "ID.SECRET"
     )]
     pub token: String,
-    /// The SHA-256 of the hub CA's SubjectPublicKeyInfo (sha256:HEX); join refuses any
-    /// other hub.
-    #[arg(long, env = "KLUSTERLET_CA_HASH", value_name = "sha256:HEX")]
-    pub ca_hash: String,
+    /// The SHA-256 of the SubjectPublicKeyInfo of a hub CA to trust (sha256:HEX). Repeat
+    /// it (or separate with commas) to pin the old and the new CA during a rotation. Join
+    /// trusts exactly the CAs that match and refuses any other hub.
+    #[arg(
+        long,
+        env = "KLUSTERLET_CA_HASH",
+        value_name = "sha256:HEX",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub ca_hash: Vec<String>,
     /// This managed cluster's name on the hub (a DNS-1123 label).
     #[arg(long, env = "KLUSTERLET_CLUSTER_NAME", value_name = "NAME")]
     pub cluster_name: String,
@@ -111,7 +121,13 @@ pub async fn join(args: JoinArgs) -> Result<(), Error> {
         manifests: manifest_args,
     } = args;
     let deadline = Instant::now() + timeout;
-    let expected_hash = identity::normalize_ca_hash(&ca_hash).map_err(Error::Usage)?;
+    let mut pins = ca_hash
+        .iter()
+        .map(|h| identity::normalize_ca_hash(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Usage)?;
+    pins.sort();
+    pins.dedup();
     api::selector::validate_dns_label(&cluster_name)
         .map_err(|m| Error::Usage(format!("--cluster-name: {m}")))?;
     let labels = parse_labels(&labels)?;
@@ -121,12 +137,12 @@ pub async fn join(args: JoinArgs) -> Result<(), Error> {
     };
 
     let (identity, registration) = match JoinState::load(&data_dir) {
-        Ok(existing) => resume(existing, &data_dir, &hub, &cluster_name, &expected_hash).await?,
+        Ok(existing) => resume(existing, &data_dir, &hub, &cluster_name, &pins).await?,
         Err(identity::IdentityError::NotJoined(_)) => {
             let request = Request {
                 hub: &hub,
                 token: &token,
-                expected_hash: &expected_hash,
+                pins: &pins,
                 cluster_name: &cluster_name,
                 kubeconfig: kubeconfig.as_deref(),
                 labels,
@@ -196,7 +212,7 @@ pub async fn join(args: JoinArgs) -> Result<(), Error> {
 struct Request<'a> {
     hub: &'a str,
     token: &'a str,
-    expected_hash: &'a str,
+    pins: &'a [String],
     cluster_name: &'a str,
     kubeconfig: Option<&'a std::path::Path>,
     labels: BTreeMap<String, String>,
@@ -210,12 +226,12 @@ async fn register(
     let Request {
         hub,
         token,
-        expected_hash,
+        pins,
         cluster_name,
         kubeconfig,
         labels,
     } = request;
-    let ca = pinned_ca(hub, expected_hash).await?;
+    let ca = pinned_ca(hub, pins).await?;
     let bootstrap = HubClient::new(&ClientConfig {
         server: hub.to_string(),
         ca_data: Some(ca.clone()),
@@ -255,7 +271,7 @@ async fn register(
     let state = JoinState {
         server: hub.to_string(),
         certificate_authority_data: ca,
-        ca_hash: expected_hash.to_string(),
+        ca_hash: pins.join(","),
         cluster_name: cluster_name.to_string(),
         registration_id: registration.id.clone(),
         requested_at: Utc::now(),
@@ -264,25 +280,41 @@ async fn register(
     Ok((Identity { state, key }, registration))
 }
 
-/// Fetches the hub's CA without trusting anything and returns it only when it matches the
-/// pinned hash.
-pub async fn pinned_ca(hub: &str, expected_hash: &str) -> Result<String, Error> {
+/// Fetches the hub's CA bundle without trusting anything and returns exactly its
+/// certificates that `pins` name, once the hub has proven, through a connection trusting
+/// only them, that a pinned CA signed its serving certificate.
+pub async fn pinned_ca(hub: &str, pins: &[String]) -> Result<String, Error> {
     let info = HubClient::for_discovery(hub)?.cluster_info().await?;
-    // The hub's own `caHash` is not trusted: the hash is computed here.
-    let actual =
-        identity::ca_hash(&info.certificate_authority_data).map_err(|m| Error::CaMismatch {
-            server: hub.to_string(),
-            expected: expected_hash.to_string(),
-            actual: format!("an unusable CA ({m})"),
+    // The hub's own `caHash` is not trusted: the hashes are computed here.
+    let pinned =
+        identity::pinned_certificates(&info.certificate_authority_data, pins).map_err(|found| {
+            Error::CaMismatch {
+                server: hub.to_string(),
+                expected: pins.join(", "),
+                actual: if found.is_empty() {
+                    "no usable CA certificate".to_string()
+                } else {
+                    found.join(", ")
+                },
+            }
         })?;
-    if actual != expected_hash {
-        return Err(Error::CaMismatch {
+    let verified = HubClient::new(&ClientConfig {
+        server: hub.to_string(),
+        ca_data: Some(pinned.clone()),
+        token: None,
+    })?;
+    match verified.cluster_info().await {
+        Ok(_) => Ok(pinned),
+        Err(e @ api::ClientError::Transport { .. }) => Err(Error::CaMismatch {
             server: hub.to_string(),
-            expected: expected_hash.to_string(),
-            actual,
-        });
+            expected: pins.join(", "),
+            actual: format!(
+                "a pinned CA in its bundle, but a serving certificate no pinned CA accepts ({})",
+                crate::Chain(&e)
+            ),
+        }),
+        Err(e) => Err(e.into()),
     }
-    Ok(info.certificate_authority_data)
 }
 
 /// The data dir already holds a request: keep going with it when it is for the same hub
@@ -292,7 +324,7 @@ async fn resume(
     data_dir: &std::path::Path,
     hub: &str,
     cluster_name: &str,
-    expected_hash: &str,
+    pins: &[String],
 ) -> Result<(Identity, Registration), Error> {
     if state.server != hub || state.cluster_name != cluster_name {
         return Err(Error::Refused(format!(
@@ -303,10 +335,15 @@ async fn resume(
             data_dir.display()
         )));
     }
-    if state.ca_hash != expected_hash {
+    // The saved CAs are what is trusted; the pins given now must name one of them.
+    if !state
+        .ca_hash
+        .split(',')
+        .any(|h| pins.iter().any(|p| p == h))
+    {
         return Err(Error::CaMismatch {
             server: hub.to_string(),
-            expected: expected_hash.to_string(),
+            expected: pins.join(", "),
             actual: format!(
                 "{} (pinned at the earlier join in {})",
                 state.ca_hash,

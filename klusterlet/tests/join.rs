@@ -639,3 +639,245 @@ async fn run_keeps_the_lease_fresh_across_token_renewals_and_a_hub_restart() {
     assert!(ran.stderr.contains("got an access token"), "{}", ran.stderr);
     assert_no_secrets("run's log", &ran.stderr, &token, &data);
 }
+
+/// A CA made in the test, and serving certificates it signs.
+struct TestCa {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        let issuer = rcgen::Issuer::new(params, key);
+        TestCa { cert, issuer }
+    }
+
+    fn hash(&self) -> String {
+        klusterlet::identity::ca_hash(&self.cert.pem()).unwrap()
+    }
+
+    /// A serving certificate for 127.0.0.1 and its key, in PEM.
+    fn serving(&self) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A TLS server speaking just enough of the hub's API for `join`: `cluster-info` with a CA
+/// bundle of its choice, and `registrations`, recording every bearer token it receives
+/// and answering with a pending request.
+struct FakeHub {
+    url: String,
+    tokens: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    handle: axum_server::Handle<std::net::SocketAddr>,
+}
+
+impl FakeHub {
+    async fn start(bundle: String, serving: (String, String)) -> FakeHub {
+        use axum::routing::{get, post};
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let info = api::ClusterInfo {
+            server: url.clone(),
+            certificate_authority_data: bundle,
+            ca_hash: String::new(),
+        };
+        let seen = tokens.clone();
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/cluster-info",
+                get(move || {
+                    let info = info.clone();
+                    async move { axum::Json(info) }
+                }),
+            )
+            .route(
+                "/api/v1/registrations",
+                post(
+                    move |headers: axum::http::HeaderMap,
+                          axum::Json(req): axum::Json<api::RegistrationRequest>| {
+                        let seen = seen.clone();
+                        async move {
+                            let bearer = headers
+                                .get("authorization")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            seen.lock().unwrap().push(bearer);
+                            let reg = Registration {
+                                id: "fake-request".into(),
+                                cluster_name: req.cluster_name,
+                                public_key: req.public_key,
+                                public_key_hash: "sha256:00".into(),
+                                token_id: "fake".into(),
+                                created_at: chrono::Utc::now(),
+                                ..Default::default()
+                            };
+                            (axum::http::StatusCode::CREATED, axum::Json(reg))
+                        }
+                    },
+                ),
+            );
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            serving.0.into_bytes(),
+            serving.1.into_bytes(),
+        )
+        .await
+        .unwrap();
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, config)
+            .unwrap()
+            .handle(handle.clone());
+        tokio::spawn(server.serve(app.into_make_service()));
+        FakeHub {
+            url,
+            tokens,
+            handle,
+        }
+    }
+
+    fn tokens(&self) -> Vec<String> {
+        self.tokens.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+fn fake_join_args(hub: &FakeHub, token: &str, pins: &[&str], data_dir: &Path) -> Vec<String> {
+    let kubeconfig = MANAGED.get().unwrap().kubeconfig_path();
+    let mut args: Vec<String> = [
+        "join",
+        "--hub",
+        &hub.url,
+        "--token",
+        token,
+        "--cluster-name",
+        "pinned-1",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for pin in pins {
+        args.extend(["--ca-hash".to_string(), pin.to_string()]);
+    }
+    args
+}
+
+/// A man in the middle serves the real hub's CA first in its bundle, next to its own CA,
+/// and a serving certificate from its own CA. The pin matches the real CA; join used to
+/// trust the whole bundle then and hand the bootstrap token over.
+#[tokio::test]
+async fn a_man_in_the_middle_with_the_real_ca_in_its_bundle_gets_no_token() {
+    let _ = managed_cluster().await;
+    let real = Hub::start(&[]).await;
+    let real_ca = ClientConfig::load(&real.process.client_config_path())
+        .unwrap()
+        .ca_data
+        .unwrap();
+    let attacker = TestCa::new("attacker");
+    let mitm = FakeHub::start(
+        format!("{real_ca}{}", attacker.cert.pem()),
+        attacker.serving(),
+    )
+    .await;
+    let token = real.bootstrap_token(TokenRequest::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(&dir);
+    let refused = klusterlet(&strs(&fake_join_args(
+        &mitm,
+        &token,
+        &[&real.ca_hash],
+        &data,
+    )))
+    .await;
+    assert_eq!(refused.code, 4, "{refused:?}");
+    assert!(refused.stderr.contains(&real.ca_hash), "{refused:?}");
+    assert!(
+        mitm.tokens().is_empty(),
+        "the man in the middle received a bootstrap token: {:?}",
+        mitm.tokens()
+    );
+    assert!(
+        !data.join("agent.key").exists(),
+        "a key was made for an unverified hub"
+    );
+    assert_no_secrets("join's stderr", &refused.stderr, &token, &data);
+}
+
+/// During a CA rotation the hub's bundle holds the old and the new CA: join pins both
+/// with two `--ca-hash` flags and trusts exactly those; one that is not pinned is never
+/// trusted, even though the bundle carries it.
+#[tokio::test]
+async fn two_ca_hashes_pin_a_rotating_hub() {
+    let _ = managed_cluster().await;
+    let (old, new) = (TestCa::new("hub-ca-old"), TestCa::new("hub-ca-new"));
+    let bundle = format!("{}{}", old.cert.pem(), new.cert.pem());
+    let hub = FakeHub::start(bundle, new.serving()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(&dir);
+    let joined = klusterlet(&strs(&fake_join_args(
+        &hub,
+        "abcdef.0123456789abcdef",
+        &[&old.hash(), &new.hash()],
+        &data,
+    )))
+    .await;
+    assert_eq!(joined.code, 0, "{joined:?}");
+    assert_eq!(hub.tokens(), ["Bearer abcdef.0123456789abcdef"]);
+    let state = klusterlet::identity::JoinState::load(&data).unwrap();
+    let trusted: Vec<String> =
+        klusterlet::identity::bundle_certificates(&state.certificate_authority_data)
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .collect();
+    assert_eq!(trusted, [old.hash(), new.hash()], "exactly the pinned CAs");
+
+    // The same with the hashes in one comma-separated value, in the other order.
+    let other = tempfile::tempdir().unwrap();
+    let both = format!("{},{}", new.hash(), old.hash());
+    let joined = klusterlet(&strs(&fake_join_args(
+        &hub,
+        "abcdef.0123456789abcdef",
+        &[&both],
+        &data_dir(&other),
+    )))
+    .await;
+    assert_eq!(joined.code, 0, "{joined:?}");
+
+    // Pinning only the old CA: the new one signs the serving certificate, untrusted.
+    let third = tempfile::tempdir().unwrap();
+    let refused = klusterlet(&strs(&fake_join_args(
+        &hub,
+        "abcdef.0123456789abcdef",
+        &[&old.hash()],
+        &data_dir(&third),
+    )))
+    .await;
+    assert_eq!(refused.code, 4, "{refused:?}");
+    assert_eq!(
+        hub.tokens().len(),
+        2,
+        "no token sent to an unpinned CA's server"
+    );
+}

@@ -202,10 +202,11 @@ impl HubProcess {
         )?)?)
     }
 
-    /// Joins `cluster` as an operator would: an auto-accept bootstrap token, then
-    /// `klusterlet join --wait` (the `klusterlet` binary given) with this hub's CA pinned by
-    /// hash, the managed cluster's `kubeconfig`, `data_dir` for the agent's key and `labels`
-    /// (`k=v`). Fails with the join's stderr.
+    /// Joins `cluster` as an operator would: an auto-accept bootstrap token carrying
+    /// `labels` (`k=v`; an auto-accepted cluster gets its token's labels, never labels of
+    /// its own choosing), then `klusterlet join --wait` (the `klusterlet` binary given) with
+    /// this hub's CA pinned by hash, the managed cluster's `kubeconfig` and `data_dir` for
+    /// the agent's key. Fails with the join's stderr.
     pub async fn join_klusterlet(
         &self,
         klusterlet: &Path,
@@ -224,6 +225,11 @@ impl HubProcess {
             .client()?
             .create_token(&api::TokenRequest {
                 auto_accept: true,
+                labels: labels
+                    .iter()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             })
             .await?
@@ -246,9 +252,6 @@ impl HubProcess {
         .arg(data_dir)
         .args(["--wait", "--timeout", "60s"])
         .stdin(Stdio::null());
-        for l in labels {
-            cmd.args(["--label", l]);
-        }
         let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
             .await
             .context("klusterlet join hung")??;

@@ -49,6 +49,24 @@ impl AgentKey {
     fn assertion(&self, subject: &str) -> String {
         self.assertion_with(subject, 0, 120)
     }
+
+    /// A JWT with exactly these claims, signed by this key.
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            claims,
+            &EncodingKey::from_ec_pem(self.private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn jti() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 struct Fixture {
@@ -173,6 +191,11 @@ async fn full_handshake_and_agent_scope() {
         .await
         .unwrap();
     assert_eq!(reg.state, RegistrationState::Pending);
+    assert_eq!(
+        reg.requested_labels,
+        [("zone".to_string(), "a".to_string())].into(),
+        "what the agent chose itself is shown for the admin's decision"
+    );
 
     // The joining agent reads its own request with an assertion signed by its key, blocking.
     let mine = f
@@ -182,8 +205,12 @@ async fn full_handshake_and_agent_scope() {
         .get_registration(&reg.id, &ListOptions::default())
         .await
         .unwrap();
+    // Each assertion is good for one request: the blocking read signs a new one.
     let waiter = {
-        let (mine, id, index) = (mine.clone(), reg.id.clone(), first.index);
+        let mine = f
+            .admin
+            .with_token(Some(key.assertion(&format!("registration:{}", reg.id))));
+        let (id, index) = (reg.id.clone(), first.index);
         tokio::spawn(async move {
             mine.get_registration(
                 &id,
@@ -199,6 +226,10 @@ async fn full_handshake_and_agent_scope() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let accepted = f.admin.accept_registration(&reg.id).await.unwrap();
     assert_eq!(accepted.state, RegistrationState::Accepted);
+    assert!(
+        accepted.requested_labels.is_empty(),
+        "applied by the admin's accept"
+    );
     let seen = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .unwrap()
@@ -877,5 +908,308 @@ async fn forced_cluster_delete_removes_records_and_identity() {
         status(&agent.get_cluster("doomed").await.unwrap_err()),
         401,
         "the identity went with the cluster"
+    );
+}
+
+/// A revoked cluster used to be taken over by any new key holding an auto-accept token
+/// (accepted at once, reading the cluster's works and Secrets); and an auto-accepted
+/// agent chose its own labels, which decide selector-scoped tokens and placements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_accept_never_rebinds_a_name_nor_takes_the_agents_labels() {
+    let f = start(&[]).await;
+    let auto = f
+        .bootstrap(TokenRequest {
+            auto_accept: true,
+            labels: [("tier".to_string(), "edge".to_string())].into(),
+            ..Default::default()
+        })
+        .await;
+    let key = AgentKey::new();
+    let reg = f
+        .as_token(&auto)
+        .register(&RegistrationRequest {
+            labels: [
+                ("zone".to_string(), "a".to_string()),
+                ("tier".to_string(), "core".to_string()),
+            ]
+            .into(),
+            ..request("edge-r", &key)
+        })
+        .await
+        .unwrap();
+    assert_eq!(reg.state, RegistrationState::Accepted, "auto-accept");
+    assert_eq!(
+        reg.labels,
+        [("tier".to_string(), "edge".to_string())].into()
+    );
+    assert_eq!(
+        reg.requested_labels,
+        [("zone".to_string(), "a".to_string())].into(),
+        "asked for beyond the token's: recorded, not applied"
+    );
+    assert!(
+        reg.message
+            .contains(&format!("hub accept edge-r --request {}", reg.id)),
+        "{}",
+        reg.message
+    );
+    let labels = |c: ManagedCluster| c.metadata.labels;
+    let cluster = labels(f.admin.get_cluster("edge-r").await.unwrap().value);
+    assert_eq!(
+        cluster,
+        [("tier".to_string(), "edge".to_string())].into(),
+        "the token's labels only"
+    );
+
+    // An admin's explicit accept applies them.
+    let applied = f.admin.accept_registration(&reg.id).await.unwrap();
+    assert!(applied.requested_labels.is_empty());
+    assert_eq!(applied.labels.get("zone").map(String::as_str), Some("a"));
+    let cluster = labels(f.admin.get_cluster("edge-r").await.unwrap().value);
+    assert_eq!(cluster.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(cluster.get("tier").map(String::as_str), Some("edge"));
+
+    // Revoked: neither a new key nor the revoked one gets back in through the token.
+    f.admin.put_work(&work("edge-r", "w"), None).await.unwrap();
+    f.admin.revoke_cluster("edge-r").await.unwrap();
+    let intruder = AgentKey::new();
+    let takeover = f
+        .as_token(&auto)
+        .register(&request("edge-r", &intruder))
+        .await
+        .unwrap();
+    assert_eq!(takeover.state, RegistrationState::Pending, "{takeover:?}");
+    assert!(
+        takeover.message.contains("another key") && takeover.message.contains("revoked"),
+        "{}",
+        takeover.message
+    );
+    let e = f
+        .admin
+        .with_token(None)
+        .credentials("edge-r", &intruder.assertion("cluster:edge-r"))
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 401);
+    let again = f
+        .as_token(&auto)
+        .register(&request("edge-r", &key))
+        .await
+        .unwrap();
+    assert_eq!(again.state, RegistrationState::Pending);
+    assert!(again.message.contains("revoked"), "{}", again.message);
+    assert_eq!(
+        status(
+            &f.admin
+                .with_token(None)
+                .credentials("edge-r", &key.assertion("cluster:edge-r"))
+                .await
+                .unwrap_err()
+        ),
+        401
+    );
+    // Only an admin re-binds the name; then the new key works.
+    let rebound = f.admin.accept_registration(&takeover.id).await.unwrap();
+    assert_eq!(rebound.state, RegistrationState::Accepted);
+    let agent = f
+        .admin
+        .with_token(None)
+        .credentials("edge-r", &intruder.assertion("cluster:edge-r"))
+        .await
+        .unwrap();
+    let w = f
+        .as_token(&agent.access_token)
+        .get_work("edge-r", "w", &ListOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(w.value.metadata.name, "w");
+    // A deleted cluster frees its name for any key.
+    f.admin.delete_cluster("edge-r", true).await.unwrap();
+    let fresh = f
+        .as_token(&auto)
+        .register(&request("edge-r", &AgentKey::new()))
+        .await
+        .unwrap();
+    assert_eq!(fresh.state, RegistrationState::Accepted, "{fresh:?}");
+}
+
+/// Agent assertions (private_key_jwt): the hub's clock bounds `exp`, `nbf` is honoured,
+/// `iss` must be `sub`, a `jti` is required, and each assertion works once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assertions_are_bounded_by_the_hubs_clock_and_single_use() {
+    let f = start(&[]).await;
+    let key = AgentKey::new();
+    f.join("c1", &key, true).await;
+    let sub = "cluster:c1";
+    let credentials = |jwt: String| {
+        let client = f.admin.with_token(None);
+        async move { client.credentials("c1", &jwt).await }
+    };
+    let refused = [
+        (
+            "a future iat with exp = iat + 10 min",
+            json!({"iss": sub, "sub": sub, "aud": "fleethub", "iat": now() + 3000, "exp": now() + 3600, "jti": jti()}),
+        ),
+        (
+            "exp 15 min ahead",
+            json!({"iss": sub, "sub": sub, "aud": "fleethub", "iat": now() + 300, "exp": now() + 900, "jti": jti()}),
+        ),
+        (
+            "nbf in 5 min",
+            json!({"iss": sub, "sub": sub, "aud": "fleethub", "iat": now(), "nbf": now() + 300, "exp": now() + 590, "jti": jti()}),
+        ),
+        (
+            "iss differs from sub",
+            json!({"iss": "cluster:other", "sub": sub, "aud": "fleethub", "iat": now(), "exp": now() + 60, "jti": jti()}),
+        ),
+        (
+            "no jti",
+            json!({"iss": sub, "sub": sub, "aud": "fleethub", "iat": now(), "exp": now() + 60}),
+        ),
+    ];
+    for (what, claims) in refused {
+        let e = credentials(key.sign(&claims)).await.unwrap_err();
+        assert_eq!(status(&e), 401, "{what}: {e}");
+    }
+    // The leeway forgives a little clock skew.
+    let skewed = json!({"iss": sub, "sub": sub, "aud": "fleethub", "iat": now() + 10, "exp": now() + 610, "jti": jti()});
+    credentials(key.sign(&skewed)).await.unwrap();
+
+    let once = key.assertion(sub);
+    credentials(once.clone()).await.unwrap();
+    let e = credentials(once).await.unwrap_err();
+    assert_eq!(status(&e), 401, "a replayed assertion: {e}");
+    assert!(e.to_string().contains("used before"), "{e}");
+
+    // The same for a joining agent reading its request.
+    let other = AgentKey::new();
+    let plain = f.bootstrap(TokenRequest::default()).await;
+    let reg = f
+        .as_token(&plain)
+        .register(&request("c2", &other))
+        .await
+        .unwrap();
+    let mine = f
+        .admin
+        .with_token(Some(other.assertion(&format!("registration:{}", reg.id))));
+    mine.get_registration(&reg.id, &ListOptions::default())
+        .await
+        .unwrap();
+    let e = mine
+        .get_registration(&reg.id, &ListOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 401, "a replayed registrant assertion: {e}");
+}
+
+/// Hubs sharing a Postgres share the spent assertion ids; and ids from requests that no
+/// stored id can have (a NUL byte in a JWT's `sub`, a token id or a path) are 401/404, not
+/// a database error (503 and an ERROR in the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hubs_refuse_replays_and_unusable_ids() {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--admin-token",
+        "shared-admin",
+    ];
+    let (a, b) = (start(&args).await, start(&args).await);
+    let key = AgentKey::new();
+    a.join_token("pg-1", &key, true).await;
+    let once = key.assertion("cluster:pg-1");
+    a.admin
+        .with_token(None)
+        .credentials("pg-1", &once)
+        .await
+        .unwrap();
+    let e = b
+        .admin
+        .with_token(None)
+        .credentials("pg-1", &once)
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 401, "replayed on another hub: {e}");
+
+    let nul_sub = format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"ES256","typ":"JWT"}"#),
+        b64(&json!({"iss": "registration:x\u{0}y", "sub": "registration:x\u{0}y", "aud": "fleethub", "iat": now(), "exp": now() + 60, "jti": jti()}).to_string())
+    );
+    let e = a
+        .as_token(&nul_sub)
+        .get_registration("x", &ListOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 401, "{e}");
+    let signed_nul = key.sign(&json!({"iss": "cluster:pg-1", "sub": "cluster:pg-1", "aud": "fleethub", "iat": now(), "exp": now() + 60, "jti": "a\u{0}b"}));
+    let e = a
+        .admin
+        .with_token(None)
+        .credentials("pg-1", &signed_nul)
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 401, "a NUL in the jti: {e}");
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/registrations/x%00y"),
+        (reqwest::Method::POST, "/api/v1/registrations/x%00y/accept"),
+        (reqwest::Method::POST, "/api/v1/registrations/x%00y/deny"),
+        (reqwest::Method::DELETE, "/api/v1/tokens/x%00y"),
+        (reqwest::Method::GET, "/api/v1/clusters/x%00y"),
+        (reqwest::Method::POST, "/api/v1/clusters/x%00y/revoke"),
+    ] {
+        let r = a.admin.request(method.clone(), path).send().await.unwrap();
+        let code = r.status().as_u16();
+        assert!(
+            code == 404 || code == 422 || code == 400,
+            "{method} {path}: {code} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let r = a
+        .admin
+        .with_token(None)
+        .request(reqwest::Method::POST, "/api/v1/clusters/x%00y/credentials")
+        .json(&json!({"assertion": key.assertion("cluster:pg-1")}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    for hub in [&a, &b] {
+        let log = hub.hub.log_text();
+        assert!(
+            !log.contains("ERROR"),
+            "a bad id reached the database:\n{log}"
+        );
+    }
+}
+
+/// A refused `ID.SECRET` token must not tell whether its id exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_token_ids_and_wrong_secrets_read_the_same() {
+    let f = start(&[]).await;
+    let token = f.bootstrap(TokenRequest::default()).await;
+    let (id, _) = token.split_once('.').unwrap();
+    let mut bodies = Vec::new();
+    for bad in [
+        format!("{id}.0000"),
+        "deadbeef.0000".to_string(),
+        "x%y.0000".to_string(),
+    ] {
+        let e = f
+            .as_token(&bad)
+            .register(&request("same-1", &AgentKey::new()))
+            .await
+            .unwrap_err();
+        let api::ClientError::Api { status, body } = e else {
+            panic!("{bad}: {e}")
+        };
+        assert_eq!(status.as_u16(), 401);
+        bodies.push((body.code, body.message));
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "the answers differ: {bodies:?}"
     );
 }

@@ -951,6 +951,113 @@ async fn secret_placeholders_are_shared_by_the_hubs_of_a_database(f: Fixture) {
     assert_ne!(elsewhere.hub.placeholder_key().placeholder(&value), mine);
 }
 
+/// An agent's assertion id is spent once: a second use is refused (also when two uses race,
+/// as two hubs on one Postgres would), another issuer's same id is its own, and expired
+/// ids are purged so the table does not grow, after which the id counts as new.
+async fn assertion_ids_are_single_use_until_purged(f: Fixture) {
+    let store = f.hub.store();
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        store
+            .use_assertion_id("cluster:a", "j1", now + 300, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_assertion_id("cluster:a", "j1", now + 300, now)
+            .await
+            .unwrap(),
+        "a replay"
+    );
+    assert!(
+        store
+            .use_assertion_id("cluster:b", "j1", now + 300, now)
+            .await
+            .unwrap(),
+        "ids are per issuer"
+    );
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .use_assertion_id("cluster:a", "race", now + 300, now)
+                    .await
+            })
+        })
+        .collect();
+    let mut firsts = 0;
+    for r in racers {
+        firsts += usize::from(r.await.unwrap().unwrap());
+    }
+    assert_eq!(firsts, 1, "exactly one of racing uses wins");
+
+    // An id kept until `now - 1` has expired: purged, and new again afterwards.
+    assert!(
+        store
+            .use_assertion_id("cluster:a", "old", now - 1, now - 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_assertion_id("cluster:a", "old-2", now - 1, now - 100)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.purge_assertion_ids(now).await.unwrap(), 2);
+    assert_eq!(store.purge_assertion_ids(now).await.unwrap(), 0);
+    assert!(
+        !store
+            .use_assertion_id("cluster:a", "j1", now + 300, now)
+            .await
+            .unwrap(),
+        "live ids stay"
+    );
+    assert!(
+        store
+            .use_assertion_id("cluster:a", "old", now + 300, now)
+            .await
+            .unwrap()
+    );
+    // Not purged yet but expired: counts as new too (the assertion's own expiry refused it).
+    assert!(
+        store
+            .use_assertion_id("cluster:a", "stale", now - 1, now - 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_assertion_id("cluster:a", "stale", now + 300, now)
+            .await
+            .unwrap()
+    );
+}
+
+/// Ids from requests (a registration's, a token's) that no stored id can have are "not
+/// found" before any query: a NUL byte used to make Postgres fail (503 and an ERROR log).
+async fn unusable_ids_are_not_found(f: Fixture) {
+    for id in ["a\0b", "\0", "", &"x".repeat(10_000), "bad id"] {
+        assert!(
+            f.hub.get_registration(id, None).await.unwrap().0.is_none(),
+            "{id:?}"
+        );
+        assert!(
+            matches!(
+                f.hub.decide_registration(id, true).await,
+                Err(Error::NotFound(_))
+            ),
+            "{id:?}"
+        );
+        assert!(
+            matches!(f.hub.revoke_token(id).await, Err(Error::NotFound(_))),
+            "{id:?}"
+        );
+    }
+}
+
 macro_rules! contract {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -968,9 +1075,11 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
-    lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database);
+    lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
+    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
-    lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database);
+    lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
+    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found);

@@ -5,6 +5,8 @@ use api::{
     Claim, Condition, ManagedCluster, Registration, RegistrationRequest, RegistrationState, Token,
     TokenKind, TokenRequest, Verb, claims,
 };
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -12,7 +14,7 @@ use super::clusters::set_condition;
 use super::error::{Error, Result};
 use super::works::{check_labels, validate_cluster_name};
 use super::writer::{Batch, Outcome};
-use crate::auth::{check_public_key, pem_hash, random_hex, token_hash};
+use crate::auth::{check_public_key, is_safe_id, pem_hash, random_hex, token_hash};
 use crate::store::{Agent, StoredToken};
 
 /// The taint a cluster gets while its lease has expired.
@@ -172,12 +174,20 @@ pub fn new_registration(
     if !errs.is_empty() {
         return Err(Error::invalid_fields(errs));
     }
+    // The token's labels win over the same keys asked for; the rest wait for an admin.
+    let requested_labels: BTreeMap<String, String> = req
+        .labels
+        .iter()
+        .filter(|(k, _)| !token.labels.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut labels = req.labels.clone();
     labels.extend(token.labels.clone());
     Ok(Registration {
         id: uuid::Uuid::new_v4().to_string(),
         cluster_name: req.cluster_name.clone(),
         labels,
+        requested_labels,
         claims: req.claims.clone(),
         public_key: req.public_key.trim().to_string() + "\n",
         public_key_hash: pem_hash(&req.public_key),
@@ -197,31 +207,55 @@ async fn write_registration(batch: &mut Batch<'_>, mut reg: Registration) -> Res
     Ok(reg)
 }
 
-/// Stores a new join request; with `auto_accept` it is accepted at once unless another
-/// agent owns the name (then it waits for an admin: never a silent takeover).
+/// Why a join request for this name may not be accepted without an admin, if so: a name
+/// whose agent was ever accepted stays bound to that agent's key, revoked or not, until an
+/// admin deletes the cluster or accepts another key; and a revoked agent comes back only
+/// through an admin.
+fn auto_accept_refused(owner: Option<&Agent>, reg: &Registration) -> Option<String> {
+    let owner = owner?;
+    let name = &reg.cluster_name;
+    let how = format!(
+        "an admin must accept this request (hub accept {name} --request {})",
+        reg.id
+    );
+    if owner.public_key.trim() != reg.public_key.trim() {
+        let revoked = if owner.revoked { " (revoked)" } else { "" };
+        Some(format!(
+            "cluster {name:?} already has an agent with another key{revoked}; the name stays bound to that key until an admin deletes the cluster, or {how} to replace it"
+        ))
+    } else if owner.revoked {
+        Some(format!(
+            "the agent of cluster {name:?} was revoked; a bootstrap token does not undo that: {how}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Stores a new join request; with `auto_accept` it is accepted at once unless the name is
+/// bound to another key or its agent was revoked (then it waits for an admin, with the
+/// reason in its message: never a silent takeover). An auto-accepted cluster gets the
+/// token's labels only; those asked for beyond them stay in `requestedLabels` for an admin.
 pub(crate) async fn create(
     batch: &mut Batch<'_>,
     reg: &Registration,
     auto_accept: bool,
 ) -> Result<Outcome> {
     let owner = batch.tx.get_agent(&reg.cluster_name).await?;
-    let taken = owner
-        .as_ref()
-        .is_some_and(|a| !a.revoked && a.public_key.trim() != reg.public_key.trim());
+    let refused = auto_accept_refused(owner.as_ref(), reg);
     let mut reg = reg.clone();
-    if taken {
-        reg.message = format!(
-            "cluster {:?} already has an agent with another key; an admin must accept this request (hub accept {} --request {}) to replace it",
-            reg.cluster_name, reg.cluster_name, reg.id
-        );
+    if let Some(why) = &refused {
+        reg.message = why.clone();
     }
-    if auto_accept && !taken {
+    if auto_accept && refused.is_none() {
         let cluster = batch.tx.get_cluster(&reg.cluster_name).await?;
         if cluster
             .as_ref()
             .is_none_or(|c| c.metadata.deletion_timestamp.is_none())
         {
-            return accept_in(batch, reg).await;
+            let requested = reg.requested_labels.clone();
+            reg.labels.retain(|k, _| !requested.contains_key(k));
+            return accept_in(batch, reg, Acceptance::Auto).await;
         }
     }
     let reg = write_registration(batch, reg).await?;
@@ -236,6 +270,9 @@ pub(crate) async fn decide(batch: &mut Batch<'_>, id: &str, accept: bool) -> Res
         .await?
         .ok_or_else(|| Error::NotFound(format!("registration {id:?} not found")))?;
     match (old.state, accept) {
+        (RegistrationState::Accepted, true) if !old.requested_labels.is_empty() => {
+            return apply_requested_labels(batch, old).await;
+        }
         (RegistrationState::Accepted, true) | (RegistrationState::Denied, false) => {
             return Ok(Outcome::Registration(Box::new(old)));
         }
@@ -247,7 +284,7 @@ pub(crate) async fn decide(batch: &mut Batch<'_>, id: &str, accept: bool) -> Res
         }
     }
     if accept {
-        return accept_in(batch, old.clone()).await;
+        return accept_in(batch, old.clone(), Acceptance::Admin).await;
     }
     let mut reg = old.clone();
     reg.state = RegistrationState::Denied;
@@ -257,7 +294,54 @@ pub(crate) async fn decide(batch: &mut Batch<'_>, id: &str, accept: bool) -> Res
     Ok(Outcome::Registration(Box::new(reg)))
 }
 
-async fn accept_in(batch: &mut Batch<'_>, mut reg: Registration) -> Result<Outcome> {
+/// Who accepts a join request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acceptance {
+    /// An admin: the labels asked for are applied too.
+    Admin,
+    /// An auto-accept bootstrap token: only the token's labels.
+    Auto,
+}
+
+/// An admin accepts an auto-accepted request again: the labels its agent asked for beyond
+/// the token's are applied now, while that agent is still the cluster's.
+async fn apply_requested_labels(batch: &mut Batch<'_>, mut reg: Registration) -> Result<Outcome> {
+    let name = reg.cluster_name.clone();
+    let current = batch.tx.get_agent(&name).await?;
+    let old = batch.tx.get_cluster(&name).await?;
+    let (Some(old), true) = (
+        old,
+        current.is_some_and(|a| a.registration_id == reg.id && !a.revoked),
+    ) else {
+        return Err(Error::Conflict(format!(
+            "registration {} no longer holds cluster {name:?}: its requested labels are not applied (`hub label` sets labels)",
+            reg.id
+        )));
+    };
+    if old.metadata.deletion_timestamp.is_some() {
+        return Err(Error::Deleting(format!(
+            "cluster {name:?} is being deleted"
+        )));
+    }
+    let mut cluster = old.clone();
+    cluster.metadata.labels.extend(reg.requested_labels.clone());
+    if cluster != old {
+        cluster.metadata.resource_version = Some(batch.next_index().to_string());
+        batch.tx.put_cluster(&cluster, batch.next_index()).await?;
+        batch.record_cluster(&name, Some(&old), Some(&cluster));
+    }
+    reg.labels.append(&mut reg.requested_labels);
+    reg.message =
+        format!("accepted: cluster {name:?} joined; an admin applied the labels it asked for");
+    let reg = write_registration(batch, reg).await?;
+    Ok(Outcome::Registration(Box::new(reg)))
+}
+
+async fn accept_in(
+    batch: &mut Batch<'_>,
+    mut reg: Registration,
+    by: Acceptance,
+) -> Result<Outcome> {
     let name = reg.cluster_name.clone();
     let old = batch.tx.get_cluster(&name).await?;
     if old
@@ -327,6 +411,22 @@ async fn accept_in(batch: &mut Batch<'_>, mut reg: Registration) -> Result<Outco
         .await?;
     reg.state = RegistrationState::Accepted;
     reg.message = format!("accepted: cluster {name:?} joined");
+    match by {
+        Acceptance::Admin => reg.requested_labels.clear(),
+        Acceptance::Auto if !reg.requested_labels.is_empty() => {
+            let asked: Vec<String> = reg
+                .requested_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            reg.message = format!(
+                "accepted by the bootstrap token with its labels only: cluster {name:?} joined; the labels asked for beyond them ({}) wait for an admin: hub accept {name} --request {}",
+                asked.join(", "),
+                reg.id
+            );
+        }
+        Acceptance::Auto => {}
+    }
     reg.decided_at = Some(now);
     let reg = write_registration(batch, reg).await?;
     Ok(Outcome::Registration(Box::new(reg)))
@@ -535,7 +635,7 @@ impl super::Hub {
 
     /// Revokes a token at once.
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
-        if self.store.delete_token(id).await? {
+        if is_safe_id(id) && self.store.delete_token(id).await? {
             Ok(())
         } else {
             Err(Error::NotFound(format!("token {id:?} not found")))
@@ -570,6 +670,9 @@ impl super::Hub {
 
     /// Accepts (`true`) or denies a join request.
     pub async fn decide_registration(&self, id: &str, accept: bool) -> Result<Registration> {
+        if !is_safe_id(id) {
+            return Err(Error::NotFound(format!("registration {id:?} not found")));
+        }
         self.expect_registration(super::writer::Op::DecideRegistration {
             id: id.into(),
             accept,
@@ -583,6 +686,9 @@ impl super::Hub {
         id: &str,
         block: Option<super::Block>,
     ) -> Result<(Option<Registration>, u64)> {
+        if !is_safe_id(id) {
+            return Ok((None, self.index()));
+        }
         if let Some(b) = block {
             let id = id.to_string();
             let filter: super::feed::ChangeFilter = Box::new(move |c: &crate::store::Change| {
@@ -647,7 +753,8 @@ impl super::Hub {
                 "the agent of cluster {cluster:?} was revoked; join again"
             )));
         }
-        crate::auth::verify_assertion(&agent.public_key, assertion, &format!("cluster:{cluster}"))?;
+        auth.verify_assertion(&agent.public_key, assertion, &format!("cluster:{cluster}"))
+            .await?;
         let (access_token, expires_at) = auth.issue_access_token(cluster, agent.generation)?;
         Ok(api::AccessToken {
             access_token,

@@ -244,6 +244,19 @@ pub trait Store: Send + Sync + 'static {
         target_prefix: Option<&str>,
         limit: u32,
     ) -> Result<Vec<api::AuditEntry>, StoreError>;
+    /// Spends an assertion id (`jti`) of `issuer`, kept until `expires_at` (Unix seconds);
+    /// whether this was its first use. An id whose row expired before `now` counts as new
+    /// (the assertion it came in is refused as expired anyway). One statement, so two hubs
+    /// cannot both accept the same assertion.
+    async fn use_assertion_id(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Forgets the assertion ids that expired before `now`; how many.
+    async fn purge_assertion_ids(&self, now: i64) -> Result<u64, StoreError>;
     /// Indexes committed by any hub on this database, pushed by the database
     /// (`LISTEN/NOTIFY` on Postgres); `None` where only one hub can write (SQLite).
     async fn listen(&self) -> Result<Option<IndexStream>, StoreError>;

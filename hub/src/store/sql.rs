@@ -666,6 +666,35 @@ macro_rules! sql_store {
                     .collect())
             }
 
+            async fn use_assertion_id(
+                &self,
+                issuer: &str,
+                jti: &str,
+                expires_at: i64,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query(
+                    "INSERT INTO assertion_ids (issuer, jti, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE assertion_ids.expires_at < $4",
+                )
+                .bind(issuer)
+                .bind(jti)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn purge_assertion_ids(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM assertion_ids WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
             async fn listen(
                 &self,
             ) -> Result<Option<$crate::store::IndexStream>, $crate::store::StoreError> {
