@@ -380,8 +380,9 @@ async fn http2_clients_read_the_404_and_413_of_a_body_the_hub_does_not_read() {
     }
 }
 
-/// Twenty small sequential writes over one connection: with Nagle's algorithm on the
-/// hub's socket and the client's delayed ACK, about half took 40 ms more.
+/// Small sequential requests over one connection: with Nagle's algorithm on the hub's
+/// socket, a response written in two pieces waited for the client's delayed ACK, and some
+/// round trips took 40 ms more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_round_trips_do_not_wait_for_delayed_acks() {
     init();
@@ -392,33 +393,36 @@ async fn small_round_trips_do_not_wait_for_delayed_acks() {
         .put_cluster(&ManagedCluster::new("c1", Default::default()))
         .await
         .unwrap();
-    for (name, client) in [
-        ("HTTP/2", client),
-        (
-            "HTTP/1.1",
-            HubClient::new_http1(&ClientConfig::load(&hub.client_config_path()).unwrap()).unwrap(),
-        ),
-    ] {
-        // Warm up the connection and the database.
+    let http1 =
+        HubClient::new_http1(&ClientConfig::load(&hub.client_config_path()).unwrap()).unwrap();
+    for (name, client) in [("HTTP/2", client), ("HTTP/1.1", http1)] {
         client.put_work(&work("c1", "warm"), None).await.unwrap();
-        let mut times = Vec::new();
-        for i in 0..20 {
+        let mut puts = Vec::new();
+        let mut gets = Vec::new();
+        for i in 0..40 {
             let started = Instant::now();
             client
                 .put_work(&work("c1", &format!("w{i}")), None)
                 .await
                 .unwrap();
-            times.push(started.elapsed());
+            puts.push(started.elapsed().as_secs_f64() * 1000.0);
+            let started = Instant::now();
+            client
+                .get_work("c1", "warm", &ListOptions::default())
+                .await
+                .unwrap();
+            gets.push(started.elapsed().as_secs_f64() * 1000.0);
         }
-        times.sort();
-        let p50 = times[times.len() / 2];
-        println!(
-            "{name}: 20 sequential PUTs, p50 {p50:?}, max {:?}",
-            times[19]
-        );
+        puts.sort_by(f64::total_cmp);
+        gets.sort_by(f64::total_cmp);
+        println!("{name} PUT ms: {puts:.1?}");
+        println!("{name} GET ms: {gets:.1?}");
+        // With Nagle about one PUT in five took 40-55 ms (measured: 8 of 40 over HTTP/2);
+        // without, none over 25 ms. A few slow ones are allowed for a busy machine.
+        let slow = puts.iter().chain(&gets).filter(|ms| **ms >= 38.0).count();
         assert!(
-            p50 < Duration::from_millis(30),
-            "{name}: p50 of small PUTs is {p50:?}: the 40 ms delayed-ACK step (times {times:?})"
+            slow <= 3,
+            "{name}: {slow} of 80 small requests took 38 ms or more (the delayed-ACK step): PUT {puts:.1?} GET {gets:.1?}"
         );
     }
 }
