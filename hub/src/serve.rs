@@ -90,7 +90,14 @@ impl FdBudget {
     /// Raises the soft open-file limit to the hard one (as Go's runtime does: the soft
     /// default of 1024 is far below the 10,000 agents a hub serves), then derives the cap.
     pub fn from_process() -> std::io::Result<FdBudget> {
-        let fd_limit = rlimit::increase_nofile_limit(rlimit::INFINITY)?;
+        let fd_limit = match rlimit::increase_nofile_limit(rlimit::INFINITY) {
+            Ok(raised) => raised,
+            Err(e) => {
+                // Not fatal: serve within the soft limit as it is.
+                tracing::warn!(error = %e, "could not raise the open-file limit");
+                rlimit::getrlimit(rlimit::Resource::NOFILE)?.0
+            }
+        };
         Ok(FdBudget::for_limit(fd_limit))
     }
 
