@@ -185,6 +185,9 @@ impl HubClient {
             .map_err(|e| ClientError::Config(format!("server {:?}: {e}", config.server)))?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // reqwest's default too, but a small write must never wait for the hub's
+            // delayed ACK (~40 ms): say so rather than rely on a default.
+            .tcp_nodelay(true)
             .pool_max_idle_per_host(64)
             .user_agent(concat!("fleethub/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.ca_data {
@@ -482,6 +485,7 @@ impl HubClient {
             .map_err(|e| ClientError::Config(format!("server {server:?}: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
             .timeout(Duration::from_secs(30))
             .tls_danger_accept_invalid_certs(true)
             .build()

@@ -28,10 +28,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Host name or IP address clients and agents use to reach this hub; goes into the
-    /// serving certificate and the client config [default: the listen address, or
-    /// 127.0.0.1 when listening on all interfaces].
-    #[arg(long, env = "HUB_ADVERTISE_ADDRESS")]
-    pub advertise_address: Option<String>,
+    /// serving certificate, and the first one into the URL of the client config and join
+    /// commands. Repeat it (or separate with commas) for more names [default: the listen
+    /// address, or 127.0.0.1 when listening on all interfaces, with a warning].
+    #[arg(long, env = "HUB_ADVERTISE_ADDRESS", value_delimiter = ',')]
+    pub advertise_address: Vec<String>,
     /// PEM certificate chain to serve instead of the hub's own CA-signed one.
     #[arg(long, env = "HUB_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -76,6 +77,19 @@ pub struct ServeArgs {
     /// How long in-flight requests may run after SIGTERM/SIGINT (e.g. 30s).
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "30s", value_parser = api::parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// Most connections served at once; beyond it a new connection replaces the one idle
+    /// the longest, or is closed [default and maximum: the open-file limit minus 128 kept
+    /// for the database and files; the hub raises its soft limit to the hard one first].
+    #[arg(long, env = "HUB_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Time a client has for the TLS handshake and for each request header; an HTTP/1
+    /// connection that sends nothing for this long is closed too.
+    #[arg(long, env = "HUB_HEADER_TIMEOUT", default_value = "10s", value_parser = api::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// A connection with no request in flight for this long is closed (agents keep a
+    /// blocking query in flight, so theirs stay open).
+    #[arg(long, env = "HUB_IDLE_TIMEOUT", default_value = "90s", value_parser = api::parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Whether `--admin-token` itself is among these command-line arguments (not the

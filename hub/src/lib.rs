@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod serve;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -1,18 +1,17 @@
 //! `hub serve`: open the store, set up TLS and credentials, serve until a signal.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use api::ClientConfig;
-use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
 
 use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::http::{AppState, ClusterInfo, router};
+use crate::serve::{FdBudget, Limits, Server};
 use crate::service::{Hub, HubSettings};
 use crate::tls::{self, CaBundle};
 
@@ -22,16 +21,14 @@ pub struct Running {
     pub url: String,
     /// Where the client config was written.
     pub client_config: PathBuf,
-    handle: Handle<std::net::SocketAddr>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: Server,
     hub: Arc<Hub>,
 }
 
 impl Running {
     /// Stops accepting connections and lets in-flight requests finish within `grace`.
     pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
-        self.handle.graceful_shutdown(Some(grace));
-        self.task.await.context("server task")?.context("server")?;
+        self.server.shutdown(grace).await;
         // Heartbeats received since the last flush, so a restart does not lose them.
         if let Err(e) = self.hub.flush_leases().await {
             tracing::warn!(error = %e, "writing the last lease renewals failed");
@@ -69,12 +66,24 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         signing_key_max_age,
         log_format: _,
         shutdown_grace: _,
+        max_connections,
+        header_timeout,
+        idle_timeout,
     } = args;
     let admin_token = match (admin_token, admin_token_file) {
         (Some(token), _) => Some(token),
         (None, Some(path)) => Some(crate::config::read_admin_token_file(&path)?),
         (None, None) => None,
     };
+    if header_timeout.is_zero() || idle_timeout.is_zero() {
+        bail!("--header-timeout and --idle-timeout must be longer than zero");
+    }
+    let limits = connection_limits(
+        max_connections,
+        header_timeout,
+        idle_timeout,
+        max_work_bytes,
+    )?;
     let data_dir = data_dir.unwrap_or_else(api::config::default_hub_data_dir);
     create_private_dir(&data_dir)?;
     let database_url =
@@ -99,20 +108,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let auth = auth.with_cluster_cache(hub.cluster_cache());
 
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
-    listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    let host = advertise_address.unwrap_or_else(|| {
-        if listen.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            listen.ip().to_string()
-        }
-    });
-    let url = if host.contains(':') {
-        format!("https://[{host}]:{port}")
-    } else {
-        format!("https://{host}:{port}")
-    };
+    let Advertised {
+        url,
+        hosts,
+        warning,
+    } = advertised(listen, port, &advertise_address);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
 
     let (chain_pem, key_pem, ca_pem) = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => {
@@ -127,15 +131,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             let ca = CaBundle::load_or_create(&*store)
                 .await
                 .context("loading the hub CA")?;
-            let mut hosts = vec![
-                host.clone(),
-                "127.0.0.1".into(),
-                "localhost".into(),
-                "::1".into(),
-            ];
-            if !listen.ip().is_unspecified() {
-                hosts.push(listen.ip().to_string());
-            }
             let serving = ca
                 .issue_serving_cert(&hosts)
                 .context("issuing the serving certificate")?;
@@ -143,9 +138,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         }
     };
     let ca_hash = tls::ca_hash(&ca_pem).context("hashing the CA certificate")?;
-    let rustls = RustlsConfig::from_pem(chain_pem.into_bytes(), key_pem.into_bytes())
-        .await
-        .context("loading the TLS certificate and key")?;
+    let rustls = server_tls(&chain_pem, &key_pem).context("loading the TLS certificate and key")?;
 
     let client_config = data_dir.join("client.yaml");
     write_client_config(&client_config, &url, &ca_pem, known_token, &auth)?;
@@ -166,14 +159,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         max_body_bytes: max_work_bytes,
     };
     let app = router(state);
-    let handle = Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, rustls)?.handle(handle.clone());
-    let task = tokio::spawn(async move {
-        server
-            .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .await
-    });
-    tracing::info!(%url, client_config = %client_config.display(), "hub listening");
+    let server = Server::start(listener, rustls, app, limits).context("serving")?;
+    tracing::info!(%url, client_config = %client_config.display(), max_connections = limits.max_connections, "hub listening");
     println!("hub listening on {url}");
     println!(
         "client config written to {} (the hub CLI reads it with no flags)",
@@ -182,10 +169,116 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     Ok(Running {
         url,
         client_config,
-        handle,
-        task,
+        server,
         hub,
     })
+}
+
+/// The connection cap from the open-file limit (raised to the hard limit first), or the
+/// one configured if it fits under it.
+fn connection_limits(
+    configured: Option<u32>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_body_bytes: usize,
+) -> anyhow::Result<Limits> {
+    let budget = FdBudget::from_process().context("reading the open-file limit")?;
+    let max_connections = match configured.map(|c| c as usize) {
+        Some(c) if c > budget.max_connections => {
+            tracing::warn!(
+                configured = c,
+                fd_limit = budget.fd_limit,
+                max_connections = budget.max_connections,
+                "--max-connections is above what the open-file limit allows; using the lower cap (raise `ulimit -n` / LimitNOFILE)"
+            );
+            budget.max_connections
+        }
+        Some(c) => c,
+        None => budget.max_connections,
+    };
+    Ok(Limits {
+        max_connections,
+        header_timeout,
+        idle_timeout,
+        max_body_bytes,
+    })
+}
+
+/// Where clients reach the hub.
+#[derive(Debug, PartialEq)]
+struct Advertised {
+    /// The URL of the client config and join commands (first advertised host).
+    url: String,
+    /// The names and addresses the hub's own serving certificate is for.
+    hosts: Vec<String>,
+    /// What to tell the operator when the hub is reachable from elsewhere but named only
+    /// for this machine.
+    warning: Option<String>,
+}
+
+fn advertised(listen: SocketAddr, port: u16, advertise: &[String]) -> Advertised {
+    let given: Vec<String> = advertise
+        .iter()
+        .map(|h| {
+            h.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut warning = None;
+    let host = match given.first() {
+        Some(h) => h.clone(),
+        None if listen.ip().is_unspecified() => {
+            warning = Some(format!(
+                "listening on all interfaces ({listen}) but no --advertise-address is set: the \
+                 serving certificate, the client config and join commands name only 127.0.0.1 \
+                 and localhost, so agents and clients on other machines cannot reach or verify \
+                 this hub. Set --advertise-address (or HUB_ADVERTISE_ADDRESS, comma-separated) \
+                 to the host names and IP addresses they use; the first one goes into the URL"
+            ));
+            "127.0.0.1".to_string()
+        }
+        None => listen.ip().to_string(),
+    };
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
+    let mut hosts = given;
+    hosts.extend(["127.0.0.1", "localhost", "::1"].map(String::from));
+    hosts.push(host);
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.ip().to_string());
+    }
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| seen.insert(h.clone()));
+    Advertised {
+        url,
+        hosts,
+        warning,
+    }
+}
+
+/// The rustls server config for a PEM chain and key, offering HTTP/2 and HTTP/1.1.
+fn server_tls(chain_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the certificate chain")?;
+    if chain.is_empty() {
+        bail!("the certificate file holds no certificate");
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("reading the key")?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the key does not fit the certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Writes `client.yaml` with the admin token when this process knows it: given, generated
@@ -308,7 +401,7 @@ async fn shutdown_signal() {
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+mod data_dir_tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -346,5 +439,87 @@ mod tests {
         let file = root.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(create_private_dir(&file).is_err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn listening_everywhere_without_an_advertised_address_warns() {
+        let a = advertised(addr("0.0.0.0:8443"), 8443, &[]);
+        assert_eq!(a.url, "https://127.0.0.1:8443");
+        let warning = a.warning.expect("a warning");
+        assert!(warning.contains("--advertise-address"), "{warning}");
+        assert!(warning.contains("HUB_ADVERTISE_ADDRESS"), "{warning}");
+        let a = advertised(addr("[::]:8443"), 8443, &[]);
+        assert!(a.warning.is_some());
+    }
+
+    #[test]
+    fn no_warning_when_advertised_or_listening_on_one_address() {
+        assert_eq!(advertised(addr("127.0.0.1:8443"), 8443, &[]).warning, None);
+        assert_eq!(
+            advertised(addr("10.0.0.5:8443"), 8443, &[]).url,
+            "https://10.0.0.5:8443"
+        );
+        let a = advertised(addr("0.0.0.0:8443"), 8443, &["hub.example.com".into()]);
+        assert_eq!(a.warning, None);
+        assert_eq!(a.url, "https://hub.example.com:8443");
+    }
+
+    #[test]
+    fn every_advertised_address_goes_into_the_certificate_the_first_into_the_url() {
+        let a = advertised(
+            addr("0.0.0.0:8443"),
+            8443,
+            &[
+                "hub.example.com".into(),
+                " 10.0.0.5".into(),
+                "".into(),
+                "[fd00::1]".into(),
+            ],
+        );
+        assert_eq!(a.url, "https://hub.example.com:8443");
+        assert_eq!(
+            a.hosts,
+            [
+                "hub.example.com",
+                "10.0.0.5",
+                "fd00::1",
+                "127.0.0.1",
+                "localhost",
+                "::1"
+            ]
+        );
+        let a = advertised(addr("0.0.0.0:8443"), 8443, &["fd00::1".into()]);
+        assert_eq!(a.url, "https://[fd00::1]:8443");
+    }
+
+    #[test]
+    fn advertise_address_takes_several_values_and_comma_lists() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "hub",
+            "--advertise-address",
+            "a.example.com",
+            "--advertise-address",
+            "b.example.com,10.0.0.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.advertise_address,
+            ["a.example.com", "b.example.com", "10.0.0.5"]
+        );
     }
 }

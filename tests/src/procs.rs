@@ -103,6 +103,8 @@ pub struct HubProcess {
     /// The arguments it was started with, to restart it the same way.
     args: Vec<String>,
     log: PathBuf,
+    /// `ulimit -n` for the hub, when it must run with few file descriptors.
+    fd_limit: Option<u64>,
 }
 
 impl HubProcess {
@@ -117,6 +119,25 @@ impl HubProcess {
         data_dir: &Path,
         port: u16,
         extra: &[&str],
+    ) -> anyhow::Result<HubProcess> {
+        Self::launch(data_dir, port, extra, None).await
+    }
+
+    /// Like [`start`](Self::start), with the open-file limit (soft and hard) set to
+    /// `fd_limit` as `ulimit -n` would, so the hub cannot raise it.
+    pub async fn start_with_fd_limit(
+        data_dir: &Path,
+        fd_limit: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<HubProcess> {
+        Self::launch(data_dir, free_port(), extra, Some(fd_limit)).await
+    }
+
+    async fn launch(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+        fd_limit: Option<u64>,
     ) -> anyhow::Result<HubProcess> {
         let mut args = vec![
             "serve".to_string(),
@@ -134,6 +155,7 @@ impl HubProcess {
             port,
             args,
             log: data_dir.join("hub.log"),
+            fd_limit,
         };
         p.spawn().await?;
         Ok(p)
@@ -145,7 +167,17 @@ impl HubProcess {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(binary("hub")?)
+        let mut cmd = match self.fd_limit {
+            // `exec` keeps the pid, so signals and kills reach the hub itself.
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\"", &n.to_string()])
+                    .arg(binary("hub")?);
+                sh
+            }
+            None => Command::new(binary("hub")?),
+        };
+        let child = cmd
             .args(&self.args)
             .env_remove("HUB_DATABASE_URL")
             .env("HUB_LOG", "info,sqlx=warn")
