@@ -3,7 +3,9 @@
 #   1. Debian's postgresql (the tests start their own servers from its binaries),
 #   2. the test-cluster binaries (tests/cluster/build.sh, cached under ~/.cache/fleethub),
 #   3. cargo test --workspace, with CARGO_TARGET_DIR under ~/.cache so later runs reuse
-#      compiled dependencies.
+#      compiled dependencies;
+#   4. (whole suite only) the klusterlet's container image, built with buildah from the
+#      binary the tests used (deploy/klusterlet/build-image.sh), and run once.
 # Exits non-zero when a step or any test fails. Prints how long each phase took.
 #
 #   bash tests/run.sh                                      # everything
@@ -16,6 +18,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 setup_only=0
+whole_suite=0
+[ "$#" -eq 0 ] && whole_suite=1
 if [ "${1:-}" = "--setup-only" ]; then
   setup_only=1
   shift
@@ -175,3 +179,15 @@ cargo test --no-run "${cargo_args[@]}"
 phase "run tests"
 echo "+ cargo test ${cargo_args[*]} -- ${test_args[*]}" >&2
 cargo test "${cargo_args[@]}" -- "${test_args[@]}"
+
+# --- 4. The klusterlet's image ------------------------------------------------------
+if [ "$whole_suite" -eq 1 ]; then
+  phase "klusterlet image"
+  if ! command -v buildah >/dev/null || ! command -v crun >/dev/null; then
+    echo "run.sh: installing Debian's buildah and crun (daemonless image builder)" >&2
+    apt_get update
+    apt_get install --no-install-recommends buildah crun
+  fi
+  bash deploy/klusterlet/build-image.sh --binary "$CARGO_TARGET_DIR/debug/klusterlet" \
+    --tag fleethub/klusterlet:ci
+fi

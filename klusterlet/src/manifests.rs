@@ -3,8 +3,12 @@
 //!
 //! * Namespace `open-cluster-management-agent` (`--namespace`).
 //! * ServiceAccount `klusterlet`.
-//! * ClusterRole + ClusterRoleBinding `klusterlet`: read-only, what the claims need
-//!   (nodes, the `/version` endpoint).
+//! * ClusterRole + ClusterRoleBinding `klusterlet`: read-only, what the claims and the
+//!   readiness watches need (nodes, the `/version` endpoint, list/watch of Deployments,
+//!   StatefulSets, DaemonSets, Jobs, Pods and PVCs). Each is optional: without it the agent
+//!   warns once and reports less (no node claims; readiness at each resync).
+//! * Role + RoleBinding `klusterlet` in the agent's namespace: its ledger (ConfigMaps).
+//!   With these two the agent does its own bookkeeping and nothing else.
 //! * ClusterRole + ClusterRoleBinding `klusterlet-work`: applying arbitrary works needs
 //!   every verb on every resource, so this role is necessarily as broad as cluster-admin.
 //!   It is separate so an admin can narrow it (say, to the kinds the fleet's works use, or
@@ -70,6 +74,9 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
             "rules": [
                 {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
                 {"nonResourceURLs": ["/version", "/version/"], "verbs": ["get"]},
+                {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims"], "verbs": ["list", "watch"]},
             ],
         }),
         json!({
@@ -77,6 +84,21 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
             "kind": "ClusterRoleBinding",
             "metadata": meta("klusterlet"),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "klusterlet"},
+            "subjects": subject,
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": namespaced("klusterlet"),
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": namespaced("klusterlet"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "klusterlet"},
             "subjects": subject,
         }),
         json!({
@@ -134,7 +156,7 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
                         "containers": [{
                             "name": "klusterlet",
                             "image": image,
-                            "args": ["run", "--data-dir", IN_CLUSTER_DATA_DIR],
+                            "args": ["run", "--data-dir", IN_CLUSTER_DATA_DIR, "--namespace", namespace],
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "64Mi"},
                                 "limits": {"memory": "256Mi"},
@@ -215,6 +237,8 @@ mod tests {
                 "ServiceAccount",
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "Secret",
@@ -222,20 +246,28 @@ mod tests {
             ]
         );
         assert_eq!(docs[0]["metadata"]["name"], "agents");
-        let secret = &docs[6];
+        let secret = &docs[8];
         assert_eq!(secret["metadata"]["namespace"], "agents");
         let key_pem = secret["stringData"]["agent.key"].as_str().unwrap();
         let key = AgentKey::from_pem(key_pem).unwrap();
         assert_eq!(key.public_key_pem(), id.key.public_key_pem());
         let state = JoinState::parse(secret["stringData"]["state.yaml"].as_str().unwrap()).unwrap();
         assert_eq!(state, id.state);
-        let container = &docs[7]["spec"]["template"]["spec"]["containers"][0];
+        let container = &docs[9]["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["image"], "registry.example.com/klusterlet:dev");
         assert_eq!(
             container["args"],
-            json!(["run", "--data-dir", "/var/lib/klusterlet"])
+            json!([
+                "run",
+                "--data-dir",
+                "/var/lib/klusterlet",
+                "--namespace",
+                "agents"
+            ]),
+            "the ledger lives in the namespace whose Role grants its ConfigMaps"
         );
-        // The claims role is read-only; the broad one is the separate klusterlet-work.
+        // The agent's own cluster-wide role is read-only; it writes only ConfigMaps in its
+        // namespace; the broad role for the works is the separate klusterlet-work.
         let claims_role = &docs[2];
         assert_eq!(claims_role["metadata"]["name"], "klusterlet");
         for rule in claims_role["rules"].as_array().unwrap() {
@@ -243,8 +275,11 @@ mod tests {
                 assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));
             }
         }
-        assert_eq!(docs[4]["metadata"]["name"], "klusterlet-work");
-        for binding in [&docs[3], &docs[5]] {
+        let ledger_role = &docs[4];
+        assert_eq!(ledger_role["metadata"]["namespace"], "agents");
+        assert_eq!(ledger_role["rules"][0]["resources"], json!(["configmaps"]));
+        assert_eq!(docs[6]["metadata"]["name"], "klusterlet-work");
+        for binding in [&docs[3], &docs[5], &docs[7]] {
             assert_eq!(binding["subjects"][0]["namespace"], "agents");
         }
     }

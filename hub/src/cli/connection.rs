@@ -199,10 +199,10 @@ mod tests {
         assert_eq!(hoist_connection_flags(args(&["hub"])), args(&["hub"]));
     }
 
-    #[test]
-    fn an_empty_ca_file_or_config_setting_counts_as_unset() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
+    /// A client config file naming server `https://file:1`, CA `FILE CA`, token
+    /// `file-token`.
+    fn file_config(dir: &Path) -> PathBuf {
+        let path = dir.join("c.yaml");
         ClientConfig {
             server: "https://file:1".into(),
             ca_data: Some("FILE CA".into()),
@@ -210,6 +210,13 @@ mod tests {
         }
         .save(&path)
         .unwrap();
+        path
+    }
+
+    #[test]
+    fn an_empty_ca_file_or_config_setting_counts_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_config(dir.path());
         // `HUB_CA_FILE=` in the environment: read as no CA file, not as a file named "".
         let args = ConnectionArgs {
             ca_file: Some(PathBuf::new()),
@@ -229,14 +236,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_field_by_field() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        ClientConfig {
-            server: "https://file:1".into(),
-            ca_data: Some("FILE CA".into()),
-            token: Some("file-token".into()),
-        }
-        .save(&path)
-        .unwrap();
+        let path = file_config(dir.path());
         let args = ConnectionArgs {
             server: Some("https://flag:2".into()),
             config: Some(path.clone()),
