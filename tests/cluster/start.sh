@@ -11,4 +11,10 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-exec cargo run --quiet --manifest-path "$repo/Cargo.toml" -p testkit --example cluster -- "$@"
+# Progress, not silence: the Go binaries (first run ~8 minutes) and the example are built
+# in the open, each step said first.
+echo "start.sh: the test-cluster binaries (tests/cluster/build.sh; built on first use, ~8 minutes)" >&2
+FLEETHUB_K8S_BIN_DIR="$(bash "$repo/tests/cluster/build.sh")"
+export FLEETHUB_K8S_BIN_DIR
+echo "start.sh: binaries in $FLEETHUB_K8S_BIN_DIR; building and starting the cluster (cargo run -p testkit --example cluster)" >&2
+exec cargo run --manifest-path "$repo/Cargo.toml" -p testkit --example cluster -- "$@"
