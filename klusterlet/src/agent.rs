@@ -190,6 +190,14 @@ impl Session {
     async fn refused_for_good(&self, refusal: &api::ClientError) -> Option<String> {
         let id = &self.registration_id;
         let cluster = &self.cluster;
+        // A refusal of the assertion's times (this machine's clock is off) is mended by
+        // fixing the clock, not by joining again: keep retrying, and say why.
+        if let api::ClientError::Api { body, .. } = refusal
+            && clock_problem(&body.message)
+        {
+            tracing::warn!(hub_says = %body.message, "the hub refuses this agent's assertion for its times: check this machine's clock");
+            return None;
+        }
         let assertion = self.key.registration_assertion(id).ok()?;
         let request = tokio::time::timeout(
             HUB_CALL_TIMEOUT,
@@ -215,6 +223,7 @@ impl Session {
                      cluster was deleted, its agent revoked, or another key accepted for it"
                 )),
             },
+            Err(api::ClientError::Api { body, .. }) if clock_problem(&body.message) => None,
             Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403 | 404)) => {
                 Some(format!(
                     "the hub refuses this agent's key for cluster {cluster} ({refused}) and no \
@@ -349,6 +358,22 @@ impl Session {
             None => renew_at,
         })
     }
+}
+
+/// Whether the hub refused an assertion for its times (`iat` in the future, expired, not
+/// yet valid), which says the clocks disagree, not that the agent lost its cluster. The
+/// words are the hub's (`hub/src/auth.rs`, `verify_assertion`) and jsonwebtoken's.
+fn clock_problem(hub_message: &str) -> bool {
+    let m = hub_message.to_ascii_lowercase();
+    [
+        "clock",
+        "in the future",
+        "expired",
+        "immature",
+        "lives too long",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 fn no_answer(url: &str) -> Error {
@@ -708,6 +733,25 @@ mod tests {
             b64.encode(br#"{"alg":"ES256","kid":"k1"}"#),
             b64.encode(payload.to_string())
         )
+    }
+
+    #[test]
+    fn a_refusal_for_the_clock_is_not_a_refusal_for_good() {
+        for m in [
+            "the assertion is issued in the future (check the agent's clock)",
+            "the assertion is not valid for cluster:c1: ExpiredSignature",
+            "the assertion is not valid for cluster:c1: ImmatureSignature",
+            "the assertion lives too long: it must expire within 10 minutes of now",
+        ] {
+            assert!(clock_problem(m), "{m}");
+        }
+        for m in [
+            "the agent's credentials were revoked; join again",
+            "cluster \"c1\" has no accepted agent",
+            "the JWT names an unknown registration",
+        ] {
+            assert!(!clock_problem(m), "{m}");
+        }
     }
 
     #[test]
