@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::types::Claim;
 
 /// What a token is for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// Lets a klusterlet ask to join (`POST /api/v1/registrations`).
@@ -20,7 +21,9 @@ pub enum TokenKind {
 }
 
 /// A verb an API token may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verb {
     /// Read works and clusters.
@@ -33,7 +36,7 @@ pub enum Verb {
 }
 
 /// `POST /api/v1/tokens`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRequest {
     /// bootstrap (default) or api.
@@ -66,7 +69,7 @@ pub struct TokenRequest {
 }
 
 /// A token as the hub shows it (never with its secret, except once at creation).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Token {
     /// Public id: the part before the dot of `ID.SECRET`.
@@ -108,7 +111,7 @@ pub struct Token {
 }
 
 /// `POST /api/v1/registrations`: a klusterlet asks to join.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationRequest {
     /// The managed cluster's name (a DNS-1123 label).
@@ -125,7 +128,7 @@ pub struct RegistrationRequest {
 }
 
 /// The state of a join request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RegistrationState {
     /// Waiting for `hub accept`.
     #[default]
@@ -137,7 +140,7 @@ pub enum RegistrationState {
 }
 
 /// A join request as the hub keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Registration {
     /// Request id.
@@ -180,7 +183,7 @@ pub struct Registration {
 
 /// `POST /api/v1/clusters/{c}/credentials`: the agent proves itself with a JWT signed by its
 /// own key (RFC 7523 private_key_jwt).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialRequest {
     /// ES256 JWT: `iss` = `sub` = `cluster:<name>`, `aud` = `fleethub`, `exp` within 5 min.
@@ -188,7 +191,7 @@ pub struct CredentialRequest {
 }
 
 /// A short-lived access token for a cluster's agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessToken {
     /// The bearer JWT, signed by the hub.
@@ -200,7 +203,7 @@ pub struct AccessToken {
 }
 
 /// `PUT /api/v1/clusters/{c}/lease`: a heartbeat, optionally with fresh claims.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseRenewal {
     /// Facts read from the managed cluster, when they changed.
@@ -209,7 +212,7 @@ pub struct LeaseRenewal {
 }
 
 /// The answer to a lease renewal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseStatus {
     /// Renew at least this often.
@@ -219,7 +222,7 @@ pub struct LeaseStatus {
 }
 
 /// One audit log entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// Increasing id.
@@ -240,7 +243,7 @@ pub struct AuditEntry {
 }
 
 /// `GET /api/v1/cluster-info`: what a joining agent needs to pin the hub's CA.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterInfo {
     /// The hub's URL as agents should use it.

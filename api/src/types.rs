@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -25,8 +26,9 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Kubernetes-style object metadata.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Kubernetes-style object metadata. In a write, name and namespace must match the path
+/// when given; labels and annotations are checked like Kubernetes'.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     /// Object name, unique within its namespace (the cluster, for works).
@@ -65,7 +67,7 @@ pub struct ObjectMeta {
 }
 
 /// A Kubernetes-style condition.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Condition type, e.g. `Applied`, `Available`, `Ready`.
@@ -99,8 +101,10 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// A bundle of Kubernetes manifests for one managed cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A bundle of Kubernetes manifests for one managed cluster: OCM's
+/// `work.open-cluster-management.io/v1` ManifestWork. In a write, `status` is the agent's
+/// and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestWork {
     /// Always `work.open-cluster-management.io/v1`.
@@ -160,7 +164,7 @@ impl ManifestWork {
 }
 
 /// The desired state of a ManifestWork.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestWorkSpec {
     /// The manifests to apply.
@@ -178,7 +182,7 @@ pub struct ManifestWorkSpec {
 }
 
 /// The manifests of a work.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestsTemplate {
     /// Raw Kubernetes objects, kept exactly as given.
@@ -190,7 +194,7 @@ pub struct ManifestsTemplate {
 }
 
 /// How applied resources are treated when the work is deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum PropagationPolicy {
     /// Delete the resources and wait until they are gone (the default).
     #[default]
@@ -202,7 +206,7 @@ pub enum PropagationPolicy {
 }
 
 /// `spec.deleteOption`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteOption {
     /// Foreground (default), Orphan or SelectivelyOrphan.
@@ -220,7 +224,7 @@ pub struct DeleteOption {
 }
 
 /// `deleteOption.selectivelyOrphans`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SelectivelyOrphan {
     /// Resources to leave on the cluster.
@@ -229,7 +233,7 @@ pub struct SelectivelyOrphan {
 }
 
 /// Names one resource of a work: group, resource (plural), name and namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceIdentifier {
     /// API group, empty for the core group.
@@ -247,7 +251,7 @@ pub struct ResourceIdentifier {
 }
 
 /// `spec.manifestConfigs[]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestConfigOption {
     /// Which resource these options apply to.
@@ -264,7 +268,7 @@ pub struct ManifestConfigOption {
 }
 
 /// The kind of a feedback rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum FeedbackType {
     /// The well-known fields of Deployments, StatefulSets, DaemonSets, Jobs and Pods.
     WellKnownStatus,
@@ -274,7 +278,7 @@ pub enum FeedbackType {
 }
 
 /// `manifestConfigs[].feedbackRules[]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FeedbackRule {
     /// WellKnownStatus or JSONPaths.
@@ -286,7 +290,7 @@ pub struct FeedbackRule {
 }
 
 /// One named JSON path of a feedback rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JsonPath {
     /// The name the value is reported under.
@@ -299,7 +303,7 @@ pub struct JsonPath {
 }
 
 /// The kind of an update strategy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum UpdateStrategyType {
     /// Server-side apply, field manager `klusterlet`, forced (the default).
     #[default]
@@ -313,7 +317,7 @@ pub enum UpdateStrategyType {
 }
 
 /// `manifestConfigs[].updateStrategy`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateStrategy {
     /// Update, CreateOnly, ServerSideApply or ReadOnly.
@@ -325,7 +329,7 @@ pub struct UpdateStrategy {
 }
 
 /// `updateStrategy.serverSideApply`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSideApplyConfig {
     /// Take ownership of conflicting fields.
@@ -340,7 +344,7 @@ pub struct ServerSideApplyConfig {
 }
 
 /// `status` of a ManifestWork, written by the cluster's agent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestWorkStatus {
     /// Work conditions: Applied, Available, Ready, Degraded, Progressing, Deleting.
@@ -362,7 +366,7 @@ impl ManifestWorkStatus {
 }
 
 /// `status.resourceStatus`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestResourceStatus {
     /// One entry per manifest.
@@ -371,7 +375,7 @@ pub struct ManifestResourceStatus {
 }
 
 /// The status of one manifest.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestCondition {
     /// Which manifest.
@@ -385,7 +389,7 @@ pub struct ManifestCondition {
 }
 
 /// Identifies a manifest of a work and the resource it became.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestResourceMeta {
     /// Index of the manifest in `spec.workload.manifests`.
@@ -411,7 +415,7 @@ pub struct ManifestResourceMeta {
 }
 
 /// `statusFeedback`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusFeedbackResult {
     /// The values read.
@@ -420,7 +424,7 @@ pub struct StatusFeedbackResult {
 }
 
 /// One feedback value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FeedbackValue {
     /// The rule's name for it.
@@ -430,7 +434,7 @@ pub struct FeedbackValue {
 }
 
 /// A typed feedback value, OCM style.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldValue {
     /// Integer, String, Boolean or JsonRaw.
@@ -451,14 +455,15 @@ pub struct FieldValue {
 }
 
 /// The body of `PUT .../manifestworks/{name}/status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusUpdate {
     /// The new status.
     pub status: ManifestWorkStatus,
 }
 
-/// A managed cluster as the hub knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A managed cluster as the hub knows it: OCM's `cluster.open-cluster-management.io/v1`
+/// ManagedCluster. In a write, `status` is the hub's and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedCluster {
     /// Always `cluster.open-cluster-management.io/v1`.
@@ -512,7 +517,7 @@ impl ManagedCluster {
 }
 
 /// `spec` of a ManagedCluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedClusterSpec {
     /// Whether the hub accepted the cluster's agent.
@@ -527,7 +532,7 @@ pub struct ManagedClusterSpec {
 }
 
 /// `status` of a ManagedCluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedClusterStatus {
     /// HubAcceptedManagedCluster, ManagedClusterJoined, ManagedClusterConditionAvailable.
@@ -545,7 +550,7 @@ pub struct ManagedClusterStatus {
 }
 
 /// A named fact about a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Claim {
     /// Claim name, e.g. `kubeversion.open-cluster-management.io`.
     pub name: String,
@@ -554,7 +559,7 @@ pub struct Claim {
 }
 
 /// `status.version` of a ManagedCluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterVersion {
     /// e.g. `v1.33.13`.
     #[serde(default)]
@@ -562,7 +567,7 @@ pub struct ClusterVersion {
 }
 
 /// Metadata of a list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ListMeta {
     /// Pass back as `continue` to get the next page.
     #[serde(rename = "continue", default, skip_serializing_if = "Option::is_none")]
@@ -573,7 +578,7 @@ pub struct ListMeta {
 }
 
 /// A list of objects: `ManifestWorkList`, `ManagedClusterList`, `TokenList`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct List<T> {
     /// Always `v1`.
@@ -599,11 +604,12 @@ impl<T> List<T> {
 }
 
 /// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code: `malformed`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `deleting`, `precondition_failed`, `too_large`, `invalid`, `unavailable`,
     /// `internal`.
+    #[schemars(extend("enum" = ["malformed", "unauthorized", "forbidden", "not_found", "conflict", "deleting", "precondition_failed", "too_large", "invalid", "unavailable", "internal"]))]
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
@@ -613,7 +619,7 @@ pub struct ErrorBody {
 }
 
 /// One invalid field of a 422 response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldError {
     /// JSON path of the field, e.g. `spec.workload.manifests[2].kind`.
     pub field: String,
@@ -622,7 +628,7 @@ pub struct FieldError {
 }
 
 /// The body of `DELETE /api/v1/clusters/{c}?force=true`: what was left on the cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterDeletion {
     /// The cluster.
@@ -684,7 +690,7 @@ mod tests {
 
 /// How one work name fares across the clusters it was sent to
 /// (`GET /api/v1/manifestworks/summary`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkSummary {
     /// The work's name.
@@ -712,7 +718,7 @@ pub struct WorkSummary {
 }
 
 /// A resource of a work that failed on a cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailingResource {
     /// The cluster.
@@ -735,7 +741,7 @@ pub struct FailingResource {
 }
 
 /// A cluster whose agent stopped renewing its lease.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UnavailableCluster {
     /// The cluster.
@@ -746,7 +752,7 @@ pub struct UnavailableCluster {
 }
 
 /// `GET /version`: what the hub runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerVersion {
     /// The release, e.g. `0.1.0`.

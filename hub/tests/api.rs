@@ -10,6 +10,7 @@
 //! If-Match; a work for an unknown cluster; a PUT to a deleting work; a bad index, wait,
 //! limit, selector and continue token; bad cluster labels; an unknown path and method.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Router;
@@ -996,4 +997,58 @@ async fn secret_placeholders_are_keyed_and_cover_every_copy() {
         r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
         "4711"
     );
+}
+
+/// The OpenAPI document and the router agree: every path the router serves is documented,
+/// the document names no other, and each path answers exactly the documented methods.
+#[tokio::test]
+async fn the_openapi_document_and_the_router_agree() {
+    let api = api().await;
+    let doc = api
+        .call("GET", "/api/v1/openapi.json", None, Body::empty(), &[])
+        .await
+        .body;
+    let documented: BTreeMap<&str, BTreeSet<String>> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, item)| {
+            let methods = item.as_object().unwrap().keys();
+            (path.as_str(), methods.map(|m| m.to_uppercase()).collect())
+        })
+        .collect();
+    // axum lists its routes nowhere public; its Debug output names each path once, as
+    // `RouteId(n): "/path"`, before the fallback router's.
+    let debug = format!("{:?}", api.app);
+    let routes = &debug[..debug.find("fallback_router").unwrap()];
+    let served: BTreeSet<&str> = routes
+        .split("): \"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .collect();
+    assert_eq!(
+        documented.keys().copied().collect::<BTreeSet<_>>(),
+        served,
+        "documented paths (left) and routed paths (right)"
+    );
+    for (path, methods) in &documented {
+        let uri: String = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            // Without credentials: a routed method refuses with 401 (or serves to anyone),
+            // never 405, and changes nothing.
+            let status = api
+                .call(method, &uri, None, Body::empty(), &[])
+                .await
+                .status;
+            assert_eq!(
+                status != StatusCode::METHOD_NOT_ALLOWED,
+                methods.contains(method),
+                "{method} {path} answered {status}, documented: {methods:?}"
+            );
+        }
+    }
 }
