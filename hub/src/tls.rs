@@ -10,6 +10,8 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use x509_parser::error::PEMError;
+use x509_parser::pem::Pem;
 
 use crate::store::{Store, StoreError};
 
@@ -130,27 +132,54 @@ pub fn ca_hash(cert_pem: &str) -> Result<String, TlsError> {
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
 }
 
+/// The DER of the first `CERTIFICATE` block of a PEM bundle; blocks of other labels (a key
+/// kept in the same file) are skipped.
 fn pem_first_cert(pem: &str) -> Result<Vec<u8>, TlsError> {
-    use base64::Engine;
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let end = "-----END CERTIFICATE-----";
-    let start = pem
-        .find(begin)
-        .ok_or_else(|| TlsError::Invalid("no PEM certificate found".into()))?
-        + begin.len();
-    let stop = pem[start..]
-        .find(end)
-        .ok_or_else(|| TlsError::Invalid("unterminated PEM certificate".into()))?
-        + start;
-    let b64: String = pem[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|e| TlsError::Invalid(format!("PEM certificate: {e}")))
+    for block in Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|e| match e {
+            PEMError::IncompletePEM => TlsError::Invalid("unterminated PEM certificate".into()),
+            e => TlsError::Invalid(format!("PEM certificate: {e}")),
+        })?;
+        if block.label == "CERTIFICATE" {
+            return Ok(block.contents);
+        }
+    }
+    Err(TlsError::Invalid("no PEM certificate found".into()))
 }
 
 fn time_from_now(secs: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() + time::Duration::seconds(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_hash_pins_the_first_certificate_of_a_bundle() {
+        let ca = CaBundle::generate().unwrap();
+        let key = KeyPair::from_pem(&ca.key_pem).unwrap();
+        let spki = Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key));
+        let expected = format!("sha256:{}", hex::encode(spki));
+        assert_eq!(ca_hash(&ca.cert_pem).unwrap(), expected);
+        // A key before it and a leaf after it change nothing.
+        let bundle = format!("{}{}", ca.key_pem, ca.cert_pem);
+        assert_eq!(ca_hash(&bundle).unwrap(), expected);
+        let serving = ca.issue_serving_cert(&["localhost".into()]).unwrap();
+        assert_ne!(ca_hash(&serving.chain_pem).unwrap(), expected);
+    }
+
+    #[test]
+    fn unusable_pem_is_refused_with_what_is_wrong() {
+        let message = |pem: &str| ca_hash(pem).unwrap_err().to_string();
+        assert_eq!(message("not a certificate"), "no PEM certificate found");
+        assert_eq!(
+            message("-----BEGIN CERTIFICATE-----\nMIIB\n"),
+            "unterminated PEM certificate"
+        );
+        assert!(
+            message("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
+                .starts_with("PEM certificate: "),
+        );
+    }
 }
