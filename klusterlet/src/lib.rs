@@ -1,26 +1,32 @@
 //! The fleethub agent as a library: `join` a hub, `run` next to (or inside) a managed
 //! cluster, print an access `token`, `unjoin`.
 //!
-//! * [`identity`]: the agent's key, the assertions it signs, the state `join` leaves.
-//! * [`join`]: the join handshake (CA pinning, registration, waiting for acceptance).
-//! * [`agent`]: the long-running agent: a [`agent::Session`] holding the current access
-//!   token, the lease loop, and the place the work loop plugs into.
-//! * [`claims`]: facts read from the managed cluster.
-//! * [`manifests`]: what `join --print-manifests` prints to run the agent in-cluster.
-//! * [`cli`]: the command line.
+//!
+//! * [`cli`]: the command line; [`run`]: `klusterlet run`, the agent's loops put together.
+//! * [`hub`]: everything between the agent and the hub: its [`hub::identity`] (key,
+//!   assertions, the state `join` leaves), [`hub::join`], the [`hub::session`] holding the
+//!   access token, the [`hub::lease`] loop and the [`hub::claims`] it reports.
+//! * [`work`]: the work controller: [`work::controller`] (following the hub, watches,
+//!   resync), [`work::runner`] (queue, backoff), [`work::reconcile`] (one work),
+//!   [`work::ledger`] (what each work applied, kept on the managed cluster).
+//! * [`apply`]: the apply engine and the update strategies.
+//! * [`status`]: readiness, feedback and the conditions reported for a work.
+//!
+//! Dependencies point one way: `cli` -> `run` -> `work` -> (`hub`, `apply`, `status`);
+//! `status` -> `apply`; nothing below imports from above.
 #![forbid(unsafe_code)]
 
-pub mod agent;
 pub mod apply;
 pub mod backoff;
-pub mod claims;
 pub mod cli;
-pub mod controller;
-pub mod identity;
-pub mod join;
-pub mod ledger;
-pub mod manifests;
+pub mod hub;
+pub mod run;
 pub mod status;
+pub mod work;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use api::ClientError;
 
@@ -69,10 +75,10 @@ pub enum Error {
     },
     /// The local identity is missing or unusable: exit 1.
     #[error(transparent)]
-    Identity(#[from] identity::IdentityError),
+    Identity(#[from] hub::identity::IdentityError),
     /// The managed cluster could not be read: exit 1.
     #[error(transparent)]
-    Claims(#[from] claims::ClaimsError),
+    Claims(#[from] hub::claims::ClaimsError),
     /// Refused on this side or by an admin (a denied join, a data dir holding another
     /// identity): exit 1.
     #[error("{0}")]
@@ -88,7 +94,7 @@ pub enum Error {
     Kube(#[from] KubeError),
     /// The agent's ledger could not be read or written: exit 1.
     #[error("managed cluster: {0}")]
-    Ledger(#[from] ledger::LedgerError),
+    Ledger(#[from] work::ledger::LedgerError),
 }
 
 impl From<ClientError> for Error {
@@ -128,6 +134,16 @@ pub fn is_transient(err: &ClientError) -> bool {
     }
 }
 
+/// Sleeps for `delay`, or less when asked to stop; returns whether to stop.
+pub(crate) async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.changed() => true,
+    }
+}
 /// A failed call to a managed cluster's apiserver, as one line: the verb, the resource and
 /// the apiserver's own message (kube's `Display` of an API error appends a debug dump of
 /// the whole Status, which is what users saw before).

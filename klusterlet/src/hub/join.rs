@@ -25,10 +25,14 @@ use api::{
 use chrono::Utc;
 use clap::Args;
 
+use super::claims;
+use super::identity::{self, AgentKey, Identity, JoinState};
 use crate::backoff::Backoff;
-use crate::identity::{self, AgentKey, Identity, JoinState};
-use crate::manifests::{self, ManifestArgs};
-use crate::{Error, claims, is_transient};
+use crate::{Error, is_transient};
+
+pub mod manifests;
+
+use manifests::ManifestArgs;
 
 /// How long one blocking read of the join request may wait on the hub.
 const BLOCKING_WAIT: Duration = Duration::from_secs(30);
@@ -240,7 +244,7 @@ async fn register(
 
     let kube = claims::kube_client(kubeconfig).await?;
     let claims = claims::read(&kube).await?;
-    tracing::debug!(claims = %crate::claims::display(&claims), "read the managed cluster's claims");
+    tracing::debug!(claims = %claims::display(&claims), "read the managed cluster's claims");
 
     // The key is on disk before the hub hears of it, so a request the hub knows about
     // always has its private half here.

@@ -12,11 +12,16 @@
 //!   `1000Ki`), or bytes (`1000000`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use api::Claim;
 use api::registration::claims;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::{Chain, sleep_or_stop};
 
 /// Failures reading the managed cluster.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +215,46 @@ pub fn format_memory(milli: i128) -> String {
         }
     }
     bytes.to_string()
+}
+
+/// Time limit of reading the claims from the managed cluster.
+const CLAIMS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Re-reads the claims every `interval` and publishes them.
+pub async fn claims_loop(
+    kube: kube::Client,
+    interval: Duration,
+    claims: watch::Sender<Option<Vec<Claim>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), interval.max(Duration::from_secs(1)));
+    loop {
+        let delay = match tokio::time::timeout(CLAIMS_TIMEOUT, read(&kube)).await {
+            Ok(Ok(read)) => {
+                backoff.reset();
+                claims.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&read);
+                    if changed {
+                        tracing::info!(claims = %self::display(&read), "claims of the managed cluster");
+                        *current = Some(read);
+                    }
+                    changed
+                });
+                interval
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %Chain(&e), "reading the managed cluster's claims failed");
+                backoff.next_delay()
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?CLAIMS_TIMEOUT, "reading the managed cluster's claims timed out");
+                backoff.next_delay()
+            }
+        };
+        if sleep_or_stop(delay, &mut stop).await {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

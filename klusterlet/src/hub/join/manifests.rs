@@ -22,7 +22,7 @@
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::identity::{Identity, KEY_FILE, STATE_FILE};
+use crate::hub::identity::{Identity, KEY_FILE, STATE_FILE};
 
 /// Where the Secret is mounted inside the agent's pod.
 pub const IN_CLUSTER_DATA_DIR: &str = "/var/lib/klusterlet";
@@ -186,7 +186,7 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{AgentKey, JoinState};
+    use crate::hub::identity::{AgentKey, JoinState};
 
     fn identity() -> Identity {
         Identity {
