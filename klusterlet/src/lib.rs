@@ -17,11 +17,11 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
-pub mod backoff;
 pub mod cli;
 pub mod hub;
 pub mod run;
 pub mod status;
+pub mod telemetry;
 pub mod work;
 
 use std::time::Duration;
@@ -86,15 +86,24 @@ pub enum Error {
     /// A wait ran out: exit 3.
     #[error("{0}")]
     TimedOut(String),
-    /// The managed cluster's API failed (ledger, apply engine start-up): exit 1.
+    /// The apply engine could not start (discovery of the managed cluster failed): exit 1.
     #[error("managed cluster: {0}")]
-    Cluster(String),
+    Apply(#[from] apply::ApplyError),
     /// A call to the managed cluster's API failed: exit 1.
     #[error("managed cluster: {0}")]
     Kube(#[from] KubeError),
     /// The agent's ledger could not be read or written: exit 1.
     #[error("managed cluster: {0}")]
     Ledger(#[from] work::ledger::LedgerError),
+    /// `--metrics-listen` could not be bound: exit 1.
+    #[error("--metrics-listen {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding it failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<ClientError> for Error {
@@ -114,23 +123,41 @@ impl Error {
             Error::Identity(_)
             | Error::Claims(_)
             | Error::Refused(_)
-            | Error::Cluster(_)
+            | Error::Apply(_)
             | Error::Kube(_)
-            | Error::Ledger(_) => 1,
+            | Error::Ledger(_)
+            | Error::Listen { .. } => 1,
             Error::TimedOut(_) => 3,
         }
     }
-}
 
-/// Whether an error talking to the hub may go away by retrying: the hub was unreachable,
-/// timed out, answered 5xx or 429.
-pub fn is_transient(err: &ClientError) -> bool {
-    match err {
-        ClientError::Transport { .. } => true,
-        ClientError::Api { status, .. } => {
-            status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408
+    /// Whether the failure looks like an outage of the hub rather than a refusal: no
+    /// answer in time, waiting after one, or a hub error [`api::retry::is_transient`]
+    /// calls transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::NoAnswer { .. } | Error::Waiting { .. } => true,
+            Error::Hub(e) => api::retry::is_transient(e),
+            _ => false,
         }
-        ClientError::Config(_) | ClientError::Decode(_) => false,
+    }
+
+    /// The kind of error, as the `error` label of the failure metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Hub(_) => "hub",
+            Error::NoAnswer { .. } => "hub_no_answer",
+            Error::Waiting { .. } => "hub_waiting",
+            Error::CaMismatch { .. } => "hub_ca_mismatch",
+            Error::Identity(_) => "identity",
+            Error::Claims(_) => "claims",
+            Error::Refused(_) => "refused",
+            Error::TimedOut(_) => "timed_out",
+            Error::Apply(_) | Error::Kube(_) => "cluster",
+            Error::Ledger(_) => "ledger",
+            Error::Listen { .. } => "listen",
+        }
     }
 }
 
@@ -272,15 +299,5 @@ mod tests {
         struct Inner(#[source] std::io::Error);
         let e = Outer(Inner(std::io::Error::other("connection refused")));
         assert_eq!(Chain(&e).to_string(), "outer: inner: connection refused");
-    }
-
-    #[test]
-    fn transient_errors() {
-        assert!(is_transient(&api_error(503)));
-        assert!(is_transient(&api_error(500)));
-        assert!(is_transient(&api_error(429)));
-        assert!(!is_transient(&api_error(401)));
-        assert!(!is_transient(&api_error(403)));
-        assert!(!is_transient(&api_error(404)));
     }
 }

@@ -6,11 +6,13 @@
 //! * the work controller ([`WorkController`]), when given.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -19,6 +21,7 @@ use crate::apply::Applier;
 use crate::hub::identity::{self, Identity};
 use crate::hub::session::{self, Session};
 use crate::hub::{claims, lease};
+use crate::telemetry::{self, Health};
 use crate::work::controller::{ControllerOptions, WorkController};
 use crate::work::ledger::Ledger;
 
@@ -29,6 +32,10 @@ pub struct RunArgs {
     /// in-cluster service account).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/livez` on this address (e.g.
+    /// 0.0.0.0:8080). Off by default.
+    #[arg(long, env = "KLUSTERLET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where `klusterlet join` left the agent's key and state.
     #[arg(long, env = "KLUSTERLET_DATA_DIR", default_value_os_t = identity::default_data_dir())]
     pub data_dir: PathBuf,
@@ -64,6 +71,27 @@ pub struct Agent {
     kube: kube::Client,
     claims_interval: Duration,
     works: Option<WorkController>,
+    metrics: Option<TcpListener>,
+}
+
+/// The agent's health for `/healthz` and `/livez` (see [`telemetry`]).
+struct AgentHealth {
+    session: Arc<Session>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Health for AgentHealth {
+    fn alive(&self) -> Result<(), String> {
+        if *self.stop.borrow() {
+            return Err("the agent is stopping".to_string());
+        }
+        Ok(())
+    }
+
+    fn healthy(&self) -> Result<(), String> {
+        self.alive()?;
+        self.session.reached_recently()
+    }
 }
 
 impl Agent {
@@ -74,7 +102,14 @@ impl Agent {
             kube,
             claims_interval,
             works: None,
+            metrics: None,
         }
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/livez` on this listener while the agent runs.
+    pub fn with_metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics = Some(listener);
+        self
     }
 
     /// Adds the work loop (without it the agent only keeps its lease and credentials).
@@ -91,8 +126,20 @@ impl Agent {
             kube,
             claims_interval,
             works,
+            metrics,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(listener) = metrics {
+            let health = Arc::new(AgentHealth {
+                session: session.clone(),
+                stop: stop_rx.clone(),
+            });
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::spawn(telemetry::serve(listener, health, stopped));
+        }
         let (claims_tx, claims_rx) = watch::channel(None);
         let mut tasks = JoinSet::new();
         tasks.spawn(session::refresh_loop(session.clone(), stop_rx.clone()));
@@ -165,6 +212,7 @@ pub async fn shutdown_signal() {
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let RunArgs {
         kubeconfig,
+        metrics_listen,
         data_dir,
         claims_interval,
         resync,
@@ -174,6 +222,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         watch_wait,
     } = args;
     let identity = Identity::load(&data_dir)?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(telemetry::bind(addr).await?),
+        None => None,
+    };
     tracing::info!(
         cluster = %identity.state.cluster_name,
         hub = %identity.state.server,
@@ -182,11 +234,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     );
     let kube = claims::kube_client(kubeconfig.as_deref()).await?;
     let session = Arc::new(Session::new(identity)?);
-    let applier = Arc::new(
-        Applier::new(kube.clone())
-            .await
-            .map_err(|e| Error::Cluster(format!("{}: {}", e.reason, e.message)))?,
-    );
+    let applier = Arc::new(Applier::new(kube.clone()).await?);
     let ledger = Ledger::new(kube.clone(), &namespace).await?;
     let options = ControllerOptions {
         resync,
@@ -195,8 +243,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         wait: watch_wait,
     };
     let works = WorkController::new(session.clone(), kube.clone(), applier, ledger, options);
-    Agent::new(session, kube, claims_interval)
-        .with_works(works)
-        .run(shutdown_signal())
-        .await
+    let mut agent = Agent::new(session, kube, claims_interval).with_works(works);
+    if let Some(listener) = metrics {
+        agent = agent.with_metrics(listener);
+    }
+    agent.run(shutdown_signal()).await
 }

@@ -13,6 +13,7 @@ use kube::api::{
     PropagationPolicy, TypeMeta,
 };
 use kube::discovery::{Discovery, Scope};
+use kube::runtime::wait::{await_condition, conditions};
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
@@ -384,54 +385,47 @@ impl Applier {
         ))
     }
 
-    /// Polls the CRD until it is Established (or [`CRD_ESTABLISHED_TIMEOUT`] passes; then
-    /// why not, from its conditions).
+    /// Waits (a watch, `kube::runtime::wait::await_condition`) until the CRD is
+    /// Established, or [`CRD_ESTABLISHED_TIMEOUT`] passes; then says why not, from its
+    /// conditions.
     async fn wait_established(&self, applied: &DynamicObject) -> Result<(), String> {
         if crd_established(&applied.data) {
             return Ok(());
         }
         let name = applied.metadata.name.clone().unwrap_or_default();
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let deadline = Instant::now() + self.crd_timeout;
-        let mut delay = Duration::from_millis(50);
-        let mut last = String::from("not Established yet");
-        loop {
-            match tokio::time::timeout(REQUEST_TIMEOUT, api.get_opt(&name)).await {
-                Ok(Ok(Some(crd))) => {
-                    let conditions = crd
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .cloned()
-                        .unwrap_or_default();
-                    if conditions
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                    {
-                        return Ok(());
-                    }
-                    let failing: Vec<String> = conditions
-                        .iter()
-                        .filter(|c| c.status != "True")
-                        .map(|c| {
-                            let text = c.message.clone().unwrap_or_default();
-                            format!("{}={}: {}", c.type_, c.status, text)
-                        })
-                        .collect();
-                    if !failing.is_empty() {
-                        last = failing.join("; ");
-                    }
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        let watched = match tokio::time::timeout(self.crd_timeout, established).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => Some(format!("watching it failed: {}", chain(&e))),
+            Err(_) => None,
+        };
+        // Why not: the conditions that are not True, read once.
+        let why = match tokio::time::timeout(REQUEST_TIMEOUT, api.get_opt(&name)).await {
+            Ok(Ok(Some(crd))) => {
+                let failing: Vec<String> = crd
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.status != "True")
+                    .map(|c| {
+                        let text = c.message.clone().unwrap_or_default();
+                        format!("{}={}: {}", c.type_, c.status, text)
+                    })
+                    .collect();
+                if failing.is_empty() {
+                    watched.unwrap_or_else(|| "not Established yet".to_string())
+                } else {
+                    failing.join("; ")
                 }
-                Ok(Ok(None)) => last = "it is gone".to_string(),
-                Ok(Err(e)) => last = ApplyError::from_kube(e).to_string(),
-                Err(_) => last = "no answer from the apiserver".to_string(),
             }
-            if Instant::now() + delay > deadline {
-                return Err(format!("{last} (waited {:?})", self.crd_timeout));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
+            Ok(Ok(None)) => "it is gone".to_string(),
+            Ok(Err(e)) => ApplyError::from_kube(e).to_string(),
+            Err(_) => "no answer from the apiserver".to_string(),
+        };
+        Err(format!("{why} (waited {:?})", self.crd_timeout))
     }
 
     /// Reads the live object, `None` when absent.

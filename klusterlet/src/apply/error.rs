@@ -2,11 +2,13 @@
 //! answers may pass by themselves.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::REQUEST_TIMEOUT;
 
-/// Why a manifest could not be applied, in Kubernetes' own words.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a manifest could not be applied, in Kubernetes' own words. Two errors are equal
+/// when their reason, message and retryability are (the source is not compared).
+#[derive(Debug, Clone)]
 pub struct ApplyError {
     /// Kubernetes' reason (`Forbidden`, `Invalid`, `Conflict`, `NotFound`...) or ours
     /// (`UnknownKind`, `CrdNotEstablished`, `Unreachable`).
@@ -17,7 +19,20 @@ pub struct ApplyError {
     /// Whether trying again may help (network errors, 5xx, a CRD not yet established,
     /// an unknown kind whose CRD may come later); `false` for Invalid, Forbidden...
     pub retryable: bool,
+    /// The failure of kube-rs it came from, when it did not answer with a Status (a
+    /// connection's failure): its causes are in `message` already, and in `source()`.
+    source: Option<Arc<kube::Error>>,
 }
+
+impl PartialEq for ApplyError {
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason
+            && self.message == other.message
+            && self.retryable == other.retryable
+    }
+}
+
+impl Eq for ApplyError {}
 
 impl ApplyError {
     /// An error with this reason and message.
@@ -26,6 +41,7 @@ impl ApplyError {
             reason: reason.into(),
             message: message.into(),
             retryable,
+            source: None,
         }
     }
 
@@ -54,8 +70,20 @@ impl ApplyError {
                 true,
             ),
             kube::Error::BuildRequest(e) => ApplyError::new("Invalid", e.to_string(), false),
-            other => ApplyError::new("Unreachable", chain(&other), true),
+            other => ApplyError {
+                source: Some(Arc::new(other)),
+                ..ApplyError::new("Unreachable", String::new(), true)
+            }
+            .with_chain(),
         }
+    }
+
+    /// The message of an `Unreachable` error: its source with every cause.
+    fn with_chain(mut self) -> Self {
+        if let Some(source) = &self.source {
+            self.message = chain(source.as_ref());
+        }
+        self
     }
 
     pub(super) fn timeout(what: &str) -> Self {
@@ -77,7 +105,14 @@ impl fmt::Display for ApplyError {
     }
 }
 
-impl std::error::Error for ApplyError {}
+impl std::error::Error for ApplyError {
+    // An apiserver's answer is all in `message`; a connection's failure keeps its chain.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Failures whose status code says "try again" but which no retry soon will mend: a
 /// namespace that does not exist (404 on the namespace itself, not the object) and a
@@ -215,5 +250,22 @@ mod tests {
             ..status.clone()
         };
         assert!(!ApplyError::from_kube(kube::Error::Api(Box::new(typed_patch))).retryable);
+    }
+
+    #[test]
+    fn an_unreachable_apiserver_keeps_the_source() {
+        let io = std::io::Error::other("connection refused");
+        let err = ApplyError::from_kube(kube::Error::Service(Box::new(io)));
+        assert_eq!(err.reason, "Unreachable");
+        assert!(err.retryable);
+        assert!(
+            err.message.contains("connection refused"),
+            "{}",
+            err.message
+        );
+        let source = std::error::Error::source(&err).expect("the kube error is kept");
+        assert!(source.to_string().contains("connection refused") || source.source().is_some());
+        // Shown once, as before.
+        assert_eq!(crate::Chain(&err).to_string(), err.to_string());
     }
 }

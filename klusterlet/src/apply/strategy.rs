@@ -165,7 +165,6 @@ fn body(manifest: &Value, r: &ResourceRef) -> Value {
     body
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

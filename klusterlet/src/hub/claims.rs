@@ -20,15 +20,21 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::{Chain, sleep_or_stop};
+use api::retry::Backoff;
 
 /// Failures reading the managed cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimsError {
     /// No usable kubeconfig or in-cluster configuration.
-    #[error("no Kubernetes configuration: {0}")]
-    Config(String),
+    #[error("no Kubernetes configuration: {context}{source}")]
+    Config {
+        /// `PATH: ` of the kubeconfig given, or nothing.
+        context: String,
+        /// Why kube-rs could not use it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The managed cluster's apiserver failed.
     #[error("the managed cluster's apiserver: {0}")]
     Kube(#[from] crate::KubeError),
@@ -40,16 +46,28 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Clai
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| ClaimsError::Config(format!("{}: {e}", path.display())))?;
+                .map_err(|e| config_error(Some(path), e))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| ClaimsError::Config(format!("{}: {e}", path.display())))?
+                .map_err(|e| config_error(Some(path), e))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| ClaimsError::Config(e.to_string()))?,
+            .map_err(|e| config_error(None, e))?,
     };
-    kube::Client::try_from(config).map_err(|e| ClaimsError::Config(e.to_string()))
+    kube::Client::try_from(config).map_err(|e| config_error(None, e))
+}
+
+fn config_error(
+    kubeconfig: Option<&Path>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ClaimsError {
+    ClaimsError::Config {
+        context: kubeconfig
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default(),
+        source: Box::new(source),
+    }
 }
 
 /// Reads the claims from the managed cluster, sorted by name. The node facts (count, CPU,

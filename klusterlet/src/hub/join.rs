@@ -27,8 +27,8 @@ use clap::Args;
 
 use super::claims;
 use super::identity::{self, AgentKey, Identity, JoinState};
-use crate::backoff::Backoff;
-use crate::{Error, is_transient};
+use crate::Error;
+use api::retry::Backoff;
 
 pub mod manifests;
 
@@ -437,7 +437,7 @@ async fn wait_for_decision(
                 }
                 index = Some(r.index);
             }
-            Ok(Err(e)) if is_transient(&e) => {
+            Ok(Err(e)) if api::retry::is_transient(&e) => {
                 tracing::warn!(error = %crate::Chain(&e), "reading the join request failed; retrying");
                 let delay = backoff
                     .next_delay()

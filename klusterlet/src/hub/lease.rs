@@ -8,8 +8,8 @@ use api::{Claim, LeaseRenewal};
 use tokio::sync::watch;
 
 use super::session::{HUB_CALL_TIMEOUT, Session, log_failure, no_answer};
-use crate::backoff::Backoff;
 use crate::{Error, sleep_or_stop};
+use api::retry::Backoff;
 
 /// The lease interval assumed until the hub says otherwise.
 const DEFAULT_LEASE_INTERVAL: Duration = Duration::from_secs(10);
@@ -31,6 +31,7 @@ pub async fn lease_loop(
         };
         let delay = match renew(&session, &renewal).await {
             Ok(status) => {
+                session.reached();
                 backoff.reset();
                 refused_in_a_row = 0;
                 if renewal.claims.is_some() {
@@ -54,6 +55,9 @@ pub async fn lease_loop(
                 }
             }
             Err(Renewal::Failed(e)) => {
+                if e.is_transient() {
+                    session.unreachable();
+                }
                 log_failure("renewing the lease", &e);
                 backoff
                     .next_delay()

@@ -20,8 +20,9 @@ use clap::Args;
 use tokio::sync::{Mutex, RwLock, watch};
 
 use super::identity::{self, AgentKey, Identity};
-use crate::backoff::Backoff;
-use crate::{Chain, Error, is_transient, sleep_or_stop};
+use crate::telemetry;
+use crate::{Chain, Error, sleep_or_stop};
+use api::retry::Backoff;
 
 /// Time limit of one call to the hub made by the agent's loops.
 pub const HUB_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,6 +87,15 @@ pub struct Session {
     mint_retry: std::sync::Mutex<MintRetry>,
     /// Set, with the reason, once the hub has refused this agent for good.
     refused: watch::Sender<Option<String>>,
+    /// When a call to the hub last succeeded, and the lease interval the hub asked for.
+    contact: std::sync::Mutex<Contact>,
+}
+
+/// The last successful call to the hub, for `/healthz`.
+#[derive(Debug)]
+struct Contact {
+    at: Option<Instant>,
+    lease_interval: Duration,
 }
 
 /// When the next mint may be tried, after failures.
@@ -126,6 +136,10 @@ impl Session {
                 not_before: None,
             }),
             refused: watch::Sender::new(None),
+            contact: std::sync::Mutex::new(Contact {
+                at: None,
+                lease_interval: Duration::from_secs(10),
+            }),
         }
     }
 
@@ -180,6 +194,34 @@ impl Session {
                 ))
             }
             Err(_) => None,
+        }
+    }
+
+    /// Records a successful call to the hub (a token minted, a lease renewed, the works
+    /// listed).
+    pub fn reached(&self) {
+        self.contact.lock().expect("contact lock").at = Some(Instant::now());
+        metrics::gauge!(telemetry::HUB_CONNECTED).set(1.0);
+    }
+
+    /// Records a call to the hub that failed for an outage (no answer, 5xx).
+    pub fn unreachable(&self) {
+        metrics::gauge!(telemetry::HUB_CONNECTED).set(0.0);
+    }
+
+    /// `Ok` when a call to the hub succeeded within three lease intervals (at least a
+    /// minute), else why not.
+    pub fn reached_recently(&self) -> Result<(), String> {
+        let contact = self.contact.lock().expect("contact lock");
+        let window = (contact.lease_interval * 3).max(Duration::from_secs(60));
+        match contact.at {
+            Some(at) if at.elapsed() <= window => Ok(()),
+            Some(at) => Err(format!(
+                "the hub was last reached {}s ago (more than {}s)",
+                at.elapsed().as_secs(),
+                window.as_secs()
+            )),
+            None => Err("the hub has not been reached yet".to_string()),
         }
     }
 
@@ -260,6 +302,9 @@ impl Session {
                     tracing::error!(cluster = %self.cluster, "{why}");
                     self.refused.send_replace(Some(why));
                 }
+                if e.is_transient() {
+                    self.unreachable();
+                }
                 let mut retry = self.mint_retry.lock().expect("mint retry lock");
                 let delay = retry.backoff.next_delay();
                 retry.not_before = Some((Instant::now() + delay, Chain(&e).to_string()));
@@ -284,6 +329,8 @@ impl Session {
             lifetime_secs = lifetime.as_secs(),
             "got an access token"
         );
+        self.contact.lock().expect("contact lock").lease_interval = authorized.lease_interval;
+        self.reached();
         *self.current.write().await = Some(authorized.clone());
         Ok(authorized)
     }
@@ -330,15 +377,6 @@ pub fn no_answer(url: &str) -> Error {
     Error::NoAnswer {
         url: url.to_string(),
         after: HUB_CALL_TIMEOUT,
-    }
-}
-
-/// Whether a failure looks like an outage rather than a refusal.
-fn transient(err: &Error) -> bool {
-    match err {
-        Error::NoAnswer { .. } | Error::Waiting { .. } => true,
-        Error::Hub(e) => is_transient(e),
-        _ => false,
     }
 }
 
@@ -389,7 +427,7 @@ pub async fn refresh_loop(session: Arc<Session>, mut stop: watch::Receiver<bool>
 
 /// Logs a failed call to the hub: a warning for an outage, an error for a refusal.
 pub fn log_failure(what: &str, err: &Error) {
-    if transient(err) {
+    if err.is_transient() {
         tracing::warn!(error = %Chain(err), "{what} failed; retrying");
     } else {
         tracing::error!(error = %Chain(err), "{what} was refused; retrying (has the cluster been accepted, revoked or deleted?)");

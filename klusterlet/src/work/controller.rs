@@ -29,9 +29,10 @@ use super::ledger::Ledger;
 use super::reconcile::{self, Applied, Context, ObjectKey, object_key};
 use super::runner::{self, Queue};
 use crate::apply::{Applier, ResourceRef};
-use crate::backoff::Backoff;
 use crate::hub::session::Session;
 use crate::sleep_or_stop;
+use crate::telemetry;
+use api::retry::Backoff;
 
 /// Timings and limits of the work loop.
 #[derive(Debug, Clone)]
@@ -149,7 +150,9 @@ impl WorkController {
                 async move { reconcile::reconcile(&ctx, &name).await }
             },
             reconcile::error_policy,
-            |_: &str, _: Duration, _: Option<&crate::Error>| {},
+            |_: &str, took: Duration, error: Option<&crate::Error>| {
+                telemetry::reconciled(took, error.map(crate::Error::kind))
+            },
         ));
         let _ = stop.changed().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -182,6 +185,8 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match result {
             Ok((listed_index, items)) => {
                 backoff.reset();
+                shared.ctx.session.reached();
+                metrics::gauge!(telemetry::WORKS).set(items.len() as f64);
                 index = listed_index;
                 let fresh: BTreeMap<String, ManifestWork> = items
                     .into_iter()
@@ -217,6 +222,9 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 shared.synced.send_replace(true);
             }
             Err(e) => {
+                if e.is_transient() {
+                    shared.ctx.session.unreachable();
+                }
                 if let crate::Error::Hub(h) = &e
                     && h.status() == Some(reqwest::StatusCode::UNAUTHORIZED)
                     && let Ok(a) = shared.ctx.session.authorized().await

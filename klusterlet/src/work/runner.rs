@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::backoff::Backoff;
+use api::retry::Backoff;
 
 /// The first delay of a key's backoff.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
