@@ -193,6 +193,7 @@ impl Applier {
     /// Established, then refreshing discovery), then the rest, each with the update
     /// strategy its `manifestConfigs` entry names (matched by `resourceIdentifier`). One
     /// failing manifest never stops the others. Outcomes come back in manifest order.
+    #[tracing::instrument(level = "debug", skip_all, fields(work = %work.metadata.name, manifests = work.spec.workload.manifests.len()))]
     pub async fn apply_work(&self, work: &ManifestWork) -> Vec<ManifestOutcome> {
         let manifests = &work.spec.workload.manifests;
         let mut outcomes: Vec<Option<ManifestOutcome>> = vec![None; manifests.len()];
@@ -296,6 +297,7 @@ impl Applier {
     }
 
     /// Resolves the kind of the manifest and applies it by its update strategy.
+    #[tracing::instrument(level = "debug", skip_all, fields(ordinal = p.ordinal, kind = %p.id.kind, namespace = ?p.id.namespace, name = %p.id.name))]
     async fn apply_one(&self, work: &ManifestWork, p: Pending, crds: &WorkCrds) -> ManifestOutcome {
         let Pending { ordinal, id } = p;
         let manifest = &work.spec.workload.manifests[ordinal as usize];
@@ -446,6 +448,7 @@ impl Applier {
     /// cluster without one a deletion never finished. The caller waits for the object
     /// itself to be gone ([`DeleteOutcome::Deleting`] until then); its dependents
     /// (ReplicaSets, Pods) go with the garbage collector, as `kubectl delete` leaves them.
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = %r.kind, namespace = %r.namespace, name = %r.name, uid))]
     pub async fn delete(&self, r: &ResourceRef, uid: &str) -> Result<DeleteOutcome, ApplyError> {
         if uid.is_empty() {
             return Err(ApplyError::new(

@@ -75,6 +75,7 @@ enum Renewal {
     Failed(Error),
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(cluster = %session.cluster(), claims = renewal.claims.is_some()))]
 async fn renew(session: &Session, renewal: &LeaseRenewal) -> Result<api::LeaseStatus, Renewal> {
     let auth = session.authorized().await.map_err(Renewal::Failed)?;
     let answer = tokio::time::timeout(

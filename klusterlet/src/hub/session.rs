@@ -257,6 +257,7 @@ impl Session {
 
     /// Mints a new access token unless another task already replaced `stale` (or, with
     /// `None`, unless a valid one exists).
+    #[tracing::instrument(level = "debug", skip(self), fields(cluster = %self.cluster))]
     async fn mint(&self, stale: Option<u64>) -> Result<Authorized, Error> {
         let mut generation = self.mint_lock.lock().await;
         let current = self.current.read().await.clone();

@@ -1,361 +1,93 @@
-//! A JSONPath evaluator for the Kubernetes dialect that feedback rules use (as `kubectl
-//! -o jsonpath` and OCM read them): `.a.b`, `['a']`, `[0]`, `[-1]`, `[1:3]`, `[*]`, `.*`,
-//! `..a` (recursive descent) and filters `[?(@.type=="Ready")]` with `==`, `!=`, `<`,
-//! `<=`, `>`, `>=` or plain existence (`[?(@.x)]`). Optional `{...}` and a leading `$`.
-//! Missing keys and indexes give no result rather than an error.
+//! JSONPath for feedback rules: RFC 9535 (`serde_json_path`), behind a small shim for the
+//! Kubernetes dialect OCM's rules are written in (as `kubectl -o jsonpath` reads them):
+//! an optional `{...}` around the path, an optional leading `$`, and dotted names that may
+//! hold `-` or `/` (`.metadata.labels.app-name`), which RFC 9535 writes `['app-name']`.
+//! Everything else (`['a']`, `[0]`, `[-1]`, `[1:3]`, `[*]`, `.*`, `..a`, filters
+//! `[?(@.type=="Ready")]` with comparisons or existence) is RFC 9535 already. Missing keys
+//! and indexes give no result rather than an error.
 
 use serde_json::Value;
-
-/// One step of a path.
-#[derive(Debug, Clone, PartialEq)]
-enum Segment {
-    Child(String),
-    Descendant(String),
-    Wildcard,
-    Index(i64),
-    Slice(Option<i64>, Option<i64>),
-    Filter(Filter),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Filter {
-    path: Vec<Segment>,
-    test: Option<(Op, Value)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+use serde_json_path::JsonPath;
 
 /// The values `path` selects in `root`, in document order.
 pub fn evaluate<'a>(path: &str, root: &'a Value) -> Result<Vec<&'a Value>, String> {
-    let segments = parse(path)?;
-    Ok(apply(&segments, vec![root]))
+    let rfc = to_rfc9535(path);
+    let parsed = JsonPath::parse(&rfc).map_err(|e| format!("{path:?}: {e}"))?;
+    Ok(parsed.query(root).all())
 }
 
-fn parse(path: &str) -> Result<Vec<Segment>, String> {
+/// Rewrites a kubectl-style path as RFC 9535: drops `{...}`, starts it at `$`, and writes
+/// each dotted name as `['name']`. A `.` counts as a name's only where a path goes on
+/// (after `$`, `@`, a name or `]`), so the `.` of a number in a filter (`@.n > 1.5`) stays.
+fn to_rfc9535(path: &str) -> String {
     let mut text = path.trim();
     if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
         text = inner.trim();
     }
-    text = text.strip_prefix('$').unwrap_or(text);
-    let mut parser = Parser {
-        chars: text.chars().collect(),
-        at: 0,
+    let mut out = String::from("$");
+    let rest = match text.strip_prefix('$') {
+        Some(rest) => rest.to_string(),
+        None if text.is_empty() || text.starts_with(['.', '[']) => text.to_string(),
+        // `status.x`: a first name without its dot.
+        None => format!(".{text}"),
     };
-    let segments = parser.segments(false)?;
-    if parser.at < parser.chars.len() {
-        return Err(format!(
-            "unexpected {:?} at {} in {path:?}",
-            parser.chars[parser.at], parser.at
-        ));
-    }
-    Ok(segments)
-}
-
-struct Parser {
-    chars: Vec<char>,
-    at: usize,
-}
-
-impl Parser {
-    fn peek(&self) -> Option<char> {
-        self.chars.get(self.at).copied()
-    }
-
-    fn eat(&mut self, s: &str) -> bool {
-        let n = s.chars().count();
-        if self.chars.len() >= self.at + n
-            && self.chars[self.at..self.at + n]
-                .iter()
-                .copied()
-                .eq(s.chars())
-        {
-            self.at += n;
-            true
-        } else {
-            false
+    let chars: Vec<char> = rest.chars().collect();
+    let mut at = 0;
+    let mut in_path = true;
+    let mut quote: Option<char> = None;
+    while at < chars.len() {
+        let c = chars[at];
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' && at + 1 < chars.len() {
+                out.push(chars[at + 1]);
+                at += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            at += 1;
+            continue;
         }
-    }
-
-    fn skip_spaces(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.at += 1;
-        }
-    }
-
-    /// Segments until the end, or (`in_filter`) until an operator or `)`.
-    fn segments(&mut self, in_filter: bool) -> Result<Vec<Segment>, String> {
-        let mut segments = Vec::new();
-        while let Some(c) = self.peek() {
-            match c {
-                '.' if self.eat("..") => {
-                    let name = self.name();
-                    if name.is_empty() || name == "*" {
-                        return Err("`..` needs a field name".into());
-                    }
-                    segments.push(Segment::Descendant(name));
+        match c {
+            '.' if in_path => {
+                let descend = chars.get(at + 1) == Some(&'.');
+                let start = at + if descend { 2 } else { 1 };
+                let end = (start..chars.len())
+                    .find(|&i| ends_name(chars[i]))
+                    .unwrap_or(chars.len());
+                let name: String = chars[start..end].iter().collect();
+                if descend {
+                    out.push_str("..");
                 }
-                '.' => {
-                    self.at += 1;
-                    let name = self.name();
-                    match name.as_str() {
-                        "" if self.peek() == Some('[') || self.peek().is_none() => {}
-                        "" => return Err(format!("empty field name at {}", self.at)),
-                        "*" => segments.push(Segment::Wildcard),
-                        _ => segments.push(Segment::Child(name)),
+                match name.as_str() {
+                    "" => {}
+                    "*" if descend => out.push('*'),
+                    "*" => out.push_str(".*"),
+                    _ => {
+                        out.push_str("['");
+                        out.push_str(&name.replace('\\', "\\\\").replace('\'', "\\'"));
+                        out.push_str("']");
                     }
                 }
-                '[' => {
-                    self.at += 1;
-                    segments.push(self.bracket()?);
-                }
-                _ if in_filter => break,
-                _ => return Err(format!("unexpected {c:?} at {}", self.at)),
+                at = end;
+                continue;
             }
+            '\'' | '"' => quote = Some(c),
+            '$' | '@' | ']' => in_path = true,
+            '[' | '*' => {}
+            _ => in_path = false,
         }
-        Ok(segments)
+        out.push(c);
+        at += 1;
     }
-
-    fn name(&mut self) -> String {
-        let start = self.at;
-        while let Some(c) = self.peek() {
-            if c == '.' || c == '[' || c.is_whitespace() || "=!<>)".contains(c) {
-                break;
-            }
-            self.at += 1;
-        }
-        self.chars[start..self.at].iter().collect()
-    }
-
-    /// After `[`, through `]`.
-    fn bracket(&mut self) -> Result<Segment, String> {
-        self.skip_spaces();
-        let segment = match self.peek() {
-            Some('\'' | '"') => Segment::Child(self.quoted()?),
-            Some('*') => {
-                self.at += 1;
-                Segment::Wildcard
-            }
-            Some('?') => {
-                self.at += 1;
-                self.skip_spaces();
-                let parenthesized = self.eat("(");
-                let filter = self.filter()?;
-                if parenthesized {
-                    self.skip_spaces();
-                    if !self.eat(")") {
-                        return Err("filter without its `)`".into());
-                    }
-                }
-                Segment::Filter(filter)
-            }
-            _ => {
-                let start = self.at;
-                while self.peek().is_some_and(|c| c != ']') {
-                    self.at += 1;
-                }
-                let inner: String = self.chars[start..self.at].iter().collect();
-                index_or_slice(inner.trim())?
-            }
-        };
-        self.skip_spaces();
-        if !self.eat("]") {
-            return Err(format!("expected `]` at {}", self.at));
-        }
-        Ok(segment)
-    }
-
-    fn quoted(&mut self) -> Result<String, String> {
-        let quote = self.peek().ok_or("expected a quote")?;
-        self.at += 1;
-        let mut out = String::new();
-        while let Some(c) = self.peek() {
-            self.at += 1;
-            match c {
-                '\\' => {
-                    if let Some(next) = self.peek() {
-                        out.push(next);
-                        self.at += 1;
-                    }
-                }
-                c if c == quote => return Ok(out),
-                c => out.push(c),
-            }
-        }
-        Err("unterminated string".into())
-    }
-
-    fn filter(&mut self) -> Result<Filter, String> {
-        self.skip_spaces();
-        if !self.eat("@") {
-            return Err("a filter starts with `@`".into());
-        }
-        let path = self.segments(true)?;
-        self.skip_spaces();
-        let op = [
-            ("==", Op::Eq),
-            ("!=", Op::Ne),
-            ("<=", Op::Le),
-            (">=", Op::Ge),
-            ("<", Op::Lt),
-            (">", Op::Gt),
-        ]
-        .into_iter()
-        .find(|(s, _)| self.eat(s))
-        .map(|(_, op)| op);
-        let Some(op) = op else {
-            return Ok(Filter { path, test: None });
-        };
-        self.skip_spaces();
-        let literal = match self.peek() {
-            Some('\'' | '"') => Value::String(self.quoted()?),
-            _ => {
-                let start = self.at;
-                while self
-                    .peek()
-                    .is_some_and(|c| c != ')' && c != ']' && !c.is_whitespace())
-                {
-                    self.at += 1;
-                }
-                let raw: String = self.chars[start..self.at].iter().collect();
-                serde_json::from_str(&raw).map_err(|_| format!("cannot compare with {raw:?}"))?
-            }
-        };
-        Ok(Filter {
-            path,
-            test: Some((op, literal)),
-        })
-    }
+    out
 }
 
-fn index_or_slice(inner: &str) -> Result<Segment, String> {
-    let number = |s: &str| -> Result<Option<i64>, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            s.parse().map(Some).map_err(|_| format!("bad index {s:?}"))
-        }
-    };
-    match inner.split_once(':') {
-        Some((start, end)) => {
-            // A step (`[a:b:c]`) is not supported.
-            if end.contains(':') {
-                return Err(format!("unsupported slice {inner:?}"));
-            }
-            Ok(Segment::Slice(number(start)?, number(end)?))
-        }
-        None => number(inner)?
-            .map(Segment::Index)
-            .ok_or_else(|| "empty `[]`".to_string()),
-    }
-}
-
-fn apply<'a>(segments: &[Segment], mut current: Vec<&'a Value>) -> Vec<&'a Value> {
-    for segment in segments {
-        let mut next = Vec::new();
-        for value in current {
-            step(segment, value, &mut next);
-        }
-        current = next;
-    }
-    current
-}
-
-fn step<'a>(segment: &Segment, value: &'a Value, out: &mut Vec<&'a Value>) {
-    match segment {
-        Segment::Child(name) => out.extend(value.get(name.as_str())),
-        Segment::Descendant(name) => descend(name, value, out),
-        Segment::Wildcard => match value {
-            Value::Object(map) => out.extend(map.values()),
-            Value::Array(items) => out.extend(items),
-            _ => {}
-        },
-        Segment::Index(i) => {
-            if let Value::Array(items) = value
-                && let Some(at) = position(*i, items.len())
-                && at < items.len()
-            {
-                out.push(&items[at]);
-            }
-        }
-        Segment::Slice(start, end) => {
-            if let Value::Array(items) = value {
-                let len = items.len();
-                let start = start.map_or(0, |s| position(s, len).unwrap_or(0)).min(len);
-                let end = end.map_or(len, |e| position(e, len).unwrap_or(0)).min(len);
-                if start < end {
-                    out.extend(&items[start..end]);
-                }
-            }
-        }
-        Segment::Filter(filter) => {
-            if let Value::Array(items) = value {
-                out.extend(items.iter().filter(|item| matches(filter, item)));
-            }
-        }
-    }
-}
-
-/// An index from the start, or (negative) from the end.
-fn position(i: i64, len: usize) -> Option<usize> {
-    if i >= 0 {
-        usize::try_from(i).ok()
-    } else {
-        len.checked_sub(usize::try_from(i.unsigned_abs()).ok()?)
-    }
-}
-
-fn descend<'a>(name: &str, value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Object(map) => {
-            out.extend(map.get(name));
-            for child in map.values() {
-                descend(name, child, out);
-            }
-        }
-        Value::Array(items) => {
-            for child in items {
-                descend(name, child, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn matches(filter: &Filter, item: &Value) -> bool {
-    let found = apply(&filter.path, vec![item]);
-    let Some((op, literal)) = &filter.test else {
-        return found.iter().any(|v| !v.is_null());
-    };
-    let Some(left) = found.first() else {
-        return false;
-    };
-    let ordering = match (left, literal) {
-        (Value::Number(a), Value::Number(b)) => a
-            .as_f64()
-            .zip(b.as_f64())
-            .and_then(|(a, b)| a.partial_cmp(&b)),
-        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
-        (a, b) if a == &b => Some(std::cmp::Ordering::Equal),
-        _ => None,
-    };
-    use std::cmp::Ordering::*;
-    match op {
-        Op::Eq => ordering == Some(Equal),
-        Op::Ne => ordering != Some(Equal),
-        Op::Lt => ordering == Some(Less),
-        Op::Le => matches!(ordering, Some(Less | Equal)),
-        Op::Gt => ordering == Some(Greater),
-        Op::Ge => matches!(ordering, Some(Greater | Equal)),
-    }
+/// Whether `c` ends a dotted name.
+fn ends_name(c: char) -> bool {
+    c.is_whitespace() || ".[]()=!<>&|,'\"".contains(c)
 }
 
 #[cfg(test)]
@@ -438,6 +170,35 @@ mod tests {
         assert_eq!(eval(".status['a.b'].c", &doc), [json!(true)]);
         assert_eq!(eval(r#".status["a.b"]["c"]"#, &doc), [json!(true)]);
         assert_eq!(eval("", &doc), std::slice::from_ref(&doc));
+        // kubectl's (and OCM's) names may hold `-` and `/`, which RFC 9535 shorthand does not.
+        let labels = json!({"metadata": {"labels": {"app-name": "web", "example.com/tier": "db"}}});
+        assert_eq!(eval(".metadata.labels.app-name", &labels), [json!("web")]);
+        assert_eq!(
+            eval(".metadata.labels['example.com/tier']", &labels),
+            [json!("db")]
+        );
+        // A slice with a step, as kubectl reads it (refused before serde_json_path).
+        assert_eq!(eval(".spec.containers[0:2:2].name", &doc), [json!("x")]);
+        // A number in a filter stays a number.
+        assert_eq!(eval(".status.conditions[?(@.n > 1.5)].n", &doc), [json!(2)]);
+    }
+
+    #[test]
+    fn kubectl_forms_become_rfc_9535() {
+        assert_eq!(
+            to_rfc9535("{.status.readyReplicas}"),
+            "$['status']['readyReplicas']"
+        );
+        assert_eq!(to_rfc9535("status.x"), "$['status']['x']");
+        assert_eq!(to_rfc9535("$.a[*].b"), "$['a'][*]['b']");
+        assert_eq!(to_rfc9535("..image"), "$..['image']");
+        assert_eq!(to_rfc9535(".a.*"), "$['a'].*");
+        assert_eq!(
+            to_rfc9535(r#".c[?(@.type=="Ready")].status"#),
+            r#"$['c'][?(@['type']=="Ready")]['status']"#
+        );
+        assert_eq!(to_rfc9535(".a['x.y'].b"), "$['a']['x.y']['b']");
+        assert_eq!(to_rfc9535(".a-b/c"), "$['a-b/c']");
     }
 
     #[test]
@@ -449,7 +210,7 @@ mod tests {
             ".a[?(b==1)]",
             "a b",
             ".a..",
-            ".a[1:2:3]",
+            ".a[?(@.b == 'x)]",
         ] {
             assert!(evaluate(bad, &json!({})).is_err(), "{bad}");
         }

@@ -138,6 +138,7 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// Reconciles one work: applies it, cleans it up when deleting, or forgets it when it
 /// vanished from the hub. Says when to run again when something is still pending.
+#[tracing::instrument(skip_all, fields(work = name, cluster = %ctx.session.cluster()))]
 pub async fn reconcile(ctx: &Context, name: &str) -> Result<Action, crate::Error> {
     let work = ctx.works.read().await.get(name).cloned();
     let pending = match work {
@@ -180,6 +181,7 @@ fn read_only(work: &ManifestWork, r: &ResourceRef) -> bool {
 /// Applies a work, records what it applied, deletes what it no longer names, pushes status.
 /// Returns whether something is still pending (a retryable failure, or not ready yet is not
 /// pending: watchers report readiness).
+#[tracing::instrument(level = "debug", skip_all, fields(work = %work.metadata.name, generation = ?work.metadata.generation))]
 async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error> {
     let name = work.metadata.name.clone();
     let outcomes = ctx.applier.apply_work(work).await;
@@ -279,6 +281,7 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
 }
 
 /// Computes the status of an applied work and pushes it when it changed.
+#[tracing::instrument(level = "debug", skip_all, fields(work = %work.metadata.name))]
 async fn push_status(
     ctx: &Context,
     work: &ManifestWork,
@@ -441,6 +444,7 @@ async fn delete_recorded(
 }
 
 /// Cleans up a deleting work, then removes the agent's finalizer.
+#[tracing::instrument(level = "debug", skip_all, fields(work = %work.metadata.name))]
 async fn clean_up(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error> {
     let name = &work.metadata.name;
     if delete_recorded(
@@ -488,6 +492,7 @@ enum Vanished {
 /// per the delete option it last had, but only once a fresh read from the hub answers
 /// that the work does not exist. Anything else (the work is there after all, the hub
 /// cannot be reached) deletes nothing.
+#[tracing::instrument(level = "debug", skip_all, fields(work = name))]
 async fn forget_vanished(ctx: &Context, name: &str) -> Result<Vanished, crate::Error> {
     let Some(option) = ctx
         .records
