@@ -1,7 +1,6 @@
 //! The fleethub agent as a library: `join` a hub, `run` next to (or inside) a managed
 //! cluster, print an access `token`, `unjoin`.
 //!
-//!
 //! * [`cli`]: the command line; [`run`]: `klusterlet run`, the agent's loops put together.
 //! * [`hub`]: everything between the agent and the hub: its [`hub::identity`] (key,
 //!   assertions, the state `join` leaves), [`hub::join`], the [`hub::session`] holding the
@@ -11,9 +10,11 @@
 //!   [`work::ledger`] (what each work applied, kept on the managed cluster).
 //! * [`apply`]: the apply engine and the update strategies.
 //! * [`status`]: readiness, feedback and the conditions reported for a work.
+//! * [`telemetry`]: `/metrics`, `/healthz` and `/livez` (`run --metrics-listen`).
 //!
 //! Dependencies point one way: `cli` -> `run` -> `work` -> (`hub`, `apply`, `status`);
-//! `status` -> `apply`; nothing below imports from above.
+//! `status` -> `apply`; `hub` and `work` record into `telemetry`, which imports none of
+//! them; nothing below imports from above.
 #![forbid(unsafe_code)]
 
 pub mod apply;

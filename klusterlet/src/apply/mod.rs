@@ -2,7 +2,8 @@
 //! of a work in a safe order with server-side apply per its update strategy, reads and
 //! deletes what was applied.
 //!
-//! INTERFACE CONTRACT (used by `controller` and `ledger`; keep these signatures):
+//! INTERFACE CONTRACT (used by `work::reconcile`, `work::controller` and `work::ledger`;
+//! keep these signatures):
 //! * [`Applier::new`], [`Applier::apply_work`], [`Applier::get`], [`Applier::delete`].
 //! * [`ResourceRef`], [`ManifestOutcome`], [`ApplyError`], [`DeleteOutcome`].
 //!

@@ -12,8 +12,8 @@
 //!   never reconciled twice at once; a request while it runs re-runs it after.
 //! * A deleting work is cleaned up per its `deleteOption`, then its finalizer is removed.
 //!
-//! The queue and its retries live in [`runner`](super::runner); what one run does lives in
-//! [`reconcile`](super::reconcile).
+//! The queue and its retries live in [`super::runner`]; what one run does lives in
+//! [`super::reconcile`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
