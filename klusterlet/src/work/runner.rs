@@ -124,11 +124,6 @@ impl Queue {
         }
         delay.filter(|d| !d.is_zero())
     }
-
-    /// Forgets the backoff of a key (it is gone).
-    pub fn forget(&self, key: &str) {
-        self.state.lock().expect("queue lock").backoff.remove(key);
-    }
 }
 
 /// Runs `concurrency` workers over the queue until `stop` turns true, once `ready` has
