@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod registration;
+pub mod retry;
 pub mod selector;
 pub mod types;
 

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::agent::{RunArgs, TokenArgs};
-use crate::identity::{self, JoinState};
-use crate::join::JoinArgs;
-use crate::{Error, agent, join};
+use crate::Error;
+use crate::hub::identity::{self, JoinState};
+use crate::hub::join::{self, JoinArgs};
+use crate::hub::session::{self, TokenArgs};
+use crate::run::{self, RunArgs};
 
 /// The fleethub agent: joins a hub, then keeps its managed cluster's lease (and applies its
 /// works).
@@ -111,8 +112,8 @@ impl Command {
 pub async fn run(command: Command) -> i32 {
     let result = match command {
         Command::Join(args) => join::join(args).await,
-        Command::Run(args) => agent::run(args).await,
-        Command::Token(args) => agent::token(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Token(args) => session::token(args).await,
         Command::Unjoin(args) => unjoin(args).await,
     };
     match result {
@@ -128,8 +129,8 @@ async fn remove_the_ledger(
     kubeconfig: Option<&std::path::Path>,
     namespace: &str,
 ) -> Result<(), Error> {
-    let kube = crate::claims::kube_client(kubeconfig).await?;
-    let removed = crate::ledger::Ledger::existing(kube, namespace)
+    let kube = crate::hub::claims::kube_client(kubeconfig).await?;
+    let removed = crate::work::ledger::Ledger::existing(kube, namespace)
         .remove_all()
         .await?;
     println!("{removed}");

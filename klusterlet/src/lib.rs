@@ -1,26 +1,33 @@
 //! The fleethub agent as a library: `join` a hub, `run` next to (or inside) a managed
 //! cluster, print an access `token`, `unjoin`.
 //!
-//! * [`identity`]: the agent's key, the assertions it signs, the state `join` leaves.
-//! * [`join`]: the join handshake (CA pinning, registration, waiting for acceptance).
-//! * [`agent`]: the long-running agent: a [`agent::Session`] holding the current access
-//!   token, the lease loop, and the place the work loop plugs into.
-//! * [`claims`]: facts read from the managed cluster.
-//! * [`manifests`]: what `join --print-manifests` prints to run the agent in-cluster.
-//! * [`cli`]: the command line.
+//! * [`cli`]: the command line; [`run`]: `klusterlet run`, the agent's loops put together.
+//! * [`hub`]: everything between the agent and the hub: its [`hub::identity`] (key,
+//!   assertions, the state `join` leaves), [`hub::join`], the [`hub::session`] holding the
+//!   access token, the [`hub::lease`] loop and the [`hub::claims`] it reports.
+//! * [`work`]: the work controller: [`work::controller`] (following the hub, watches,
+//!   resync), [`work::runner`] (queue, backoff), [`work::reconcile`] (one work),
+//!   [`work::ledger`] (what each work applied, kept on the managed cluster).
+//! * [`apply`]: the apply engine and the update strategies.
+//! * [`status`]: readiness, feedback and the conditions reported for a work.
+//! * [`telemetry`]: `/metrics`, `/healthz` and `/livez` (`run --metrics-listen`).
+//!
+//! Dependencies point one way: `cli` -> `run` -> `work` -> (`hub`, `apply`, `status`);
+//! `status` -> `apply`; `hub` and `work` record into `telemetry`, which imports none of
+//! them; nothing below imports from above.
 #![forbid(unsafe_code)]
 
-pub mod agent;
 pub mod apply;
-pub mod backoff;
-pub mod claims;
 pub mod cli;
-pub mod controller;
-pub mod identity;
-pub mod join;
-pub mod ledger;
-pub mod manifests;
+pub mod hub;
+pub mod run;
 pub mod status;
+pub mod telemetry;
+pub mod work;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use api::ClientError;
 
@@ -69,10 +76,10 @@ pub enum Error {
     },
     /// The local identity is missing or unusable: exit 1.
     #[error(transparent)]
-    Identity(#[from] identity::IdentityError),
+    Identity(#[from] hub::identity::IdentityError),
     /// The managed cluster could not be read: exit 1.
     #[error(transparent)]
-    Claims(#[from] claims::ClaimsError),
+    Claims(#[from] hub::claims::ClaimsError),
     /// Refused on this side or by an admin (a denied join, a data dir holding another
     /// identity): exit 1.
     #[error("{0}")]
@@ -80,15 +87,24 @@ pub enum Error {
     /// A wait ran out: exit 3.
     #[error("{0}")]
     TimedOut(String),
-    /// The managed cluster's API failed (ledger, apply engine start-up): exit 1.
+    /// The apply engine could not start (discovery of the managed cluster failed): exit 1.
     #[error("managed cluster: {0}")]
-    Cluster(String),
+    Apply(#[from] apply::ApplyError),
     /// A call to the managed cluster's API failed: exit 1.
     #[error("managed cluster: {0}")]
     Kube(#[from] KubeError),
     /// The agent's ledger could not be read or written: exit 1.
     #[error("managed cluster: {0}")]
-    Ledger(#[from] ledger::LedgerError),
+    Ledger(#[from] work::ledger::LedgerError),
+    /// `--metrics-listen` could not be bound: exit 1.
+    #[error("--metrics-listen {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding it failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<ClientError> for Error {
@@ -108,26 +124,54 @@ impl Error {
             Error::Identity(_)
             | Error::Claims(_)
             | Error::Refused(_)
-            | Error::Cluster(_)
+            | Error::Apply(_)
             | Error::Kube(_)
-            | Error::Ledger(_) => 1,
+            | Error::Ledger(_)
+            | Error::Listen { .. } => 1,
             Error::TimedOut(_) => 3,
         }
     }
-}
 
-/// Whether an error talking to the hub may go away by retrying: the hub was unreachable,
-/// timed out, answered 5xx or 429.
-pub fn is_transient(err: &ClientError) -> bool {
-    match err {
-        ClientError::Transport { .. } => true,
-        ClientError::Api { status, .. } => {
-            status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408
+    /// Whether the failure looks like an outage of the hub rather than a refusal: no
+    /// answer in time, waiting after one, or a hub error [`api::retry::is_transient`]
+    /// calls transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::NoAnswer { .. } | Error::Waiting { .. } => true,
+            Error::Hub(e) => api::retry::is_transient(e),
+            _ => false,
         }
-        ClientError::Config(_) | ClientError::Decode(_) => false,
+    }
+
+    /// The kind of error, as the `error` label of the failure metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Hub(_) => "hub",
+            Error::NoAnswer { .. } => "hub_no_answer",
+            Error::Waiting { .. } => "hub_waiting",
+            Error::CaMismatch { .. } => "hub_ca_mismatch",
+            Error::Identity(_) => "identity",
+            Error::Claims(_) => "claims",
+            Error::Refused(_) => "refused",
+            Error::TimedOut(_) => "timed_out",
+            Error::Apply(_) | Error::Kube(_) => "cluster",
+            Error::Ledger(_) => "ledger",
+            Error::Listen { .. } => "listen",
+        }
     }
 }
 
+/// Sleeps for `delay`, or less when asked to stop; returns whether to stop.
+pub(crate) async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.changed() => true,
+    }
+}
 /// A failed call to a managed cluster's apiserver, as one line: the verb, the resource and
 /// the apiserver's own message (kube's `Display` of an API error appends a debug dump of
 /// the whole Status, which is what users saw before).
@@ -256,15 +300,5 @@ mod tests {
         struct Inner(#[source] std::io::Error);
         let e = Outer(Inner(std::io::Error::other("connection refused")));
         assert_eq!(Chain(&e).to_string(), "outer: inner: connection refused");
-    }
-
-    #[test]
-    fn transient_errors() {
-        assert!(is_transient(&api_error(503)));
-        assert!(is_transient(&api_error(500)));
-        assert!(is_transient(&api_error(429)));
-        assert!(!is_transient(&api_error(401)));
-        assert!(!is_transient(&api_error(403)));
-        assert!(!is_transient(&api_error(404)));
     }
 }

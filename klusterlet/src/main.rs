@@ -15,7 +15,7 @@ async fn main() {
         .filter(|d| !d.trim().is_empty())
         .unwrap_or_else(|| cli.command.default_log_filter().to_string());
     // kube-runtime's watcher logs every failed watch with a debug dump of the Status; the
-    // agent says the same once, in one line (controller.rs), and retries. Its lines stay
+    // agent says the same once, in one line (work/controller.rs), and retries. Its lines stay
     // available when KLUSTERLET_LOG names kube_runtime itself.
     let directives = if directives.contains("kube_runtime") {
         directives

@@ -66,7 +66,8 @@ impl Hub {
             .await
             .expect("start the hub");
         let config = ClientConfig::load(&process.client_config_path()).unwrap();
-        let ca_hash = klusterlet::identity::ca_hash(config.ca_data.as_deref().unwrap()).unwrap();
+        let ca_hash =
+            klusterlet::hub::identity::ca_hash(config.ca_data.as_deref().unwrap()).unwrap();
         Hub {
             admin: process.client().unwrap(),
             url: format!("https://127.0.0.1:{}", process.port),
@@ -254,7 +255,7 @@ async fn full_handshake_with_an_admin_accepting_while_join_waits() {
     assert_eq!(pending.labels.get("env").map(String::as_str), Some("ci"));
     // The public key is the one whose private half is in the data dir, private to its owner.
     let key = std::fs::read_to_string(data.join("agent.key")).unwrap();
-    let key = klusterlet::identity::AgentKey::from_pem(&key).unwrap();
+    let key = klusterlet::hub::identity::AgentKey::from_pem(&key).unwrap();
     assert_eq!(pending.public_key.trim(), key.public_key_pem().trim());
     assert_eq!(mode(&data.join("agent.key")), 0o600);
 
@@ -660,7 +661,7 @@ impl TestCa {
     }
 
     fn hash(&self) -> String {
-        klusterlet::identity::ca_hash(&self.cert.pem()).unwrap()
+        klusterlet::hub::identity::ca_hash(&self.cert.pem()).unwrap()
     }
 
     /// A serving certificate for 127.0.0.1 and its key, in PEM.
@@ -845,9 +846,9 @@ async fn two_ca_hashes_pin_a_rotating_hub() {
     .await;
     assert_eq!(joined.code, 0, "{joined:?}");
     assert_eq!(hub.tokens(), ["Bearer abcdef.0123456789abcdef"]);
-    let state = klusterlet::identity::JoinState::load(&data).unwrap();
+    let state = klusterlet::hub::identity::JoinState::load(&data).unwrap();
     let trusted: Vec<String> =
-        klusterlet::identity::bundle_certificates(&state.certificate_authority_data)
+        klusterlet::hub::identity::bundle_certificates(&state.certificate_authority_data)
             .into_iter()
             .map(|(hash, _)| hash)
             .collect();

@@ -39,6 +39,8 @@ struct Fleet {
     data: std::path::PathBuf,
     /// The agent's kubeconfig of the managed cluster.
     kubeconfig: std::path::PathBuf,
+    /// The agent's `--metrics-listen` port on 127.0.0.1.
+    metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -83,6 +85,7 @@ impl Fleet {
             agent: None,
             data,
             kubeconfig,
+            metrics_port: testkit::procs::free_port(),
             _dir: dir,
         };
         fleet.run_agent();
@@ -108,6 +111,10 @@ impl Fleet {
                 "--namespace",
                 &ledger_ns,
             ])
+            .args([
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
             .env("KLUSTERLET_LOG", "info,klusterlet=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -116,6 +123,13 @@ impl Fleet {
             .spawn()
             .unwrap();
         self.agent = Some(child);
+    }
+
+    /// `GET http://127.0.0.1:{metrics port}{path}`: status and body.
+    async fn scrape(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let response = reqwest::get(&url).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     fn agent_log(&self) -> String {
@@ -321,6 +335,40 @@ async fn apply_update_drop_and_delete() {
         .unwrap();
     fleet.wait_work("app", LIMIT, |w| w.is_none()).await;
     fleet.wait_cm("one", LIMIT, |c| c.is_none()).await;
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served_while_running() {
+    let fleet = Fleet::start("metrics").await;
+    fleet.put("app", vec![fleet.cm("one", "1")], |_| {}).await;
+    fleet
+        .wait_work("app", LIMIT, |w| is(w, "Applied", "True"))
+        .await
+        .unwrap();
+    let (status, text) = fleet.scrape("/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let reconciles = sample(&text, "klusterlet_reconciles_total").unwrap_or_default();
+    assert!(reconciles >= 1.0, "a reconcile is counted: {text}");
+    assert_eq!(sample(&text, "klusterlet_works"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "klusterlet_hub_connected"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("klusterlet_reconcile_duration_seconds_bucket"),
+        "{text}"
+    );
+    let (status, body) = fleet.scrape("/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    assert_eq!(fleet.scrape("/livez").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,7 +204,7 @@ pub async fn run_fleet(
         let n = load.agents;
         tokio::task::spawn_blocking(move || {
             (0..n)
-                .map(|_| klusterlet::identity::AgentKey::generate())
+                .map(|_| klusterlet::hub::identity::AgentKey::generate())
                 .collect::<Result<Vec<_>, _>>()
         })
         .await??
@@ -426,7 +426,7 @@ pub async fn run_fleet(
 async fn join(
     cfg: &ClientConfig,
     name: &str,
-    key: &klusterlet::identity::AgentKey,
+    key: &klusterlet::hub::identity::AgentKey,
 ) -> anyhow::Result<HubClient> {
     let bootstrap = HubClient::new(cfg)?;
     let reg = bootstrap

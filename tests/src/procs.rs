@@ -252,7 +252,7 @@ impl HubProcess {
             .ca_data
             .as_deref()
             .context("the hub's client.yaml has no CA")?;
-        let ca_hash = klusterlet::identity::ca_hash(ca).map_err(anyhow::Error::msg)?;
+        let ca_hash = klusterlet::hub::identity::ca_hash(ca).map_err(anyhow::Error::msg)?;
         let token = self
             .client()?
             .create_token(&api::TokenRequest {

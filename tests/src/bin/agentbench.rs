@@ -1404,13 +1404,13 @@ async fn run_joins(
     eprintln!("generating {count} P-256 keys");
     let keys = tokio::task::spawn_blocking(move || {
         (0..=count)
-            .map(|_| klusterlet::identity::AgentKey::generate())
+            .map(|_| klusterlet::hub::identity::AgentKey::generate())
             .collect::<Result<Vec<_>, _>>()
     })
     .await??;
     let mut keys = keys.into_iter();
     let connections = args.connections;
-    let join = |name: String, key: klusterlet::identity::AgentKey| {
+    let join = |name: String, key: klusterlet::hub::identity::AgentKey| {
         let shared = shared.clone();
         let cfg = cfg.clone();
         async move {

@@ -47,9 +47,18 @@ pub enum IdentityError {
         /// Why.
         message: String,
     },
-    /// Key generation or signing failed.
+    /// The key is not one the agent can use.
     #[error("agent key: {0}")]
     Key(String),
+    /// Key generation, parsing or signing failed in the crypto library.
+    #[error("agent key: {0}")]
+    Crypto(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IdentityError {
+    fn crypto(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        IdentityError::Crypto(Box::new(source))
+    }
 }
 
 /// Where the agent keeps its identity unless told otherwise:
@@ -97,18 +106,17 @@ pub struct AssertionClaims {
 impl AgentKey {
     /// Generates a new ECDSA P-256 key pair.
     pub fn generate() -> Result<Self, IdentityError> {
-        let pair = rcgen::KeyPair::generate().map_err(|e| IdentityError::Key(e.to_string()))?;
+        let pair = rcgen::KeyPair::generate().map_err(IdentityError::crypto)?;
         Self::from_pem(&pair.serialize_pem())
     }
 
     /// A key from its PKCS#8 PEM.
     pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
-        let pair = rcgen::KeyPair::from_pem(pem).map_err(|e| IdentityError::Key(e.to_string()))?;
+        let pair = rcgen::KeyPair::from_pem(pem).map_err(IdentityError::crypto)?;
         if !pair.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
             return Err(IdentityError::Key("not an ECDSA P-256 key".into()));
         }
-        let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
-            .map_err(|e| IdentityError::Key(e.to_string()))?;
+        let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(IdentityError::crypto)?;
         Ok(AgentKey {
             pem: pem.to_string(),
             public_pem: pair.public_key_pem(),
@@ -173,7 +181,7 @@ impl AgentKey {
             jti: uuid::Uuid::new_v4().to_string(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
-            .map_err(|e| IdentityError::Key(e.to_string()))
+            .map_err(IdentityError::crypto)
     }
 
     /// An assertion to read the join request `id`.

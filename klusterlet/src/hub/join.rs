@@ -25,10 +25,14 @@ use api::{
 use chrono::Utc;
 use clap::Args;
 
-use crate::backoff::Backoff;
-use crate::identity::{self, AgentKey, Identity, JoinState};
-use crate::manifests::{self, ManifestArgs};
-use crate::{Error, claims, is_transient};
+use super::claims;
+use super::identity::{self, AgentKey, Identity, JoinState};
+use crate::Error;
+use api::retry::Backoff;
+
+pub mod manifests;
+
+use manifests::ManifestArgs;
 
 /// How long one blocking read of the join request may wait on the hub.
 const BLOCKING_WAIT: Duration = Duration::from_secs(30);
@@ -219,6 +223,7 @@ struct Request<'a> {
 }
 
 /// Pins the CA, reads the claims, makes the key, sends the request and saves the state.
+#[tracing::instrument(skip_all, fields(hub = %request.hub, cluster = %request.cluster_name))]
 async fn register(
     request: Request<'_>,
     data_dir: &std::path::Path,
@@ -240,7 +245,7 @@ async fn register(
 
     let kube = claims::kube_client(kubeconfig).await?;
     let claims = claims::read(&kube).await?;
-    tracing::debug!(claims = %crate::claims::display(&claims), "read the managed cluster's claims");
+    tracing::debug!(claims = %claims::display(&claims), "read the managed cluster's claims");
 
     // The key is on disk before the hub hears of it, so a request the hub knows about
     // always has its private half here.
@@ -283,6 +288,7 @@ async fn register(
 /// Fetches the hub's CA bundle without trusting anything and returns exactly its
 /// certificates that `pins` name, once the hub has proven, through a connection trusting
 /// only them, that a pinned CA signed its serving certificate.
+#[tracing::instrument(skip(pins))]
 pub async fn pinned_ca(hub: &str, pins: &[String]) -> Result<String, Error> {
     let info = HubClient::for_discovery(hub)?.cluster_info().await?;
     // The hub's own `caHash` is not trusted: the hashes are computed here.
@@ -319,6 +325,7 @@ pub async fn pinned_ca(hub: &str, pins: &[String]) -> Result<String, Error> {
 
 /// The data dir already holds a request: keep going with it when it is for the same hub
 /// and cluster, refuse otherwise.
+#[tracing::instrument(skip(state, data_dir, pins))]
 async fn resume(
     state: JoinState,
     data_dir: &std::path::Path,
@@ -377,6 +384,7 @@ async fn identity_registration(identity: &Identity) -> Result<Registration, Erro
 
 /// Blocks on the join request until it is decided or the deadline passes. Transient
 /// failures (hub restarting, 5xx) are retried until the deadline.
+#[tracing::instrument(skip_all, fields(cluster = %identity.state.cluster_name, registration = %identity.state.registration_id))]
 async fn wait_for_decision(
     identity: &Identity,
     deadline: Instant,
@@ -433,7 +441,7 @@ async fn wait_for_decision(
                 }
                 index = Some(r.index);
             }
-            Ok(Err(e)) if is_transient(&e) => {
+            Ok(Err(e)) if api::retry::is_transient(&e) => {
                 tracing::warn!(error = %crate::Chain(&e), "reading the join request failed; retrying");
                 let delay = backoff
                     .next_delay()

@@ -17,15 +17,21 @@
 //! * Secret `klusterlet-identity`: `agent.key` and `state.yaml` from the data dir.
 //! * Deployment `klusterlet`: one replica (two agents must never share one identity, so
 //!   the strategy is Recreate), running `klusterlet run --data-dir /var/lib/klusterlet` as
-//!   a non-root user with a read-only root filesystem.
+//!   a non-root user with a read-only root filesystem, serving `/metrics` on port 8080
+//!   with a liveness probe on `/livez` and a readiness probe on `/healthz`.
 
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::identity::{Identity, KEY_FILE, STATE_FILE};
+use crate::hub::identity::{Identity, KEY_FILE, STATE_FILE};
 
 /// Where the Secret is mounted inside the agent's pod.
 pub const IN_CLUSTER_DATA_DIR: &str = "/var/lib/klusterlet";
+
+/// The port of `/metrics`, `/healthz` and `/livez` inside the agent's pod.
+pub const METRICS_PORT: u16 = 8080;
+/// `run --metrics-listen` inside the agent's pod.
+const METRICS_LISTEN: &str = "0.0.0.0:8080";
 
 /// Options of `--print-manifests`.
 #[derive(Debug, Clone, Args)]
@@ -156,7 +162,22 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
                         "containers": [{
                             "name": "klusterlet",
                             "image": image,
-                            "args": ["run", "--data-dir", IN_CLUSTER_DATA_DIR, "--namespace", namespace],
+                            "args": [
+                                "run", "--data-dir", IN_CLUSTER_DATA_DIR, "--namespace", namespace,
+                                "--metrics-listen", METRICS_LISTEN,
+                            ],
+                            "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+                            // Restarted only when its loops stopped; taken out of
+                            // readiness while the hub cannot be reached (telemetry.rs).
+                            "livenessProbe": {
+                                "httpGet": {"path": "/livez", "port": "metrics"},
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "metrics"},
+                                "periodSeconds": 10,
+                            },
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "64Mi"},
                                 "limits": {"memory": "256Mi"},
@@ -186,7 +207,7 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{AgentKey, JoinState};
+    use crate::hub::identity::{AgentKey, JoinState};
 
     fn identity() -> Identity {
         Identity {
@@ -262,10 +283,15 @@ mod tests {
                 "--data-dir",
                 "/var/lib/klusterlet",
                 "--namespace",
-                "agents"
+                "agents",
+                "--metrics-listen",
+                "0.0.0.0:8080"
             ]),
             "the ledger lives in the namespace whose Role grants its ConfigMaps"
         );
+        assert_eq!(container["ports"][0]["containerPort"], METRICS_PORT);
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
         // The agent's own cluster-wide role is read-only; it writes only ConfigMaps in its
         // namespace; the broad role for the works is the separate klusterlet-work.
         let claims_role = &docs[2];

@@ -1,81 +1,31 @@
-//! `klusterlet run`: the long-running agent.
-//!
-//! A [`Session`] holds the hub client with the current access token. It mints the token
-//! by signing an assertion with the agent's key (`POST /api/v1/clusters/{c}/credentials`),
-//! renews it at about two thirds of its life, and mints a new one when the hub answers 401.
-//! The [`Agent`] runs its loops as tasks around one session and stops them when asked:
-//! * the token refresher;
-//! * the claims reader (re-reads the managed cluster every `--claims-interval`);
-//! * the lease loop (`PUT /api/v1/clusters/{c}/lease` every interval the hub asks for,
-//!   with the claims when they changed since the last renewal the hub accepted).
-//!
-//! The work pull / apply loop plugs in as one more task given the same `Arc<Session>`,
-//! the kube client and the shutdown receiver.
+//! The agent's session with the hub: its access token, minted by signing an assertion
+//! with the agent's key (`POST /api/v1/clusters/{c}/credentials`), renewed at about two
+//! thirds of its life, and minted again when the hub answers 401.
 //!
 //! Nothing here gives up on an unreachable or failing hub: unreachable, 5xx and timeouts
 //! are retried with jittered backoff, so an agent offline for days, or a hub down for
 //! days, comes back without rejoining. A refusal is different: when the hub answers 401 or
 //! 403 for the agent's key, the agent reads its own join request. Still pending (not yet
 //! accepted) means wait; accepted, denied or gone means the cluster was deleted, its agent
-//! revoked or another key accepted for it, and retrying cannot help: the agent stops with
-//! exit code 1 and says so, instead of retrying 401s forever.
+//! revoked or another key accepted for it, and retrying cannot help: the session reports
+//! it through [`Session::refusal`] and the agent stops with exit code 1, instead of
+//! retrying 401s forever.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api::{Claim, HubClient, LeaseRenewal};
+use api::HubClient;
 use clap::Args;
 use tokio::sync::{Mutex, RwLock, watch};
-use tokio::task::JoinSet;
 
-use crate::backoff::Backoff;
-use crate::identity::{self, AgentKey, Identity};
-use crate::{Chain, Error, claims, is_transient};
+use super::identity::{self, AgentKey, Identity};
+use crate::telemetry;
+use crate::{Chain, Error, sleep_or_stop};
+use api::retry::Backoff;
 
 /// Time limit of one call to the hub made by the agent's loops.
-const HUB_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time limit of reading the claims from the managed cluster.
-const CLAIMS_TIMEOUT: Duration = Duration::from_secs(30);
-/// The lease interval assumed until the hub says otherwise.
-const DEFAULT_LEASE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// `klusterlet run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Kubeconfig of the managed cluster (default: KUBECONFIG, ~/.kube/config, or the
-    /// in-cluster service account).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Where `klusterlet join` left the agent's key and state.
-    #[arg(long, env = "KLUSTERLET_DATA_DIR", default_value_os_t = identity::default_data_dir())]
-    pub data_dir: PathBuf,
-    /// How often to re-read the claims (version, nodes, CPU, memory) from the managed
-    /// cluster; they are sent with the next lease renewal when they changed.
-    #[arg(long, env = "KLUSTERLET_CLAIMS_INTERVAL", default_value = "5m", value_parser = api::parse_duration)]
-    pub claims_interval: Duration,
-    /// How often to look for drift: works with an object changed or deleted by hand (or
-    /// not applied cleanly last time) are re-applied.
-    #[arg(long, env = "KLUSTERLET_RESYNC", default_value = "60s", value_parser = api::parse_duration)]
-    pub resync: Duration,
-    /// A manifest failing for longer than this makes its work Degraded.
-    #[arg(long, env = "KLUSTERLET_DEGRADED_AFTER", default_value = "60s", value_parser = api::parse_duration)]
-    pub degraded_after: Duration,
-    /// Works applied at once.
-    #[arg(long, env = "KLUSTERLET_CONCURRENCY", default_value_t = 8)]
-    pub concurrency: usize,
-    /// Namespace in the managed cluster for the agent's ledger of applied resources.
-    #[arg(
-        long,
-        env = "KLUSTERLET_NAMESPACE",
-        default_value = "open-cluster-management-agent"
-    )]
-    pub namespace: String,
-    /// How long one blocking query for works waits on the hub.
-    #[arg(long, env = "KLUSTERLET_WATCH_WAIT", default_value = "60s", value_parser = api::parse_duration)]
-    pub watch_wait: Duration,
-}
+pub const HUB_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `klusterlet token`.
 #[derive(Debug, Args)]
@@ -137,6 +87,15 @@ pub struct Session {
     mint_retry: std::sync::Mutex<MintRetry>,
     /// Set, with the reason, once the hub has refused this agent for good.
     refused: watch::Sender<Option<String>>,
+    /// When a call to the hub last succeeded, and the lease interval the hub asked for.
+    contact: std::sync::Mutex<Contact>,
+}
+
+/// The last successful call to the hub, for `/healthz`.
+#[derive(Debug)]
+struct Contact {
+    at: Option<Instant>,
+    lease_interval: Duration,
 }
 
 /// When the next mint may be tried, after failures.
@@ -177,6 +136,10 @@ impl Session {
                 not_before: None,
             }),
             refused: watch::Sender::new(None),
+            contact: std::sync::Mutex::new(Contact {
+                at: None,
+                lease_interval: Duration::from_secs(10),
+            }),
         }
     }
 
@@ -234,6 +197,34 @@ impl Session {
         }
     }
 
+    /// Records a successful call to the hub (a token minted, a lease renewed, the works
+    /// listed).
+    pub fn reached(&self) {
+        self.contact.lock().expect("contact lock").at = Some(Instant::now());
+        metrics::gauge!(telemetry::HUB_CONNECTED).set(1.0);
+    }
+
+    /// Records a call to the hub that failed for an outage (no answer, 5xx).
+    pub fn unreachable(&self) {
+        metrics::gauge!(telemetry::HUB_CONNECTED).set(0.0);
+    }
+
+    /// `Ok` when a call to the hub succeeded within three lease intervals (at least a
+    /// minute), else why not.
+    pub fn reached_recently(&self) -> Result<(), String> {
+        let contact = self.contact.lock().expect("contact lock");
+        let window = (contact.lease_interval * 3).max(Duration::from_secs(60));
+        match contact.at {
+            Some(at) if at.elapsed() <= window => Ok(()),
+            Some(at) => Err(format!(
+                "the hub was last reached {}s ago (more than {}s)",
+                at.elapsed().as_secs(),
+                window.as_secs()
+            )),
+            None => Err("the hub has not been reached yet".to_string()),
+        }
+    }
+
     /// The managed cluster's name on the hub.
     pub fn cluster(&self) -> &str {
         &self.cluster
@@ -266,6 +257,7 @@ impl Session {
 
     /// Mints a new access token unless another task already replaced `stale` (or, with
     /// `None`, unless a valid one exists).
+    #[tracing::instrument(level = "debug", skip(self), fields(cluster = %self.cluster))]
     async fn mint(&self, stale: Option<u64>) -> Result<Authorized, Error> {
         let mut generation = self.mint_lock.lock().await;
         let current = self.current.read().await.clone();
@@ -311,6 +303,9 @@ impl Session {
                     tracing::error!(cluster = %self.cluster, "{why}");
                     self.refused.send_replace(Some(why));
                 }
+                if e.is_transient() {
+                    self.unreachable();
+                }
                 let mut retry = self.mint_retry.lock().expect("mint retry lock");
                 let delay = retry.backoff.next_delay();
                 retry.not_before = Some((Instant::now() + delay, Chain(&e).to_string()));
@@ -335,6 +330,8 @@ impl Session {
             lifetime_secs = lifetime.as_secs(),
             "got an access token"
         );
+        self.contact.lock().expect("contact lock").lease_interval = authorized.lease_interval;
+        self.reached();
         *self.current.write().await = Some(authorized.clone());
         Ok(authorized)
     }
@@ -376,19 +373,11 @@ fn clock_problem(hub_message: &str) -> bool {
     .any(|w| m.contains(w))
 }
 
-fn no_answer(url: &str) -> Error {
+/// The error of a call to the hub that got no answer in time.
+pub fn no_answer(url: &str) -> Error {
     Error::NoAnswer {
         url: url.to_string(),
         after: HUB_CALL_TIMEOUT,
-    }
-}
-
-/// Whether a failure looks like an outage rather than a refusal.
-fn transient(err: &Error) -> bool {
-    match err {
-        Error::NoAnswer { .. } | Error::Waiting { .. } => true,
-        Error::Hub(e) => is_transient(e),
-        _ => false,
     }
 }
 
@@ -412,94 +401,8 @@ pub fn lifetime(jwt: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// The running agent: a session, a client of the managed cluster, and its loops.
-pub struct Agent {
-    session: Arc<Session>,
-    kube: kube::Client,
-    claims_interval: Duration,
-    works: Option<crate::controller::WorkController>,
-}
-
-impl Agent {
-    /// An agent for this session and managed cluster.
-    pub fn new(session: Arc<Session>, kube: kube::Client, claims_interval: Duration) -> Self {
-        Agent {
-            session,
-            kube,
-            claims_interval,
-            works: None,
-        }
-    }
-
-    /// Adds the work loop (without it the agent only keeps its lease and credentials).
-    pub fn with_works(mut self, works: crate::controller::WorkController) -> Self {
-        self.works = Some(works);
-        self
-    }
-
-    /// Runs the loops until `shutdown` completes, then stops them; stops early with
-    /// [`Error::Refused`] when the hub refuses the agent for good.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let Agent {
-            session,
-            kube,
-            claims_interval,
-            works,
-        } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (claims_tx, claims_rx) = watch::channel(None);
-        let mut tasks = JoinSet::new();
-        tasks.spawn(refresh_loop(session.clone(), stop_rx.clone()));
-        tasks.spawn(claims_loop(
-            kube.clone(),
-            claims_interval,
-            claims_tx,
-            stop_rx.clone(),
-        ));
-        tasks.spawn(lease_loop(session.clone(), claims_rx, stop_rx.clone()));
-        if let Some(works) = works {
-            tasks.spawn(works.run(stop_rx.clone()));
-        }
-        tracing::info!(cluster = %session.cluster(), "klusterlet running");
-        let mut refusal = session.refusal();
-        let refused = tokio::select! {
-            _ = shutdown => None,
-            r = refusal.wait_for(Option::is_some) => r.ok().and_then(|r| r.clone()),
-        };
-        tracing::info!("stopping");
-        let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(Duration::from_secs(10), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("loops did not stop within 10s; aborting them");
-            tasks.abort_all();
-        }
-        match refused {
-            Some(why) => Err(Error::Refused(format!(
-                "{why}; stopping (retrying cannot help). To join again: `klusterlet join` with a \
-                 new bootstrap token (and `hub accept` on the hub); `klusterlet unjoin` removes \
-                 this agent's state"
-            ))),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Sleeps for `delay`, or less when asked to stop; returns whether to stop.
-async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => false,
-        _ = stop.changed() => true,
-    }
-}
-
 /// Keeps the access token fresh even when nothing else calls the hub for a while.
-async fn refresh_loop(session: Arc<Session>, mut stop: watch::Receiver<bool>) {
+pub async fn refresh_loop(session: Arc<Session>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let delay = match session.authorized().await {
@@ -523,193 +426,13 @@ async fn refresh_loop(session: Arc<Session>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Re-reads the claims every `interval` and publishes them.
-async fn claims_loop(
-    kube: kube::Client,
-    interval: Duration,
-    claims: watch::Sender<Option<Vec<Claim>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::new(Duration::from_secs(1), interval.max(Duration::from_secs(1)));
-    loop {
-        let delay = match tokio::time::timeout(CLAIMS_TIMEOUT, claims::read(&kube)).await {
-            Ok(Ok(read)) => {
-                backoff.reset();
-                claims.send_if_modified(|current| {
-                    let changed = current.as_ref() != Some(&read);
-                    if changed {
-                        tracing::info!(claims = %crate::claims::display(&read), "claims of the managed cluster");
-                        *current = Some(read);
-                    }
-                    changed
-                });
-                interval
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %Chain(&e), "reading the managed cluster's claims failed");
-                backoff.next_delay()
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?CLAIMS_TIMEOUT, "reading the managed cluster's claims timed out");
-                backoff.next_delay()
-            }
-        };
-        if sleep_or_stop(delay, &mut stop).await {
-            return;
-        }
-    }
-}
-
-/// Renews the lease every interval the hub asks for, sending the claims when they changed.
-async fn lease_loop(
-    session: Arc<Session>,
-    claims: watch::Receiver<Option<Vec<Claim>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut interval = DEFAULT_LEASE_INTERVAL;
-    let mut sent_claims: Option<Vec<Claim>> = None;
-    let mut refused_in_a_row = 0u32;
-    loop {
-        let latest = claims.borrow().clone();
-        let renewal = LeaseRenewal {
-            claims: latest.clone().filter(|c| sent_claims.as_ref() != Some(c)),
-        };
-        let delay = match renew(&session, &renewal).await {
-            Ok(status) => {
-                backoff.reset();
-                refused_in_a_row = 0;
-                if renewal.claims.is_some() {
-                    sent_claims = latest;
-                }
-                interval = Duration::from_secs(status.lease_interval_seconds.max(1));
-                tracing::debug!(renewed_at = %status.renewed_at, "lease renewed");
-                // ±5 %: agents that started together (after a hub or node restart) drift
-                // apart instead of renewing in step, a burst on the hub every interval.
-                interval.mul_f64(0.95 + 0.1 * rand::random::<f64>())
-            }
-            Err(Renewal::Unauthorized(generation)) => {
-                session.invalidate(generation).await;
-                refused_in_a_row += 1;
-                tracing::warn!("the hub refused the access token; minting a new one");
-                // The first 401 is usually an expired token: retry at once.
-                if refused_in_a_row == 1 {
-                    Duration::ZERO
-                } else {
-                    backoff.next_delay()
-                }
-            }
-            Err(Renewal::Failed(e)) => {
-                log_failure("renewing the lease", &e);
-                backoff
-                    .next_delay()
-                    .min(interval.max(Duration::from_secs(1)) * 3)
-            }
-        };
-        if sleep_or_stop(delay, &mut stop).await {
-            return;
-        }
-    }
-}
-
-enum Renewal {
-    Unauthorized(u64),
-    Failed(Error),
-}
-
-async fn renew(session: &Session, renewal: &LeaseRenewal) -> Result<api::LeaseStatus, Renewal> {
-    let auth = session.authorized().await.map_err(Renewal::Failed)?;
-    let answer = tokio::time::timeout(
-        HUB_CALL_TIMEOUT,
-        auth.client.renew_lease(session.cluster(), renewal),
-    )
-    .await
-    .map_err(|_| Renewal::Failed(no_answer(auth.client.base_url())))?;
-    match answer {
-        Ok(status) => Ok(status),
-        Err(e) if e.status() == Some(reqwest::StatusCode::UNAUTHORIZED) => {
-            Err(Renewal::Unauthorized(auth.generation))
-        }
-        Err(e) => Err(Renewal::Failed(e.into())),
-    }
-}
-
-fn log_failure(what: &str, err: &Error) {
-    if transient(err) {
+/// Logs a failed call to the hub: a warning for an outage, an error for a refusal.
+pub fn log_failure(what: &str, err: &Error) {
+    if err.is_transient() {
         tracing::warn!(error = %Chain(err), "{what} failed; retrying");
     } else {
         tracing::error!(error = %Chain(err), "{what} was refused; retrying (has the cluster been accepted, revoked or deleted?)");
     }
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-}
-
-/// Runs `klusterlet run` until SIGTERM or SIGINT.
-pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let RunArgs {
-        kubeconfig,
-        data_dir,
-        claims_interval,
-        resync,
-        degraded_after,
-        concurrency,
-        namespace,
-        watch_wait,
-    } = args;
-    let identity = Identity::load(&data_dir)?;
-    tracing::info!(
-        cluster = %identity.state.cluster_name,
-        hub = %identity.state.server,
-        data_dir = %data_dir.display(),
-        "starting"
-    );
-    let kube = claims::kube_client(kubeconfig.as_deref()).await?;
-    let session = Arc::new(Session::new(identity)?);
-    let applier = Arc::new(
-        crate::apply::Applier::new(kube.clone())
-            .await
-            .map_err(|e| Error::Cluster(format!("{}: {}", e.reason, e.message)))?,
-    );
-    let ledger = crate::ledger::Ledger::new(kube.clone(), &namespace).await?;
-    let options = crate::controller::ControllerOptions {
-        resync,
-        degraded_after,
-        concurrency,
-        wait: watch_wait,
-    };
-    let works = crate::controller::WorkController::new(
-        session.clone(),
-        kube.clone(),
-        applier,
-        ledger,
-        options,
-    );
-    Agent::new(session, kube, claims_interval)
-        .with_works(works)
-        .run(shutdown_signal())
-        .await
 }
 
 /// Runs `klusterlet token`: prints a fresh access JWT.

@@ -12,18 +12,29 @@
 //!   `1000Ki`), or bytes (`1000000`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use api::Claim;
 use api::registration::claims;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
+use tokio::sync::watch;
+
+use crate::{Chain, sleep_or_stop};
+use api::retry::Backoff;
 
 /// Failures reading the managed cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimsError {
     /// No usable kubeconfig or in-cluster configuration.
-    #[error("no Kubernetes configuration: {0}")]
-    Config(String),
+    #[error("no Kubernetes configuration: {context}{source}")]
+    Config {
+        /// `PATH: ` of the kubeconfig given, or nothing.
+        context: String,
+        /// Why kube-rs could not use it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The managed cluster's apiserver failed.
     #[error("the managed cluster's apiserver: {0}")]
     Kube(#[from] crate::KubeError),
@@ -35,16 +46,28 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Clai
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| ClaimsError::Config(format!("{}: {e}", path.display())))?;
+                .map_err(|e| config_error(Some(path), e))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| ClaimsError::Config(format!("{}: {e}", path.display())))?
+                .map_err(|e| config_error(Some(path), e))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| ClaimsError::Config(e.to_string()))?,
+            .map_err(|e| config_error(None, e))?,
     };
-    kube::Client::try_from(config).map_err(|e| ClaimsError::Config(e.to_string()))
+    kube::Client::try_from(config).map_err(|e| config_error(None, e))
+}
+
+fn config_error(
+    kubeconfig: Option<&Path>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ClaimsError {
+    ClaimsError::Config {
+        context: kubeconfig
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default(),
+        source: Box::new(source),
+    }
 }
 
 /// Reads the claims from the managed cluster, sorted by name. The node facts (count, CPU,
@@ -210,6 +233,46 @@ pub fn format_memory(milli: i128) -> String {
         }
     }
     bytes.to_string()
+}
+
+/// Time limit of reading the claims from the managed cluster.
+const CLAIMS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Re-reads the claims every `interval` and publishes them.
+pub async fn claims_loop(
+    kube: kube::Client,
+    interval: Duration,
+    claims: watch::Sender<Option<Vec<Claim>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), interval.max(Duration::from_secs(1)));
+    loop {
+        let delay = match tokio::time::timeout(CLAIMS_TIMEOUT, read(&kube)).await {
+            Ok(Ok(read)) => {
+                backoff.reset();
+                claims.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&read);
+                    if changed {
+                        tracing::info!(claims = %self::display(&read), "claims of the managed cluster");
+                        *current = Some(read);
+                    }
+                    changed
+                });
+                interval
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %Chain(&e), "reading the managed cluster's claims failed");
+                backoff.next_delay()
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?CLAIMS_TIMEOUT, "reading the managed cluster's claims timed out");
+                backoff.next_delay()
+            }
+        };
+        if sleep_or_stop(delay, &mut stop).await {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,27 @@
+//! What the klusterlet reports about a work: readiness of the applied objects, status
+//! feedback, and the manifest and work conditions. Pure functions of their inputs (the
+//! clock comes in as `now`), so the same state always gives the same status and the
+//! controller pushes only what changed.
+//!
+//! * [`readiness`]: kstatus-like rules: Deployment, StatefulSet, DaemonSet (replicas
+//!   updated and available), Job (succeeded), Pod (Ready), PersistentVolumeClaim (Bound),
+//!   CustomResourceDefinition (Established); anything else is ready once it exists.
+//! * [`feedback`]: `WellKnownStatus` (OCM's names) and `JSONPaths` rules, with OCM's value
+//!   types `Integer`, `String`, `Boolean` and `JsonRaw`.
+//! * [`manifest_condition`]: `resourceMeta`, `Applied`, `Available`, `Ready`,
+//!   `statusFeedback` of one manifest.
+//! * [`work_conditions`]: `Applied`, `Available`, `Ready`, `Progressing`, `Degraded` of the
+//!   work, with messages naming the manifests at fault.
+
+mod conditions;
+mod feedback;
+mod jsonpath;
+mod readiness;
+#[cfg(test)]
+mod testing;
+
+pub use conditions::{
+    APPLIED, AVAILABLE, DEGRADED, PROGRESSING, READY, describe, manifest_condition, work_conditions,
+};
+pub use feedback::{MAX_JSON_RAW_LENGTH, feedback, well_known_paths};
+pub use readiness::readiness;
