@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod registration;
 pub mod selector;
+pub mod status;
 pub mod types;
 
 pub use client::{ClientError, HubClient, Indexed, ListOptions};

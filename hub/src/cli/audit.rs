@@ -4,8 +4,9 @@ use api::{AuditEntry, List};
 use chrono::SecondsFormat;
 use clap::Args;
 
-use super::output::{self, OutputFormat, Table};
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output::{self, OutputFormat, Table};
 
 /// `hub get audit`.
 #[derive(Debug, Args)]

@@ -1,14 +1,15 @@
 //! `hub get works|clusters|registrations|tokens|audit`.
 
-use api::selector::Selector;
-use api::{HubClient, List, ListOptions, ManagedCluster, ManifestWork};
+use api::{ListOptions, ManagedCluster, ManifestWork, status};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::audit::GetAuditArgs;
-use super::output::{self, OutputFormat, Table};
 use super::registration::GetRegistrationsArgs;
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output::{self, OutputFormat, Table};
+use super::support::query::{check_selector, list_all_clusters, list_all_works};
 
 /// `hub get`.
 #[derive(Debug, Args)]
@@ -132,63 +133,6 @@ pub async fn run(args: GetArgs) -> Result<(), CliError> {
         }
         GetCommand::Audit(a) => super::audit::get(a, &connection).await,
     }
-}
-
-/// Checks a selector here, so a typo is a usage error (exit 2), not a refusal.
-pub fn check_selector(flag: &str, selector: Option<&str>) -> Result<(), CliError> {
-    if let Some(s) = selector {
-        Selector::parse(s).map_err(|e| CliError::Usage(format!("{flag} {s:?}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// Every page of a work list, as one list with the first page's index.
-pub async fn list_all_works(
-    client: &HubClient,
-    cluster: Option<&str>,
-    opts: ListOptions,
-) -> Result<List<ManifestWork>, CliError> {
-    let mut opts = opts;
-    let first = client.list_works(cluster, &opts).await?.value;
-    let mut next = first.metadata.continue_.clone();
-    let mut list = List {
-        metadata: api::ListMeta {
-            continue_: None,
-            ..first.metadata
-        },
-        ..first
-    };
-    while let Some(token) = next.filter(|t| !t.is_empty()) {
-        opts.continue_ = Some(token);
-        let page = client.list_works(cluster, &opts).await?.value;
-        list.items.extend(page.items);
-        next = page.metadata.continue_;
-    }
-    Ok(list)
-}
-
-/// Every page of a cluster list, as one list with the first page's index.
-pub async fn list_all_clusters(
-    client: &HubClient,
-    opts: ListOptions,
-) -> Result<List<ManagedCluster>, CliError> {
-    let mut opts = opts;
-    let first = client.list_clusters(&opts).await?.value;
-    let mut next = first.metadata.continue_.clone();
-    let mut list = List {
-        metadata: api::ListMeta {
-            continue_: None,
-            ..first.metadata
-        },
-        ..first
-    };
-    while let Some(token) = next.filter(|t| !t.is_empty()) {
-        opts.continue_ = Some(token);
-        let page = client.list_clusters(&opts).await?.value;
-        list.items.extend(page.items);
-        next = page.metadata.continue_;
-    }
-    Ok(list)
 }
 
 async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
@@ -361,13 +305,7 @@ where
 /// The status column of a condition: its status at the current generation, `Unknown`
 /// when it is about an older one, `-` when absent.
 fn condition_cell(work: &ManifestWork, type_: &str) -> String {
-    let Some(c) = work.condition(type_) else {
-        return "-".into();
-    };
-    match (c.observed_generation, work.metadata.generation) {
-        (Some(seen), Some(current)) if seen < current => "Unknown".into(),
-        _ => c.status.clone(),
-    }
+    status::shown_status(work.condition(type_), work.metadata.generation)
 }
 
 fn print_works<T: serde::Serialize>(
@@ -422,9 +360,9 @@ fn print_works<T: serde::Serialize>(
         row.extend([
             m.name.clone(),
             w.spec.workload.manifests.len().to_string(),
-            condition_cell(w, "Applied"),
-            condition_cell(w, "Available"),
-            condition_cell(w, "Ready"),
+            condition_cell(w, status::APPLIED),
+            condition_cell(w, status::AVAILABLE),
+            condition_cell(w, status::READY),
             output::age(m.creation_timestamp, now),
         ]);
         if wide {
@@ -561,7 +499,7 @@ fn print_clusters<T: serde::Serialize>(
             c.metadata.name.clone(),
             c.spec.hub_accepts_client.to_string(),
             status("ManagedClusterJoined"),
-            status("ManagedClusterConditionAvailable"),
+            status(status::CLUSTER_AVAILABLE),
             output::labels(&c.metadata.labels),
             output::age(c.metadata.creation_timestamp, now),
         ];

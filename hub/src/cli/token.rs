@@ -8,9 +8,10 @@ use api::{List, Token, TokenKind, TokenRequest, Verb};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::get::check_selector;
-use super::output::{self, DocumentFormat, OutputFormat, Table};
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::{CliError, describe_client_error};
+use super::support::output::{self, DocumentFormat, OutputFormat, Table};
+use super::support::query::check_selector;
 
 /// `hub token`.
 #[derive(Debug, Args)]
@@ -425,7 +426,7 @@ async fn revoke(ids: &[String], connection: &ConnectionArgs) -> Result<(), CliEr
             Err(e) => {
                 eprintln!(
                     "{}",
-                    super::describe_client_error(&e, Some(&format!("token {id}")))
+                    describe_client_error(&e, Some(&format!("token {id}")))
                 );
                 code = code.max(e.exit_code());
             }

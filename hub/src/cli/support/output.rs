@@ -7,7 +7,12 @@ use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
+
+/// The resource name kubectl would print for a ManifestWork.
+pub const WORK_RESOURCE: &str = "manifestwork.work.open-cluster-management.io";
+/// The resource name kubectl would print for a ManagedCluster.
+pub const CLUSTER_RESOURCE: &str = "managedcluster.cluster.open-cluster-management.io";
 
 /// `-o` formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

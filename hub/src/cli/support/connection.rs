@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use api::{ClientConfig, HubClient};
 use clap::Args;
 
-use super::CliError;
+use super::error::CliError;
 
 /// How to reach the hub. Each setting is taken from the first of: its flag, its
 /// environment variable, the client config file.
