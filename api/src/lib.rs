@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod jsonpath;
 pub mod registration;
 pub mod selector;
 pub mod status;

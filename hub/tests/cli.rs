@@ -844,3 +844,244 @@ async fn kubectl_habits_work() {
     assert!(next.starts_with("api "), "{next}");
     watch.kill().await.unwrap();
 }
+
+/// `-o jsonpath=TEMPLATE` as kubectl's: a path, literal text and `{"\n"}`, `{range}`.
+/// Bad input: a malformed template and an unknown output format exit 2 with the reason,
+/// before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prints_jsonpath_templates_like_kubectl() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[("env", "prod")]).await;
+    hub.add_cluster("c2", &[]).await;
+    for (name, cluster) in [("web", "c1"), ("api", "c1"), ("web", "c2")] {
+        let file = hub.write(
+            &format!("{name}-{cluster}.yaml"),
+            &work_yaml(name, Some(cluster), "v1"),
+        );
+        hub.cli(&["apply", "-f", file.to_str().unwrap(), "--cluster", cluster])
+            .await
+            .ok();
+    }
+    let run = hub
+        .cli(&[
+            "get",
+            "works",
+            "--cluster",
+            "c1",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    assert_eq!(run.ok(), "api web", "{run}");
+    let run = hub
+        .cli(&[
+            "get",
+            "work",
+            "web",
+            "--cluster",
+            "c1",
+            "-o",
+            r#"jsonpath={.metadata.name}{"\n"}"#,
+        ])
+        .await;
+    assert_eq!(run.ok(), "web\n", "{run}");
+    let run = hub
+        .cli(&[
+            "get",
+            "works",
+            "-A",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}"#,
+        ])
+        .await;
+    assert_eq!(run.ok(), "c1/api\nc1/web\nc2/web\n", "{run}");
+    // Keys with dots are escaped as kubectl escapes them.
+    let run = hub
+        .cli(&[
+            "get",
+            "cluster",
+            "c1",
+            "-o",
+            r"jsonpath={.metadata.labels.env}",
+        ])
+        .await;
+    assert_eq!(run.ok(), "prod", "{run}");
+    // The other lists take templates too.
+    let run = hub.cli(&["get", "tokens", "-o", "jsonpath={.kind}"]).await;
+    assert!(run.ok().ends_with("List"), "{run}");
+
+    // Bad input: exit 2, the reason named.
+    for (template, why) in [
+        ("jsonpath={.items[*]", "unclosed `{`"),
+        ("jsonpath={range .items[*]}{.a}", "without `{end}`"),
+        ("jsonpath={items}", "paths start with `.`"),
+        ("jsonpath={.items[?(@.a==)]}", "path"),
+        (
+            "jsonpathx",
+            "expected wide, name, json, yaml or jsonpath=TEMPLATE",
+        ),
+    ] {
+        let run = hub.cli(&["get", "works", "-A", "-o", template]).await;
+        let err = run.fails(2);
+        assert!(err.contains(why), "{template}: {run}");
+        assert_eq!(run.stdout, "", "{run}");
+    }
+}
+
+/// Contexts for several hubs in one client config file, as kubeconfig has them:
+/// `hub config get-contexts|current-context|use-context`, `--context` and `HUB_CONTEXT`;
+/// a file in the one-hub format keeps working. Bad input: an unknown context exits 2
+/// naming the known ones; `current-context` with none set exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_choose_among_hubs_in_one_config_file() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[]).await;
+    let config = hub.config();
+    let ca = config.ca_data.clone().unwrap();
+    let token = config.token.clone().unwrap();
+    let unreachable = format!("https://127.0.0.1:{}", free_port());
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let file = hub.write(
+        "contexts.yaml",
+        &format!(
+            "currentContext: down\ncontexts:\n- name: down\n  server: {unreachable}\n  token: x\n- name: local\n  server: {}\n  token: {token}\n  caData: |\n{}",
+            config.server,
+            indent(&ca)
+        ),
+    );
+    let path = file.to_str().unwrap();
+    let with = |args: &[&str]| {
+        let mut all = vec!["--config", path];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run_with = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Cli::new(&args).run().await
+    };
+
+    let run = run_with(with(&["config", "get-contexts"])).await;
+    assert_eq!(
+        run.table(),
+        [
+            vec!["CURRENT", "NAME", "SERVER"],
+            vec!["*", "down", unreachable.as_str()],
+            vec!["local", config.server.as_str()],
+        ],
+        "{run}"
+    );
+    assert_eq!(
+        run_with(with(&["config", "current-context"])).await.ok(),
+        "down\n"
+    );
+    // The current context is unreachable: exit 4; --context and HUB_CONTEXT pick another.
+    run_with(with(&["get", "clusters", "-o", "name"]))
+        .await
+        .fails(4);
+    let run = run_with(with(&[
+        "--context",
+        "local",
+        "get",
+        "clusters",
+        "-o",
+        "name",
+    ]))
+    .await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+    let run = Cli::new(&["get", "clusters", "-o", "name"])
+        .env("HUB_CONFIG", path)
+        .env("HUB_CONTEXT", "local")
+        .run()
+        .await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+    // use-context writes the file; then the plain command reaches the hub.
+    let run = run_with(with(&["config", "use-context", "local"])).await;
+    assert_eq!(run.ok(), "Switched to context \"local\".\n", "{run}");
+    assert_eq!(
+        run_with(with(&["config", "current-context"])).await.ok(),
+        "local\n"
+    );
+    let run = run_with(with(&["get", "clusters", "-o", "name"])).await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+
+    // Bad input: an unknown context, for any command and for use-context.
+    for args in [
+        with(&["--context", "nope", "get", "clusters"]),
+        with(&["config", "use-context", "nope"]),
+        with(&["--context", "nope", "config", "current-context"]),
+    ] {
+        let run = run_with(args).await;
+        let err = run.fails(2);
+        assert!(
+            err.contains("no context named \"nope\" (contexts: down, local)"),
+            "{run}"
+        );
+    }
+    assert_eq!(
+        run_with(with(&["config", "current-context"])).await.ok(),
+        "local\n"
+    );
+
+    // The one-hub format (what `hub serve` writes) works as before and has no contexts.
+    let single = hub.config_path();
+    let single = single.to_str().unwrap();
+    let run = Cli::new(&["--config", single, "get", "clusters", "-o", "name"])
+        .run()
+        .await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+    let run = Cli::new(&["--config", single, "config", "get-contexts"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("No contexts in"), "{run}");
+    Cli::new(&["--config", single, "config", "current-context"])
+        .run()
+        .await
+        .fails(1);
+    let run = Cli::new(&["--config", single, "--context", "prod", "get", "clusters"])
+        .run()
+        .await;
+    assert!(
+        run.fails(2)
+            .contains("no context named \"prod\" (contexts: none)"),
+        "{run}"
+    );
+}
+
+/// The usage line of every verb shows no connection flag as required: they may come from
+/// the environment or the client config file.
+#[tokio::test]
+async fn usage_lines_do_not_require_connection_flags() {
+    for verb in [
+        "apply",
+        "diff",
+        "wait work",
+        "describe work",
+        "get works",
+        "get clusters",
+        "delete work",
+        "label cluster",
+        "token create",
+        "accept",
+        "revoke cluster",
+        "version",
+        "config use-context",
+    ] {
+        let mut args: Vec<&str> = verb.split(' ').collect();
+        args.push("-h");
+        let run = Cli::new(&args).run().await;
+        let usage = run
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap()
+            .to_string();
+        for flag in ["--server", "--token", "--ca-file", "--config", "--context"] {
+            assert!(!usage.contains(flag), "{verb}: {usage}");
+        }
+    }
+}

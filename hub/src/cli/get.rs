@@ -63,8 +63,9 @@ pub enum GetCommand {
 /// `hub get tokens`.
 #[derive(Debug, Args)]
 pub struct GetTokensArgs {
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 
@@ -83,8 +84,9 @@ pub struct GetWorksArgs {
     /// Label selector, e.g. app=web,tier!=db.
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
     /// Fetch long lists this many works at a time (0: all in one answer); the output is
     /// one list either way.
@@ -109,8 +111,9 @@ pub struct GetClustersArgs {
     /// Label selector, e.g. env=prod,region in (eu,us).
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
     /// Print the table without its header line.
     #[arg(long)]
@@ -155,7 +158,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
             .get_work(cluster, name, &ListOptions::default())
             .await?;
         let work = found.value;
-        print_works(std::slice::from_ref(&work), &work, false, style, None)?;
+        print_works(std::slice::from_ref(&work), &work, false, &style, None)?;
         if watch {
             let (cluster, name) = (cluster.clone(), name.clone());
             watch_changes(
@@ -174,7 +177,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
                         }
                     }
                 },
-                |changed| print_works(changed, &changed.to_vec(), false, style.rows_only(), None),
+                |changed| print_works(changed, &changed.to_vec(), false, &style.rows_only(), None),
             )
             .await?;
         }
@@ -190,7 +193,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
         Some(c) => format!(" in cluster {c}"),
         None => String::new(),
     };
-    print_works(&list.items, &list, with_cluster, style, Some(&scope))?;
+    print_works(&list.items, &list, with_cluster, &style, Some(&scope))?;
     if watch {
         watch_changes(
             &list.items,
@@ -213,7 +216,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
                     changed,
                     &changed.to_vec(),
                     with_cluster,
-                    style.rows_only(),
+                    &style.rows_only(),
                     None,
                 )
             },
@@ -224,7 +227,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
 }
 
 /// How `get works|clusters` prints.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Style {
     output: Option<OutputFormat>,
     no_headers: bool,
@@ -232,10 +235,10 @@ struct Style {
 
 impl Style {
     /// The same for rows printed under a table already shown (`--watch`).
-    fn rows_only(self) -> Style {
+    fn rows_only(&self) -> Style {
         Style {
             no_headers: true,
-            ..self
+            ..self.clone()
         }
     }
 }
@@ -312,16 +315,20 @@ fn print_works<T: serde::Serialize>(
     works: &[ManifestWork],
     raw: &T,
     with_cluster: bool,
-    style: Style,
+    style: &Style,
     empty_scope: Option<&str>,
 ) -> Result<(), CliError> {
-    let wide = match style.output {
+    let wide = match &style.output {
         Some(OutputFormat::Json) => {
             output::print(&output::to_json(raw)?);
             return Ok(());
         }
         Some(OutputFormat::Yaml) => {
             output::print(&output::to_yaml(raw)?);
+            return Ok(());
+        }
+        Some(OutputFormat::JsonPath(t)) => {
+            output::print(&output::jsonpath(t, raw)?);
             return Ok(());
         }
         Some(OutputFormat::Name) => {
@@ -378,7 +385,7 @@ fn print_works<T: serde::Serialize>(
     Ok(())
 }
 
-fn print_table(table: &Table, style: Style) {
+fn print_table(table: &Table, style: &Style) {
     if style.no_headers {
         output::print(&table.render_rows());
     } else {
@@ -398,12 +405,12 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
     let client = connection.client()?;
     let style = Style { output, no_headers };
     let print_changed = |changed: &[ManagedCluster]| {
-        print_clusters(changed, &changed.to_vec(), style.rows_only(), false)
+        print_clusters(changed, &changed.to_vec(), &style.rows_only(), false)
     };
     if let Some(name) = name {
         let found = client.get_cluster(&name).await?;
         let cluster = found.value;
-        print_clusters(std::slice::from_ref(&cluster), &cluster, style, true)?;
+        print_clusters(std::slice::from_ref(&cluster), &cluster, &style, true)?;
         if watch {
             watch_changes(
                 std::slice::from_ref(&cluster),
@@ -431,7 +438,7 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
         ..Default::default()
     };
     let list = list_all_clusters(&client, opts).await?;
-    print_clusters(&list.items, &list, style, true)?;
+    print_clusters(&list.items, &list, &style, true)?;
     if watch {
         watch_changes(
             &list.items,
@@ -458,16 +465,20 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
 fn print_clusters<T: serde::Serialize>(
     clusters: &[ManagedCluster],
     raw: &T,
-    style: Style,
+    style: &Style,
     say_if_empty: bool,
 ) -> Result<(), CliError> {
-    let wide = match style.output {
+    let wide = match &style.output {
         Some(OutputFormat::Json) => {
             output::print(&output::to_json(raw)?);
             return Ok(());
         }
         Some(OutputFormat::Yaml) => {
             output::print(&output::to_yaml(raw)?);
+            return Ok(());
+        }
+        Some(OutputFormat::JsonPath(t)) => {
+            output::print(&output::jsonpath(t, raw)?);
             return Ok(());
         }
         Some(OutputFormat::Name) => {

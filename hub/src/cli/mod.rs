@@ -9,6 +9,7 @@ use clap::Subcommand;
 pub mod apply;
 pub mod audit;
 pub mod completion;
+pub mod config;
 pub mod delete;
 pub mod describe;
 pub mod diff;
@@ -86,6 +87,16 @@ pub enum ClientCommand {
     ///
     /// Exit codes: 0 printed; 2 usage error.
     Completion(completion::CompletionArgs),
+    /// Show the contexts (named hubs) of the client config file, or choose the current one,
+    /// as `kubectl config` does with kubeconfig.
+    ///
+    /// A client config file names one hub at its top level (what `hub serve` writes), or
+    /// several under `contexts:` with a `currentContext:`; `--context NAME` (or
+    /// HUB_CONTEXT) picks one for any command.
+    ///
+    /// Exit codes: 0 done; 1 no current context (current-context); 2 usage error, no
+    /// context of that name, or the file cannot be read or written.
+    Config(config::ConfigArgs),
     /// Print the client's version and the hub's (the hub's needs the connection).
     ///
     /// Exit codes: 0 both shown; 4 the hub could not be reached (the client's version is
@@ -155,6 +166,7 @@ pub async fn run(command: ClientCommand) -> i32 {
         ClientCommand::Wait(args) => wait::run(args).await,
         ClientCommand::Describe(args) => describe::run(args).await,
         ClientCommand::Completion(args) => completion::run(args),
+        ClientCommand::Config(args) => config::run(args),
         ClientCommand::Version(args) => version::run(args).await,
         ClientCommand::Get(args) => get::run(args).await,
         ClientCommand::Delete(args) => delete::run(args).await,

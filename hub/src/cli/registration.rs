@@ -64,8 +64,9 @@ pub struct GetRegistrationsArgs {
     /// Show only the join requests of this cluster name.
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 

@@ -130,8 +130,9 @@ pub struct TokenCreateArgs {
 /// `hub token list`.
 #[derive(Debug, Args)]
 pub struct TokenListArgs {
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 
