@@ -75,13 +75,13 @@ pub enum ClientCommand {
     /// Kubernetes' reason are printed) or does not exist; 2 usage error; 3 --timeout ran
     /// out (what is still pending is printed); 4 the hub is unreachable, answered 5xx,
     /// 401 or 403 when the wait starts (during the wait it is retried until --timeout).
-    Wait(wait::WaitArgs),
+    Wait(Box<wait::WaitArgs>),
     /// Show a work (conditions, per-resource status and feedback, recent changes) or a
     /// cluster (labels, claims, conditions, lease, taints, works) in detail.
     ///
     /// Exit codes: 0 shown; 1 the hub refused, e.g. NAME does not exist; 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
-    Describe(describe::DescribeArgs),
+    Describe(Box<describe::DescribeArgs>),
     /// Print a shell completion script: `source <(hub completion bash)`, `hub completion
     /// zsh > "${fpath[1]}/_hub"`, `hub completion fish | source`.
     ///
@@ -96,18 +96,18 @@ pub enum ClientCommand {
     ///
     /// Exit codes: 0 done; 1 no current context (current-context); 2 usage error, no
     /// context of that name, or the file cannot be read or written.
-    Config(config::ConfigArgs),
+    Config(Box<config::ConfigArgs>),
     /// Print the client's version and the hub's (the hub's needs the connection).
     ///
     /// Exit codes: 0 both shown; 4 the hub could not be reached (the client's version is
     /// printed first).
-    Version(version::VersionArgs),
+    Version(Box<version::VersionArgs>),
     /// Show works, clusters, join requests, tokens or the audit log as a table, JSON or
     /// YAML.
     ///
     /// Exit codes: 0 shown (an empty list too); 1 the hub refused, e.g. NAME does not
     /// exist; 2 usage error; 4 the hub is unreachable or answered 5xx, 401 or 403.
-    Get(get::GetArgs),
+    Get(Box<get::GetArgs>),
     /// Delete a work or a cluster and wait until it is gone.
     ///
     /// Like kubectl, waits by default until the object is gone, which for a work means its
@@ -117,18 +117,18 @@ pub enum ClientCommand {
     /// (for example the object does not exist); 2 usage error; 3 --timeout ran out while
     /// the object was still deleting (what is pending is printed); 4 the hub is
     /// unreachable or answered 5xx, 401 or 403.
-    Delete(delete::DeleteArgs),
+    Delete(Box<delete::DeleteArgs>),
     /// Set or remove labels of a cluster.
     ///
     /// Exit codes: 0 done; 1 the hub refused (e.g. no such cluster); 2 usage error or a bad
     /// label; 4 the hub is unreachable or answered 5xx, 401 or 403.
-    Label(label::LabelArgs),
+    Label(Box<label::LabelArgs>),
     /// Create, list and revoke bootstrap tokens (for joining clusters) and api tokens (for
     /// CI).
     ///
     /// Exit codes: 0 done; 1 the hub refused (e.g. no such token); 2 usage error; 4 the
     /// hub is unreachable or answered 5xx, 401 or 403.
-    Token(token::TokenArgs),
+    Token(Box<token::TokenArgs>),
     /// Accept the join request of each cluster NAME, so its agent gets credentials.
     ///
     /// By name when exactly one request of that name is pending; when several are
@@ -142,19 +142,19 @@ pub enum ClientCommand {
     /// request or several (the others are still accepted); 2 usage error; 3 --timeout
     /// ran out before every NAME asked to join (they are named); 4 the hub is unreachable
     /// or answered 5xx, 401 or 403.
-    Accept(registration::AcceptArgs),
+    Accept(Box<registration::AcceptArgs>),
     /// Deny the pending join request of each cluster NAME (or --request ID).
     ///
     /// Exit codes: 0 every NAME denied; 1 the hub refused, or a NAME has no pending
     /// request or several (pick one with --request); 2 usage error; 4 the hub is
     /// unreachable or answered 5xx, 401 or 403.
-    Deny(registration::DenyArgs),
+    Deny(Box<registration::DenyArgs>),
     /// Cut a cluster's agent off at once: its credentials stop working, nothing is
     /// deleted (`hub delete cluster` removes it).
     ///
     /// Exit codes: 0 revoked; 1 the hub refused (e.g. no such cluster); 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
-    Revoke(revoke::RevokeArgs),
+    Revoke(Box<revoke::RevokeArgs>),
 }
 
 /// Runs a client command; returns the process exit code (DESIGN.md: 0 ok, 1 failed or
@@ -163,18 +163,18 @@ pub async fn run(command: ClientCommand) -> i32 {
     let result = match command {
         ClientCommand::Apply(args) => apply::run(*args).await,
         ClientCommand::Diff(args) => diff::run(*args).await,
-        ClientCommand::Wait(args) => wait::run(args).await,
-        ClientCommand::Describe(args) => describe::run(args).await,
+        ClientCommand::Wait(args) => wait::run(*args).await,
+        ClientCommand::Describe(args) => describe::run(*args).await,
         ClientCommand::Completion(args) => completion::run(args),
-        ClientCommand::Config(args) => config::run(args),
-        ClientCommand::Version(args) => version::run(args).await,
-        ClientCommand::Get(args) => get::run(args).await,
-        ClientCommand::Delete(args) => delete::run(args).await,
-        ClientCommand::Label(args) => label::run(args).await,
-        ClientCommand::Token(args) => token::run(args).await,
-        ClientCommand::Accept(args) => registration::accept(args).await,
-        ClientCommand::Deny(args) => registration::deny(args).await,
-        ClientCommand::Revoke(args) => revoke::run(args).await,
+        ClientCommand::Config(args) => config::run(*args),
+        ClientCommand::Version(args) => version::run(*args).await,
+        ClientCommand::Get(args) => get::run(*args).await,
+        ClientCommand::Delete(args) => delete::run(*args).await,
+        ClientCommand::Label(args) => label::run(*args).await,
+        ClientCommand::Token(args) => token::run(*args).await,
+        ClientCommand::Accept(args) => registration::accept(*args).await,
+        ClientCommand::Deny(args) => registration::deny(*args).await,
+        ClientCommand::Revoke(args) => revoke::run(*args).await,
     };
     match result {
         Ok(()) => 0,

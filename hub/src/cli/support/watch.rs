@@ -30,7 +30,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// The pause before the next attempt.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let d = Duration::from_millis(250) * 2u32.pow(self.attempt.min(4));
         self.attempt += 1;
         d

@@ -69,7 +69,7 @@ pub(crate) async fn watch_work(
             }
             Err(e) if transient(&e) => {
                 let _ = tx.send(Event::Trouble(trouble_text(&e)));
-                tokio::time::sleep(backoff.next().min(wait)).await;
+                tokio::time::sleep(backoff.next_delay().min(wait)).await;
                 continue;
             }
             Err(e) => {
@@ -143,7 +143,7 @@ pub(crate) async fn watch_summary(
             }
             Err(e) if transient(&e) => {
                 let _ = tx.send(Event::Trouble(trouble_text(&e)));
-                tokio::time::sleep(backoff.next().min(wait)).await;
+                tokio::time::sleep(backoff.next_delay().min(wait)).await;
                 continue;
             }
             Err(e) => {
@@ -202,7 +202,7 @@ pub(crate) async fn watch_summary(
         }
         targets.retain(|t| !gone.contains(&t.i));
         if troubled {
-            tokio::time::sleep(backoff.next().min(wait)).await;
+            tokio::time::sleep(backoff.next_delay().min(wait)).await;
             continue;
         }
         backoff = Backoff::default();
@@ -265,7 +265,7 @@ pub(crate) async fn watch_clusters(
             }
             Err(e) if transient(&e) => {
                 let _ = tx.send(Event::Trouble(trouble_text(&e)));
-                tokio::time::sleep(backoff.next().min(wait)).await;
+                tokio::time::sleep(backoff.next_delay().min(wait)).await;
             }
             Err(e) => {
                 let _ = tx.send(Event::Fatal(Box::new(e)));
