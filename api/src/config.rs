@@ -68,6 +68,130 @@ impl ClientConfig {
     }
 }
 
+/// A client config file as written by hand or by `hub config use-context`: one hub at the
+/// top level (today's `client.yaml`, what `hub serve` writes), or several named contexts
+/// and the current one, as kubeconfig has them. Both may be in one file: the top level is
+/// used when no context is chosen.
+///
+/// ```yaml
+/// currentContext: prod
+/// contexts:
+/// - name: prod
+///   server: https://hub.example.com:8443
+///   caData: "-----BEGIN CERTIFICATE-----\n..."
+///   token: ...
+/// - name: staging
+///   server: https://staging.example.com:8443
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConfigFile {
+    /// The hub of a one-hub file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    /// Its CA (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_data: Option<String>,
+    /// Its bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The context used when none is named (`--context`, `HUB_CONTEXT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_context: Option<String>,
+    /// Named hubs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<Context>,
+}
+
+/// One named hub of a client config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context {
+    /// The context's name (`--context NAME`).
+    pub name: String,
+    /// Base URL of the hub.
+    #[serde(default)]
+    pub server: String,
+    /// PEM of the CA that signed the hub's serving certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_data: Option<String>,
+    /// Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A context name the file does not have.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("no context named {name:?} (contexts: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+pub struct UnknownContext {
+    /// The name asked for.
+    pub name: String,
+    /// The names the file has.
+    pub known: Vec<String>,
+}
+
+impl ClientConfigFile {
+    /// Reads a client config file (YAML or JSON) in either form.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the file with mode 0600: it holds credentials.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = serde_saphyr::to_string(self).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        write_private(path, text.as_bytes()).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The names of the contexts, in the file's order.
+    pub fn context_names(&self) -> Vec<String> {
+        self.contexts.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The context of this name.
+    pub fn context(&self, name: &str) -> Result<&Context, UnknownContext> {
+        self.contexts
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| UnknownContext {
+                name: name.to_string(),
+                known: self.context_names(),
+            })
+    }
+
+    /// The hub to use: the context `name`, else the current context, else the top level
+    /// (`server` may then be empty: the file names no hub).
+    pub fn select(&self, name: Option<&str>) -> Result<ClientConfig, UnknownContext> {
+        match name.or(self.current_context.as_deref()) {
+            Some(name) => {
+                let c = self.context(name)?;
+                Ok(ClientConfig {
+                    server: c.server.clone(),
+                    ca_data: c.ca_data.clone(),
+                    token: c.token.clone(),
+                })
+            }
+            None => Ok(ClientConfig {
+                server: self.server.clone(),
+                ca_data: self.ca_data.clone(),
+                token: self.token.clone(),
+            }),
+        }
+    }
+}
+
 /// Writes a file readable by its owner only (0600 on Unix), replacing it atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -179,5 +303,33 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn contexts_are_chosen_by_name_then_current_then_the_top_level() {
+        let one: ClientConfigFile =
+            serde_saphyr::from_str("server: https://one:1\ntoken: t1\n").unwrap();
+        assert_eq!(one.select(None).unwrap().server, "https://one:1");
+        assert_eq!(one.select(None).unwrap().token.as_deref(), Some("t1"));
+        let err = one.select(Some("prod")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no context named \"prod\" (contexts: none)"
+        );
+
+        let many: ClientConfigFile = serde_saphyr::from_str(
+            "currentContext: b\ncontexts:\n- name: a\n  server: https://a:1\n- name: b\n  server: https://b:1\n  token: tb\n",
+        )
+        .unwrap();
+        assert_eq!(many.select(None).unwrap().server, "https://b:1");
+        assert_eq!(many.select(Some("a")).unwrap().server, "https://a:1");
+        assert_eq!(
+            many.select(Some("c")).unwrap_err().to_string(),
+            "no context named \"c\" (contexts: a, b)"
+        );
+        // A current context that is gone is an error, not a silent fallback.
+        let mut stale = many.clone();
+        stale.current_context = Some("gone".into());
+        assert!(stale.select(None).is_err());
     }
 }

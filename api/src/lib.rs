@@ -5,9 +5,11 @@
 
 pub mod client;
 pub mod config;
+pub mod jsonpath;
 pub mod registration;
 pub mod retry;
 pub mod selector;
+pub mod status;
 pub mod types;
 
 pub use client::{ClientError, HubClient, Indexed, ListOptions};

@@ -6,275 +6,16 @@
 //! REST call can do yet: mark a cluster as joined by an agent, so that works get the
 //! agent's finalizer and deletion has something to wait for.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::{ClientConfig, HubClient, ListOptions, ManagedCluster, ManifestWork};
+use common::{CLUSTER, Cli, HUB, HubServe, WORK, free_port, init};
 use serde_json::{Value, json};
-
-const HUB: &str = env!("CARGO_BIN_EXE_hub");
-const WORK: &str = "manifestwork.work.open-cluster-management.io";
-const CLUSTER: &str = "managedcluster.cluster.open-cluster-management.io";
-
-fn init() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A `hub serve` child process, killed when dropped (also when a test panics).
-struct HubServe {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for HubServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl HubServe {
-    /// Starts `hub serve` on a free loopback port and waits for its `client.yaml` and
-    /// `/healthz`.
-    async fn start() -> HubServe {
-        init();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("hub.log")).unwrap();
-        let child = std::process::Command::new(HUB)
-            .args(["serve", "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--data-dir")
-            .arg(&data)
-            .env_remove("HUB_DATABASE_URL")
-            .env_remove("HUB_ADMIN_TOKEN")
-            .env("HUB_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting hub serve");
-        let mut hub = HubServe { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = hub.child.try_wait().unwrap() {
-                panic!("hub serve exited with {status}; log:\n{}", hub.log());
-            }
-            if let Ok(client) = hub.try_client()
-                && let Ok(resp) = client
-                    .request(reqwest::Method::GET, "/healthz")
-                    .send()
-                    .await
-                && resp.status().is_success()
-            {
-                return hub;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hub not healthy within 60 s; log:\n{}",
-                hub.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.data_dir().join("client.yaml")
-    }
-
-    fn config(&self) -> ClientConfig {
-        ClientConfig::load(&self.config_path()).unwrap()
-    }
-
-    fn try_client(&self) -> anyhow::Result<HubClient> {
-        Ok(HubClient::new(&ClientConfig::load(&self.config_path())?)?)
-    }
-
-    /// A typed client, for setting up what the CLI has no verb for.
-    fn client(&self) -> HubClient {
-        self.try_client().unwrap()
-    }
-
-    /// Runs the CLI with `HUB_CONFIG` pointing at this hub's `client.yaml`.
-    async fn cli(&self, args: &[&str]) -> Run {
-        let config = self.config_path();
-        Cli::new(args)
-            .env("HUB_CONFIG", config.to_str().unwrap())
-            .run()
-            .await
-    }
-
-    /// A file in the test's directory.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    async fn add_cluster(&self, name: &str, labels: &[(&str, &str)]) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.client()
-            .put_cluster(&ManagedCluster::new(name, labels))
-            .await
-            .unwrap();
-    }
-
-    /// A raw API GET, to compare with what `-o json` prints.
-    async fn api_get(&self, path: &str) -> Value {
-        let client = self.client();
-        client
-            .send::<Value>(client.request(reqwest::Method::GET, path))
-            .await
-            .unwrap()
-            .value
-    }
-}
-
-/// One CLI run to make: arguments, environment, stdin. The connection variables of the
-/// test's own environment never leak in, and the default data dir is an empty one.
-struct Cli {
-    args: Vec<String>,
-    envs: Vec<(String, String)>,
-    stdin: Option<String>,
-    empty_data_dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new(args: &[&str]) -> Self {
-        Cli {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            envs: Vec::new(),
-            stdin: None,
-            empty_data_dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn env(mut self, key: &str, value: &str) -> Self {
-        self.envs.push((key.into(), value.into()));
-        self
-    }
-
-    fn stdin(mut self, text: &str) -> Self {
-        self.stdin = Some(text.into());
-        self
-    }
-
-    async fn run(self) -> Run {
-        use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new(HUB);
-        cmd.args(&self.args);
-        for key in [
-            "HUB_SERVER",
-            "HUB_TOKEN",
-            "HUB_CA_FILE",
-            "HUB_CONFIG",
-            "HUB_LOG",
-        ] {
-            cmd.env_remove(key);
-        }
-        cmd.env("HUB_DATA_DIR", self.empty_data_dir.path());
-        for (k, v) in &self.envs {
-            cmd.env(k, v);
-        }
-        cmd.stdin(if self.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("running the hub CLI");
-        if let Some(text) = &self.stdin {
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(text.as_bytes()).await.unwrap();
-        }
-        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-            .await
-            .expect("the CLI finished within 120 s")
-            .unwrap();
-        let run = Run {
-            code: out.status.code().expect("the CLI exited, not killed"),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-            args: self.args.join(" "),
-        };
-        // Whatever went wrong, never a panic or a Rust Debug dump.
-        for dump in ["panicked", "Error {", "Api {", "Transport {", "Some("] {
-            assert!(!run.stderr.contains(dump), "{run}");
-        }
-        run
-    }
-}
-
-/// What a CLI run did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    args: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "hub {} exited {}\n--- stdout\n{}--- stderr\n{}",
-            self.args, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    /// Asserts exit code 0 and returns stdout.
-    fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "{self}");
-        &self.stdout
-    }
-
-    /// Asserts this exit code and one error line on stderr, and returns that line.
-    fn fails(&self, code: i32) -> &str {
-        assert_eq!(self.code, code, "{self}");
-        assert!(!self.stderr.trim().is_empty(), "no error message: {self}");
-        self.stderr.trim()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
-    }
-
-    /// The table as rows of cells (header first).
-    fn table(&self) -> Vec<Vec<String>> {
-        self.ok()
-            .lines()
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .collect()
-    }
-}
 
 fn work_yaml(name: &str, namespace: Option<&str>, data: &str) -> String {
     let ns = namespace
@@ -1102,4 +843,245 @@ async fn kubectl_habits_work() {
         .unwrap();
     assert!(next.starts_with("api "), "{next}");
     watch.kill().await.unwrap();
+}
+
+/// `-o jsonpath=TEMPLATE` as kubectl's: a path, literal text and `{"\n"}`, `{range}`.
+/// Bad input: a malformed template and an unknown output format exit 2 with the reason,
+/// before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prints_jsonpath_templates_like_kubectl() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[("env", "prod")]).await;
+    hub.add_cluster("c2", &[]).await;
+    for (name, cluster) in [("web", "c1"), ("api", "c1"), ("web", "c2")] {
+        let file = hub.write(
+            &format!("{name}-{cluster}.yaml"),
+            &work_yaml(name, Some(cluster), "v1"),
+        );
+        hub.cli(&["apply", "-f", file.to_str().unwrap(), "--cluster", cluster])
+            .await
+            .ok();
+    }
+    let run = hub
+        .cli(&[
+            "get",
+            "works",
+            "--cluster",
+            "c1",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    assert_eq!(run.ok(), "api web", "{run}");
+    let run = hub
+        .cli(&[
+            "get",
+            "work",
+            "web",
+            "--cluster",
+            "c1",
+            "-o",
+            r#"jsonpath={.metadata.name}{"\n"}"#,
+        ])
+        .await;
+    assert_eq!(run.ok(), "web\n", "{run}");
+    let run = hub
+        .cli(&[
+            "get",
+            "works",
+            "-A",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}"#,
+        ])
+        .await;
+    assert_eq!(run.ok(), "c1/api\nc1/web\nc2/web\n", "{run}");
+    // Keys with dots are escaped as kubectl escapes them.
+    let run = hub
+        .cli(&[
+            "get",
+            "cluster",
+            "c1",
+            "-o",
+            r"jsonpath={.metadata.labels.env}",
+        ])
+        .await;
+    assert_eq!(run.ok(), "prod", "{run}");
+    // The other lists take templates too.
+    let run = hub.cli(&["get", "tokens", "-o", "jsonpath={.kind}"]).await;
+    assert!(run.ok().ends_with("List"), "{run}");
+
+    // Bad input: exit 2, the reason named.
+    for (template, why) in [
+        ("jsonpath={.items[*]", "unclosed `{`"),
+        ("jsonpath={range .items[*]}{.a}", "without `{end}`"),
+        ("jsonpath={items}", "paths start with `.`"),
+        ("jsonpath={.items[?(@.a==)]}", "path"),
+        (
+            "jsonpathx",
+            "expected wide, name, json, yaml or jsonpath=TEMPLATE",
+        ),
+    ] {
+        let run = hub.cli(&["get", "works", "-A", "-o", template]).await;
+        let err = run.fails(2);
+        assert!(err.contains(why), "{template}: {run}");
+        assert_eq!(run.stdout, "", "{run}");
+    }
+}
+
+/// Contexts for several hubs in one client config file, as kubeconfig has them:
+/// `hub config get-contexts|current-context|use-context`, `--context` and `HUB_CONTEXT`;
+/// a file in the one-hub format keeps working. Bad input: an unknown context exits 2
+/// naming the known ones; `current-context` with none set exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_choose_among_hubs_in_one_config_file() {
+    let hub = HubServe::start().await;
+    hub.add_cluster("c1", &[]).await;
+    let config = hub.config();
+    let ca = config.ca_data.clone().unwrap();
+    let token = config.token.clone().unwrap();
+    let unreachable = format!("https://127.0.0.1:{}", free_port());
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let file = hub.write(
+        "contexts.yaml",
+        &format!(
+            "currentContext: down\ncontexts:\n- name: down\n  server: {unreachable}\n  token: x\n- name: local\n  server: {}\n  token: {token}\n  caData: |\n{}",
+            config.server,
+            indent(&ca)
+        ),
+    );
+    let path = file.to_str().unwrap();
+    let with = |args: &[&str]| {
+        let mut all = vec!["--config", path];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run_with = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Cli::new(&args).run().await
+    };
+
+    let run = run_with(with(&["config", "get-contexts"])).await;
+    assert_eq!(
+        run.table(),
+        [
+            vec!["CURRENT", "NAME", "SERVER"],
+            vec!["*", "down", unreachable.as_str()],
+            vec!["local", config.server.as_str()],
+        ],
+        "{run}"
+    );
+    assert_eq!(
+        run_with(with(&["config", "current-context"])).await.ok(),
+        "down\n"
+    );
+    // The current context is unreachable: exit 4; --context and HUB_CONTEXT pick another.
+    run_with(with(&["get", "clusters", "-o", "name"]))
+        .await
+        .fails(4);
+    let run = run_with(with(&[
+        "--context",
+        "local",
+        "get",
+        "clusters",
+        "-o",
+        "name",
+    ]))
+    .await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+    let run = Cli::new(&["get", "clusters", "-o", "name"])
+        .env("HUB_CONFIG", path)
+        .env("HUB_CONTEXT", "local")
+        .run()
+        .await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+    // use-context writes the file; then the plain command reaches the hub.
+    let run = run_with(with(&["config", "use-context", "local"])).await;
+    assert_eq!(run.ok(), "Switched to context \"local\".\n", "{run}");
+    assert_eq!(
+        run_with(with(&["config", "current-context"])).await.ok(),
+        "local\n"
+    );
+    let run = run_with(with(&["get", "clusters", "-o", "name"])).await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+
+    // Bad input: an unknown context, for any command and for use-context.
+    for args in [
+        with(&["--context", "nope", "get", "clusters"]),
+        with(&["config", "use-context", "nope"]),
+        with(&["--context", "nope", "config", "current-context"]),
+    ] {
+        let run = run_with(args).await;
+        let err = run.fails(2);
+        assert!(
+            err.contains("no context named \"nope\" (contexts: down, local)"),
+            "{run}"
+        );
+    }
+    assert_eq!(
+        run_with(with(&["config", "current-context"])).await.ok(),
+        "local\n"
+    );
+
+    // The one-hub format (what `hub serve` writes) works as before and has no contexts.
+    let single = hub.config_path();
+    let single = single.to_str().unwrap();
+    let run = Cli::new(&["--config", single, "get", "clusters", "-o", "name"])
+        .run()
+        .await;
+    assert_eq!(run.ok(), "managedcluster/c1\n", "{run}");
+    let run = Cli::new(&["--config", single, "config", "get-contexts"])
+        .run()
+        .await;
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("No contexts in"), "{run}");
+    Cli::new(&["--config", single, "config", "current-context"])
+        .run()
+        .await
+        .fails(1);
+    let run = Cli::new(&["--config", single, "--context", "prod", "get", "clusters"])
+        .run()
+        .await;
+    assert!(
+        run.fails(2)
+            .contains("no context named \"prod\" (contexts: none)"),
+        "{run}"
+    );
+}
+
+/// The usage line of every verb shows no connection flag as required: they may come from
+/// the environment or the client config file.
+#[tokio::test]
+async fn usage_lines_do_not_require_connection_flags() {
+    for verb in [
+        "apply",
+        "diff",
+        "wait work",
+        "describe work",
+        "get works",
+        "get clusters",
+        "delete work",
+        "label cluster",
+        "token create",
+        "accept",
+        "revoke cluster",
+        "version",
+        "config use-context",
+    ] {
+        let mut args: Vec<&str> = verb.split(' ').collect();
+        args.push("-h");
+        let run = Cli::new(&args).run().await;
+        let usage = run
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap()
+            .to_string();
+        for flag in ["--server", "--token", "--ca-file", "--config", "--context"] {
+            assert!(!usage.contains(flag), "{verb}: {usage}");
+        }
+    }
 }

@@ -4,14 +4,16 @@
 //! The end-to-end versions with real agents and a real cluster are in
 //! klusterlet/tests/ci.rs.
 
-use std::process::Stdio;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::{ClientConfig, HubClient, ManagedCluster, ManifestWork, ManifestWorkStatus};
 use serde_json::{Value, json};
 
-const HUB: &str = env!("CARGO_BIN_EXE_hub");
+use common::{Cli, Run};
+
 const TOKEN: &str = "cli-ci-admin-token";
 
 fn init() {
@@ -107,68 +109,13 @@ impl InProcessHub {
     }
 }
 
-/// What a CLI run did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    args: String,
-    elapsed: Duration,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "hub {} exited {} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.args, self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
-    }
-}
-
+/// Runs the CLI with these environment variables only.
 async fn cli(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let empty = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(HUB);
-    cmd.args(args);
-    for key in [
-        "HUB_SERVER",
-        "HUB_TOKEN",
-        "HUB_CA_FILE",
-        "HUB_CONFIG",
-        "HUB_LOG",
-    ] {
-        cmd.env_remove(key);
-    }
-    cmd.env("HUB_DATA_DIR", empty.path());
+    let mut cli = Cli::new(args);
     for (k, v) in envs {
-        cmd.env(k, v);
+        cli = cli.env(k, v);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the CLI finished within 120 s")
-        .unwrap();
-    let run = Run {
-        code: out.status.code().expect("the CLI exited, not killed"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-        args: args.join(" "),
-        elapsed: started.elapsed(),
-    };
-    for dump in ["panicked", "Error {", "Api {", "Transport {", "Some("] {
-        assert!(!run.stderr.contains(dump), "{run}");
-    }
-    run
+    cli.run().await
 }
 
 fn cm(name: &str, v: &str) -> Value {
@@ -196,7 +143,7 @@ async fn wait_exits_0_1_or_3_from_what_the_agent_reports() {
          cluster c1: waiting for the agent to report (generation 1)",
         "{run}"
     );
-    assert!(run.elapsed < Duration::from_secs(10), "{run}");
+    assert!(run.took < Duration::from_secs(10), "{run}");
 
     // The agent reports while the CLI waits: the blocking GET returns at once.
     let waiting = tokio::spawn({
@@ -227,7 +174,7 @@ async fn wait_exits_0_1_or_3_from_what_the_agent_reports() {
     let run = waiting.await.unwrap();
     assert_eq!(run.code, 0, "{run}");
     assert!(reported.elapsed() < Duration::from_secs(10), "{run}");
-    let doc = run.json();
+    let doc = run.document();
     assert_eq!(doc["apiVersion"], "v1");
     assert_eq!(doc["kind"], "WaitResult");
     assert_eq!(doc["for"], "Ready");
@@ -280,7 +227,7 @@ async fn wait_exits_0_1_or_3_from_what_the_agent_reports() {
         "error: manifestwork \"web\" failed on cluster c1: ConfigMap ns/a: Forbidden: configmaps \"a\" is forbidden: User \"agent\" cannot patch resource \"configmaps\"",
         "{run}"
     );
-    assert!(run.elapsed < Duration::from_secs(10), "{run}");
+    assert!(run.took < Duration::from_secs(10), "{run}");
 
     // Waiting for a deletion: not asked for yet (exit 3), then done once the work is gone.
     let run = h
@@ -369,7 +316,7 @@ async fn a_cluster_without_a_lease_is_unavailable_and_never_done() {
             .contains("cluster lonely: unavailable (no agent has joined; no lease yet)"),
         "{run}"
     );
-    let doc = run.json();
+    let doc = run.document();
     assert_eq!(doc["status"], "timeout");
     assert_eq!(doc["results"][0]["status"], "unavailable");
 }
@@ -398,7 +345,7 @@ async fn apply_prints_results_and_waits_over_a_selector() {
         ])
         .await;
     assert_eq!(run.code, 0, "{run}");
-    let doc = run.json();
+    let doc = run.document();
     assert_eq!(doc["kind"], "ApplyResult");
     assert_eq!(doc["for"], Value::Null);
     assert_eq!(doc["status"], "done");
@@ -610,7 +557,7 @@ async fn diff_exits_like_kubectl_and_hides_secret_data() {
         ])
         .await;
     assert_eq!(run.code, 1, "{run}");
-    let doc = run.json();
+    let doc = run.document();
     assert_eq!(doc["kind"], "DiffResult");
     assert_eq!(doc["differences"], true);
     let r = &doc["results"][0];
@@ -738,7 +685,7 @@ async fn describe_shows_status_feedback_and_history() {
     let run = h
         .cli(&["describe", "work", "web", "--cluster", "c1", "-o", "json"])
         .await;
-    let doc = run.json();
+    let doc = run.document();
     assert_eq!(doc["kind"], "WorkDescription");
     assert_eq!(doc["work"]["metadata"]["name"], "web");
     assert_eq!(doc["recentChanges"][0]["action"], "work.put");
@@ -762,7 +709,11 @@ async fn describe_shows_status_feedback_and_history() {
     )
     .await;
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json()["recentChanges"][0]["actor"], "admin", "{run}");
+    assert_eq!(
+        run.document()["recentChanges"][0]["actor"],
+        "admin",
+        "{run}"
+    );
     let outsider = token(&["c2"]).await;
     let run = cli(
         &["describe", "work", "web", "--cluster", "c1"],
@@ -834,7 +785,7 @@ async fn delete_label_and_revoke_print_documents_and_keep_quiet() {
         ])
         .await;
     assert_eq!(run.code, 3, "{run}");
-    let doc = run.json();
+    let doc = run.document();
     assert_eq!(doc["kind"], "DeleteResult");
     assert_eq!(doc["status"], "timeout");
     assert_eq!(doc["results"][0]["kind"], "ManifestWork");
@@ -872,8 +823,8 @@ async fn delete_label_and_revoke_print_documents_and_keep_quiet() {
         .cli(&["label", "cluster", "c1", "env=ci", "-o", "json"])
         .await;
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json()["metadata"]["labels"]["env"], "ci");
+    assert_eq!(run.document()["metadata"]["labels"]["env"], "ci");
     let run = h.cli(&["revoke", "cluster", "c1", "-o", "json"]).await;
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json()["spec"]["hubAcceptsClient"], false);
+    assert_eq!(run.document()["spec"]["hubAcceptsClient"], false);
 }

@@ -4,149 +4,20 @@
 //! here, so what is tested is the admin's verbs: `hub token`, `hub get registrations`,
 //! `hub accept`, `hub deny`, `hub revoke cluster`, `hub get audit`.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use api::{ClientConfig, HubClient, ManagedCluster, RegistrationRequest, RegistrationState};
+use std::time::Duration;
+
+use api::{HubClient, RegistrationRequest, RegistrationState};
+use common::HubServe;
 use serde_json::Value;
 
-const HUB: &str = env!("CARGO_BIN_EXE_hub");
-
-fn init() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A `hub serve` child process, killed when dropped (also when a test panics).
-struct HubServe {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for HubServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl HubServe {
-    /// Starts `hub serve` on a free loopback port and waits for its `client.yaml` and
-    /// `/healthz`.
-    async fn start() -> HubServe {
-        init();
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("hub.log")).unwrap();
-        let child = std::process::Command::new(HUB)
-            .args(["serve", "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--data-dir")
-            .arg(&data)
-            .env_remove("HUB_DATABASE_URL")
-            .env_remove("HUB_ADMIN_TOKEN")
-            .env("HUB_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting hub serve");
-        let mut hub = HubServe { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = hub.child.try_wait().unwrap() {
-                panic!("hub serve exited with {status}; log:\n{}", hub.log());
-            }
-            if let Ok(client) = hub.try_client()
-                && let Ok(resp) = client
-                    .request(reqwest::Method::GET, "/healthz")
-                    .send()
-                    .await
-                && resp.status().is_success()
-            {
-                return hub;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hub not healthy within 60 s; log:\n{}",
-                hub.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("data").join("client.yaml")
-    }
-
-    fn config(&self) -> ClientConfig {
-        ClientConfig::load(&self.config_path()).unwrap()
-    }
-
-    fn try_client(&self) -> anyhow::Result<HubClient> {
-        Ok(HubClient::new(&ClientConfig::load(&self.config_path())?)?)
-    }
-
-    /// The admin's typed client, for setting up what the test is not about.
-    fn client(&self) -> HubClient {
-        self.try_client().unwrap()
-    }
-
-    /// What a klusterlet would hold: the hub's URL and CA, and a bootstrap token.
-    fn agent_client(&self, server: &str, bootstrap_token: &str) -> HubClient {
-        HubClient::new(&ClientConfig {
-            server: server.to_string(),
-            ca_data: self.config().ca_data,
-            token: Some(bootstrap_token.to_string()),
-        })
-        .unwrap()
-    }
-
-    /// Runs the CLI with `HUB_CONFIG` pointing at this hub's `client.yaml`.
-    async fn cli(&self, args: &[&str]) -> Run {
-        self.cli_env(args, &[]).await
-    }
-
-    /// The same with more environment variables.
-    async fn cli_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
-        let config = self.config_path();
-        let mut all = vec![("HUB_CONFIG", config.to_str().unwrap())];
-        all.extend_from_slice(envs);
-        run_cli(args, &all).await
-    }
-
-    async fn add_cluster(&self, name: &str) {
-        self.client()
-            .put_cluster(&ManagedCluster::new(name, Default::default()))
-            .await
-            .unwrap();
-    }
-
-    /// A bootstrap token made through the CLI, as `ID.SECRET`.
-    async fn bootstrap_token(&self, extra: &[&str]) -> String {
-        let mut args = vec!["token", "create", "-o", "json"];
-        args.extend_from_slice(extra);
-        let token = self.cli(&args).await.json();
-        token["token"].as_str().unwrap().to_string()
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
+/// A bootstrap token made through the CLI, as `ID.SECRET`.
+async fn bootstrap_token(hub: &HubServe, extra: &[&str]) -> String {
+    let mut args = vec!["token", "create", "-o", "json"];
+    args.extend_from_slice(extra);
+    let token = hub.cli(&args).await.json();
+    token["token"].as_str().unwrap().to_string()
 }
 
 /// Asks to join as `cluster` with a fresh key pair, the way a klusterlet does.
@@ -160,103 +31,6 @@ async fn register(agent: &HubClient, cluster: &str) -> Result<api::Registration,
             public_key: key.public_key_pem(),
         })
         .await
-}
-
-/// Runs the CLI; the connection variables of the test's own environment never leak in,
-/// and the default data dir is an empty one.
-async fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let empty_data_dir = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(HUB);
-    cmd.args(args);
-    for key in [
-        "HUB_SERVER",
-        "HUB_TOKEN",
-        "HUB_CA_FILE",
-        "HUB_CONFIG",
-        "HUB_LOG",
-    ] {
-        cmd.env_remove(key);
-    }
-    cmd.env("HUB_DATA_DIR", empty_data_dir.path());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd.spawn().expect("running the hub CLI");
-    let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("the CLI finished within 120 s")
-        .unwrap();
-    let run = Run {
-        code: out.status.code().expect("the CLI exited, not killed"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-        args: args.join(" "),
-        took: started.elapsed(),
-    };
-    // Whatever went wrong, never a panic or a Rust Debug dump.
-    for dump in ["panicked", "Error {", "Api {", "Transport {", "Some("] {
-        assert!(!run.stderr.contains(dump), "{run}");
-    }
-    run
-}
-
-/// What a CLI run did.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    args: String,
-    took: Duration,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "hub {} exited {} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.args, self.code, self.took, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    /// Asserts exit code 0 and returns stdout.
-    fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "{self}");
-        &self.stdout
-    }
-
-    /// Asserts this exit code and an error message on stderr, and returns stderr.
-    fn fails(&self, code: i32) -> &str {
-        assert_eq!(self.code, code, "{self}");
-        assert!(!self.stderr.trim().is_empty(), "no error message: {self}");
-        self.stderr.trim()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {self}"))
-    }
-
-    /// The table as rows of cells (header first).
-    fn table(&self) -> Vec<Vec<String>> {
-        self.ok()
-            .lines()
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .collect()
-    }
-
-    /// The table's row whose first cell is `first`.
-    fn row(&self, first: &str) -> Vec<String> {
-        self.table()
-            .into_iter()
-            .find(|r| r.first().map(String::as_str) == Some(first))
-            .unwrap_or_else(|| panic!("no row {first:?}: {self}"))
-    }
 }
 
 /// The value after `flag` in a command line.
@@ -450,7 +224,7 @@ async fn the_join_line_registers_and_accept_by_name_joins_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_asking_for_one_name_are_decided_by_request_id() {
     let hub = HubServe::start().await;
-    let token = hub.bootstrap_token(&[]).await;
+    let token = bootstrap_token(&hub, &[]).await;
     let agent = hub.agent_client(&hub.config().server, &token);
     let first = register(&agent, "dup").await.unwrap();
     let second = register(&agent, "dup").await.unwrap();
@@ -511,7 +285,7 @@ async fn two_agents_asking_for_one_name_are_decided_by_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_wait_blocks_until_the_request_arrives_and_times_out_with_exit_3() {
     let hub = HubServe::start().await;
-    let token = hub.bootstrap_token(&[]).await;
+    let token = bootstrap_token(&hub, &[]).await;
     let agent = hub.agent_client(&hub.config().server, &token);
 
     // The request arrives half a second after `hub accept --wait` started.
@@ -559,7 +333,7 @@ async fn accept_wait_blocks_until_the_request_arrives_and_times_out_with_exit_3(
     assert!(run.took >= Duration::from_secs(2), "{run}");
 
     // A cluster accepted meanwhile by an auto-accept token counts as accepted.
-    let auto = hub.bootstrap_token(&["--auto-accept"]).await;
+    let auto = bootstrap_token(&hub, &["--auto-accept"]).await;
     let auto_agent = hub.agent_client(&hub.config().server, &auto);
     let joined = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -720,8 +494,8 @@ async fn tokens_are_listed_without_secrets_and_revoked_ones_stop_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_tokens_see_and_touch_only_their_clusters() {
     let hub = HubServe::start().await;
-    hub.add_cluster("a").await;
-    hub.add_cluster("b").await;
+    hub.add_cluster("a", &[]).await;
+    hub.add_cluster("b", &[]).await;
     for cluster in ["a", "b"] {
         let file = hub.write(&format!("{cluster}.yaml"), &work_yaml("web", cluster));
         hub.cli(&["apply", "-f", file.to_str().unwrap(), "--cluster", cluster])

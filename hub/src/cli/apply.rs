@@ -5,15 +5,17 @@ use std::time::{Duration, Instant};
 
 use api::{HubClient, ListOptions, ManifestWork};
 use clap::{ArgGroup, Args};
+use futures::StreamExt;
 
-use super::get::{check_selector, list_all_clusters};
-use super::input::{plan_works, read_documents};
-use super::output::DocumentFormat;
+use super::support::connection::ConnectionArgs;
+use super::support::error::{CliError, describe_client_error};
+use super::support::input::{plan_works, read_documents};
+use super::support::output::{self, DocumentFormat, WORK_RESOURCE};
+use super::support::progress::Progress;
+use super::support::query::{check_selector, matching_clusters};
 use super::wait::{
-    ClusterScope, Overall, Progress, Report, ResultStatus, Start, WaitFor, WorkResult, conclude,
-    wait_for,
+    ClusterScope, Overall, Report, ResultStatus, Start, WaitFor, WorkResult, conclude, wait_for,
 };
-use super::{CliError, ConnectionArgs, WORK_RESOURCE, describe_client_error, output};
 
 /// The flags of `hub apply` (its help text is on [`super::ClientCommand::Apply`]).
 #[derive(Debug, Args)]
@@ -91,6 +93,9 @@ impl Applied {
     }
 }
 
+/// PUTs in flight at once when applying to many clusters.
+const PUTS_IN_FLIGHT: usize = 16;
+
 /// Runs `hub apply`.
 pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     let ApplyArgs {
@@ -161,57 +166,71 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     let mut refused = false;
     let mut starts = Vec::new();
     let mut results = Vec::new();
-    for work in &works {
-        for c in &clusters {
-            let mut w = work.clone();
-            w.metadata.namespace = Some(c.clone());
-            match apply_one(&client, &w).await {
-                Ok((applied, stored)) => {
-                    progress.line(&format!(
-                        "{WORK_RESOURCE}/{} {} (cluster {c})",
-                        w.metadata.name,
-                        applied.as_str()
-                    ));
-                    // The stored work and the index it is consistent with: its
-                    // resourceVersion (the response's X-Hub-Index may be newer than the
-                    // body, and blocking from it could miss a status write).
-                    let index = stored
-                        .metadata
-                        .resource_version
-                        .as_deref()
-                        .and_then(|rv| rv.parse().ok())
-                        .unwrap_or(0);
-                    starts.push(Start {
-                        cluster: c.clone(),
-                        work: w.metadata.name.clone(),
-                        seen: Some(stored),
-                        index,
-                        action: Some(applied.as_str()),
-                    });
-                }
-                // A refusal concerns this work only; the others may still go through.
-                Err(e) if e.exit_code() == 1 => {
-                    refused = true;
-                    let about = format!("manifestwork {:?} (cluster {c})", w.metadata.name);
-                    let line = describe_client_error(&e, Some(&about));
-                    eprintln!("{line}");
-                    results.push(WorkResult {
-                        cluster: c.clone(),
-                        work: w.metadata.name.clone(),
-                        action: Some("refused"),
-                        status: ResultStatus::Failed,
-                        message: line,
-                        generation: None,
-                        conditions: Vec::new(),
-                        pending: Vec::new(),
-                        failed: Vec::new(),
-                        last_lease_time: None,
-                    });
-                }
-                Err(e) => return Err(e.into()),
+    let pairs: Vec<ManifestWork> = works
+        .iter()
+        .flat_map(|work| {
+            clusters.iter().map(move |c| {
+                let mut w = work.clone();
+                w.metadata.namespace = Some(c.clone());
+                w
+            })
+        })
+        .collect();
+    // Several PUTs in flight, their results taken (and printed) in the input's order.
+    let mut puts = futures::stream::iter(pairs.iter().map(|w| {
+        let client = &client;
+        async move { (w, apply_one(client, w).await) }
+    }))
+    .buffered(PUTS_IN_FLIGHT);
+    while let Some((w, put)) = puts.next().await {
+        let c = w.metadata.namespace.clone().unwrap_or_default();
+        match put {
+            Ok((applied, stored)) => {
+                progress.line(&format!(
+                    "{WORK_RESOURCE}/{} {} (cluster {c})",
+                    w.metadata.name,
+                    applied.as_str()
+                ));
+                // The stored work and the index it is consistent with: its
+                // resourceVersion (the response's X-Hub-Index may be newer than the
+                // body, and blocking from it could miss a status write).
+                let index = stored
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(0);
+                starts.push(Start {
+                    cluster: c,
+                    work: w.metadata.name.clone(),
+                    seen: Some(stored),
+                    index,
+                    action: Some(applied.as_str()),
+                });
             }
+            // A refusal concerns this work only; the others may still go through.
+            Err(e) if e.exit_code() == 1 => {
+                refused = true;
+                let about = format!("manifestwork {:?} (cluster {c})", w.metadata.name);
+                let line = describe_client_error(&e, Some(&about));
+                eprintln!("{line}");
+                results.push(WorkResult {
+                    cluster: c,
+                    work: w.metadata.name.clone(),
+                    action: Some("refused"),
+                    status: ResultStatus::Failed,
+                    message: line,
+                    generation: None,
+                    conditions: Vec::new(),
+                    pending: Vec::new(),
+                    failed: Vec::new(),
+                    last_lease_time: None,
+                });
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+    drop(puts);
     let for_ = wait.then(|| for_.unwrap_or(WaitFor::Ready));
     let report = match for_ {
         Some(for_) if !refused => {
@@ -288,35 +307,6 @@ async fn warn_unjoined(client: &HubClient, clusters: &[String]) {
             );
         }
     }
-}
-
-/// The names of the clusters a selector matches, skipping those being deleted.
-pub(super) async fn matching_clusters(
-    client: &HubClient,
-    selector: &str,
-) -> Result<Vec<String>, CliError> {
-    let opts = ListOptions {
-        label_selector: Some(selector.to_string()),
-        ..Default::default()
-    };
-    let list = list_all_clusters(client, opts).await?;
-    let mut names = Vec::new();
-    for c in list.items {
-        if c.metadata.deletion_timestamp.is_some() {
-            eprintln!(
-                "warning: skipping cluster {}: it is being deleted",
-                c.metadata.name
-            );
-        } else {
-            names.push(c.metadata.name);
-        }
-    }
-    if names.is_empty() {
-        return Err(CliError::Refused(format!(
-            "no cluster matches the selector {selector:?}"
-        )));
-    }
-    Ok(names)
 }
 
 /// PUTs one work and tells what changed, from what was there before; returns the work as

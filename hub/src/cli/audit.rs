@@ -4,8 +4,9 @@ use api::{AuditEntry, List};
 use chrono::SecondsFormat;
 use clap::Args;
 
-use super::output::{self, OutputFormat, Table};
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output::{self, OutputFormat, Table};
 
 /// `hub get audit`.
 #[derive(Debug, Args)]
@@ -17,8 +18,9 @@ pub struct GetAuditArgs {
     /// Show at most this many entries, newest first [default: the hub's, 100].
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 

@@ -3,7 +3,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{CliError, ClientCommand};
+use super::ClientCommand;
+use super::support::error::CliError;
 use crate::config::ServeArgs;
 
 /// Shells `hub completion` writes scripts for.
@@ -47,7 +48,7 @@ pub fn run(args: CompletionArgs) -> Result<(), CliError> {
     let mut cmd = command();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, "hub", &mut script);
-    super::output::print(&String::from_utf8_lossy(&script));
+    super::support::output::print(&String::from_utf8_lossy(&script));
     Ok(())
 }
 

@@ -7,15 +7,29 @@ use api::{ClientError, HubClient, Indexed, ListOptions, ManagedCluster, Manifest
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
-use super::get::{check_selector, list_all_clusters, list_all_works};
-use super::output::DocumentFormat;
-use super::{
-    CLUSTER_RESOURCE, CliError, ConnectionArgs, WORK_RESOURCE, WaitArgs, describe_client_error,
-    output,
-};
+use super::support::connection::ConnectionArgs;
+use super::support::error::{CliError, describe_client_error};
+use super::support::output::{self, CLUSTER_RESOURCE, DocumentFormat, WORK_RESOURCE};
+use super::support::query::{check_selector, list_all_clusters, list_all_works};
+use super::support::watch::{block_for, humantime};
 
-/// The longest one blocking GET asks the hub to wait (the hub's own maximum).
-const MAX_BLOCK: Duration = Duration::from_secs(300);
+/// `--wait`/`--timeout` of the deletions.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Wait until the object is gone (`--wait=false` returns once deletion was asked for).
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub wait: bool,
+    /// How long to wait for the deletion, e.g. 30s, 5m (exit code 3 when it runs out).
+    #[arg(long, default_value = "60s", value_parser = api::parse_duration)]
+    pub timeout: std::time::Duration,
+}
 
 /// The flags of `hub delete` (its help text is on [`super::ClientCommand::Delete`]).
 #[derive(Debug, Args)]
@@ -171,12 +185,6 @@ fn deadline_after(timeout: Duration) -> Instant {
     Instant::now() + timeout
 }
 
-/// How long the next blocking GET may wait, or `None` when the deadline has passed.
-pub(super) fn next_wait(deadline: Instant) -> Option<Duration> {
-    let left = deadline.checked_duration_since(Instant::now())?;
-    (left >= Duration::from_millis(1)).then(|| left.min(MAX_BLOCK))
-}
-
 fn work_deleted(name: &str, cluster: &str) -> String {
     format!("{WORK_RESOURCE} {name:?} deleted (cluster {cluster})\n")
 }
@@ -314,7 +322,7 @@ where
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    while let Some(wait) = next_wait(deadline) {
+    while let Some(wait) = block_for(deadline) {
         let opts = ListOptions {
             index: Some(last.index),
             wait: Some(wait),
@@ -402,39 +410,4 @@ async fn delete_cluster(
         "timed out after {} waiting for the deletion of cluster {name}: {pending}",
         humantime(timeout)
     )))
-}
-
-/// `90s` → `1m30s`, the way durations are written on the command line.
-pub(super) fn humantime(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_print_as_written() {
-        assert_eq!(humantime(Duration::from_secs(60)), "1m");
-        assert_eq!(humantime(Duration::from_secs(90)), "1m30s");
-        assert_eq!(humantime(Duration::from_secs(3605)), "1h5s");
-        assert_eq!(humantime(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(humantime(Duration::ZERO), "0s");
-    }
 }

@@ -1,15 +1,16 @@
 //! `hub describe work|cluster`: one object in detail, like `kubectl describe`.
 
-use api::{AuditEntry, Condition, HubClient, ListOptions, ManagedCluster, ManifestWork};
+use api::{AuditEntry, Condition, HubClient, ListOptions, ManagedCluster, ManifestWork, status};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::diff::hash_secret_data;
-use super::get::list_all_works;
-use super::output::{self, DocumentFormat, Table};
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output::{self, DocumentFormat, Table};
+use super::support::query::list_all_works;
+use super::support::secrets::hash_secret_data;
 
 /// How many audit entries `describe work` shows.
 const RECENT_CHANGES: u32 = 10;
@@ -274,19 +275,12 @@ fn describe_work(work: &ManifestWork, changes: &[AuditEntry], now: DateTime<Utc>
         ]);
         for mc in manifests {
             let r = &mc.resource_meta;
-            let status = |type_: &str| {
-                mc.conditions
-                    .iter()
-                    .find(|c| c.type_ == type_)
-                    .map_or("-".to_string(), |c| {
-                        match (c.observed_generation, m.generation) {
-                            (Some(seen), Some(current)) if seen < current => "Unknown".into(),
-                            _ => c.status.clone(),
-                        }
-                    })
+            let shown = |type_: &str| {
+                let c = mc.conditions.iter().find(|c| c.type_ == type_);
+                status::shown_status(c, m.generation)
             };
             // The message that explains the most: a failed apply, else readiness.
-            let message = ["Applied", "Ready", "Available"]
+            let message = [status::APPLIED, status::READY, status::AVAILABLE]
                 .iter()
                 .filter_map(|t| mc.conditions.iter().find(|c| c.type_ == *t))
                 .find(|c| !c.is_true())
@@ -306,9 +300,9 @@ fn describe_work(work: &ManifestWork, changes: &[AuditEntry], now: DateTime<Utc>
                 } else {
                     format!("{}/{}", r.namespace, r.name)
                 },
-                status("Applied"),
-                status("Available"),
-                status("Ready"),
+                shown(status::APPLIED),
+                shown(status::AVAILABLE),
+                shown(status::READY),
                 message,
             ]);
         }
@@ -390,14 +384,11 @@ async fn cluster(client: &HubClient, args: DescribeClusterArgs) -> Result<(), Cl
     let works = list_all_works(client, Some(&name), ListOptions::default()).await?;
     let mut counts = WorkCounts::default();
     for w in &works.items {
-        let current = |t: &str| {
-            w.condition(t)
-                .is_some_and(|c| c.is_true() && c.observed_generation == w.metadata.generation)
-        };
+        let r = status::rollup(w);
         counts.total += 1;
-        counts.applied += u32::from(current("Applied"));
-        counts.ready += u32::from(current("Ready"));
-        counts.degraded += u32::from(current("Degraded"));
+        counts.applied += u32::from(r.applied);
+        counts.ready += u32::from(r.ready);
+        counts.degraded += u32::from(r.degraded);
     }
     let now = Utc::now();
     if let Some(format) = output {

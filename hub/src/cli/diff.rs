@@ -8,12 +8,12 @@ use clap::{ArgGroup, Args};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::apply::matching_clusters;
-use super::get::check_selector;
-use super::input::{plan_works, read_documents};
-use super::output::{self, DocumentFormat};
-use super::{CliError, ConnectionArgs};
-use crate::service::access::{PlaceholderKey, is_placeholder};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::input::{plan_works, read_documents};
+use super::support::output::{self, DocumentFormat};
+use super::support::query::{check_selector, matching_clusters};
+use super::support::secrets::{hash_secret_data, is_placeholder};
 
 /// The flags of `hub diff` (its help text is on [`super::ClientCommand::Diff`]).
 #[derive(Debug, Args)]
@@ -240,20 +240,6 @@ fn comparable(work: &ManifestWork) -> Value {
     sorted(json!({"metadata": metadata, "spec": spec}))
 }
 
-/// The key of this run's own placeholders, for Secret data the hub showed in clear (or
-/// that is only local): random, so equal values still compare and print equal within the
-/// run, while a diff kept in a CI log gives nobody a hash to test guesses against.
-static RUN_KEY: std::sync::LazyLock<PlaceholderKey> = std::sync::LazyLock::new(|| {
-    let mut key = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-    PlaceholderKey::from_bytes(key)
-});
-
-/// The placeholder this run shows for a secret value.
-fn placeholder(value: &Value) -> Value {
-    RUN_KEY.placeholder(value)
-}
-
 /// Whether the hub masked Secret data in this work (a read without the `secrets` verb):
 /// then only the hub can make the placeholders of the local values, with a dry run.
 fn has_hub_placeholders(work: &ManifestWork) -> bool {
@@ -266,33 +252,6 @@ fn has_hub_placeholders(work: &ManifestWork) -> bool {
         }
     }
     found
-}
-
-/// Replaces the values of a v1 Secret's `data` and `stringData`, and its `last-applied-configuration`
-/// annotation, with placeholders (keeping those that are placeholders already).
-pub fn hash_secret_data(manifest: &mut Value) {
-    let is_secret = manifest.get("kind").and_then(Value::as_str) == Some("Secret")
-        && manifest.get("apiVersion").and_then(Value::as_str) == Some("v1");
-    if !is_secret {
-        return;
-    }
-    for field in ["data", "stringData"] {
-        if let Some(Value::Object(map)) = manifest.get_mut(field) {
-            for v in map.values_mut() {
-                if !is_placeholder(v) {
-                    *v = placeholder(v);
-                }
-            }
-        }
-    }
-    // kubectl's copy of the whole Secret, data included.
-    if let Some(v) = manifest
-        .pointer_mut("/metadata/annotations")
-        .and_then(|a| a.get_mut("kubectl.kubernetes.io/last-applied-configuration"))
-        && !is_placeholder(v)
-    {
-        *v = placeholder(v);
-    }
 }
 
 /// The value with every object's keys in order.
@@ -503,6 +462,7 @@ fn edit_script(a: &[&str], b: &[&str]) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::support::secrets::placeholder;
 
     fn work(manifests: Vec<Value>) -> ManifestWork {
         ManifestWork::new("c1", "web", manifests)

@@ -1,14 +1,15 @@
 //! `hub get works|clusters|registrations|tokens|audit`.
 
-use api::selector::Selector;
-use api::{HubClient, List, ListOptions, ManagedCluster, ManifestWork};
+use api::{ListOptions, ManagedCluster, ManifestWork, status};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::audit::GetAuditArgs;
-use super::output::{self, OutputFormat, Table};
 use super::registration::GetRegistrationsArgs;
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output::{self, OutputFormat, Table};
+use super::support::query::{check_selector, list_all_clusters, list_all_works};
 
 /// `hub get`.
 #[derive(Debug, Args)]
@@ -62,8 +63,9 @@ pub enum GetCommand {
 /// `hub get tokens`.
 #[derive(Debug, Args)]
 pub struct GetTokensArgs {
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 
@@ -82,8 +84,9 @@ pub struct GetWorksArgs {
     /// Label selector, e.g. app=web,tier!=db.
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
     /// Fetch long lists this many works at a time (0: all in one answer); the output is
     /// one list either way.
@@ -108,8 +111,9 @@ pub struct GetClustersArgs {
     /// Label selector, e.g. env=prod,region in (eu,us).
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
     /// Print the table without its header line.
     #[arg(long)]
@@ -134,63 +138,6 @@ pub async fn run(args: GetArgs) -> Result<(), CliError> {
     }
 }
 
-/// Checks a selector here, so a typo is a usage error (exit 2), not a refusal.
-pub fn check_selector(flag: &str, selector: Option<&str>) -> Result<(), CliError> {
-    if let Some(s) = selector {
-        Selector::parse(s).map_err(|e| CliError::Usage(format!("{flag} {s:?}: {e}")))?;
-    }
-    Ok(())
-}
-
-/// Every page of a work list, as one list with the first page's index.
-pub async fn list_all_works(
-    client: &HubClient,
-    cluster: Option<&str>,
-    opts: ListOptions,
-) -> Result<List<ManifestWork>, CliError> {
-    let mut opts = opts;
-    let first = client.list_works(cluster, &opts).await?.value;
-    let mut next = first.metadata.continue_.clone();
-    let mut list = List {
-        metadata: api::ListMeta {
-            continue_: None,
-            ..first.metadata
-        },
-        ..first
-    };
-    while let Some(token) = next.filter(|t| !t.is_empty()) {
-        opts.continue_ = Some(token);
-        let page = client.list_works(cluster, &opts).await?.value;
-        list.items.extend(page.items);
-        next = page.metadata.continue_;
-    }
-    Ok(list)
-}
-
-/// Every page of a cluster list, as one list with the first page's index.
-pub async fn list_all_clusters(
-    client: &HubClient,
-    opts: ListOptions,
-) -> Result<List<ManagedCluster>, CliError> {
-    let mut opts = opts;
-    let first = client.list_clusters(&opts).await?.value;
-    let mut next = first.metadata.continue_.clone();
-    let mut list = List {
-        metadata: api::ListMeta {
-            continue_: None,
-            ..first.metadata
-        },
-        ..first
-    };
-    while let Some(token) = next.filter(|t| !t.is_empty()) {
-        opts.continue_ = Some(token);
-        let page = client.list_clusters(&opts).await?.value;
-        list.items.extend(page.items);
-        next = page.metadata.continue_;
-    }
-    Ok(list)
-}
-
 async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), CliError> {
     let GetWorksArgs {
         name,
@@ -211,7 +158,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
             .get_work(cluster, name, &ListOptions::default())
             .await?;
         let work = found.value;
-        print_works(std::slice::from_ref(&work), &work, false, style, None)?;
+        print_works(std::slice::from_ref(&work), &work, false, &style, None)?;
         if watch {
             let (cluster, name) = (cluster.clone(), name.clone());
             watch_changes(
@@ -230,7 +177,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
                         }
                     }
                 },
-                |changed| print_works(changed, &changed.to_vec(), false, style.rows_only(), None),
+                |changed| print_works(changed, &changed.to_vec(), false, &style.rows_only(), None),
             )
             .await?;
         }
@@ -246,7 +193,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
         Some(c) => format!(" in cluster {c}"),
         None => String::new(),
     };
-    print_works(&list.items, &list, with_cluster, style, Some(&scope))?;
+    print_works(&list.items, &list, with_cluster, &style, Some(&scope))?;
     if watch {
         watch_changes(
             &list.items,
@@ -269,7 +216,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
                     changed,
                     &changed.to_vec(),
                     with_cluster,
-                    style.rows_only(),
+                    &style.rows_only(),
                     None,
                 )
             },
@@ -280,7 +227,7 @@ async fn works(args: GetWorksArgs, connection: &ConnectionArgs) -> Result<(), Cl
 }
 
 /// How `get works|clusters` prints.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Style {
     output: Option<OutputFormat>,
     no_headers: bool,
@@ -288,10 +235,10 @@ struct Style {
 
 impl Style {
     /// The same for rows printed under a table already shown (`--watch`).
-    fn rows_only(self) -> Style {
+    fn rows_only(&self) -> Style {
         Style {
             no_headers: true,
-            ..self
+            ..self.clone()
         }
     }
 }
@@ -361,29 +308,27 @@ where
 /// The status column of a condition: its status at the current generation, `Unknown`
 /// when it is about an older one, `-` when absent.
 fn condition_cell(work: &ManifestWork, type_: &str) -> String {
-    let Some(c) = work.condition(type_) else {
-        return "-".into();
-    };
-    match (c.observed_generation, work.metadata.generation) {
-        (Some(seen), Some(current)) if seen < current => "Unknown".into(),
-        _ => c.status.clone(),
-    }
+    status::shown_status(work.condition(type_), work.metadata.generation)
 }
 
 fn print_works<T: serde::Serialize>(
     works: &[ManifestWork],
     raw: &T,
     with_cluster: bool,
-    style: Style,
+    style: &Style,
     empty_scope: Option<&str>,
 ) -> Result<(), CliError> {
-    let wide = match style.output {
+    let wide = match &style.output {
         Some(OutputFormat::Json) => {
             output::print(&output::to_json(raw)?);
             return Ok(());
         }
         Some(OutputFormat::Yaml) => {
             output::print(&output::to_yaml(raw)?);
+            return Ok(());
+        }
+        Some(OutputFormat::JsonPath(t)) => {
+            output::print(&output::jsonpath(t, raw)?);
             return Ok(());
         }
         Some(OutputFormat::Name) => {
@@ -422,9 +367,9 @@ fn print_works<T: serde::Serialize>(
         row.extend([
             m.name.clone(),
             w.spec.workload.manifests.len().to_string(),
-            condition_cell(w, "Applied"),
-            condition_cell(w, "Available"),
-            condition_cell(w, "Ready"),
+            condition_cell(w, status::APPLIED),
+            condition_cell(w, status::AVAILABLE),
+            condition_cell(w, status::READY),
             output::age(m.creation_timestamp, now),
         ]);
         if wide {
@@ -440,7 +385,7 @@ fn print_works<T: serde::Serialize>(
     Ok(())
 }
 
-fn print_table(table: &Table, style: Style) {
+fn print_table(table: &Table, style: &Style) {
     if style.no_headers {
         output::print(&table.render_rows());
     } else {
@@ -460,12 +405,12 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
     let client = connection.client()?;
     let style = Style { output, no_headers };
     let print_changed = |changed: &[ManagedCluster]| {
-        print_clusters(changed, &changed.to_vec(), style.rows_only(), false)
+        print_clusters(changed, &changed.to_vec(), &style.rows_only(), false)
     };
     if let Some(name) = name {
         let found = client.get_cluster(&name).await?;
         let cluster = found.value;
-        print_clusters(std::slice::from_ref(&cluster), &cluster, style, true)?;
+        print_clusters(std::slice::from_ref(&cluster), &cluster, &style, true)?;
         if watch {
             watch_changes(
                 std::slice::from_ref(&cluster),
@@ -493,7 +438,7 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
         ..Default::default()
     };
     let list = list_all_clusters(&client, opts).await?;
-    print_clusters(&list.items, &list, style, true)?;
+    print_clusters(&list.items, &list, &style, true)?;
     if watch {
         watch_changes(
             &list.items,
@@ -520,16 +465,20 @@ async fn clusters(args: GetClustersArgs, connection: &ConnectionArgs) -> Result<
 fn print_clusters<T: serde::Serialize>(
     clusters: &[ManagedCluster],
     raw: &T,
-    style: Style,
+    style: &Style,
     say_if_empty: bool,
 ) -> Result<(), CliError> {
-    let wide = match style.output {
+    let wide = match &style.output {
         Some(OutputFormat::Json) => {
             output::print(&output::to_json(raw)?);
             return Ok(());
         }
         Some(OutputFormat::Yaml) => {
             output::print(&output::to_yaml(raw)?);
+            return Ok(());
+        }
+        Some(OutputFormat::JsonPath(t)) => {
+            output::print(&output::jsonpath(t, raw)?);
             return Ok(());
         }
         Some(OutputFormat::Name) => {
@@ -561,7 +510,7 @@ fn print_clusters<T: serde::Serialize>(
             c.metadata.name.clone(),
             c.spec.hub_accepts_client.to_string(),
             status("ManagedClusterJoined"),
-            status("ManagedClusterConditionAvailable"),
+            status(status::CLUSTER_AVAILABLE),
             output::labels(&c.metadata.labels),
             output::age(c.metadata.creation_timestamp, now),
         ];

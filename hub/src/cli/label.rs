@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use api::selector::{validate_label_key, validate_label_value};
 use clap::{Args, Subcommand};
 
-use super::{CLUSTER_RESOURCE, CliError, ConnectionArgs, output};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output::{self, CLUSTER_RESOURCE};
 
 /// `hub label`.
 #[derive(Debug, Args)]

@@ -4,32 +4,27 @@
 //! stderr and the exit code of DESIGN.md (0 ok, 1 refused, 2 usage or bad local input,
 //! 3 timed out, 4 hub unreachable, 5xx, 401 or 403).
 
-use api::ClientError;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 pub mod apply;
 pub mod audit;
 pub mod completion;
-pub mod connection;
+pub mod config;
 pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod get;
-pub mod input;
 pub mod label;
-pub mod output;
 pub mod registration;
 pub mod revoke;
+pub mod support;
 pub mod token;
 pub mod version;
 pub mod wait;
 
-pub use connection::ConnectionArgs;
-
-/// The resource name kubectl would print for a ManifestWork.
-pub const WORK_RESOURCE: &str = "manifestwork.work.open-cluster-management.io";
-/// The resource name kubectl would print for a ManagedCluster.
-pub const CLUSTER_RESOURCE: &str = "managedcluster.cluster.open-cluster-management.io";
+pub use support::connection::{self, ConnectionArgs};
+pub use support::error::{CliError, describe_client_error};
+pub use support::output::{CLUSTER_RESOURCE, WORK_RESOURCE};
 
 /// Client commands (they talk to a running hub).
 #[derive(Debug, Subcommand)]
@@ -80,29 +75,39 @@ pub enum ClientCommand {
     /// Kubernetes' reason are printed) or does not exist; 2 usage error; 3 --timeout ran
     /// out (what is still pending is printed); 4 the hub is unreachable, answered 5xx,
     /// 401 or 403 when the wait starts (during the wait it is retried until --timeout).
-    Wait(wait::WaitArgs),
+    Wait(Box<wait::WaitArgs>),
     /// Show a work (conditions, per-resource status and feedback, recent changes) or a
     /// cluster (labels, claims, conditions, lease, taints, works) in detail.
     ///
     /// Exit codes: 0 shown; 1 the hub refused, e.g. NAME does not exist; 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
-    Describe(describe::DescribeArgs),
+    Describe(Box<describe::DescribeArgs>),
     /// Print a shell completion script: `source <(hub completion bash)`, `hub completion
     /// zsh > "${fpath[1]}/_hub"`, `hub completion fish | source`.
     ///
     /// Exit codes: 0 printed; 2 usage error.
     Completion(completion::CompletionArgs),
+    /// Show the contexts (named hubs) of the client config file, or choose the current one,
+    /// as `kubectl config` does with kubeconfig.
+    ///
+    /// A client config file names one hub at its top level (what `hub serve` writes), or
+    /// several under `contexts:` with a `currentContext:`; `--context NAME` (or
+    /// HUB_CONTEXT) picks one for any command.
+    ///
+    /// Exit codes: 0 done; 1 no current context (current-context); 2 usage error, no
+    /// context of that name, or the file cannot be read or written.
+    Config(Box<config::ConfigArgs>),
     /// Print the client's version and the hub's (the hub's needs the connection).
     ///
     /// Exit codes: 0 both shown; 4 the hub could not be reached (the client's version is
     /// printed first).
-    Version(version::VersionArgs),
+    Version(Box<version::VersionArgs>),
     /// Show works, clusters, join requests, tokens or the audit log as a table, JSON or
     /// YAML.
     ///
     /// Exit codes: 0 shown (an empty list too); 1 the hub refused, e.g. NAME does not
     /// exist; 2 usage error; 4 the hub is unreachable or answered 5xx, 401 or 403.
-    Get(get::GetArgs),
+    Get(Box<get::GetArgs>),
     /// Delete a work or a cluster and wait until it is gone.
     ///
     /// Like kubectl, waits by default until the object is gone, which for a work means its
@@ -112,18 +117,18 @@ pub enum ClientCommand {
     /// (for example the object does not exist); 2 usage error; 3 --timeout ran out while
     /// the object was still deleting (what is pending is printed); 4 the hub is
     /// unreachable or answered 5xx, 401 or 403.
-    Delete(delete::DeleteArgs),
+    Delete(Box<delete::DeleteArgs>),
     /// Set or remove labels of a cluster.
     ///
     /// Exit codes: 0 done; 1 the hub refused (e.g. no such cluster); 2 usage error or a bad
     /// label; 4 the hub is unreachable or answered 5xx, 401 or 403.
-    Label(label::LabelArgs),
+    Label(Box<label::LabelArgs>),
     /// Create, list and revoke bootstrap tokens (for joining clusters) and api tokens (for
     /// CI).
     ///
     /// Exit codes: 0 done; 1 the hub refused (e.g. no such token); 2 usage error; 4 the
     /// hub is unreachable or answered 5xx, 401 or 403.
-    Token(token::TokenArgs),
+    Token(Box<token::TokenArgs>),
     /// Accept the join request of each cluster NAME, so its agent gets credentials.
     ///
     /// By name when exactly one request of that name is pending; when several are
@@ -137,171 +142,19 @@ pub enum ClientCommand {
     /// request or several (the others are still accepted); 2 usage error; 3 --timeout
     /// ran out before every NAME asked to join (they are named); 4 the hub is unreachable
     /// or answered 5xx, 401 or 403.
-    Accept(registration::AcceptArgs),
+    Accept(Box<registration::AcceptArgs>),
     /// Deny the pending join request of each cluster NAME (or --request ID).
     ///
     /// Exit codes: 0 every NAME denied; 1 the hub refused, or a NAME has no pending
     /// request or several (pick one with --request); 2 usage error; 4 the hub is
     /// unreachable or answered 5xx, 401 or 403.
-    Deny(registration::DenyArgs),
+    Deny(Box<registration::DenyArgs>),
     /// Cut a cluster's agent off at once: its credentials stop working, nothing is
     /// deleted (`hub delete cluster` removes it).
     ///
     /// Exit codes: 0 revoked; 1 the hub refused (e.g. no such cluster); 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
-    Revoke(revoke::RevokeArgs),
-}
-
-/// Why a command failed; each kind has its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad flags or bad local input (an unreadable file, mixed documents): exit 2.
-    #[error("{0}")]
-    Usage(String),
-    /// The hub answered with an error or could not be reached: exit 1 or 4.
-    #[error(transparent)]
-    Client(Box<ClientError>),
-    /// The request cannot be carried out, decided on this side (a selector matching no
-    /// cluster): exit 1.
-    #[error("{0}")]
-    Refused(String),
-    /// A wait ran out: exit 3.
-    #[error("{0}")]
-    TimedOut(String),
-    /// A work failed on a cluster (Degraded at its current generation): exit 1.
-    #[error("{0}")]
-    Failed(String),
-    /// The errors were printed already as they happened; exit with this code.
-    #[error("failed (exit code {0})")]
-    Reported(i32),
-}
-
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        CliError::Client(Box::new(e))
-    }
-}
-
-impl CliError {
-    /// The process exit code.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CliError::Usage(_) => 2,
-            CliError::Client(e) => e.exit_code(),
-            CliError::Refused(_) | CliError::Failed(_) => 1,
-            CliError::TimedOut(_) => 3,
-            CliError::Reported(code) => *code,
-        }
-    }
-
-    /// Prints the error as one line on stderr (nothing for `Reported`) and returns the
-    /// exit code.
-    pub fn report(&self) -> i32 {
-        match self {
-            CliError::Client(e) => eprintln!("{}", describe_client_error(e, None)),
-            CliError::Reported(_) => {}
-            other => eprintln!("error: {other}"),
-        }
-        self.exit_code()
-    }
-}
-
-/// One line for a client error, kubectl style: `Error from server (NotFound): ...` when
-/// the hub answered, `error: ...` otherwise. `about` names the object concerned.
-pub fn describe_client_error(err: &ClientError, about: Option<&str>) -> String {
-    let about = about.map(|a| format!("{a}: ")).unwrap_or_default();
-    match err {
-        ClientError::Api { status, body } => {
-            let reason = if body.code == "unknown" {
-                format!("HTTP {}", status.as_u16())
-            } else {
-                camel_case(&body.code)
-            };
-            let mut line = format!("Error from server ({reason}): {about}{}", body.message);
-            if let Some(fields) = body.details.as_ref().and_then(|d| d.as_array()) {
-                let fields: Vec<String> = fields
-                    .iter()
-                    .filter_map(|f| {
-                        let field = f.get("field")?.as_str()?;
-                        let message = f.get("message")?.as_str()?;
-                        Some(format!("{field}: {message}"))
-                    })
-                    // The message often is the one field's error already.
-                    .filter(|f| !body.message.contains(f.as_str()))
-                    .collect();
-                if !fields.is_empty() {
-                    line.push_str(&format!(" ({})", fields.join("; ")));
-                }
-            }
-            if matches!(status.as_u16(), 401 | 403) {
-                line.push_str(
-                    " (check --token, HUB_TOKEN or the token in the client config: --config, HUB_CONFIG, <data-dir>/client.yaml)",
-                );
-            }
-            line
-        }
-        ClientError::Transport { url, source } => {
-            // reqwest's own message repeats the URL; its causes say what happened.
-            let why = match std::error::Error::source(source) {
-                Some(cause) => error_chain(cause),
-                None => source.to_string(),
-            };
-            let mut line = format!("error: {about}cannot reach the hub at {url}: {why}");
-            if why.contains("UnknownIssuer") || why.contains("unknown issuer") {
-                line.push_str(
-                    " (the hub's certificate is not signed by a CA this client trusts: pass                      --ca-file with the hub's CA, or use the client.yaml `hub serve` wrote,                      which carries it: --config FILE or HUB_CONFIG)",
-                );
-            }
-            line
-        }
-        other => format!("error: {about}{other}"),
-    }
-}
-
-/// An error and its sources, joined by `: `, without repeating a message its cause
-/// already contains.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut next = err.source();
-    while let Some(e) = next {
-        let msg = e.to_string();
-        if !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-/// `not_found` → `NotFound`.
-fn camel_case(code: &str) -> String {
-    code.split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_uppercase().chain(c).collect::<String>(),
-                None => String::new(),
-            }
-        })
-        .collect()
-}
-
-/// Flags of `--wait`/`--timeout` shared by the verbs that wait for deletion.
-#[derive(Debug, Clone, Args)]
-pub struct WaitArgs {
-    /// Wait until the object is gone (`--wait=false` returns once deletion was asked for).
-    #[arg(
-        long,
-        default_value_t = true,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        action = clap::ArgAction::Set
-    )]
-    pub wait: bool,
-    /// How long to wait for the deletion, e.g. 30s, 5m (exit code 3 when it runs out).
-    #[arg(long, default_value = "60s", value_parser = api::parse_duration)]
-    pub timeout: std::time::Duration,
+    Revoke(Box<revoke::RevokeArgs>),
 }
 
 /// Runs a client command; returns the process exit code (DESIGN.md: 0 ok, 1 failed or
@@ -310,89 +163,21 @@ pub async fn run(command: ClientCommand) -> i32 {
     let result = match command {
         ClientCommand::Apply(args) => apply::run(*args).await,
         ClientCommand::Diff(args) => diff::run(*args).await,
-        ClientCommand::Wait(args) => wait::run(args).await,
-        ClientCommand::Describe(args) => describe::run(args).await,
+        ClientCommand::Wait(args) => wait::run(*args).await,
+        ClientCommand::Describe(args) => describe::run(*args).await,
         ClientCommand::Completion(args) => completion::run(args),
-        ClientCommand::Version(args) => version::run(args).await,
-        ClientCommand::Get(args) => get::run(args).await,
-        ClientCommand::Delete(args) => delete::run(args).await,
-        ClientCommand::Label(args) => label::run(args).await,
-        ClientCommand::Token(args) => token::run(args).await,
-        ClientCommand::Accept(args) => registration::accept(args).await,
-        ClientCommand::Deny(args) => registration::deny(args).await,
-        ClientCommand::Revoke(args) => revoke::run(args).await,
+        ClientCommand::Config(args) => config::run(*args),
+        ClientCommand::Version(args) => version::run(*args).await,
+        ClientCommand::Get(args) => get::run(*args).await,
+        ClientCommand::Delete(args) => delete::run(*args).await,
+        ClientCommand::Label(args) => label::run(*args).await,
+        ClientCommand::Token(args) => token::run(*args).await,
+        ClientCommand::Accept(args) => registration::accept(*args).await,
+        ClientCommand::Deny(args) => registration::deny(*args).await,
+        ClientCommand::Revoke(args) => revoke::run(*args).await,
     };
     match result {
         Ok(()) => 0,
         Err(e) => e.report(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use api::ErrorBody;
-    use reqwest::StatusCode;
-
-    fn api_error(status: u16, code: &str, message: &str) -> ClientError {
-        ClientError::Api {
-            status: StatusCode::from_u16(status).unwrap(),
-            body: ErrorBody {
-                code: code.into(),
-                message: message.into(),
-                details: None,
-            },
-        }
-    }
-
-    #[test]
-    fn exit_codes_follow_the_contract() {
-        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
-        assert_eq!(CliError::Refused("x".into()).exit_code(), 1);
-        assert_eq!(CliError::TimedOut("x".into()).exit_code(), 3);
-        assert_eq!(CliError::Failed("x".into()).exit_code(), 1);
-        assert_eq!(
-            CliError::from(api_error(404, "not_found", "x")).exit_code(),
-            1
-        );
-        assert_eq!(
-            CliError::from(api_error(409, "conflict", "x")).exit_code(),
-            1
-        );
-        assert_eq!(
-            CliError::from(api_error(401, "unauthorized", "x")).exit_code(),
-            4
-        );
-        assert_eq!(
-            CliError::from(api_error(403, "forbidden", "x")).exit_code(),
-            4
-        );
-        assert_eq!(
-            CliError::from(api_error(503, "unavailable", "x")).exit_code(),
-            4
-        );
-    }
-
-    #[test]
-    fn server_errors_read_like_kubectl() {
-        let e = api_error(404, "not_found", "manifestwork \"w\" not found");
-        assert_eq!(
-            describe_client_error(&e, None),
-            "Error from server (NotFound): manifestwork \"w\" not found"
-        );
-        let e = ClientError::Api {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: ErrorBody {
-                code: "invalid".into(),
-                message: "the work is invalid".into(),
-                details: Some(serde_json::json!([
-                    {"field": "spec.workload.manifests[0].kind", "message": "is required"}
-                ])),
-            },
-        };
-        assert_eq!(
-            describe_client_error(&e, Some("manifestwork \"w\" (cluster c1)")),
-            "Error from server (Invalid): manifestwork \"w\" (cluster c1): the work is invalid (spec.workload.manifests[0].kind: is required)"
-        );
     }
 }

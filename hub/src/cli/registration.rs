@@ -7,9 +7,10 @@ use api::{HubClient, Indexed, List, ListOptions, Registration, RegistrationState
 use chrono::Utc;
 use clap::Args;
 
-use super::delete::{humantime, next_wait};
-use super::output::{self, DocumentFormat, OutputFormat, Table};
-use super::{CliError, ConnectionArgs, describe_client_error};
+use super::support::connection::ConnectionArgs;
+use super::support::error::{CliError, describe_client_error};
+use super::support::output::{self, DocumentFormat, OutputFormat, Table};
+use super::support::watch::{block_for, humantime};
 
 /// The flags of `hub accept` (its help text is on [`super::ClientCommand::Accept`]).
 #[derive(Debug, Args)]
@@ -63,8 +64,9 @@ pub struct GetRegistrationsArgs {
     /// Show only the join requests of this cluster name.
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 
@@ -238,7 +240,7 @@ async fn decide(
         );
         let mut index = index;
         while !waiting.is_empty() {
-            let Some(wait) = next_wait(deadline) else {
+            let Some(wait) = block_for(deadline) else {
                 break;
             };
             let opts = ListOptions {

@@ -2,7 +2,9 @@
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, ConnectionArgs, output};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output;
 
 /// The flags of `hub revoke` (its help text is on [`super::ClientCommand::Revoke`]).
 #[derive(Debug, Args)]

@@ -8,9 +8,10 @@ use api::{List, Token, TokenKind, TokenRequest, Verb};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::get::check_selector;
-use super::output::{self, DocumentFormat, OutputFormat, Table};
-use super::{CliError, ConnectionArgs};
+use super::support::connection::ConnectionArgs;
+use super::support::error::{CliError, describe_client_error};
+use super::support::output::{self, DocumentFormat, OutputFormat, Table};
+use super::support::query::check_selector;
 
 /// `hub token`.
 #[derive(Debug, Args)]
@@ -129,8 +130,9 @@ pub struct TokenCreateArgs {
 /// `hub token list`.
 #[derive(Debug, Args)]
 pub struct TokenListArgs {
-    /// Output format [default: a table].
-    #[arg(short = 'o', long, value_enum)]
+    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
+    /// (e.g. 'jsonpath={.items[*].metadata.name}') [default: a table].
+    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
 }
 
@@ -425,7 +427,7 @@ async fn revoke(ids: &[String], connection: &ConnectionArgs) -> Result<(), CliEr
             Err(e) => {
                 eprintln!(
                     "{}",
-                    super::describe_client_error(&e, Some(&format!("token {id}")))
+                    describe_client_error(&e, Some(&format!("token {id}")))
                 );
                 code = code.max(e.exit_code());
             }

@@ -2,7 +2,9 @@
 
 use clap::Args;
 
-use super::{CliError, ConnectionArgs, output};
+use super::support::connection::ConnectionArgs;
+use super::support::error::CliError;
+use super::support::output;
 
 /// `hub version`.
 #[derive(Debug, Args)]

@@ -3,25 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use api::{
-    Condition, FailingResource, ManagedCluster, ManifestWork, UnavailableCluster, WorkSummary,
-};
-
-/// The condition of this type, if it was computed for the work's current generation.
-fn current<'a>(work: &'a ManifestWork, type_: &str) -> Option<&'a Condition> {
-    work.condition(type_)
-        .filter(|c| c.observed_generation == work.metadata.generation)
-}
-
-fn is_true(work: &ManifestWork, type_: &str) -> bool {
-    current(work, type_).is_some_and(Condition::is_true)
-}
+use api::{FailingResource, ManagedCluster, ManifestWork, UnavailableCluster, WorkSummary, status};
 
 /// Whether a cluster's lease has expired (its agent is not reporting).
 pub fn unavailable(cluster: &ManagedCluster) -> bool {
-    cluster
-        .condition("ManagedClusterConditionAvailable")
-        .is_some_and(|c| c.status != "True")
+    status::cluster_available(cluster) == Some(false)
 }
 
 /// Summarises works by name. `clusters` gives availability (and the live lease time).
@@ -46,25 +32,20 @@ pub fn summarize(
                 last_lease_time: c.status.last_lease_time,
             });
         }
-        if current(w, "Applied").is_none() || down.is_some() {
+        let r = status::rollup(w);
+        if !r.reported || down.is_some() {
             s.unknown += 1;
         }
-        s.applied += u32::from(is_true(w, "Applied"));
-        s.available += u32::from(is_true(w, "Available"));
-        s.ready += u32::from(is_true(w, "Ready"));
-        s.degraded += u32::from(is_true(w, "Degraded"));
-        s.progressing += u32::from(is_true(w, "Progressing"));
-        if current(w, "Applied").is_none() {
+        s.applied += u32::from(r.applied);
+        s.available += u32::from(r.available);
+        s.ready += u32::from(r.ready);
+        s.degraded += u32::from(r.degraded);
+        s.progressing += u32::from(r.progressing);
+        if !r.reported {
             continue;
         }
-        for m in w.status.resource_status.iter().flat_map(|r| &r.manifests) {
-            let failed = ["Applied", "Ready"].into_iter().find_map(|t| {
-                m.conditions
-                    .iter()
-                    .find(|c| c.type_ == t && c.status == "False")
-                    .map(|c| (t, c))
-            });
-            if let Some((t, c)) = failed {
+        for m in status::manifests(w) {
+            if let Some(c) = status::manifest_failure(m) {
                 let meta = &m.resource_meta;
                 s.failing.push(FailingResource {
                     cluster: cluster.clone(),
@@ -72,7 +53,7 @@ pub fn summarize(
                     kind: meta.kind.clone(),
                     namespace: meta.namespace.clone(),
                     name: meta.name.clone(),
-                    condition: t.to_string(),
+                    condition: c.type_.clone(),
                     reason: c.reason.clone(),
                     message: c.message.clone(),
                 });
@@ -85,6 +66,7 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::Condition;
     use serde_json::json;
 
     fn work(

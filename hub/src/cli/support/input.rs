@@ -8,7 +8,7 @@ use api::selector::validate_dns_subdomain;
 use api::{ManifestWork, WORK_API_VERSION};
 use serde_json::Value;
 
-use super::CliError;
+use super::error::CliError;
 
 /// One document of the input and where it came from.
 #[derive(Debug, Clone, PartialEq)]

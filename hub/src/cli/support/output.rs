@@ -2,15 +2,22 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
+use api::jsonpath::Template;
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::CliError;
+use super::error::CliError;
+
+/// The resource name kubectl would print for a ManifestWork.
+pub const WORK_RESOURCE: &str = "manifestwork.work.open-cluster-management.io";
+/// The resource name kubectl would print for a ManagedCluster.
+pub const CLUSTER_RESOURCE: &str = "managedcluster.cluster.open-cluster-management.io";
 
 /// `-o` formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone)]
 pub enum OutputFormat {
     /// The table with more columns.
     Wide,
@@ -20,6 +27,79 @@ pub enum OutputFormat {
     Json,
     /// The same as YAML.
     Yaml,
+    /// `jsonpath=TEMPLATE`: kubectl's JSONPath template applied to what `-o json` prints.
+    JsonPath(Arc<Template>),
+}
+
+impl OutputFormat {
+    /// clap's parser of `-o`: `wide`, `name`, `json`, `yaml` or `jsonpath=TEMPLATE` (a
+    /// bad template is a usage error, exit 2, naming what is wrong).
+    pub fn parser() -> OutputParser {
+        OutputParser
+    }
+}
+
+/// Parses `-o` and lists its values for `--help` and shell completion.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputParser;
+
+impl clap::builder::TypedValueParser for OutputParser {
+    type Value = OutputFormat;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<OutputFormat, clap::Error> {
+        let invalid = |message: String| {
+            let flag = arg.map_or("--output".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value for '{flag}': {message}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| invalid("not UTF-8".into()))?;
+        match text {
+            "wide" => Ok(OutputFormat::Wide),
+            "name" => Ok(OutputFormat::Name),
+            "json" => Ok(OutputFormat::Json),
+            "yaml" => Ok(OutputFormat::Yaml),
+            _ => match text.split_once('=') {
+                Some(("jsonpath", template)) => Template::parse(template)
+                    .map(|t| OutputFormat::JsonPath(Arc::new(t)))
+                    .map_err(|e| invalid(format!("{e}"))),
+                _ => Err(invalid(format!(
+                    "{text:?}: expected wide, name, json, yaml or jsonpath=TEMPLATE"
+                ))),
+            },
+        }
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        use clap::builder::PossibleValue;
+        Some(Box::new(
+            [
+                PossibleValue::new("wide").help("The table with more columns"),
+                PossibleValue::new("name").help("kind/name per object, one a line"),
+                PossibleValue::new("json").help("As the API returns it, as JSON"),
+                PossibleValue::new("yaml").help("The same as YAML"),
+                PossibleValue::new("jsonpath=TEMPLATE")
+                    .help("kubectl's JSONPath template, e.g. jsonpath={.items[*].metadata.name}"),
+            ]
+            .into_iter(),
+        ))
+    }
+}
+
+/// Applies a JSONPath template to what `-o json` would print.
+pub fn jsonpath<T: Serialize>(template: &Template, value: &T) -> Result<String, CliError> {
+    let value = serde_json::to_value(value)
+        .map_err(|e| CliError::Usage(format!("cannot print as JSON: {e}")))?;
+    Ok(template.render(&value))
 }
 
 /// `-o` formats of commands that print one object and no table.
@@ -48,6 +128,7 @@ pub fn table_or_print<T: Serialize>(
     match format {
         Some(OutputFormat::Json) => print(&to_json(value)?),
         Some(OutputFormat::Yaml) => print(&to_yaml(value)?),
+        Some(OutputFormat::JsonPath(t)) => print(&jsonpath(&t, value)?),
         Some(OutputFormat::Wide) => return Ok(Some(true)),
         Some(OutputFormat::Name) => {
             return Err(CliError::Usage(

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use api::config::ClientConfigFile;
 use api::{ClientConfig, HubClient};
 use clap::Args;
 
-use super::CliError;
+use super::error::CliError;
 
 /// How to reach the hub. Each setting is taken from the first of: its flag, its
 /// environment variable, the client config file.
@@ -34,6 +35,10 @@ pub struct ConnectionArgs {
     /// $HUB_DATA_DIR, else in ~/.local/share/hub, as `hub serve` writes it]
     #[arg(long, env = "HUB_CONFIG", global = true, value_name = "FILE", value_parser = any_path)]
     pub config: Option<PathBuf>,
+    /// The context (named hub) of the client config file to use [default: its
+    /// `currentContext`, else its top-level server]
+    #[arg(long, env = "HUB_CONTEXT", global = true, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 /// A path, empty allowed: `HUB_CA_FILE=` in a CI environment means "unset", as an empty
@@ -46,7 +51,7 @@ fn any_path(text: &str) -> Result<PathBuf, std::convert::Infallible> {
 /// works`): moved after the verb's words, where clap takes them. Everything else stays in
 /// place. `args[0]` is the program.
 pub fn hoist_connection_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const WITH_VALUE: [&str; 4] = ["--server", "--token", "--ca-file", "--config"];
+    const WITH_VALUE: [&str; 5] = ["--server", "--token", "--ca-file", "--config", "--context"];
     let mut iter = args.into_iter();
     let mut out: Vec<std::ffi::OsString> = iter.next().into_iter().collect();
     let mut hoisted = Vec::new();
@@ -89,7 +94,9 @@ impl ConnectionArgs {
             token,
             ca_file,
             config,
+            context,
         } = self;
+        let context = context.as_deref().filter(|c| !c.is_empty());
         // An empty variable (`HUB_CA_FILE=`) or flag means unset, as for the other settings.
         let ca_file = ca_file.as_ref().filter(|p| !p.as_os_str().is_empty());
         let config = config.as_ref().filter(|p| !p.as_os_str().is_empty());
@@ -97,16 +104,24 @@ impl ConnectionArgs {
             Some(path) => Some(read_ca(path)?),
             None => None,
         };
-        let complete = server.is_some() && token.is_some() && ca_data.is_some();
+        // A named context must exist, even when the flags say everything else.
+        let complete =
+            server.is_some() && token.is_some() && ca_data.is_some() && context.is_none();
         let file = if complete {
             None
         } else {
             match config {
-                Some(path) => Some((path.clone(), load(path)?)),
+                Some(path) => Some((path.clone(), load(path, context)?)),
                 None => {
                     let path = default_config_path();
                     if path.exists() {
-                        Some((path.clone(), load(&path)?))
+                        Some((path.clone(), load(&path, context)?))
+                    } else if let Some(name) = context {
+                        return Err(CliError::Usage(format!(
+                            "--context {name}: no client config at {} (pass --config FILE or \
+                             HUB_CONFIG)",
+                            path.display()
+                        )));
                     } else {
                         None
                     }
@@ -142,6 +157,15 @@ impl ConnectionArgs {
         })
     }
 
+    /// The client config file these settings name: `--config`/`HUB_CONFIG`, else the
+    /// default one.
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(default_config_path)
+    }
+
     /// A client of the resolved hub.
     pub fn client(&self) -> Result<HubClient, CliError> {
         let config = self.resolve()?;
@@ -149,8 +173,13 @@ impl ConnectionArgs {
     }
 }
 
-fn load(path: &Path) -> Result<ClientConfig, CliError> {
-    ClientConfig::load(path).map_err(|e| CliError::Usage(format!("client config {e}")))
+/// The hub a client config file names: the context `context`, else its current one, else
+/// its top level.
+fn load(path: &Path, context: Option<&str>) -> Result<ClientConfig, CliError> {
+    let file =
+        ClientConfigFile::load(path).map_err(|e| CliError::Usage(format!("client config {e}")))?;
+    file.select(context)
+        .map_err(|e| CliError::Usage(format!("client config {}: {e}", path.display())))
 }
 
 fn read_ca(path: &Path) -> Result<String, CliError> {
