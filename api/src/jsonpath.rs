@@ -90,7 +90,7 @@ pub fn to_rfc9535(path: &str) -> Result<String, JsonPathError> {
     Ok(out)
 }
 
-/// A name from `start` up to the next unescaped `.` or `[`, with `\.` unescaped.
+/// A name from `start` up to the next unescaped `.`, `[` or whitespace, with `\.` unescaped.
 fn name_at(chars: &[char], start: usize) -> (String, usize) {
     let mut name = String::new();
     let mut i = start;
@@ -100,7 +100,8 @@ fn name_at(chars: &[char], start: usize) -> (String, usize) {
                 name.push(chars[i + 1]);
                 i += 2;
             }
-            '.' | '[' => break,
+            // kubectl ends a name at whitespace too, so `.a b` is an error, not `['a b']`.
+            c if c == '.' || c == '[' || c.is_whitespace() => break,
             c => {
                 name.push(c);
                 i += 1;

@@ -13,16 +13,8 @@ use super::feedback::feedback;
 use super::readiness::readiness;
 use crate::apply::{ManifestId, ManifestOutcome, manifest_config};
 
-/// Condition type: the apply call succeeded.
-pub const APPLIED: &str = "Applied";
-/// Condition type: the resource exists on the cluster (OCM's meaning).
-pub const AVAILABLE: &str = "Available";
-/// Condition type: the workload is up (kstatus-like rules).
-pub const READY: &str = "Ready";
-/// Condition type (work): applied, not all ready yet, or still being retried.
-pub const PROGRESSING: &str = "Progressing";
-/// Condition type (work): failing without prospect, or for too long.
-pub const DEGRADED: &str = "Degraded";
+// The condition names have one home, shared with the hub and the CLI that read them.
+pub use api::status::{APPLIED, AVAILABLE, DEGRADED, PROGRESSING, READY};
 /// How many failing manifests a work condition's message names.
 const MAX_NAMED: usize = 5;
 

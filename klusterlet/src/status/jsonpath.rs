@@ -1,93 +1,28 @@
-//! JSONPath for feedback rules: RFC 9535 (`serde_json_path`), behind a small shim for the
-//! Kubernetes dialect OCM's rules are written in (as `kubectl -o jsonpath` reads them):
-//! an optional `{...}` around the path, an optional leading `$`, and dotted names that may
-//! hold `-` or `/` (`.metadata.labels.app-name`), which RFC 9535 writes `['app-name']`.
-//! Everything else (`['a']`, `[0]`, `[-1]`, `[1:3]`, `[*]`, `.*`, `..a`, filters
-//! `[?(@.type=="Ready")]` with comparisons or existence) is RFC 9535 already. Missing keys
-//! and indexes give no result rather than an error.
+//! JSONPath for feedback rules: RFC 9535 (`serde_json_path`) through `api::jsonpath`, the
+//! shim for the Kubernetes dialect OCM's rules are written in (as `kubectl -o jsonpath`
+//! reads them): an optional leading `$`, and dotted names that may hold `-` or `/`
+//! (`.metadata.labels.app-name`), which RFC 9535 writes `['app-name']`. Everything else
+//! (`['a']`, `[0]`, `[-1]`, `[1:3]`, `[*]`, `.*`, `..a`, filters `[?(@.type=="Ready")]`
+//! with comparisons or existence) is RFC 9535 already. Missing keys and indexes give no
+//! result rather than an error.
 
+use api::jsonpath::JsonPathError;
 use serde_json::Value;
-use serde_json_path::JsonPath;
 
-/// The values `path` selects in `root`, in document order.
-pub fn evaluate<'a>(path: &str, root: &'a Value) -> Result<Vec<&'a Value>, String> {
-    let rfc = to_rfc9535(path);
-    let parsed = JsonPath::parse(&rfc).map_err(|e| format!("{path:?}: {e}"))?;
-    Ok(parsed.query(root).all())
-}
-
-/// Rewrites a kubectl-style path as RFC 9535: drops `{...}`, starts it at `$`, and writes
-/// each dotted name as `['name']`. A `.` counts as a name's only where a path goes on
-/// (after `$`, `@`, a name or `]`), so the `.` of a number in a filter (`@.n > 1.5`) stays.
-fn to_rfc9535(path: &str) -> String {
+/// The values `path` selects in `root`, in document order. The translation to RFC 9535 is
+/// `api::jsonpath`'s (shared with `hub get -o jsonpath`); what is added here is OCM's
+/// leniency: the path may sit in `{...}` and may leave out its first dot (`status.x`).
+pub fn evaluate<'a>(path: &str, root: &'a Value) -> Result<Vec<&'a Value>, JsonPathError> {
     let mut text = path.trim();
     if let Some(inner) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
         text = inner.trim();
     }
-    let mut out = String::from("$");
-    let rest = match text.strip_prefix('$') {
-        Some(rest) => rest.to_string(),
-        None if text.is_empty() || text.starts_with(['.', '[']) => text.to_string(),
-        // `status.x`: a first name without its dot.
-        None => format!(".{text}"),
-    };
-    let chars: Vec<char> = rest.chars().collect();
-    let mut at = 0;
-    let mut in_path = true;
-    let mut quote: Option<char> = None;
-    while at < chars.len() {
-        let c = chars[at];
-        if let Some(q) = quote {
-            out.push(c);
-            if c == '\\' && at + 1 < chars.len() {
-                out.push(chars[at + 1]);
-                at += 2;
-                continue;
-            }
-            if c == q {
-                quote = None;
-            }
-            at += 1;
-            continue;
-        }
-        match c {
-            '.' if in_path => {
-                let descend = chars.get(at + 1) == Some(&'.');
-                let start = at + if descend { 2 } else { 1 };
-                let end = (start..chars.len())
-                    .find(|&i| ends_name(chars[i]))
-                    .unwrap_or(chars.len());
-                let name: String = chars[start..end].iter().collect();
-                if descend {
-                    out.push_str("..");
-                }
-                match name.as_str() {
-                    "" => {}
-                    "*" if descend => out.push('*'),
-                    "*" => out.push_str(".*"),
-                    _ => {
-                        out.push_str("['");
-                        out.push_str(&name.replace('\\', "\\\\").replace('\'', "\\'"));
-                        out.push_str("']");
-                    }
-                }
-                at = end;
-                continue;
-            }
-            '\'' | '"' => quote = Some(c),
-            '$' | '@' | ']' => in_path = true,
-            '[' | '*' => {}
-            _ => in_path = false,
-        }
-        out.push(c);
-        at += 1;
+    let dotted;
+    if text.starts_with(|c: char| c.is_alphabetic() || c == '_') {
+        dotted = format!(".{text}");
+        text = &dotted;
     }
-    out
-}
-
-/// Whether `c` ends a dotted name.
-fn ends_name(c: char) -> bool {
-    c.is_whitespace() || ".[]()=!<>&|,'\"".contains(c)
+    Ok(api::jsonpath::query(text)?.query(root).all())
 }
 
 #[cfg(test)]
@@ -181,24 +116,6 @@ mod tests {
         assert_eq!(eval(".spec.containers[0:2:2].name", &doc), [json!("x")]);
         // A number in a filter stays a number.
         assert_eq!(eval(".status.conditions[?(@.n > 1.5)].n", &doc), [json!(2)]);
-    }
-
-    #[test]
-    fn kubectl_forms_become_rfc_9535() {
-        assert_eq!(
-            to_rfc9535("{.status.readyReplicas}"),
-            "$['status']['readyReplicas']"
-        );
-        assert_eq!(to_rfc9535("status.x"), "$['status']['x']");
-        assert_eq!(to_rfc9535("$.a[*].b"), "$['a'][*]['b']");
-        assert_eq!(to_rfc9535("..image"), "$..['image']");
-        assert_eq!(to_rfc9535(".a.*"), "$['a'].*");
-        assert_eq!(
-            to_rfc9535(r#".c[?(@.type=="Ready")].status"#),
-            r#"$['c'][?(@['type']=="Ready")]['status']"#
-        );
-        assert_eq!(to_rfc9535(".a['x.y'].b"), "$['a']['x.y']['b']");
-        assert_eq!(to_rfc9535(".a-b/c"), "$['a-b/c']");
     }
 
     #[test]

@@ -11,30 +11,13 @@ use super::error::describe_client_error;
 /// that a connection silently lost (a NAT dropping it) is noticed within a minute.
 pub const MAX_BLOCK: Duration = Duration::from_secs(60);
 
-/// Whether an error may pass by itself (a hub restarting, a proxy hiccup).
-pub fn transient(e: &ClientError) -> bool {
-    match e {
-        ClientError::Transport { .. } | ClientError::Decode(_) => true,
-        ClientError::Api { status, .. } => {
-            status.is_server_error() || matches!(status.as_u16(), 408 | 429)
-        }
-        ClientError::Config(_) => false,
-    }
-}
+/// The CLI's waits retry as the klusterlet does: one rule for which errors pass by
+/// themselves (`api::retry::is_transient`) and one backoff policy.
+pub use api::retry::is_transient as transient;
 
-/// Exponential backoff from 250 ms to 4 s.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    /// The pause before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = Duration::from_millis(250) * 2u32.pow(self.attempt.min(4));
-        self.attempt += 1;
-        d
-    }
+/// The backoff between retries of a wait: 250 ms doubling to 4 s, jittered.
+pub fn backoff() -> api::retry::Backoff {
+    api::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(4))
 }
 
 /// How long the next blocking query may wait, or `None` when the deadline has passed.

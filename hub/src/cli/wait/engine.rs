@@ -13,7 +13,7 @@ use super::report::{Overall, Report, render, report};
 use super::verdict::{ClusterSeen, Seen, Start, State, Verdict, evaluate};
 use crate::cli::support::error::CliError;
 use crate::cli::support::progress::{Progress, ProgressMode};
-use crate::cli::support::watch::{Backoff, block_for, transient, trouble_text};
+use crate::cli::support::watch::{backoff, block_for, transient, trouble_text};
 
 /// Where the clusters' records are read from while waiting.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub(crate) async fn watch_work(
         cluster,
         work: name,
     } = target;
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     while let Some(wait) = block_for(deadline) {
         let opts = ListOptions {
             index: Some(index),
@@ -59,7 +59,7 @@ pub(crate) async fn watch_work(
         };
         let event = match client.get_work(&cluster, &name, &opts).await {
             Ok(r) => {
-                backoff = Backoff::default();
+                backoff.reset();
                 index = index.max(r.index);
                 Event::Work(i, Some(Box::new(r.value)))
             }
@@ -116,7 +116,7 @@ pub(crate) async fn watch_summary(
         .then(|| names.iter().next().cloned())
         .flatten();
     let mut last: Option<BTreeMap<String, WorkSummary>> = None;
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     while let Some(wait) = block_for(deadline) {
         if targets.is_empty() {
             return;
@@ -162,7 +162,7 @@ pub(crate) async fn watch_summary(
             .cloned()
             .collect();
         if to_read.is_empty() {
-            backoff = Backoff::default();
+            backoff.reset();
             index = next_index;
             continue;
         }
@@ -205,7 +205,7 @@ pub(crate) async fn watch_summary(
             tokio::time::sleep(backoff.next_delay().min(wait)).await;
             continue;
         }
-        backoff = Backoff::default();
+        backoff.reset();
         index = next_index;
         last = Some(summary);
     }
@@ -219,7 +219,7 @@ pub(crate) async fn watch_clusters(
     tx: mpsc::UnboundedSender<Event>,
     deadline: Instant,
 ) {
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     let mut index: Option<u64> = None;
     while let Some(wait) = block_for(deadline) {
         let opts = ListOptions {
@@ -257,7 +257,7 @@ pub(crate) async fn watch_clusters(
         };
         match read {
             Ok((clusters, i)) => {
-                backoff = Backoff::default();
+                backoff.reset();
                 index = Some(index.unwrap_or(0).max(i));
                 if tx.send(Event::Clusters(clusters)).is_err() {
                     return;
