@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use api::ClientConfig;
 
-use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::http::{AppState, ClusterInfo, router};
 use crate::serve::{FdBudget, Limits, Server};
+use crate::service::authn::Auth;
 use crate::service::{Hub, HubSettings};
 use crate::tls::{self, CaBundle};
 
@@ -102,6 +102,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the hub service")?;
+    crate::controllers::start(&hub);
     let (auth, known_token) = Auth::init(store.clone(), admin_token.as_deref(), access_token_ttl)
         .await
         .context("loading the admin token")?;

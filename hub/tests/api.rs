@@ -16,9 +16,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use hub::auth::Auth;
 use hub::http::{AppState, ClusterInfo, router};
 use hub::service::Hub;
+use hub::service::authn::Auth;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use api::selector::Selector;
 use api::{CLEANUP_FINALIZER, Condition, ManagedCluster, ManifestWork, ManifestWorkStatus};
-use hub::service::{Block, Error, Hub, WorkQuery};
+use hub::service::{Block, Error, Hub, Indexed, WorkQuery};
 use serde_json::json;
 use testkit::postgres::TestPostgres;
 
@@ -60,7 +60,7 @@ async fn cluster(hub: &Hub, name: &str, labels: &[(&str, &str)]) {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    hub.put_cluster(name, ManagedCluster::new(name, labels))
+    hub.put_cluster(name, ManagedCluster::new(name, labels), None)
         .await
         .unwrap();
 }
@@ -94,12 +94,15 @@ async fn create_read_and_round_trip(f: Fixture) {
         .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap();
-    assert!(created.created);
-    let m = &created.work.metadata;
+    assert!(created.value.created);
+    let m = &created.value.work.metadata;
     assert!(m.uid.is_some() && m.creation_timestamp.is_some());
     assert_eq!(m.generation, Some(1));
     assert_eq!(m.namespace.as_deref(), Some("c1"));
-    let (got, index) = f.hub.get_work("c1", "w1", None).await.unwrap();
+    let Indexed {
+        data: got,
+        index: index,
+    } = f.hub.get_work("c1", "w1", None).await.unwrap();
     let got = got.unwrap();
     assert_eq!(
         got.spec, w.spec,
@@ -111,7 +114,7 @@ async fn create_read_and_round_trip(f: Fixture) {
             .get_work("c1", "nope", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 }
@@ -124,14 +127,19 @@ async fn generation_and_resource_version(f: Fixture) {
         .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap()
+        .value
         .work;
     let same = f
         .hub
         .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap();
-    assert!(!same.created);
-    assert_eq!(rv(&same.work), rv(&first), "a no-op put changes nothing");
+    assert!(!same.value.created);
+    assert_eq!(
+        rv(&same.value.work),
+        rv(&first),
+        "a no-op put changes nothing"
+    );
     let relabelled = f
         .hub
         .put_work(
@@ -143,6 +151,7 @@ async fn generation_and_resource_version(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert!(rv(&relabelled) > rv(&first));
     assert_eq!(
@@ -161,6 +170,7 @@ async fn generation_and_resource_version(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(changed.metadata.generation, Some(2));
     assert_eq!(changed.metadata.uid, first.metadata.uid);
@@ -177,6 +187,7 @@ async fn optimistic_concurrency(f: Fixture) {
         .put_work("c1", "w1", work("w1", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap()
+        .value
         .work;
     let mut stale = work("w1", json!({}), cm("a", "2"));
     stale.metadata.resource_version = Some("1".into());
@@ -205,9 +216,13 @@ async fn optimistic_concurrency(f: Fixture) {
         .put_work("c1", "w1", stale, Some(tag), None)
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(ok.metadata.generation, Some(2));
-    let (unchanged, _) = f.hub.get_work("c1", "w1", None).await.unwrap();
+    let Indexed {
+        data: unchanged,
+        index: _,
+    } = f.hub.get_work("c1", "w1", None).await.unwrap();
     assert_eq!(
         unchanged.unwrap().spec.workload.manifests,
         cm("a", "2").as_array().unwrap().clone()
@@ -236,13 +251,13 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         .await
         .unwrap();
     let d = f.hub.delete_work("plain", "w", None).await.unwrap();
-    assert!(d.gone, "no agent, no finalizer: removed at once");
+    assert!(d.value.gone, "no agent, no finalizer: removed at once");
     assert!(
         f.hub
             .get_work("plain", "w", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 
@@ -259,6 +274,7 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
     // A user's PUT cannot drop the agent's finalizer.
@@ -269,12 +285,18 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         .put_work("joined", "w", sneaky, None, None)
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
     let d = f.hub.delete_work("joined", "w", None).await.unwrap();
-    assert!(!d.gone);
-    assert!(d.work.metadata.deletion_timestamp.is_some());
-    assert!(d.work.condition("Deleting").is_some_and(Condition::is_true));
+    assert!(!d.value.gone);
+    assert!(d.value.work.metadata.deletion_timestamp.is_some());
+    assert!(
+        d.value
+            .work
+            .condition("Deleting")
+            .is_some_and(Condition::is_true)
+    );
     let e = f
         .hub
         .put_work(
@@ -292,13 +314,13 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         .remove_work_finalizer("joined", "w", CLEANUP_FINALIZER)
         .await
         .unwrap();
-    assert!(r.gone);
+    assert!(r.value.gone);
     assert!(
         f.hub
             .get_work("joined", "w", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 }
@@ -332,14 +354,14 @@ async fn status_writes_never_roll_back(f: Fixture) {
         .put_work_status("c1", "w", status_at(2, "New"))
         .await
         .unwrap();
-    assert_eq!(w.condition("Applied").unwrap().reason, "New");
+    assert_eq!(w.value.work.condition("Applied").unwrap().reason, "New");
     let w = f
         .hub
         .put_work_status("c1", "w", status_at(1, "Old"))
         .await
         .unwrap();
     assert_eq!(
-        w.condition("Applied").unwrap().reason,
+        w.value.work.condition("Applied").unwrap().reason,
         "New",
         "an older observedGeneration is ignored"
     );
@@ -355,6 +377,7 @@ async fn status_writes_never_roll_back(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(w.condition("Applied").unwrap().reason, "New");
     let mut bad = status_at(2, "X");
@@ -458,12 +481,19 @@ async fn cluster_deletion(f: Fixture) {
         .put_work("gone", "w", work("w", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
-    let d = f.hub.delete_cluster("gone", false).await.unwrap();
+    let d = f.hub.delete_cluster("gone", false, None).await.unwrap();
     assert!(
-        d.removed && d.works_left.is_empty(),
+        d.value.removed && d.value.works_left.is_empty(),
         "no agent: everything goes at once: {d:?}"
     );
-    assert!(f.hub.get_cluster("gone", None).await.unwrap().0.is_none());
+    assert!(
+        f.hub
+            .get_cluster("gone", None)
+            .await
+            .unwrap()
+            .data
+            .is_none()
+    );
 
     cluster(&f.hub, "held", &[]).await;
     f.hub.mark_cluster_joined("held").await.unwrap();
@@ -487,10 +517,10 @@ async fn cluster_deletion(f: Fixture) {
         )
         .await
         .unwrap();
-    let d = f.hub.delete_cluster("held", false).await.unwrap();
-    assert!(!d.removed);
-    assert_eq!(d.works_left, ["w1", "w2"]);
-    let (w, _) = f.hub.get_work("held", "w1", None).await.unwrap();
+    let d = f.hub.delete_cluster("held", false, None).await.unwrap();
+    assert!(!d.value.removed);
+    assert_eq!(d.value.works_left, ["w1", "w2"]);
+    let Indexed { data: w, index: _ } = f.hub.get_work("held", "w1", None).await.unwrap();
     assert!(
         w.unwrap().metadata.deletion_timestamp.is_some(),
         "the cluster's works are deleting"
@@ -512,7 +542,12 @@ async fn cluster_deletion(f: Fixture) {
         .await
         .unwrap();
     assert!(
-        f.hub.get_cluster("held", None).await.unwrap().0.is_some(),
+        f.hub
+            .get_cluster("held", None)
+            .await
+            .unwrap()
+            .data
+            .is_some(),
         "one work is left"
     );
     f.hub
@@ -520,7 +555,12 @@ async fn cluster_deletion(f: Fixture) {
         .await
         .unwrap();
     assert!(
-        f.hub.get_cluster("held", None).await.unwrap().0.is_none(),
+        f.hub
+            .get_cluster("held", None)
+            .await
+            .unwrap()
+            .data
+            .is_none(),
         "the last work took the cluster with it"
     );
 
@@ -536,10 +576,10 @@ async fn cluster_deletion(f: Fixture) {
         )
         .await
         .unwrap();
-    let d = f.hub.delete_cluster("forced", true).await.unwrap();
-    assert!(d.removed);
+    let d = f.hub.delete_cluster("forced", true, None).await.unwrap();
+    assert!(d.value.removed);
     assert_eq!(
-        d.works_left,
+        d.value.works_left,
         ["w"],
         "force lists what the agent never cleaned"
     );
@@ -548,7 +588,7 @@ async fn cluster_deletion(f: Fixture) {
             .get_work("forced", "w", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 }
@@ -645,7 +685,10 @@ async fn blocking_queries(f: Fixture) {
     assert_eq!(l.items.len(), 1, "the deleted work is simply absent");
 
     // A single object's wait wakes on its deletion and reads as gone.
-    let (_, index) = f.hub.get_work("c1", "w", None).await.unwrap();
+    let Indexed {
+        data: _,
+        index: index,
+    } = f.hub.get_work("c1", "w", None).await.unwrap();
     let hub = f.hub.clone();
     let waiter = tokio::spawn(async move {
         hub.get_work(
@@ -661,7 +704,10 @@ async fn blocking_queries(f: Fixture) {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     f.hub.delete_work("c1", "w", None).await.unwrap();
-    let (w, after) = tokio::time::timeout(Duration::from_secs(5), waiter)
+    let Indexed {
+        data: w,
+        index: after,
+    } = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
         .unwrap();
@@ -754,14 +800,15 @@ async fn data_survives_a_restart(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(reopened.index(), index, "the index lives in the database");
-    let (w, _) = reopened.get_work("c1", "w", None).await.unwrap();
+    let Indexed { data: w, index: _ } = reopened.get_work("c1", "w", None).await.unwrap();
     assert_eq!(w.unwrap().metadata.labels["a"], "b");
-    let (c, _) = reopened.get_cluster("c1", None).await.unwrap();
+    let Indexed { data: c, index: _ } = reopened.get_cluster("c1", None).await.unwrap();
     assert_eq!(c.unwrap().metadata.labels["k"], "v");
     let w = reopened
         .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(rv(&w), index + 1, "indexes continue where they stopped");
 }
@@ -822,8 +869,8 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
     let mut created = 0;
     for t in tasks {
         let w = t.await.unwrap().unwrap();
-        created += usize::from(w.created);
-        versions.insert(rv(&w.work));
+        created += usize::from(w.value.created);
+        versions.insert(rv(&w.value.work));
     }
     assert_eq!(created, 1, "exactly one write creates the work");
     assert_eq!(
@@ -831,7 +878,10 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
         40,
         "every write got its own resourceVersion"
     );
-    let (stored, _) = f.hub.get_work("c1", "same", None).await.unwrap();
+    let Indexed {
+        data: stored,
+        index: _,
+    } = f.hub.get_work("c1", "same", None).await.unwrap();
     let stored = stored.unwrap();
     assert_eq!(
         stored.metadata.generation,
@@ -851,9 +901,12 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
         ),
         f.hub.delete_work("c1", "brief", None)
     );
-    let (now, _) = f.hub.get_work("c1", "brief", None).await.unwrap();
+    let Indexed {
+        data: now,
+        index: _,
+    } = f.hub.get_work("c1", "brief", None).await.unwrap();
     match b {
-        Ok(d) if d.gone => assert!(a.is_ok() && now.is_none(), "deleted after create"),
+        Ok(d) if d.value.gone => assert!(a.is_ok() && now.is_none(), "deleted after create"),
         Ok(d) => panic!("delete of an unfinalized work not gone at once: {d:?}"),
         Err(Error::NotFound(_)) => assert!(now.is_some(), "deleted before it existed"),
         Err(e) => panic!("{e:?}"),
@@ -894,7 +947,10 @@ async fn lease_renewals_batch_and_never_go_back(f: Fixture) {
     cluster(&f.hub, "beat", &[]).await;
     // The lease check re-reads a cluster only when this version moves: it must be the
     // document's own.
-    let (beat, _) = f.hub.get_cluster("beat", None).await.unwrap();
+    let Indexed {
+        data: beat,
+        index: _,
+    } = f.hub.get_cluster("beat", None).await.unwrap();
     let versions = store.cluster_versions().await.unwrap();
     assert_eq!(
         versions,
@@ -1039,20 +1095,32 @@ async fn assertion_ids_are_single_use_until_purged(f: Fixture) {
 /// Ids from requests (a registration's, a token's) that no stored id can have are "not
 /// found" before any query: a NUL byte used to make Postgres fail (503 and an ERROR log).
 async fn unusable_ids_are_not_found(f: Fixture) {
+    let admin = hub::service::Caller {
+        actor: "admin".into(),
+        source: "test".into(),
+    };
     for id in ["a\0b", "\0", "", &"x".repeat(10_000), "bad id"] {
         assert!(
-            f.hub.get_registration(id, None).await.unwrap().0.is_none(),
+            f.hub
+                .get_registration(id, None)
+                .await
+                .unwrap()
+                .data
+                .is_none(),
             "{id:?}"
         );
         assert!(
             matches!(
-                f.hub.decide_registration(id, true).await,
+                f.hub.decide_registration(id, true, None).await,
                 Err(Error::NotFound(_))
             ),
             "{id:?}"
         );
         assert!(
-            matches!(f.hub.revoke_token(id).await, Err(Error::NotFound(_))),
+            matches!(
+                f.hub.revoke_token(id, &admin).await,
+                Err(Error::NotFound(_))
+            ),
             "{id:?}"
         );
     }

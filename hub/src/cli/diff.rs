@@ -13,7 +13,7 @@ use super::get::check_selector;
 use super::input::{plan_works, read_documents};
 use super::output::{self, DocumentFormat};
 use super::{CliError, ConnectionArgs};
-use crate::service::access::{PlaceholderKey, is_placeholder};
+use crate::service::secrets::{PlaceholderKey, is_placeholder};
 
 /// The flags of `hub diff` (its help text is on [`super::ClientCommand::Diff`]).
 #[derive(Debug, Args)]

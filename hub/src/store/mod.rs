@@ -301,6 +301,14 @@ pub trait WriteTx: Send {
     async fn get_agent(&mut self, cluster: &str) -> Result<Option<Agent>, StoreError>;
     /// Inserts or replaces a cluster's agent.
     async fn put_agent(&mut self, agent: &Agent) -> Result<(), StoreError>;
+    /// Begins one op of the batch: what it writes until [`end_op`](Self::end_op) can be
+    /// undone alone by [`undo_op`](Self::undo_op) (a SAVEPOINT, opened before its first
+    /// statement that writes, and this transaction's caches journaled).
+    fn begin_op(&mut self);
+    /// Keeps what the op wrote.
+    async fn end_op(&mut self) -> Result<(), StoreError>;
+    /// Undoes everything the op wrote and cached: the rest of the batch still commits.
+    async fn undo_op(&mut self) -> Result<(), StoreError>;
     /// Records the changes and the audit entries of the writes, advances the index to the
     /// last change, tells other hubs, commits.
     async fn commit(
@@ -342,6 +350,16 @@ async fn release_outside_transaction<C: sqlx::Connection>(
         tracing::warn!("closing a database connection left inside a failed transaction");
     }
     Ok(clean)
+}
+
+/// How to undo one op of a write transaction: whether its SAVEPOINT was sent, and each
+/// cache entry it touched as it was before (`None`: absent), oldest first.
+#[derive(Default)]
+struct Undo {
+    sent: bool,
+    works: Vec<((String, String), Option<Option<ManifestWork>>)>,
+    clusters: Vec<(String, Option<Option<ManagedCluster>>)>,
+    pending: Vec<((String, String), Option<(i64, String)>)>,
 }
 
 fn labels_json(labels: &BTreeMap<String, String>) -> String {

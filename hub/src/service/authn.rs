@@ -8,11 +8,12 @@ use api::selector::Selector;
 use api::{Token, TokenKind, Verb};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::service::Error;
+use super::cache::ClusterCache;
+use super::error::Error;
+use super::tokens::{is_safe_id, new_secret, token_hash};
 use crate::store::Store;
 
 /// The settings key of the admin token's hash.
@@ -167,7 +168,7 @@ struct SigningKey {
 pub struct Auth {
     store: Arc<dyn Store>,
     /// Where agents are read from when set (see [`Auth::with_cluster_cache`]); else the store.
-    agents: Option<Arc<crate::service::cache::ClusterCache>>,
+    agents: Option<Arc<ClusterCache>>,
     admin_token_sha256: String,
     /// Newest last; the newest signs, all verify.
     keys: std::sync::RwLock<Vec<Arc<SigningKey>>>,
@@ -182,11 +183,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// Hex SHA-256 of a token: what the database keeps instead of the token.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 /// `sha256:<hex>` of a PEM text, to compare keys by eye.
 pub fn pem_hash(pem: &str) -> String {
     format!(
@@ -195,31 +191,8 @@ pub fn pem_hash(pem: &str) -> String {
     )
 }
 
-/// A new random secret with a readable prefix.
-pub fn new_secret(prefix: &str) -> String {
-    format!("{prefix}{}", random_hex(24))
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 fn unauthorized(message: &str) -> Error {
     Error::Unauthorized(message.to_string())
-}
-
-/// Whether an id from a request (token id, registration id, a JWT's subject) may reach a
-/// query: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`. Everything the hub hands
-/// out is of this form; anything else (a NUL byte, which Postgres refuses in text, or
-/// megabytes of junk) is unknown without asking the database.
-pub fn is_safe_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn generate_key() -> Result<StoredKey, Error> {
@@ -340,7 +313,7 @@ impl Auth {
 
     /// Reads agents through the hub's cache, so an agent's requests do not each read its
     /// generation from the database; a revocation reaches the cache through the change feed.
-    pub fn with_cluster_cache(mut self, cache: Arc<crate::service::cache::ClusterCache>) -> Self {
+    pub fn with_cluster_cache(mut self, cache: Arc<ClusterCache>) -> Self {
         self.agents = Some(cache);
         self
     }
@@ -497,6 +470,34 @@ impl Auth {
         let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .map_err(|e| Error::Internal(format!("signing an access token: {e}")))?;
         Ok((jwt, exp))
+    }
+
+    /// Trades an assertion signed by the cluster agent's own key for an access token; the
+    /// agent renews its lease every `lease_interval`.
+    #[tracing::instrument(skip(self, assertion))]
+    pub async fn issue_credentials(
+        &self,
+        cluster: &str,
+        assertion: &str,
+        lease_interval: Duration,
+    ) -> Result<api::AccessToken, Error> {
+        super::validate::validate_cluster_name(cluster)?;
+        let agent = self.store.get_agent(cluster).await?.ok_or_else(|| {
+            Error::Unauthorized(format!("cluster {cluster:?} has no accepted agent"))
+        })?;
+        if agent.revoked {
+            return Err(Error::Unauthorized(format!(
+                "the agent of cluster {cluster:?} was revoked; join again"
+            )));
+        }
+        self.verify_assertion(&agent.public_key, assertion, &format!("cluster:{cluster}"))
+            .await?;
+        let (access_token, expires_at) = self.issue_access_token(cluster, agent.generation)?;
+        Ok(api::AccessToken {
+            access_token,
+            expires_at,
+            lease_interval_seconds: lease_interval.as_secs().max(1),
+        })
     }
 
     /// The principal a bearer token stands for.
