@@ -3,6 +3,7 @@
 //! This crate has no server dependencies: a CI tool can depend on it alone.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod registration;

@@ -13,7 +13,7 @@ use crate::http::{AppState, ClusterInfo, router};
 use crate::serve::{FdBudget, Limits, Server};
 use crate::service::authn::Auth;
 use crate::service::{Hub, HubSettings};
-use crate::tls::{self, CaBundle};
+use crate::tls::CaBundle;
 
 /// A hub that is listening.
 pub struct Running {
@@ -138,7 +138,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             (serving.chain_pem, serving.key_pem, ca.cert_pem)
         }
     };
-    let ca_hash = tls::ca_hash(&ca_pem).context("hashing the CA certificate")?;
+    let ca_hash = api::auth::ca_hash(&ca_pem)
+        .map_err(anyhow::Error::msg)
+        .context("hashing the CA certificate")?;
     let rustls = server_tls(&chain_pem, &key_pem).context("loading the TLS certificate and key")?;
 
     let client_config = data_dir.join("client.yaml");

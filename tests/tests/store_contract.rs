@@ -99,10 +99,7 @@ async fn create_read_and_round_trip(f: Fixture) {
     assert!(m.uid.is_some() && m.creation_timestamp.is_some());
     assert_eq!(m.generation, Some(1));
     assert_eq!(m.namespace.as_deref(), Some("c1"));
-    let Indexed {
-        data: got,
-        index: index,
-    } = f.hub.get_work("c1", "w1", None).await.unwrap();
+    let Indexed { data: got, index } = f.hub.get_work("c1", "w1", None).await.unwrap();
     let got = got.unwrap();
     assert_eq!(
         got.spec, w.spec,
@@ -685,10 +682,7 @@ async fn blocking_queries(f: Fixture) {
     assert_eq!(l.items.len(), 1, "the deleted work is simply absent");
 
     // A single object's wait wakes on its deletion and reads as gone.
-    let Indexed {
-        data: _,
-        index: index,
-    } = f.hub.get_work("c1", "w", None).await.unwrap();
+    let Indexed { data: _, index } = f.hub.get_work("c1", "w", None).await.unwrap();
     let hub = f.hub.clone();
     let waiter = tokio::spawn(async move {
         hub.get_work(
@@ -1126,6 +1120,147 @@ async fn unusable_ids_are_not_found(f: Fixture) {
     }
 }
 
+/// An op that writes (a work held back for the batch's last statement, a cluster row sent
+/// at once, a change, an audit entry) and then refuses, as a placement fan-out failing on
+/// its last cluster would.
+struct WritesThenRefuses {
+    /// A work another op of the batch also writes.
+    shared: String,
+}
+
+#[async_trait::async_trait]
+impl hub::service::WriteOp for WritesThenRefuses {
+    type Output = ();
+
+    fn reads(&self) -> hub::service::writer::Reads {
+        hub::service::writer::Reads {
+            works: vec![("c1".into(), self.shared.clone())],
+            clusters: vec!["c1".into(), "refused".into()],
+        }
+    }
+
+    async fn apply(&self, batch: &mut hub::service::writer::Batch<'_>) -> Result<(), Error> {
+        let index = batch.next_index();
+        let mut w = work(&self.shared, json!({"refused": "yes"}), cm("x", "refused"));
+        w.metadata.namespace = Some("c1".into());
+        w.metadata.resource_version = Some(index.to_string());
+        let old = batch.tx.get_work("c1", &self.shared).await?;
+        batch.tx.put_work(&w, index).await?;
+        batch.record_work("c1", &self.shared, old.as_ref(), Some(&w), false);
+        let mut c = ManagedCluster::new("refused", Default::default());
+        c.metadata.resource_version = Some(batch.next_index().to_string());
+        batch.tx.put_cluster(&c, batch.next_index()).await?;
+        batch.record_cluster("refused", None, Some(&c));
+        batch.audit(hub::store::NewAuditEntry {
+            actor: "test".into(),
+            action: "test.refused".into(),
+            target: "clusters/refused".into(),
+            source: "test".into(),
+            details: json!({}),
+        });
+        Err(Error::Conflict("refused after writing".into()))
+    }
+}
+
+/// Each op of a batch runs under its own savepoint: one refused after writing leaves no
+/// row, no change (index) and no audit entry, while the ops batched with it commit.
+async fn a_refused_op_leaves_no_trace_in_its_batch(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let start = f.hub.index();
+    let by = || {
+        Some(hub::service::Caller {
+            actor: "admin".into(),
+            source: "test".into(),
+        })
+    };
+    // Queued together, so the writer takes them into the same batches, refused ops between
+    // accepted ones that write the same works.
+    let n = 20;
+    let accepted = (0..n).map(|i| {
+        let hub = f.hub.clone();
+        let by = by();
+        async move {
+            hub.put_work(
+                "c1",
+                &format!("w{i}"),
+                work(&format!("w{i}"), json!({}), cm("x", "ok")),
+                None,
+                by,
+            )
+            .await
+        }
+    });
+    let refused = (0..n).map(|i| {
+        let hub = f.hub.clone();
+        async move {
+            hub.write(WritesThenRefuses {
+                shared: format!("w{i}"),
+            })
+            .await
+        }
+    });
+    let (accepted, refused) = tokio::join!(
+        futures::future::join_all(accepted),
+        futures::future::join_all(refused)
+    );
+    for r in refused {
+        assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    }
+    let mut indexes = Vec::new();
+    for r in accepted {
+        let w = r.unwrap();
+        assert!(w.value.created);
+        assert_eq!(w.index, rv(&w.value.work), "a write answers its own index");
+        indexes.push(w.index);
+    }
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        (start + 1..=start + n).collect::<Vec<_>>(),
+        "the refused ops took no index"
+    );
+    assert_eq!(f.hub.index(), start + n);
+    assert_eq!(f.hub.store().current_index().await.unwrap(), start + n);
+    for i in 0..n {
+        let w = f
+            .hub
+            .get_work("c1", &format!("w{i}"), None)
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        assert!(
+            w.metadata.labels.is_empty(),
+            "the refused op's work stayed: {w:?}"
+        );
+        assert_eq!(
+            w.spec.workload.manifests,
+            cm("x", "ok").as_array().unwrap().clone()
+        );
+    }
+    assert!(
+        f.hub
+            .get_cluster("refused", None)
+            .await
+            .unwrap()
+            .data
+            .is_none()
+    );
+    let log = f.hub.store().list_audit(None, 1000).await.unwrap();
+    assert!(log.iter().all(|e| e.action != "test.refused"), "{log:?}");
+    assert_eq!(
+        log.iter().filter(|e| e.action == "work.put").count(),
+        n as usize
+    );
+    let changes = f.hub.store().changes_since(start, 1000).await.unwrap();
+    assert_eq!(changes.len(), n as usize);
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.cluster == "c1" && c.labels.is_empty())
+    );
+}
+
 macro_rules! contract {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -1144,10 +1279,12 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
     lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
-    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found);
+    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
+    a_refused_op_leaves_no_trace_in_its_batch);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
     lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
-    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found);
+    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
+    a_refused_op_leaves_no_trace_in_its_batch);

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::auth::{ACCESS_AUDIENCE, ACCESS_ISSUER, ASSERTION_AUDIENCE, AssertionClaims};
 use api::selector::Selector;
 use api::{Token, TokenKind, Verb};
 use chrono::{DateTime, Utc};
@@ -20,10 +21,6 @@ use crate::store::Store;
 const ADMIN_TOKEN_SETTING: &str = "auth.admin_token_sha256";
 /// The settings key of the hub's JWT signing keys.
 const SIGNING_KEYS_SETTING: &str = "auth.signing_keys";
-/// `aud` of the assertions agents sign with their own key.
-pub const ASSERTION_AUDIENCE: &str = "fleethub";
-/// `aud` of the access tokens the hub issues to agents.
-const ACCESS_AUDIENCE: &str = "fleethub-agent";
 /// An agent's assertion may live at most this long, and expire at most this far after
 /// the hub's now.
 const MAX_ASSERTION_LIFETIME: i64 = 600;
@@ -113,27 +110,6 @@ impl Principal {
             _ => true,
         }
     }
-}
-
-/// Claims of the JWTs agents sign with their own key.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AssertionClaims {
-    /// Who signs: `cluster:<name>` or `registration:<id>`.
-    pub iss: String,
-    /// The same as `iss`.
-    pub sub: String,
-    /// `fleethub`.
-    pub aud: String,
-    /// Issued at (seconds).
-    pub iat: i64,
-    /// Expiry (seconds).
-    pub exp: i64,
-    /// Not valid before (seconds), when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    /// Unique id: each is accepted once.
-    #[serde(default)]
-    pub jti: String,
 }
 
 /// Claims of the access tokens the hub issues.
@@ -335,6 +311,7 @@ impl Auth {
     /// Adds a new signing key, which signs from now on; older keys keep verifying the tokens
     /// they signed until `keep` has passed since the newer key came (at least the access
     /// token lifetime). Other hubs pick the new key up when they next reload.
+    #[tracing::instrument(skip(self))]
     pub async fn rotate_signing_key(&self, keep: Duration) -> Result<String, Error> {
         let stored = self
             .store
@@ -390,6 +367,7 @@ impl Auth {
     /// Verifies an agent's assertion for `subject` (see [`check_assertion`]) and spends
     /// its `jti`: the same assertion is refused the second time, on this hub or any other
     /// sharing the database, until it has expired anyway.
+    #[tracing::instrument(skip(self, public_key_pem, assertion))]
     pub async fn verify_assertion(
         &self,
         public_key_pem: &str,
@@ -458,7 +436,7 @@ impl Auth {
         let exp =
             now + chrono::Duration::from_std(self.access_ttl).unwrap_or(chrono::Duration::hours(1));
         let claims = AccessClaims {
-            iss: "fleethub-hub".into(),
+            iss: ACCESS_ISSUER.into(),
             sub: format!("cluster:{cluster}"),
             aud: ACCESS_AUDIENCE.into(),
             iat: now.timestamp(),

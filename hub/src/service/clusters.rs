@@ -369,6 +369,7 @@ impl Hub {
     }
 
     /// One cluster as its readers see it: with its last lease.
+    #[tracing::instrument(skip(self))]
     pub async fn read_cluster(
         &self,
         name: &str,
@@ -407,6 +408,7 @@ impl Hub {
     }
 
     /// The clusters matching a selector that `who` may read, with their last lease.
+    #[tracing::instrument(skip(self, who), fields(actor = %who.actor(), selector = ?selector))]
     pub async fn list_clusters_for(
         &self,
         who: &Principal,

@@ -179,6 +179,7 @@ impl LeaseFacts {
 impl Hub {
     /// A heartbeat from the cluster's agent: recorded without touching the change index,
     /// unless availability (or the claims) change.
+    #[tracing::instrument(skip(self, renewal))]
     pub async fn renew_lease(
         &self,
         cluster: &str,
@@ -216,6 +217,7 @@ impl Hub {
 
     /// Writes the lease renewals received since the last flush to the store; on failure
     /// they are kept for the next one (unless a newer renewal came meanwhile).
+    #[tracing::instrument(skip(self))]
     pub async fn flush_leases(&self) -> Result<usize> {
         let taken = std::mem::take(&mut *self.lease_book.pending.lock().expect("lease lock"));
         if taken.is_empty() {
@@ -277,6 +279,7 @@ impl Hub {
 
     /// The clusters whose lease ran out (by this hub's clock) and that are not marked
     /// unavailable yet.
+    #[tracing::instrument(skip(self))]
     pub async fn expired_leases(&self) -> Result<Vec<String>> {
         let now = Utc::now();
         let leases = self.leases().await?;

@@ -483,6 +483,7 @@ impl Hub {
     }
 
     /// One join request; with `block`, waits until it changed past the index.
+    #[tracing::instrument(skip(self))]
     pub async fn get_registration(
         &self,
         id: &str,
@@ -505,6 +506,7 @@ impl Hub {
     }
 
     /// Every join request, oldest first; with `block`, waits for any registration change.
+    #[tracing::instrument(skip(self))]
     pub async fn list_registrations(
         &self,
         block: Option<Block>,

@@ -70,6 +70,7 @@ impl Hub {
 
     /// The same list as [`Hub::list_works`], with each work as stored: a large list is served
     /// without parsing and serializing every document again (see [`super::works::listed_json`]).
+    #[tracing::instrument(skip(self, q), fields(cluster = q.cluster.as_deref(), blocking = q.block.is_some(), limit = q.limit))]
     pub async fn list_stored_works(&self, q: WorkQuery) -> Result<StoredWorks> {
         if let Some(c) = &q.cluster {
             validate_cluster_name(c)?;

@@ -6,16 +6,23 @@ use std::collections::BTreeMap;
 
 use api::{CLEANUP_FINALIZER, Condition, ManifestWork, ManifestWorkStatus};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::Hub;
+use super::cluster_status::joined;
 use super::error::{Error, Result};
 use super::query::{self, Block, Indexed, Watch};
 use super::secrets::{PlaceholderKey, mask_secrets};
 use super::validate::{validate_cluster_name, validate_work};
 use super::writer::{Audit, Batch, Caller, Reads, WriteOp, Written};
 use crate::store::{ChangeKind, StoredWork};
+
+/// The condition the hub sets on a work written for a cluster without a joined agent.
+pub const AGENT_JOINED: &str = "AgentJoined";
+/// Its reason: the cluster has no joined agent.
+pub const NO_AGENT: &str = "NoAgent";
 
 /// The result of a work write.
 #[derive(Debug, Clone)]
@@ -283,9 +290,7 @@ async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
             )));
         }
         let mut work = put.work.clone();
-        let joined = cluster
-            .condition("ManagedClusterJoined")
-            .is_some_and(Condition::is_true);
+        let joined = joined(&cluster);
         let m = &mut work.metadata;
         m.uid = Some(uuid::Uuid::new_v4().to_string());
         m.creation_timestamp = Some(batch.now);
@@ -298,6 +303,9 @@ async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
         };
         m.resource_version = Some(batch.next_index().to_string());
         work.status = ManifestWorkStatus::default();
+        if !joined {
+            mark_no_agent(&mut work, cluster_name, batch.now);
+        }
         batch.tx.put_work(&work, batch.next_index()).await?;
         batch.record_work(cluster_name, name, None, Some(&work), false);
         return Ok(WorkWrite {
@@ -346,6 +354,9 @@ async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
     m.generation = Some(old.metadata.generation.unwrap_or(1) + i64::from(spec_changed));
     m.resource_version = old.metadata.resource_version.clone();
     work.status = old.status.clone();
+    if spec_changed && !joined(&cluster) {
+        mark_no_agent(&mut work, cluster_name, batch.now);
+    }
     if work == old {
         // Nothing changed: no new index, like a no-op update in Kubernetes.
         return outcome(old, false);
@@ -354,6 +365,23 @@ async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
     batch.tx.put_work(&work, batch.next_index()).await?;
     batch.record_work(cluster_name, name, Some(&old), Some(&work), false);
     outcome(work, false)
+}
+
+/// Says on a work written for a cluster without a joined agent that nothing applies it
+/// yet (and how that changes); the agent's first status report replaces it.
+fn mark_no_agent(work: &mut ManifestWork, cluster: &str, now: DateTime<Utc>) {
+    let conditions = &mut work.status.conditions;
+    conditions.retain(|c| c.type_ != AGENT_JOINED);
+    conditions.push(Condition {
+        type_: AGENT_JOINED.into(),
+        status: "False".into(),
+        reason: NO_AGENT.into(),
+        message: format!(
+            "cluster {cluster:?} has no joined agent: nothing applies this work until one joins (`klusterlet join` on the cluster, then `hub accept {cluster}`)"
+        ),
+        observed_generation: work.metadata.generation,
+        last_transition_time: Some(now),
+    });
 }
 
 /// Asks for a work's deletion: gone at once without finalizers, else marked deleting.
@@ -588,6 +616,7 @@ impl Hub {
     }
 
     /// Reads one work; with `block`, first waits until it changed past the index.
+    #[tracing::instrument(skip(self))]
     pub async fn get_work(
         &self,
         cluster: &str,
