@@ -77,7 +77,7 @@ pub struct Written<T> {
 /// no round trip of its own (it was a quarter of the create rate as a separate insert).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The principal, as [`super::authn::Principal::actor`] names it.
+    /// The principal, as the audit log names it (`admin`, `token:<id>`, ...).
     pub actor: String,
     /// The peer address.
     pub source: String,

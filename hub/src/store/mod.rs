@@ -357,10 +357,45 @@ async fn release_outside_transaction<C: sqlx::Connection>(
 #[derive(Default)]
 struct Undo {
     sent: bool,
-    works: Vec<((String, String), Option<Option<ManifestWork>>)>,
+    works: Vec<(WorkKey, Option<Option<ManifestWork>>)>,
     clusters: Vec<(String, Option<Option<ManagedCluster>>)>,
-    pending: Vec<((String, String), Option<(i64, String)>)>,
+    pending: Vec<(WorkKey, Option<Upsert>)>,
 }
+
+impl Undo {
+    /// Puts each journaled cache entry back, newest first, so each key ends as it was
+    /// when the op began.
+    fn restore(
+        self,
+        works: &mut std::collections::HashMap<WorkKey, Option<ManifestWork>>,
+        clusters: &mut std::collections::HashMap<String, Option<ManagedCluster>>,
+        pending: &mut BTreeMap<WorkKey, Upsert>,
+    ) {
+        for (key, old) in self.works.into_iter().rev() {
+            match old {
+                Some(w) => works.insert(key, w),
+                None => works.remove(&key),
+            };
+        }
+        for (name, old) in self.clusters.into_iter().rev() {
+            match old {
+                Some(c) => clusters.insert(name, c),
+                None => clusters.remove(&name),
+            };
+        }
+        for (key, old) in self.pending.into_iter().rev() {
+            match old {
+                Some(v) => pending.insert(key, v),
+                None => pending.remove(&key),
+            };
+        }
+    }
+}
+
+/// A work's key: (cluster, name).
+type WorkKey = (String, String);
+/// A held-back work upsert: (resourceVersion, JSON).
+type Upsert = (i64, String);
 
 fn labels_json(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())

@@ -366,25 +366,7 @@ macro_rules! sql_store {
                         sqlx::query(sql).execute(&mut *self.tx).await?;
                     }
                 }
-                // Newest first, so each key ends as it was when the op began.
-                for (key, old) in u.works.into_iter().rev() {
-                    match old {
-                        Some(w) => self.works.insert(key, w),
-                        None => self.works.remove(&key),
-                    };
-                }
-                for (name, old) in u.clusters.into_iter().rev() {
-                    match old {
-                        Some(c) => self.clusters.insert(name, c),
-                        None => self.clusters.remove(&name),
-                    };
-                }
-                for (key, old) in u.pending.into_iter().rev() {
-                    match old {
-                        Some(v) => self.pending.insert(key, v),
-                        None => self.pending.remove(&key),
-                    };
-                }
+                u.restore(&mut self.works, &mut self.clusters, &mut self.pending);
                 Ok(())
             }
 
