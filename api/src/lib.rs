@@ -3,11 +3,13 @@
 //! This crate has no server dependencies: a CI tool can depend on it alone.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod jsonpath;
 pub mod registration;
 pub mod retry;
+pub mod secrets;
 pub mod selector;
 pub mod status;
 pub mod types;

@@ -1,9 +1,9 @@
 //! The hub: stores ManifestWorks per managed cluster and serves them over HTTPS.
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod controllers;
 pub mod http;
 pub mod serve;
 pub mod server;

@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use api::ClientConfig;
 
-use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::http::{AppState, ClusterInfo, router};
 use crate::serve::{FdBudget, Limits, Server};
+use crate::service::authn::Auth;
 use crate::service::{Hub, HubSettings};
-use crate::tls::{self, CaBundle};
+use crate::tls::CaBundle;
 
 /// A hub that is listening.
 pub struct Running {
@@ -102,6 +102,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the hub service")?;
+    crate::controllers::start(&hub);
     let (auth, known_token) = Auth::init(store.clone(), admin_token.as_deref(), access_token_ttl)
         .await
         .context("loading the admin token")?;
@@ -137,7 +138,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             (serving.chain_pem, serving.key_pem, ca.cert_pem)
         }
     };
-    let ca_hash = tls::ca_hash(&ca_pem).context("hashing the CA certificate")?;
+    let ca_hash = api::auth::ca_hash(&ca_pem)
+        .map_err(anyhow::Error::msg)
+        .context("hashing the CA certificate")?;
     let rustls = server_tls(&chain_pem, &key_pem).context("loading the TLS certificate and key")?;
 
     let client_config = data_dir.join("client.yaml");

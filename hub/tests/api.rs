@@ -17,9 +17,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use hub::auth::Auth;
 use hub::http::{AppState, ClusterInfo, router};
 use hub::service::Hub;
+use hub::service::authn::Auth;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -1051,4 +1051,113 @@ async fn the_openapi_document_and_the_router_agree() {
             );
         }
     }
+}
+
+/// `X-Hub-Index` of a write is the index of that write, even while other writes commit
+/// around it: a blocking read from it then sees every later change, and nothing of the
+/// write itself is reported as newer than it is. It used to be the hub's index read after
+/// the commit, which concurrent writes had moved on.
+#[tokio::test]
+async fn a_write_answers_its_own_index_under_concurrent_writes() {
+    let (api, _) = with_work().await;
+    let api = Arc::new(api);
+    let writes = (0..40).map(|i| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut work = good_work();
+            work["metadata"]["name"] = json!(format!("w-{i}"));
+            let uri = format!("/api/v1/clusters/c1/manifestworks/w-{i}");
+            let created = api.admin("PUT", &uri, Some(work.clone())).await;
+            work["metadata"]["labels"]["round"] = json!("2");
+            let replaced = api.admin("PUT", &uri, Some(work)).await;
+            let labels = api
+                .admin(
+                    "PUT",
+                    "/api/v1/clusters/c1/labels",
+                    Some(json!({format!("k{i}"): "v"})),
+                )
+                .await;
+            (created, replaced, labels)
+        })
+    });
+    for w in futures::future::join_all(writes).await {
+        let (created, replaced, labels) = w.unwrap();
+        for (r, status) in [
+            (created, StatusCode::CREATED),
+            (replaced, StatusCode::OK),
+            (labels, StatusCode::OK),
+        ] {
+            assert_eq!(r.status, status, "{}", r.body);
+            assert_eq!(
+                r.headers["x-hub-index"].to_str().unwrap(),
+                r.body["metadata"]["resourceVersion"].as_str().unwrap(),
+                "the index of the write itself: {}",
+                r.body
+            );
+        }
+    }
+    // A write that changes nothing answers the index of the state it saw, never a later one.
+    let before = api.hub.index();
+    let r = api.admin("PUT", W, Some(good_work())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let index: u64 = r.headers["x-hub-index"].to_str().unwrap().parse().unwrap();
+    assert!(index <= before, "{index} > {before}");
+}
+
+/// A work written for a cluster without a joined agent says so in its status (issue 15,
+/// item 7), again when its spec changes; the agent's first status report replaces it, and
+/// a cluster with an agent gets no such condition.
+#[tokio::test]
+async fn a_work_for_a_cluster_without_an_agent_says_nothing_applies_it() {
+    let (api, _) = with_work().await;
+    let r = api.admin("GET", W, None).await;
+    let conditions = r.body["status"]["conditions"].as_array().unwrap().clone();
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+    let c = &conditions[0];
+    assert_eq!(c["type"], "AgentJoined");
+    assert_eq!(c["status"], "False");
+    assert_eq!(c["reason"], "NoAgent");
+    assert_eq!(c["observedGeneration"], 1);
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message.contains("klusterlet join") && message.contains("hub accept c1"),
+        "{message}"
+    );
+
+    let mut changed = good_work();
+    changed["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("v2");
+    let r = api.admin("PUT", W, Some(changed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"]["conditions"][0]["observedGeneration"], 2);
+
+    // The agent joins and reports: its status replaces the hub's word.
+    api.hub.mark_cluster_joined("c1").await.unwrap();
+    let report: api::ManifestWorkStatus = serde_json::from_value(json!({"conditions": [
+        {"type": "Applied", "status": "True", "reason": "AppliedManifestWorkComplete",
+         "message": "applied", "observedGeneration": 2}
+    ]}))
+    .unwrap();
+    api.hub.put_work_status("c1", "w1", report).await.unwrap();
+    let r = api.admin("GET", W, None).await;
+    let types: Vec<&str> = r.body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Applied"]);
+
+    let mut other = good_work();
+    other["metadata"]["name"] = json!("w2");
+    let r = api
+        .admin("PUT", "/api/v1/clusters/c1/manifestworks/w2", Some(other))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(
+        r.body["status"]["conditions"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{}",
+        r.body
+    );
 }

@@ -605,7 +605,7 @@ impl InProcessHub {
         let url = format!("sqlite://{}", dir.path().join("hub.db").display());
         let store = hub::store::connect(&url).await.unwrap();
         let service = hub::service::Hub::start(store.clone()).await.unwrap();
-        let (auth, _) = hub::auth::Auth::init(
+        let (auth, _) = hub::service::authn::Auth::init(
             store.clone(),
             Some(TOKEN),
             std::time::Duration::from_secs(3600),

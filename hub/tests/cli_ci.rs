@@ -36,7 +36,7 @@ impl InProcessHub {
         let store = hub::store::connect(&url).await.unwrap();
         let service = hub::service::Hub::start(store.clone()).await.unwrap();
         let (auth, _) =
-            hub::auth::Auth::init(store.clone(), Some(TOKEN), Duration::from_secs(3600))
+            hub::service::authn::Auth::init(store.clone(), Some(TOKEN), Duration::from_secs(3600))
                 .await
                 .unwrap();
         let state = hub::http::AppState {

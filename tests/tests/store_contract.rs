@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use api::selector::Selector;
 use api::{CLEANUP_FINALIZER, Condition, ManagedCluster, ManifestWork, ManifestWorkStatus};
-use hub::service::{Block, Error, Hub, WorkQuery};
+use hub::service::{Block, Error, Hub, Indexed, WorkQuery};
 use serde_json::json;
 use testkit::postgres::TestPostgres;
 
@@ -60,7 +60,7 @@ async fn cluster(hub: &Hub, name: &str, labels: &[(&str, &str)]) {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    hub.put_cluster(name, ManagedCluster::new(name, labels))
+    hub.put_cluster(name, ManagedCluster::new(name, labels), None)
         .await
         .unwrap();
 }
@@ -94,12 +94,12 @@ async fn create_read_and_round_trip(f: Fixture) {
         .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap();
-    assert!(created.created);
-    let m = &created.work.metadata;
+    assert!(created.value.created);
+    let m = &created.value.work.metadata;
     assert!(m.uid.is_some() && m.creation_timestamp.is_some());
     assert_eq!(m.generation, Some(1));
     assert_eq!(m.namespace.as_deref(), Some("c1"));
-    let (got, index) = f.hub.get_work("c1", "w1", None).await.unwrap();
+    let Indexed { data: got, index } = f.hub.get_work("c1", "w1", None).await.unwrap();
     let got = got.unwrap();
     assert_eq!(
         got.spec, w.spec,
@@ -111,7 +111,7 @@ async fn create_read_and_round_trip(f: Fixture) {
             .get_work("c1", "nope", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 }
@@ -124,14 +124,19 @@ async fn generation_and_resource_version(f: Fixture) {
         .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap()
+        .value
         .work;
     let same = f
         .hub
         .put_work("c1", "w1", w.clone(), None, None)
         .await
         .unwrap();
-    assert!(!same.created);
-    assert_eq!(rv(&same.work), rv(&first), "a no-op put changes nothing");
+    assert!(!same.value.created);
+    assert_eq!(
+        rv(&same.value.work),
+        rv(&first),
+        "a no-op put changes nothing"
+    );
     let relabelled = f
         .hub
         .put_work(
@@ -143,6 +148,7 @@ async fn generation_and_resource_version(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert!(rv(&relabelled) > rv(&first));
     assert_eq!(
@@ -161,6 +167,7 @@ async fn generation_and_resource_version(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(changed.metadata.generation, Some(2));
     assert_eq!(changed.metadata.uid, first.metadata.uid);
@@ -177,6 +184,7 @@ async fn optimistic_concurrency(f: Fixture) {
         .put_work("c1", "w1", work("w1", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap()
+        .value
         .work;
     let mut stale = work("w1", json!({}), cm("a", "2"));
     stale.metadata.resource_version = Some("1".into());
@@ -205,9 +213,13 @@ async fn optimistic_concurrency(f: Fixture) {
         .put_work("c1", "w1", stale, Some(tag), None)
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(ok.metadata.generation, Some(2));
-    let (unchanged, _) = f.hub.get_work("c1", "w1", None).await.unwrap();
+    let Indexed {
+        data: unchanged,
+        index: _,
+    } = f.hub.get_work("c1", "w1", None).await.unwrap();
     assert_eq!(
         unchanged.unwrap().spec.workload.manifests,
         cm("a", "2").as_array().unwrap().clone()
@@ -236,13 +248,13 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         .await
         .unwrap();
     let d = f.hub.delete_work("plain", "w", None).await.unwrap();
-    assert!(d.gone, "no agent, no finalizer: removed at once");
+    assert!(d.value.gone, "no agent, no finalizer: removed at once");
     assert!(
         f.hub
             .get_work("plain", "w", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 
@@ -259,6 +271,7 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
     // A user's PUT cannot drop the agent's finalizer.
@@ -269,12 +282,18 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         .put_work("joined", "w", sneaky, None, None)
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(w.metadata.finalizers, [CLEANUP_FINALIZER]);
     let d = f.hub.delete_work("joined", "w", None).await.unwrap();
-    assert!(!d.gone);
-    assert!(d.work.metadata.deletion_timestamp.is_some());
-    assert!(d.work.condition("Deleting").is_some_and(Condition::is_true));
+    assert!(!d.value.gone);
+    assert!(d.value.work.metadata.deletion_timestamp.is_some());
+    assert!(
+        d.value
+            .work
+            .condition("Deleting")
+            .is_some_and(Condition::is_true)
+    );
     let e = f
         .hub
         .put_work(
@@ -292,13 +311,13 @@ async fn deletion_with_and_without_finalizers(f: Fixture) {
         .remove_work_finalizer("joined", "w", CLEANUP_FINALIZER)
         .await
         .unwrap();
-    assert!(r.gone);
+    assert!(r.value.gone);
     assert!(
         f.hub
             .get_work("joined", "w", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 }
@@ -332,14 +351,14 @@ async fn status_writes_never_roll_back(f: Fixture) {
         .put_work_status("c1", "w", status_at(2, "New"))
         .await
         .unwrap();
-    assert_eq!(w.condition("Applied").unwrap().reason, "New");
+    assert_eq!(w.value.work.condition("Applied").unwrap().reason, "New");
     let w = f
         .hub
         .put_work_status("c1", "w", status_at(1, "Old"))
         .await
         .unwrap();
     assert_eq!(
-        w.condition("Applied").unwrap().reason,
+        w.value.work.condition("Applied").unwrap().reason,
         "New",
         "an older observedGeneration is ignored"
     );
@@ -355,6 +374,7 @@ async fn status_writes_never_roll_back(f: Fixture) {
         )
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(w.condition("Applied").unwrap().reason, "New");
     let mut bad = status_at(2, "X");
@@ -458,12 +478,19 @@ async fn cluster_deletion(f: Fixture) {
         .put_work("gone", "w", work("w", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap();
-    let d = f.hub.delete_cluster("gone", false).await.unwrap();
+    let d = f.hub.delete_cluster("gone", false, None).await.unwrap();
     assert!(
-        d.removed && d.works_left.is_empty(),
+        d.value.removed && d.value.works_left.is_empty(),
         "no agent: everything goes at once: {d:?}"
     );
-    assert!(f.hub.get_cluster("gone", None).await.unwrap().0.is_none());
+    assert!(
+        f.hub
+            .get_cluster("gone", None)
+            .await
+            .unwrap()
+            .data
+            .is_none()
+    );
 
     cluster(&f.hub, "held", &[]).await;
     f.hub.mark_cluster_joined("held").await.unwrap();
@@ -487,10 +514,10 @@ async fn cluster_deletion(f: Fixture) {
         )
         .await
         .unwrap();
-    let d = f.hub.delete_cluster("held", false).await.unwrap();
-    assert!(!d.removed);
-    assert_eq!(d.works_left, ["w1", "w2"]);
-    let (w, _) = f.hub.get_work("held", "w1", None).await.unwrap();
+    let d = f.hub.delete_cluster("held", false, None).await.unwrap();
+    assert!(!d.value.removed);
+    assert_eq!(d.value.works_left, ["w1", "w2"]);
+    let Indexed { data: w, index: _ } = f.hub.get_work("held", "w1", None).await.unwrap();
     assert!(
         w.unwrap().metadata.deletion_timestamp.is_some(),
         "the cluster's works are deleting"
@@ -512,7 +539,12 @@ async fn cluster_deletion(f: Fixture) {
         .await
         .unwrap();
     assert!(
-        f.hub.get_cluster("held", None).await.unwrap().0.is_some(),
+        f.hub
+            .get_cluster("held", None)
+            .await
+            .unwrap()
+            .data
+            .is_some(),
         "one work is left"
     );
     f.hub
@@ -520,7 +552,12 @@ async fn cluster_deletion(f: Fixture) {
         .await
         .unwrap();
     assert!(
-        f.hub.get_cluster("held", None).await.unwrap().0.is_none(),
+        f.hub
+            .get_cluster("held", None)
+            .await
+            .unwrap()
+            .data
+            .is_none(),
         "the last work took the cluster with it"
     );
 
@@ -536,10 +573,10 @@ async fn cluster_deletion(f: Fixture) {
         )
         .await
         .unwrap();
-    let d = f.hub.delete_cluster("forced", true).await.unwrap();
-    assert!(d.removed);
+    let d = f.hub.delete_cluster("forced", true, None).await.unwrap();
+    assert!(d.value.removed);
     assert_eq!(
-        d.works_left,
+        d.value.works_left,
         ["w"],
         "force lists what the agent never cleaned"
     );
@@ -548,7 +585,7 @@ async fn cluster_deletion(f: Fixture) {
             .get_work("forced", "w", None)
             .await
             .unwrap()
-            .0
+            .data
             .is_none()
     );
 }
@@ -645,7 +682,7 @@ async fn blocking_queries(f: Fixture) {
     assert_eq!(l.items.len(), 1, "the deleted work is simply absent");
 
     // A single object's wait wakes on its deletion and reads as gone.
-    let (_, index) = f.hub.get_work("c1", "w", None).await.unwrap();
+    let Indexed { data: _, index } = f.hub.get_work("c1", "w", None).await.unwrap();
     let hub = f.hub.clone();
     let waiter = tokio::spawn(async move {
         hub.get_work(
@@ -661,7 +698,10 @@ async fn blocking_queries(f: Fixture) {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     f.hub.delete_work("c1", "w", None).await.unwrap();
-    let (w, after) = tokio::time::timeout(Duration::from_secs(5), waiter)
+    let Indexed {
+        data: w,
+        index: after,
+    } = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
         .unwrap();
@@ -754,14 +794,15 @@ async fn data_survives_a_restart(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(reopened.index(), index, "the index lives in the database");
-    let (w, _) = reopened.get_work("c1", "w", None).await.unwrap();
+    let Indexed { data: w, index: _ } = reopened.get_work("c1", "w", None).await.unwrap();
     assert_eq!(w.unwrap().metadata.labels["a"], "b");
-    let (c, _) = reopened.get_cluster("c1", None).await.unwrap();
+    let Indexed { data: c, index: _ } = reopened.get_cluster("c1", None).await.unwrap();
     assert_eq!(c.unwrap().metadata.labels["k"], "v");
     let w = reopened
         .put_work("c1", "w2", work("w2", json!({}), cm("a", "1")), None, None)
         .await
         .unwrap()
+        .value
         .work;
     assert_eq!(rv(&w), index + 1, "indexes continue where they stopped");
 }
@@ -822,8 +863,8 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
     let mut created = 0;
     for t in tasks {
         let w = t.await.unwrap().unwrap();
-        created += usize::from(w.created);
-        versions.insert(rv(&w.work));
+        created += usize::from(w.value.created);
+        versions.insert(rv(&w.value.work));
     }
     assert_eq!(created, 1, "exactly one write creates the work");
     assert_eq!(
@@ -831,7 +872,10 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
         40,
         "every write got its own resourceVersion"
     );
-    let (stored, _) = f.hub.get_work("c1", "same", None).await.unwrap();
+    let Indexed {
+        data: stored,
+        index: _,
+    } = f.hub.get_work("c1", "same", None).await.unwrap();
     let stored = stored.unwrap();
     assert_eq!(
         stored.metadata.generation,
@@ -851,9 +895,12 @@ async fn writes_to_one_work_in_one_batch_see_each_other(f: Fixture) {
         ),
         f.hub.delete_work("c1", "brief", None)
     );
-    let (now, _) = f.hub.get_work("c1", "brief", None).await.unwrap();
+    let Indexed {
+        data: now,
+        index: _,
+    } = f.hub.get_work("c1", "brief", None).await.unwrap();
     match b {
-        Ok(d) if d.gone => assert!(a.is_ok() && now.is_none(), "deleted after create"),
+        Ok(d) if d.value.gone => assert!(a.is_ok() && now.is_none(), "deleted after create"),
         Ok(d) => panic!("delete of an unfinalized work not gone at once: {d:?}"),
         Err(Error::NotFound(_)) => assert!(now.is_some(), "deleted before it existed"),
         Err(e) => panic!("{e:?}"),
@@ -894,7 +941,10 @@ async fn lease_renewals_batch_and_never_go_back(f: Fixture) {
     cluster(&f.hub, "beat", &[]).await;
     // The lease check re-reads a cluster only when this version moves: it must be the
     // document's own.
-    let (beat, _) = f.hub.get_cluster("beat", None).await.unwrap();
+    let Indexed {
+        data: beat,
+        index: _,
+    } = f.hub.get_cluster("beat", None).await.unwrap();
     let versions = store.cluster_versions().await.unwrap();
     assert_eq!(
         versions,
@@ -1039,23 +1089,176 @@ async fn assertion_ids_are_single_use_until_purged(f: Fixture) {
 /// Ids from requests (a registration's, a token's) that no stored id can have are "not
 /// found" before any query: a NUL byte used to make Postgres fail (503 and an ERROR log).
 async fn unusable_ids_are_not_found(f: Fixture) {
+    let admin = hub::service::Caller {
+        actor: "admin".into(),
+        source: "test".into(),
+    };
     for id in ["a\0b", "\0", "", &"x".repeat(10_000), "bad id"] {
         assert!(
-            f.hub.get_registration(id, None).await.unwrap().0.is_none(),
+            f.hub
+                .get_registration(id, None)
+                .await
+                .unwrap()
+                .data
+                .is_none(),
             "{id:?}"
         );
         assert!(
             matches!(
-                f.hub.decide_registration(id, true).await,
+                f.hub.decide_registration(id, true, None).await,
                 Err(Error::NotFound(_))
             ),
             "{id:?}"
         );
         assert!(
-            matches!(f.hub.revoke_token(id).await, Err(Error::NotFound(_))),
+            matches!(
+                f.hub.revoke_token(id, &admin).await,
+                Err(Error::NotFound(_))
+            ),
             "{id:?}"
         );
     }
+}
+
+/// An op that writes (a work held back for the batch's last statement, a cluster row sent
+/// at once, a change, an audit entry) and then refuses, as a placement fan-out failing on
+/// its last cluster would.
+struct WritesThenRefuses {
+    /// A work another op of the batch also writes.
+    shared: String,
+}
+
+#[async_trait::async_trait]
+impl hub::service::WriteOp for WritesThenRefuses {
+    type Output = ();
+
+    fn reads(&self) -> hub::service::writer::Reads {
+        hub::service::writer::Reads {
+            works: vec![("c1".into(), self.shared.clone())],
+            clusters: vec!["c1".into(), "refused".into()],
+        }
+    }
+
+    async fn apply(&self, batch: &mut hub::service::writer::Batch<'_>) -> Result<(), Error> {
+        let index = batch.next_index();
+        let mut w = work(&self.shared, json!({"refused": "yes"}), cm("x", "refused"));
+        w.metadata.namespace = Some("c1".into());
+        w.metadata.resource_version = Some(index.to_string());
+        let old = batch.tx.get_work("c1", &self.shared).await?;
+        batch.tx.put_work(&w, index).await?;
+        batch.record_work("c1", &self.shared, old.as_ref(), Some(&w), false);
+        let mut c = ManagedCluster::new("refused", Default::default());
+        c.metadata.resource_version = Some(batch.next_index().to_string());
+        batch.tx.put_cluster(&c, batch.next_index()).await?;
+        batch.record_cluster("refused", None, Some(&c));
+        batch.audit(hub::store::NewAuditEntry {
+            actor: "test".into(),
+            action: "test.refused".into(),
+            target: "clusters/refused".into(),
+            source: "test".into(),
+            details: json!({}),
+        });
+        Err(Error::Conflict("refused after writing".into()))
+    }
+}
+
+/// Each op of a batch runs under its own savepoint: one refused after writing leaves no
+/// row, no change (index) and no audit entry, while the ops batched with it commit.
+async fn a_refused_op_leaves_no_trace_in_its_batch(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let start = f.hub.index();
+    let by = || {
+        Some(hub::service::Caller {
+            actor: "admin".into(),
+            source: "test".into(),
+        })
+    };
+    // Queued together, so the writer takes them into the same batches, refused ops between
+    // accepted ones that write the same works.
+    let n = 20;
+    let accepted = (0..n).map(|i| {
+        let hub = f.hub.clone();
+        let by = by();
+        async move {
+            hub.put_work(
+                "c1",
+                &format!("w{i}"),
+                work(&format!("w{i}"), json!({}), cm("x", "ok")),
+                None,
+                by,
+            )
+            .await
+        }
+    });
+    let refused = (0..n).map(|i| {
+        let hub = f.hub.clone();
+        async move {
+            hub.write(WritesThenRefuses {
+                shared: format!("w{i}"),
+            })
+            .await
+        }
+    });
+    let (accepted, refused) = tokio::join!(
+        futures::future::join_all(accepted),
+        futures::future::join_all(refused)
+    );
+    for r in refused {
+        assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    }
+    let mut indexes = Vec::new();
+    for r in accepted {
+        let w = r.unwrap();
+        assert!(w.value.created);
+        assert_eq!(w.index, rv(&w.value.work), "a write answers its own index");
+        indexes.push(w.index);
+    }
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        (start + 1..=start + n).collect::<Vec<_>>(),
+        "the refused ops took no index"
+    );
+    assert_eq!(f.hub.index(), start + n);
+    assert_eq!(f.hub.store().current_index().await.unwrap(), start + n);
+    for i in 0..n {
+        let w = f
+            .hub
+            .get_work("c1", &format!("w{i}"), None)
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        assert!(
+            w.metadata.labels.is_empty(),
+            "the refused op's work stayed: {w:?}"
+        );
+        assert_eq!(
+            w.spec.workload.manifests,
+            cm("x", "ok").as_array().unwrap().clone()
+        );
+    }
+    assert!(
+        f.hub
+            .get_cluster("refused", None)
+            .await
+            .unwrap()
+            .data
+            .is_none()
+    );
+    let log = f.hub.store().list_audit(None, 1000).await.unwrap();
+    assert!(log.iter().all(|e| e.action != "test.refused"), "{log:?}");
+    assert_eq!(
+        log.iter().filter(|e| e.action == "work.put").count(),
+        n as usize
+    );
+    let changes = f.hub.store().changes_since(start, 1000).await.unwrap();
+    assert_eq!(changes.len(), n as usize);
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.cluster == "c1" && c.labels.is_empty())
+    );
 }
 
 macro_rules! contract {
@@ -1076,10 +1279,12 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
     lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
-    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found);
+    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
+    a_refused_op_leaves_no_trace_in_its_batch);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
     lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
-    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found);
+    assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
+    a_refused_op_leaves_no_trace_in_its_batch);

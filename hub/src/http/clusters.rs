@@ -9,27 +9,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, respond};
+use super::{AppState, caller, respond};
 use crate::service::Error;
 use crate::service::access::Action;
-use crate::service::registration::with_lease;
+use crate::service::works::etag;
 
 type ClusterPath = Result<Path<String>, PathRejection>;
 
 fn cluster_response(status: StatusCode, index: u64, c: &ManagedCluster) -> Response {
-    let etag = c
-        .metadata
-        .resource_version
-        .as_deref()
-        .map(crate::service::works::etag);
+    let etag = c.metadata.resource_version.as_deref().map(etag);
     respond(status, index, etag, Json(c))
-}
-
-fn target(name: &str) -> String {
-    format!("clusters/{name}")
 }
 
 /// `GET /api/v1/clusters`, with `labelSelector` and blocking `index`; filtered to the
@@ -40,20 +31,10 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(params) = params?;
-    let scope = state.hub.readable_clusters(&who).await?;
-    let mut list = state
+    let list = state
         .hub
-        .list_clusters(&params.selector()?, params.block()?)
+        .list_clusters_for(&who, &params.selector()?, params.block()?)
         .await?;
-    if let Some(scope) = scope {
-        list.items.retain(|c| scope.contains(&c.metadata.name));
-    }
-    let leases = state.hub.leases().await?;
-    list.items = list
-        .items
-        .into_iter()
-        .map(|c| with_lease(c, &leases))
-        .collect();
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,
@@ -72,18 +53,12 @@ pub async fn get(
     let Path(name) = path?;
     let Query(params) = params?;
     state.hub.authorize(&who, &name, Action::Read).await?;
-    match state.hub.get_cluster(&name, params.block()?).await? {
-        (Some(c), index) => {
-            let leases = state.hub.leases().await?;
-            Ok(cluster_response(
-                StatusCode::OK,
-                index,
-                &with_lease(c, &leases),
-            ))
-        }
-        (None, index) => Ok(respond(
+    let read = state.hub.read_cluster(&name, params.block()?).await?;
+    match read.data {
+        Some(c) => Ok(cluster_response(StatusCode::OK, read.index, &c)),
+        None => Ok(respond(
             StatusCode::NOT_FOUND,
-            index,
+            read.index,
             None,
             Error::NotFound(format!("cluster {name:?} not found")),
         )),
@@ -100,24 +75,16 @@ pub async fn put(
 ) -> Result<Response, Error> {
     let Path(name) = path?;
     who.require_admin()?;
-    let existed = state.hub.get_cluster(&name, None).await?.0.is_some();
-    let c = state.hub.put_cluster(&name, cluster).await?;
-    state
+    let w = state
         .hub
-        .audit(
-            &who,
-            "cluster.put",
-            &target(&name),
-            &from,
-            json!({"labels": c.metadata.labels}),
-        )
-        .await;
-    let status = if existed {
-        StatusCode::OK
-    } else {
+        .put_cluster(&name, cluster, Some(caller(&who, from)))
+        .await?;
+    let status = if w.value.created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok(cluster_response(status, state.hub.index(), &c))
+    Ok(cluster_response(status, w.index, &w.value.cluster))
 }
 
 /// `PUT /api/v1/clusters/{cluster}/labels` (admin): `{"k": "v", "gone": null}`.
@@ -130,13 +97,11 @@ pub async fn put_labels(
 ) -> Result<Response, Error> {
     let Path(name) = path?;
     who.require_admin()?;
-    let details = json!({"labels": labels});
-    let c = state.hub.set_cluster_labels(&name, labels).await?;
-    state
+    let w = state
         .hub
-        .audit(&who, "cluster.label", &target(&name), &from, details)
-        .await;
-    Ok(cluster_response(StatusCode::OK, state.hub.index(), &c))
+        .set_cluster_labels(&name, labels, Some(caller(&who, from)))
+        .await?;
+    Ok(cluster_response(StatusCode::OK, w.index, &w.value))
 }
 
 /// Query of a cluster deletion.
@@ -167,23 +132,16 @@ pub async fn delete(
             )));
         }
     };
-    let d = state.hub.delete_cluster(&name, force).await?;
-    state
+    let w = state
         .hub
-        .audit(
-            &who,
-            "cluster.delete",
-            &target(&name),
-            &from,
-            json!({"force": force, "removed": d.removed, "worksLeft": d.works_left}),
-        )
-        .await;
-    let status = if d.removed {
+        .delete_cluster(&name, force, Some(caller(&who, from)))
+        .await?;
+    let status = if w.value.removed {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok(respond(status, state.hub.index(), None, Json(d)))
+    Ok(respond(status, w.index, None, Json(w.value)))
 }
 
 /// `POST /api/v1/clusters/{cluster}/revoke` (admin): the agent's credentials stop working
@@ -196,12 +154,11 @@ pub async fn revoke(
 ) -> Result<Response, Error> {
     let Path(name) = path?;
     who.require_admin()?;
-    let c = state.hub.revoke_cluster(&name).await?;
-    state
+    let w = state
         .hub
-        .audit(&who, "cluster.revoke", &target(&name), &from, json!({}))
-        .await;
-    Ok(cluster_response(StatusCode::OK, state.hub.index(), &c))
+        .revoke_cluster(&name, Some(caller(&who, from)))
+        .await?;
+    Ok(cluster_response(StatusCode::OK, w.index, &w.value))
 }
 
 /// `PUT /api/v1/clusters/{cluster}/lease` (the cluster's agent): heartbeat and claims.
@@ -230,9 +187,10 @@ pub async fn credentials(
     Doc(req): Doc<CredentialRequest>,
 ) -> Result<Response, Error> {
     let Path(name) = path?;
+    let lease_interval = state.hub.settings().lease_interval;
     let token = state
-        .hub
-        .issue_credentials(&state.auth, &name, &req.assertion)
+        .auth
+        .issue_credentials(&name, &req.assertion, lease_interval)
         .await?;
     Ok(respond(
         StatusCode::OK,

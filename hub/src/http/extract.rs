@@ -233,7 +233,7 @@ fn parse_selector(name: &str, text: Option<&str>) -> Result<Selector, Error> {
     Selector::parse(text.unwrap_or("")).map_err(|e| Error::Malformed(format!("{name}: {e}")))
 }
 
-pub use crate::auth::Principal;
+pub use crate::service::authn::Principal;
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;

@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Auth;
-use crate::service::Hub;
+use crate::service::authn::Auth;
+use crate::service::{Caller, Hub};
 
 mod clusters;
 pub mod error;
@@ -53,6 +53,14 @@ pub fn respond(
         h.insert(axum::http::header::ETAG, tag);
     }
     resp
+}
+
+/// Who writes, for the audit entry that commits with the write.
+fn caller(who: &extract::Principal, source: String) -> Caller {
+    Caller {
+        actor: who.actor(),
+        source,
+    }
 }
 
 /// The process-wide Prometheus recorder (one per process, shared by every router in it).
@@ -207,15 +215,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.hub.ready()).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         Ok(Err(e)) => e.into_response(),
-        Err(_) => crate::service::Error::Unavailable(crate::store::StoreError::Database(
-            sqlx::Error::PoolTimedOut,
-        ))
-        .into_response(),
+        Err(_) => crate::service::Error::timed_out().into_response(),
     }
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
-    if let Ok(n) = state.hub.store().count_works().await {
+    if let Ok(n) = state.hub.count_works().await {
         metrics::gauge!("hub_works_stored").set(n as f64);
     }
     metrics::gauge!("hub_blocking_queries_waiting").set(state.hub.waiters() as f64);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, respond};
+use super::{AppState, caller, respond};
 use crate::service::Error;
 
 type IdPath = Result<Path<String>, PathRejection>;
@@ -23,18 +23,7 @@ pub async fn create_token(
     Doc(req): Doc<TokenRequest>,
 ) -> Result<Response, Error> {
     who.require_admin()?;
-    let token = state.hub.create_token(&req).await?;
-    let details = json!({"kind": token.kind, "expiresAt": token.expires_at, "autoAccept": token.auto_accept, "clusters": token.clusters, "verbs": token.verbs});
-    state
-        .hub
-        .audit(
-            &who,
-            "token.create",
-            &format!("tokens/{}", token.id),
-            &from,
-            details,
-        )
-        .await;
+    let token = state.hub.create_token(&req, &caller(&who, from)).await?;
     Ok(respond(
         StatusCode::CREATED,
         state.hub.index(),
@@ -64,17 +53,7 @@ pub async fn revoke_token(
 ) -> Result<Response, Error> {
     let Path(id) = path?;
     who.require_admin()?;
-    state.hub.revoke_token(&id).await?;
-    state
-        .hub
-        .audit(
-            &who,
-            "token.revoke",
-            &format!("tokens/{id}"),
-            &from,
-            json!({}),
-        )
-        .await;
+    state.hub.revoke_token(&id, &caller(&who, from)).await?;
     Ok(respond(
         StatusCode::OK,
         state.hub.index(),
@@ -96,24 +75,11 @@ pub async fn register(
             who.actor()
         )));
     };
-    let reg = state.hub.register(token, &req).await?;
-    let details = json!({"cluster": reg.cluster_name, "state": reg.state, "publicKeyHash": reg.public_key_hash});
-    state
+    let w = state
         .hub
-        .audit(
-            &who,
-            "registration.create",
-            &format!("registrations/{}", reg.id),
-            &from,
-            details,
-        )
-        .await;
-    Ok(respond(
-        StatusCode::CREATED,
-        state.hub.index(),
-        None,
-        Json(reg),
-    ))
+        .register(token, &req, Some(caller(&who, from)))
+        .await?;
+    Ok(respond(StatusCode::CREATED, w.index, None, Json(w.value)))
 }
 
 /// `GET /api/v1/registrations` (admin), blocking with `index`.
@@ -153,11 +119,12 @@ pub async fn get_registration(
             )));
         }
     }
-    match state.hub.get_registration(&id, params.block()?).await? {
-        (Some(r), index) => Ok(respond(StatusCode::OK, index, None, Json(r))),
-        (None, index) => Ok(respond(
+    let read = state.hub.get_registration(&id, params.block()?).await?;
+    match read.data {
+        Some(r) => Ok(respond(StatusCode::OK, read.index, None, Json(r))),
+        None => Ok(respond(
             StatusCode::NOT_FOUND,
-            index,
+            read.index,
             None,
             Error::NotFound(format!("registration {id:?} not found")),
         )),
@@ -193,23 +160,11 @@ async fn decide(
 ) -> Result<Response, Error> {
     let Path(id) = path?;
     who.require_admin()?;
-    let reg = state.hub.decide_registration(&id, accept).await?;
-    let action = if accept {
-        "registration.accept"
-    } else {
-        "registration.deny"
-    };
-    state
+    let w = state
         .hub
-        .audit(
-            &who,
-            action,
-            &format!("registrations/{id}"),
-            &from,
-            json!({"cluster": reg.cluster_name}),
-        )
-        .await;
-    Ok(respond(StatusCode::OK, state.hub.index(), None, Json(reg)))
+        .decide_registration(&id, accept, Some(caller(&who, from)))
+        .await?;
+    Ok(respond(StatusCode::OK, w.index, None, Json(w.value)))
 }
 
 /// Query of the audit log.
@@ -239,21 +194,7 @@ pub async fn audit_list(
     target: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Response, Error> {
-    let limit = match limit {
-        None | Some("") => 100,
-        Some(l) => l
-            .parse::<u32>()
-            .map_err(|_| {
-                Error::Malformed(format!("limit must be a non-negative integer, not {l:?}"))
-            })?
-            .min(10_000),
-    };
-    let items = state
-        .hub
-        .store()
-        .list_audit(target.filter(|t| !t.is_empty()), limit)
-        .await?;
-    let list = api::List::new("AuditList", items, state.hub.index(), None);
+    let list = state.hub.list_audit(target, limit).await?;
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,

@@ -10,11 +10,10 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, respond};
-use crate::service::access::{
-    Action, PlaceholderKey, mask_secrets, reject_placeholders, write_receipt,
-};
-use crate::service::{Caller, Error, StoredWorks, WorkQuery, WorkWrite, works};
+use super::{AppState, caller, respond};
+use crate::service::access::{Action, write_receipt};
+use crate::service::secrets::{PlaceholderKey, mask_secrets, reject_placeholders};
+use crate::service::{Error, StoredWorks, WorkQuery, WorkWrite, Written, works};
 
 type WorkPath = Result<Path<(String, String)>, PathRejection>;
 
@@ -33,7 +32,14 @@ fn work_response(
 }
 
 /// `reads`: whether the caller may read the work; else it gets a receipt without content.
-fn write_response(state: &AppState, who: &Principal, w: WorkWrite, reads: bool) -> Response {
+/// `X-Hub-Index` is the write's own index, not the hub's index read afterwards.
+fn write_response(
+    state: &AppState,
+    who: &Principal,
+    written: Written<WorkWrite>,
+    reads: bool,
+) -> Response {
+    let Written { value: w, index } = written;
     let work = if reads { w.work } else { write_receipt(w.work) };
     let status = if w.created {
         StatusCode::CREATED
@@ -42,7 +48,7 @@ fn write_response(state: &AppState, who: &Principal, w: WorkWrite, reads: bool) 
     } else {
         StatusCode::OK
     };
-    work_response(state, status, state.hub.index(), who, work)
+    work_response(state, status, index, who, work)
 }
 
 /// Whether `who`, already allowed to write `cluster`'s works, may also read them.
@@ -51,14 +57,6 @@ async fn reads(state: &AppState, who: &Principal, cluster: &str) -> Result<bool,
         Ok(()) => Ok(true),
         Err(Error::Forbidden(_)) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-/// Who writes, for the audit entry that commits with the write.
-fn caller(who: &Principal, source: String) -> Caller {
-    Caller {
-        actor: who.actor(),
-        source,
     }
 }
 
@@ -135,9 +133,11 @@ pub async fn get(
     let Path((cluster, name)) = path?;
     let Query(params) = params?;
     state.hub.authorize(&who, &cluster, Action::Read).await?;
-    match state.hub.get_work(&cluster, &name, params.block()?).await? {
-        (Some(w), index) => Ok(work_response(&state, StatusCode::OK, index, &who, w)),
-        (None, index) => {
+    let read = state.hub.get_work(&cluster, &name, params.block()?).await?;
+    let index = read.index;
+    match read.data {
+        Some(w) => Ok(work_response(&state, StatusCode::OK, index, &who, w)),
+        None => {
             let err = Error::NotFound(format!(
                 "manifestwork {name:?} not found in cluster {cluster:?}"
             ));
@@ -294,16 +294,16 @@ pub async fn put_status(
         .hub
         .authorize(&who, &cluster, Action::AgentWrite)
         .await?;
-    let work = state
+    let w = state
         .hub
         .put_work_status(&cluster, &name, update.status)
         .await?;
     Ok(work_response(
         &state,
         StatusCode::OK,
-        state.hub.index(),
+        w.index,
         &who,
-        work,
+        w.value.work,
     ))
 }
 
@@ -337,9 +337,9 @@ pub async fn remove_finalizer(
     Ok(work_response(
         &state,
         StatusCode::OK,
-        state.hub.index(),
+        w.index,
         &who,
-        w.work,
+        w.value.work,
     ))
 }
 
@@ -371,28 +371,7 @@ pub async fn summary(
         ignore_status_changes: false,
         scope: state.hub.readable_clusters(&who).await?,
     };
-    let list = state.hub.list_works(query).await?;
-    let works: Vec<ManifestWork> = list
-        .items
-        .into_iter()
-        .filter(|w| name.as_deref().is_none_or(|n| n == w.metadata.name))
-        .collect();
-    let leases = state.hub.leases().await?;
-    let clusters = state
-        .hub
-        .store()
-        .list_clusters()
-        .await?
-        .into_iter()
-        .map(|c| {
-            (
-                c.metadata.name.clone(),
-                crate::service::registration::with_lease(c, &leases),
-            )
-        })
-        .collect();
-    let items = crate::service::summary::summarize(&works, &clusters);
-    let body = api::List::new("ManifestWorkSummaryList", items, list.metadata.index, None);
+    let body = state.hub.summarize_works(query, name.as_deref()).await?;
     Ok(respond(
         StatusCode::OK,
         body.metadata.index,

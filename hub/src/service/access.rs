@@ -1,12 +1,11 @@
-//! Authorization: who may do what to which cluster, lists filtered to a caller's scope, and
-//! `Secret` data hidden from API tokens without the `secrets` verb.
+//! Authorization: who may do what to which cluster, lists filtered to a caller's scope,
+//! and what a write answers a caller that may not read.
 
 use api::{ManifestWork, Verb};
-use serde_json::Value;
-use sha2::Sha256;
 
-use super::{Error, Hub, Result};
-use crate::auth::Principal;
+use super::Hub;
+use super::authn::Principal;
+use super::error::{Error, Result};
 
 /// What a caller wants to do to a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +32,7 @@ fn forbidden(who: &Principal, action: Action, cluster: &str) -> Error {
 
 impl Hub {
     /// Allows or refuses `action` on `cluster` for `who`.
+    #[tracing::instrument(skip(self, who), fields(actor = %who.actor()))]
     pub async fn authorize(&self, who: &Principal, cluster: &str, action: Action) -> Result<()> {
         let allowed = match who {
             Principal::Admin => action != Action::AgentWrite,
@@ -108,174 +108,4 @@ pub fn write_receipt(work: ManifestWork) -> ManifestWork {
         status: Default::default(),
         ..work
     }
-}
-
-/// The setting that holds the key of the secret placeholders (hex), made by the first hub
-/// that starts on a database and read by every other.
-const PLACEHOLDER_KEY_SETTING: &str = "secret_placeholder_key";
-
-/// The annotation in which `kubectl apply` keeps a copy of the whole object, Secret data
-/// included.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// What a keyed placeholder starts with.
-pub const PLACEHOLDER_PREFIX: &str = "hmac-sha256:";
-
-/// The hub's key for secret placeholders: `hmac-sha256:<hex>` is HMAC-SHA256 of the value
-/// under it. Without the key (it never leaves the database) a placeholder cannot be checked
-/// against guesses offline, as an unkeyed `sha256:` of a PIN could in milliseconds; with
-/// one key per database, hubs sharing it show the same placeholder for the same value.
-#[derive(Clone)]
-pub struct PlaceholderKey([u8; 32]);
-
-impl std::fmt::Debug for PlaceholderKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PlaceholderKey(..)")
-    }
-}
-
-impl PlaceholderKey {
-    /// Reads the key from the database, creating it on first use (the first writer wins,
-    /// so hubs starting together agree).
-    pub async fn load_or_create(store: &dyn crate::store::Store) -> Result<Self> {
-        let mut fresh = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
-        let text = store
-            .init_setting(PLACEHOLDER_KEY_SETTING, &hex::encode(fresh))
-            .await?;
-        let bytes = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "setting {PLACEHOLDER_KEY_SETTING} is not 32 bytes of hex"
-                ))
-            })?;
-        Ok(PlaceholderKey(bytes))
-    }
-
-    /// A key of these bytes (tests).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        PlaceholderKey(bytes)
-    }
-
-    /// The placeholder that stands for a secret value: `hmac-sha256:<hex>` of its text (a
-    /// string as it is, anything else as JSON).
-    pub fn placeholder(&self, value: &Value) -> Value {
-        use hmac::{KeyInit, Mac};
-        let text = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let mut mac =
-            hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
-        mac.update(text.as_bytes());
-        Value::String(format!(
-            "{PLACEHOLDER_PREFIX}{}",
-            hex::encode(mac.finalize().into_bytes())
-        ))
-    }
-}
-
-fn is_secret(manifest: &Value) -> bool {
-    manifest.get("kind").and_then(Value::as_str) == Some("Secret")
-        && manifest.get("apiVersion").and_then(Value::as_str) == Some("v1")
-}
-
-/// Replaces, in every v1 `Secret` manifest, the values of `data` and `stringData` and the
-/// `last-applied-configuration` annotation (a copy of them), and every status feedback
-/// value read from a Secret, with placeholders under `key`.
-pub fn mask_secrets(key: &PlaceholderKey, work: &mut ManifestWork) {
-    let mut secret_ordinals = Vec::new();
-    for (i, m) in work.spec.workload.manifests.iter_mut().enumerate() {
-        if !is_secret(m) {
-            continue;
-        }
-        secret_ordinals.push(i as i32);
-        for field in ["data", "stringData"] {
-            if let Some(Value::Object(map)) = m.get_mut(field) {
-                for v in map.values_mut() {
-                    *v = key.placeholder(v);
-                }
-            }
-        }
-        if let Some(v) = m
-            .pointer_mut("/metadata/annotations")
-            .and_then(|a| a.get_mut(LAST_APPLIED))
-        {
-            *v = key.placeholder(v);
-        }
-    }
-    let Some(resources) = work.status.resource_status.as_mut() else {
-        return;
-    };
-    for m in resources.manifests.iter_mut() {
-        let meta = &m.resource_meta;
-        // By what the agent says it read, and by the manifest it says it came from: a
-        // report naming a Secret's ordinal is the Secret's, whatever kind it claims.
-        let from_secret = (meta.kind == "Secret" && meta.group.is_empty())
-            || secret_ordinals.contains(&meta.ordinal);
-        let Some(feedback) = m.status_feedback.as_mut().filter(|_| from_secret) else {
-            continue;
-        };
-        for v in feedback.values.iter_mut() {
-            let f = &v.field_value;
-            let value = serde_json::to_value(f).unwrap_or(Value::Null);
-            let masked = key.placeholder(&value);
-            v.field_value = api::FieldValue {
-                type_: "String".into(),
-                integer: None,
-                string: masked.as_str().map(str::to_string),
-                boolean: None,
-                json_raw: None,
-            };
-        }
-    }
-}
-
-/// Whether a value is a placeholder from a masked read: keyed (`hmac-sha256:<hex>`) or the
-/// unkeyed `sha256:<hex>` of older hubs.
-pub fn is_placeholder(value: &Value) -> bool {
-    value.as_str().is_some_and(|s| {
-        let hex = s
-            .strip_prefix(PLACEHOLDER_PREFIX)
-            .or_else(|| s.strip_prefix("sha256:"));
-        hex.is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
-    })
-}
-
-/// Refuses a work that carries a placeholder where secret data belongs: writing back what
-/// a masked read returned would silently replace the secret.
-pub fn reject_placeholders(work: &ManifestWork) -> Result<()> {
-    for (i, m) in work
-        .spec
-        .workload
-        .manifests
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| is_secret(m))
-    {
-        for field in ["data", "stringData"] {
-            if let Some(Value::Object(map)) = m.get(field) {
-                for (k, v) in map {
-                    if is_placeholder(v) {
-                        return Err(Error::invalid(
-                            format!("spec.workload.manifests[{i}].{field}.{k}"),
-                            "is a placeholder from a masked read, not secret data; send the real value",
-                        ));
-                    }
-                }
-            }
-        }
-        if m.pointer("/metadata/annotations")
-            .and_then(|a| a.get(LAST_APPLIED))
-            .is_some_and(is_placeholder)
-        {
-            return Err(Error::invalid(
-                format!("spec.workload.manifests[{i}].metadata.annotations.{LAST_APPLIED}"),
-                "is a placeholder from a masked read; send the real value or drop the annotation",
-            ));
-        }
-    }
-    Ok(())
 }

@@ -1,13 +1,72 @@
-//! ManagedCluster rules: create/update by admins, labels, deletion of a cluster and its works.
+//! ManagedCluster rules: create/update by admins, labels, joining, deletion of a cluster
+//! and its works, and the reads of clusters (with their live lease, in the caller's scope).
 
 use std::collections::BTreeMap;
 
-use api::selector::validate_label_key;
-use api::{CLUSTER_API_VERSION, ClusterDeletion, Condition, FieldError, ManagedCluster};
+use api::selector::Selector;
+use api::{ClusterDeletion, List, ManagedCluster};
+use async_trait::async_trait;
+use serde_json::json;
 
+use super::Hub;
+use super::authn::Principal;
+use super::cluster_status::{ACCEPTED, JOINED, set_condition};
 use super::error::{Error, Result};
-use super::works::{self, check_labels};
-use super::writer::{Batch, Outcome};
+use super::leases::with_lease;
+use super::query::{self, Block, Indexed, Watch};
+use super::validate::{validate_cluster, validate_cluster_name, validate_label_patch};
+use super::works;
+use super::writer::{Audit, Batch, Caller, Reads, WriteOp, Written};
+use crate::store::ChangeKind;
+
+/// A cluster after a create-or-update, and whether it was created.
+#[derive(Debug, Clone)]
+pub struct ClusterWrite {
+    /// The cluster as stored.
+    pub cluster: ManagedCluster,
+    /// Whether the write created it.
+    pub created: bool,
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound(format!("cluster {name:?} not found"))
+}
+
+fn reads(name: &str) -> Reads {
+    Reads {
+        clusters: vec![name.to_string()],
+        ..Default::default()
+    }
+}
+
+fn target(name: &str) -> String {
+    format!("clusters/{name}")
+}
+
+/// An admin creates or updates a cluster record (body checked).
+#[derive(Debug, Clone)]
+pub struct PutCluster(pub ManagedCluster);
+
+#[async_trait]
+impl WriteOp for PutCluster {
+    type Output = ClusterWrite;
+
+    fn reads(&self) -> Reads {
+        reads(&self.0.metadata.name)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<ClusterWrite> {
+        put(batch, &self.0).await
+    }
+
+    fn audit(&self, w: &ClusterWrite) -> Option<Audit> {
+        Some(Audit {
+            action: "cluster.put",
+            target: target(&self.0.metadata.name),
+            details: json!({"labels": w.cluster.metadata.labels}),
+        })
+    }
+}
 
 /// A label change: `Some` sets, `None` removes.
 #[derive(Debug, Clone)]
@@ -18,89 +77,87 @@ pub struct SetLabels {
     pub labels: BTreeMap<String, Option<String>>,
 }
 
-/// Checks a cluster body against the name in its path.
-pub fn validate_cluster(name: &str, cluster: &mut ManagedCluster) -> Result<()> {
-    works::validate_cluster_name(name)?;
-    let mut errs = Vec::new();
-    let mut bad = |field: String, message: String| errs.push(FieldError { field, message });
-    if !cluster.metadata.name.is_empty() && cluster.metadata.name != name {
-        bad(
-            "metadata.name".into(),
-            format!(
-                "{:?} does not match the name in the path, {name:?}",
-                cluster.metadata.name
-            ),
-        );
-    }
-    if cluster.api_version != CLUSTER_API_VERSION {
-        bad(
-            "apiVersion".into(),
-            format!(
-                "must be {CLUSTER_API_VERSION}, not {:?}",
-                cluster.api_version
-            ),
-        );
-    }
-    if cluster.kind != "ManagedCluster" {
-        bad(
-            "kind".into(),
-            format!("must be ManagedCluster, not {:?}", cluster.kind),
-        );
-    }
-    check_labels("metadata.labels", &cluster.metadata.labels, &mut bad);
-    for key in cluster.metadata.annotations.keys() {
-        if let Err(m) = validate_label_key(key) {
-            bad(format!("metadata.annotations[{key}]"), m);
-        }
-    }
-    if !errs.is_empty() {
-        return Err(Error::invalid_fields(errs));
-    }
-    cluster.metadata.name = name.to_string();
-    cluster.metadata.namespace = None;
-    Ok(())
-}
+#[async_trait]
+impl WriteOp for SetLabels {
+    type Output = ManagedCluster;
 
-/// Checks a label patch.
-pub fn validate_label_patch(patch: &SetLabels) -> Result<()> {
-    works::validate_cluster_name(&patch.name)?;
-    let mut errs = Vec::new();
-    let set: BTreeMap<String, String> = patch
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
-        .collect();
-    check_labels("labels", &set, &mut |field, message| {
-        errs.push(FieldError { field, message })
-    });
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::invalid_fields(errs))
+    fn reads(&self) -> Reads {
+        reads(&self.name)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<ManagedCluster> {
+        set_labels(batch, self).await
+    }
+
+    fn audit(&self, _: &ManagedCluster) -> Option<Audit> {
+        Some(Audit {
+            action: "cluster.label",
+            target: target(&self.name),
+            details: json!({"labels": self.labels}),
+        })
     }
 }
 
-fn not_found(name: &str) -> Error {
-    Error::NotFound(format!("cluster {name:?} not found"))
+/// Marks a cluster as having a joined agent.
+#[derive(Debug, Clone)]
+pub struct MarkJoined(pub String);
+
+#[async_trait]
+impl WriteOp for MarkJoined {
+    type Output = ManagedCluster;
+
+    fn reads(&self) -> Reads {
+        reads(&self.0)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<ManagedCluster> {
+        mark_joined(batch, &self.0).await
+    }
 }
 
-fn cluster_outcome(c: ManagedCluster) -> Result<Outcome> {
-    Ok(Outcome::Cluster(Box::new(c)))
+/// An admin deletes a cluster (see [`delete`]).
+#[derive(Debug, Clone)]
+pub struct DeleteCluster {
+    /// The cluster.
+    pub name: String,
+    /// Remove everything now, whatever the agent did.
+    pub force: bool,
+}
+
+#[async_trait]
+impl WriteOp for DeleteCluster {
+    type Output = ClusterDeletion;
+
+    fn reads(&self) -> Reads {
+        reads(&self.name)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<ClusterDeletion> {
+        delete(batch, &self.name, self.force).await
+    }
+
+    fn audit(&self, d: &ClusterDeletion) -> Option<Audit> {
+        Some(Audit {
+            action: "cluster.delete",
+            target: target(&self.name),
+            details: json!({"force": self.force, "removed": d.removed, "worksLeft": d.works_left}),
+        })
+    }
 }
 
 async fn write(
     batch: &mut Batch<'_>,
     old: Option<&ManagedCluster>,
     mut new: ManagedCluster,
-) -> Result<Outcome> {
+) -> Result<ManagedCluster> {
     new.metadata.resource_version = Some(batch.next_index().to_string());
     batch.tx.put_cluster(&new, batch.next_index()).await?;
     batch.record_cluster(&new.metadata.name.clone(), old, Some(&new));
-    cluster_outcome(new)
+    Ok(new)
 }
 
 /// Creates or updates a cluster record. Status stays the hub's.
-pub(crate) async fn put(batch: &mut Batch<'_>, body: &ManagedCluster) -> Result<Outcome> {
+async fn put(batch: &mut Batch<'_>, body: &ManagedCluster) -> Result<ClusterWrite> {
     let name = body.metadata.name.clone();
     let old = batch.tx.get_cluster(&name).await?;
     let mut new = body.clone();
@@ -120,7 +177,10 @@ pub(crate) async fn put(batch: &mut Batch<'_>, body: &ManagedCluster) -> Result<
             m.resource_version = old.metadata.resource_version.clone();
             new.status = old.status.clone();
             if new == *old {
-                return cluster_outcome(new);
+                return Ok(ClusterWrite {
+                    cluster: new,
+                    created: false,
+                });
             }
         }
         None => {
@@ -133,11 +193,14 @@ pub(crate) async fn put(batch: &mut Batch<'_>, body: &ManagedCluster) -> Result<
             new.status = Default::default();
         }
     }
-    write(batch, old.as_ref(), new).await
+    Ok(ClusterWrite {
+        created: old.is_none(),
+        cluster: write(batch, old.as_ref(), new).await?,
+    })
 }
 
 /// Sets or removes labels.
-pub(crate) async fn set_labels(batch: &mut Batch<'_>, patch: &SetLabels) -> Result<Outcome> {
+async fn set_labels(batch: &mut Batch<'_>, patch: &SetLabels) -> Result<ManagedCluster> {
     let old = batch
         .tx
         .get_cluster(&patch.name)
@@ -151,13 +214,13 @@ pub(crate) async fn set_labels(batch: &mut Batch<'_>, patch: &SetLabels) -> Resu
         };
     }
     if new == old {
-        return cluster_outcome(old);
+        return Ok(old);
     }
     write(batch, Some(&old), new).await
 }
 
 /// Marks the cluster as joined by an agent: works created from now on get its finalizer.
-pub(crate) async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<Outcome> {
+async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<ManagedCluster> {
     let old = batch
         .tx
         .get_cluster(name)
@@ -167,7 +230,7 @@ pub(crate) async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<Out
     let now = batch.now;
     set_condition(
         &mut new.status.conditions,
-        "ManagedClusterJoined",
+        JOINED,
         "True",
         "AgentJoined",
         "the cluster's agent joined",
@@ -175,7 +238,7 @@ pub(crate) async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<Out
     );
     set_condition(
         &mut new.status.conditions,
-        "HubAcceptedManagedCluster",
+        ACCEPTED,
         "True",
         "HubClusterAdminAccepted",
         "accepted by the hub",
@@ -183,43 +246,15 @@ pub(crate) async fn mark_joined(batch: &mut Batch<'_>, name: &str) -> Result<Out
     );
     new.spec.hub_accepts_client = true;
     if new == old {
-        return cluster_outcome(old);
+        return Ok(old);
     }
     write(batch, Some(&old), new).await
-}
-
-/// Sets a condition, keeping its transition time when the status did not change.
-pub fn set_condition(
-    conds: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) {
-    if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
-        if c.status != status {
-            c.last_transition_time = Some(now);
-        }
-        c.status = status.into();
-        c.reason = reason.into();
-        c.message = message.into();
-    } else {
-        conds.push(Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: message.into(),
-            observed_generation: None,
-            last_transition_time: Some(now),
-        });
-    }
 }
 
 /// Deletes a cluster: every work is marked deleting (removed at once when no agent holds
 /// it), and the record goes when its last work does. `force` removes everything now and
 /// lists the works whose resources may still be on the cluster.
-pub(crate) async fn delete(batch: &mut Batch<'_>, name: &str, force: bool) -> Result<Outcome> {
+async fn delete(batch: &mut Batch<'_>, name: &str, force: bool) -> Result<ClusterDeletion> {
     let old = batch
         .tx
         .get_cluster(name)
@@ -244,7 +279,7 @@ pub(crate) async fn delete(batch: &mut Batch<'_>, name: &str, force: bool) -> Re
         }
         let mut marked = w.clone();
         marked.metadata.deletion_timestamp = Some(batch.now);
-        if let Outcome::Work { gone: false, .. } = works::mark_deleting(batch, &w, marked).await? {
+        if !works::mark_deleting(batch, &w, marked).await?.gone {
             left.push(work_name);
         }
     }
@@ -257,56 +292,140 @@ pub(crate) async fn delete(batch: &mut Batch<'_>, name: &str, force: bool) -> Re
         new.metadata.deletion_timestamp = Some(batch.now);
         write(batch, Some(&old), new).await?;
     }
-    Ok(Outcome::ClusterDeletion(ClusterDeletion {
+    Ok(ClusterDeletion {
         cluster: name.to_string(),
         removed,
         works_left: left,
-    }))
+    })
 }
 
-/// Removes a deleting cluster once its last work is gone.
-pub(crate) async fn remove_if_drained(batch: &mut Batch<'_>, name: &str) -> Result<()> {
-    let Some(cluster) = batch.tx.get_cluster(name).await? else {
-        return Ok(());
-    };
-    if cluster.metadata.deletion_timestamp.is_some() && batch.tx.work_names(name).await?.is_empty()
-    {
-        batch.tx.delete_cluster(name).await?;
-        batch.record_cluster(name, Some(&cluster), None);
+impl Hub {
+    /// Creates or updates a cluster record (admin); with `by`, audited in its transaction.
+    #[tracing::instrument(skip(self, cluster, by))]
+    pub async fn put_cluster(
+        &self,
+        name: &str,
+        mut cluster: ManagedCluster,
+        by: Option<Caller>,
+    ) -> Result<Written<ClusterWrite>> {
+        validate_cluster(name, &mut cluster)?;
+        self.writer.write_by(PutCluster(cluster), by).await
     }
-    Ok(())
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Sets (`Some`) or removes (`None`) cluster labels (admin).
+    #[tracing::instrument(skip(self, labels, by))]
+    pub async fn set_cluster_labels(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, Option<String>>,
+        by: Option<Caller>,
+    ) -> Result<Written<ManagedCluster>> {
+        validate_label_patch(name, &labels)?;
+        let patch = SetLabels {
+            name: name.into(),
+            labels,
+        };
+        self.writer.write_by(patch, by).await
+    }
 
-    fn refused_fields(cluster: &mut ManagedCluster) -> Vec<String> {
-        match validate_cluster("c1", cluster) {
-            Err(Error::Invalid { fields, .. }) => fields.into_iter().map(|f| f.field).collect(),
-            other => panic!("expected a 422, got {other:?}"),
+    /// Marks a cluster as having a joined agent (registration).
+    #[tracing::instrument(skip(self))]
+    pub async fn mark_cluster_joined(&self, name: &str) -> Result<ManagedCluster> {
+        Ok(self.writer.write(MarkJoined(name.into())).await?.value)
+    }
+
+    /// Deletes a cluster (see [`delete`]).
+    #[tracing::instrument(skip(self, by))]
+    pub async fn delete_cluster(
+        &self,
+        name: &str,
+        force: bool,
+        by: Option<Caller>,
+    ) -> Result<Written<ClusterDeletion>> {
+        validate_cluster_name(name)?;
+        let op = DeleteCluster {
+            name: name.into(),
+            force,
+        };
+        self.writer.write_by(op, by).await
+    }
+
+    /// Reads one cluster as stored; with `block`, first waits until it changed past the
+    /// index.
+    pub async fn get_cluster(
+        &self,
+        name: &str,
+        block: Option<Block>,
+    ) -> Result<Indexed<Option<ManagedCluster>>> {
+        validate_cluster_name(name)?;
+        let watch = || {
+            let n = name.to_string();
+            Watch::changes(move |ch| ch.kind == ChangeKind::Cluster && ch.name == n)
+        };
+        query::run(&self.feed, block, watch, || async {
+            Ok(self.store.get_cluster(name).await?)
+        })
+        .await
+    }
+
+    /// One cluster as its readers see it: with its last lease.
+    #[tracing::instrument(skip(self))]
+    pub async fn read_cluster(
+        &self,
+        name: &str,
+        block: Option<Block>,
+    ) -> Result<Indexed<Option<ManagedCluster>>> {
+        let mut read = self.get_cluster(name, block).await?;
+        if let Some(c) = read.data.take() {
+            read.data = Some(with_lease(c, &self.leases().await?));
         }
+        Ok(read)
     }
 
-    /// Found by tests/fuzz/schemathesis.sh (stateful phase): a cluster with any apiVersion, or with
-    /// annotation keys no Kubernetes object may carry, was stored and served back.
-    #[test]
-    fn api_version_and_annotation_keys_are_checked() {
-        let mut c = ManagedCluster::new("c1", BTreeMap::new());
-        c.api_version = "v1".into();
-        assert_eq!(refused_fields(&mut c), ["apiVersion"]);
-        let mut c = ManagedCluster::new("c1", BTreeMap::new());
-        c.metadata
-            .annotations
-            .insert("\u{8}bad key".into(), "v".into());
-        assert_eq!(
-            refused_fields(&mut c),
-            ["metadata.annotations[\u{8}bad key]"]
-        );
-        let mut c = ManagedCluster::new("c1", BTreeMap::new());
-        c.metadata
-            .annotations
-            .insert("example.com/note".into(), "any value at all".into());
-        validate_cluster("c1", &mut c).unwrap();
+    /// Lists clusters matching a selector, as stored.
+    pub async fn list_clusters(
+        &self,
+        selector: &Selector,
+        block: Option<Block>,
+    ) -> Result<List<ManagedCluster>> {
+        let watch = || {
+            let sel = selector.clone();
+            Watch::changes(move |ch| {
+                ch.kind == ChangeKind::Cluster
+                    && (sel.matches(&ch.labels)
+                        || ch.prev_labels.as_ref().is_some_and(|l| sel.matches(l)))
+            })
+        };
+        let read = || async {
+            let all = self.store.list_clusters().await?;
+            Ok(all
+                .into_iter()
+                .filter(|c| selector.matches(&c.metadata.labels))
+                .collect())
+        };
+        let Indexed { data, index } = query::run(&self.feed, block, watch, read).await?;
+        Ok(List::new("ManagedClusterList", data, index, None))
+    }
+
+    /// The clusters matching a selector that `who` may read, with their last lease.
+    #[tracing::instrument(skip(self, who), fields(actor = %who.actor(), selector = ?selector))]
+    pub async fn list_clusters_for(
+        &self,
+        who: &Principal,
+        selector: &Selector,
+        block: Option<Block>,
+    ) -> Result<List<ManagedCluster>> {
+        let scope = self.readable_clusters(who).await?;
+        let mut list = self.list_clusters(selector, block).await?;
+        if let Some(scope) = scope {
+            list.items.retain(|c| scope.contains(&c.metadata.name));
+        }
+        let leases = self.leases().await?;
+        list.items = list
+            .items
+            .into_iter()
+            .map(|c| with_lease(c, &leases))
+            .collect();
+        Ok(list)
     }
 }

@@ -59,6 +59,11 @@ impl Error {
         }
     }
 
+    /// A 503: the database did not answer in time.
+    pub fn timed_out() -> Self {
+        Error::Unavailable(StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
     /// A 422 for several fields.
     pub fn invalid_fields(fields: Vec<FieldError>) -> Self {
         let message = fields

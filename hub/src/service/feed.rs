@@ -10,9 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::store::{Change, ChangeKind, Store, StoreError};
+use crate::store::{Change, ChangeKind, IndexStream, Store, StoreError};
 
 /// How many recent changes are kept in memory for waiters to check.
 const RING: usize = 100_000;
@@ -238,6 +239,71 @@ impl ChangeFeed {
                 r = rx.changed() => if r.is_err() { return self.latest() },
                 _ = tokio::time::sleep_until(deadline) => return self.latest(),
             }
+        }
+    }
+}
+
+/// Keeps the feed in step with writes by other hubs on the same database: database
+/// notifications where there are any, and a slow poll as a safety net (a notification can be
+/// lost while the listening connection reconnects). Also prunes the change log.
+pub async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
+    let mut listener: Option<IndexStream> = None;
+    // `Ok(None)` from `listen` means the backend has nothing to listen to (SQLite: one hub
+    // per file); an error means the database cannot be reached right now.
+    let mut can_listen = true;
+    let mut lost = false;
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        if listener.is_none() && can_listen {
+            // Set up again on every round until it works: sqlx's listener reconnects on its
+            // own only until the pool's acquire timeout, so a Postgres outage longer than
+            // that ended it, and without this the hub stayed deaf to other hubs' writes
+            // (their waiters here woke only by the poll, up to a second late) until restart.
+            match store.listen().await {
+                Ok(Some(l)) => {
+                    if lost {
+                        tracing::info!("listening for other hubs' writes again");
+                    }
+                    listener = Some(l);
+                }
+                Ok(None) => can_listen = false,
+                Err(e) => {
+                    if !lost {
+                        tracing::warn!(error = %e, "cannot listen for other hubs' writes; polling until it works");
+                    }
+                    lost = true;
+                }
+            }
+        }
+        let target = tokio::select! {
+            n = async { match listener.as_mut() { Some(l) => l.next().await, None => std::future::pending().await } } => match n {
+                Some(Ok(i)) => Some(i),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "change listener error");
+                    None
+                }
+                None => {
+                    listener = None;
+                    lost = true;
+                    None
+                }
+            },
+            _ = poll.tick() => store.current_index().await.ok(),
+            _ = prune.tick() => {
+                // Keep a generous window of history for waiters that fell behind.
+                let latest = feed.latest();
+                if latest > 200_000 {
+                    let _ = store.prune_changes(latest - 200_000).await;
+                }
+                None
+            }
+        };
+        if let Some(t) = target
+            && t > feed.latest()
+            && let Err(e) = feed.catch_up(&*store, t).await
+        {
+            tracing::debug!(error = %e, "feed catch-up failed; will retry");
         }
     }
 }

@@ -1,22 +1,39 @@
-//! ManifestWork rules: validation, what a create/replace/delete/status write does, and the
-//! `Deleting` condition readers see.
-
-use api::selector::{
-    validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value,
-};
-use api::{
-    CLEANUP_FINALIZER, Condition, FieldError, ManifestWork, ManifestWorkStatus, WORK_API_VERSION,
-};
+//! ManifestWork rules: what a create/replace/delete/status write does, the `Deleting`
+//! condition readers see, and the reads of one work.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use api::{CLEANUP_FINALIZER, Condition, ManifestWork, ManifestWorkStatus};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::json;
 
-use super::access::{PlaceholderKey, mask_secrets};
+use super::Hub;
+use super::cluster_status::joined;
 use super::error::{Error, Result};
-use super::writer::{Batch, Outcome};
-use crate::store::StoredWork;
+use super::query::{self, Block, Indexed, Watch};
+use super::secrets::{PlaceholderKey, mask_secrets};
+use super::validate::{validate_cluster_name, validate_work};
+use super::writer::{Audit, Batch, Caller, Reads, WriteOp, Written};
+use crate::store::{ChangeKind, StoredWork};
+
+/// The condition the hub sets on a work written for a cluster without a joined agent.
+pub const AGENT_JOINED: &str = "AgentJoined";
+/// Its reason: the cluster has no joined agent.
+pub const NO_AGENT: &str = "NoAgent";
+
+/// The result of a work write.
+#[derive(Debug, Clone)]
+pub struct WorkWrite {
+    /// The work as it is now (with `Deleting` when deleting, once presented).
+    pub work: ManifestWork,
+    /// Whether the write removed it.
+    pub gone: bool,
+    /// Whether the write created it.
+    pub created: bool,
+}
 
 /// A create-or-replace of a work.
 #[derive(Debug, Clone)]
@@ -34,6 +51,76 @@ pub struct PutWork {
     pub caller_reads: bool,
 }
 
+fn target(cluster: &str, name: &str) -> String {
+    format!("clusters/{cluster}/manifestworks/{name}")
+}
+
+fn work_reads(cluster: &str, name: &str, with_cluster: bool) -> Reads {
+    Reads {
+        works: vec![(cluster.to_string(), name.to_string())],
+        clusters: if with_cluster {
+            vec![cluster.to_string()]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+#[async_trait]
+impl WriteOp for PutWork {
+    type Output = WorkWrite;
+
+    fn reads(&self) -> Reads {
+        work_reads(&self.cluster, &self.name, true)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<WorkWrite> {
+        put(batch, self).await
+    }
+
+    fn audit(&self, w: &WorkWrite) -> Option<Audit> {
+        Some(Audit {
+            action: "work.put",
+            target: target(&self.cluster, &self.name),
+            details: json!({
+                "generation": w.work.metadata.generation,
+                "resourceVersion": w.work.metadata.resource_version,
+                "created": w.created,
+            }),
+        })
+    }
+}
+
+/// Asks for a work's deletion.
+#[derive(Debug, Clone)]
+pub struct DeleteWork {
+    /// The cluster.
+    pub cluster: String,
+    /// The work.
+    pub name: String,
+}
+
+#[async_trait]
+impl WriteOp for DeleteWork {
+    type Output = WorkWrite;
+
+    fn reads(&self) -> Reads {
+        work_reads(&self.cluster, &self.name, false)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<WorkWrite> {
+        delete(batch, &self.cluster, &self.name).await
+    }
+
+    fn audit(&self, w: &WorkWrite) -> Option<Audit> {
+        Some(Audit {
+            action: "work.delete",
+            target: target(&self.cluster, &self.name),
+            details: json!({"removed": w.gone}),
+        })
+    }
+}
+
 /// A status write by the cluster's agent.
 #[derive(Debug, Clone)]
 pub struct PutStatus {
@@ -45,118 +132,40 @@ pub struct PutStatus {
     pub status: ManifestWorkStatus,
 }
 
-/// Checks a cluster name from a path.
-pub fn validate_cluster_name(cluster: &str) -> Result<()> {
-    validate_dns_label(cluster).map_err(|m| Error::invalid("cluster", m))
+#[async_trait]
+impl WriteOp for PutStatus {
+    type Output = WorkWrite;
+
+    fn reads(&self) -> Reads {
+        work_reads(&self.cluster, &self.name, false)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<WorkWrite> {
+        put_status(batch, self).await
+    }
 }
 
-/// Checks a work body against the names in its path and fills in the namespace.
-/// Every problem is listed, not just the first.
-pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Result<()> {
-    validate_cluster_name(cluster)?;
-    let mut errs = Vec::new();
-    let mut bad = |field: String, message: String| errs.push(FieldError { field, message });
-    if let Err(m) = validate_dns_subdomain(name) {
-        bad("metadata.name".into(), m);
-    }
-    if work.api_version != WORK_API_VERSION {
-        bad(
-            "apiVersion".into(),
-            format!("must be {WORK_API_VERSION}, not {:?}", work.api_version),
-        );
-    }
-    if work.kind != "ManifestWork" {
-        bad(
-            "kind".into(),
-            format!(
-                "must be ManifestWork, not {:?} (plain manifests go inside spec.workload.manifests; `hub apply --name` wraps them)",
-                work.kind
-            ),
-        );
-    }
-    if !work.metadata.name.is_empty() && work.metadata.name != name {
-        bad(
-            "metadata.name".into(),
-            format!(
-                "{:?} does not match the name in the path, {name:?}",
-                work.metadata.name
-            ),
-        );
-    }
-    match work.metadata.namespace.as_deref() {
-        Some(ns) if !ns.is_empty() && ns != cluster => {
-            bad(
-                "metadata.namespace".into(),
-                format!("{ns:?} does not match the cluster in the path, {cluster:?}"),
-            );
-        }
-        _ => {}
-    }
-    check_labels("metadata.labels", &work.metadata.labels, &mut bad);
-    for key in work.metadata.annotations.keys() {
-        if let Err(m) = validate_label_key(key) {
-            bad(format!("metadata.annotations[{key}]"), m);
-        }
-    }
-    for (i, m) in work.spec.workload.manifests.iter().enumerate() {
-        let field = |f: &str| format!("spec.workload.manifests[{i}]{f}");
-        let Some(obj) = m.as_object() else {
-            bad(field(""), "must be a Kubernetes object".into());
-            continue;
-        };
-        for key in ["apiVersion", "kind"] {
-            if obj
-                .get(key)
-                .and_then(|v| v.as_str())
-                .is_none_or(str::is_empty)
-            {
-                bad(field(&format!(".{key}")), "is required".into());
-            }
-        }
-        let meta_name = obj
-            .get("metadata")
-            .and_then(|md| md.get("name"))
-            .and_then(|n| n.as_str());
-        if meta_name.is_none_or(str::is_empty) {
-            bad(field(".metadata.name"), "is required".into());
-        }
-    }
-    for (i, c) in work.spec.manifest_configs.iter().enumerate() {
-        let id = &c.resource_identifier;
-        if id.resource.is_empty() {
-            bad(
-                format!("spec.manifestConfigs[{i}].resourceIdentifier.resource"),
-                "is required".into(),
-            );
-        }
-        if id.name.is_empty() {
-            bad(
-                format!("spec.manifestConfigs[{i}].resourceIdentifier.name"),
-                "is required".into(),
-            );
-        }
-    }
-    if !errs.is_empty() {
-        return Err(Error::invalid_fields(errs));
-    }
-    work.metadata.name = name.to_string();
-    work.metadata.namespace = Some(cluster.to_string());
-    Ok(())
+/// The agent removes a finalizer after cleaning up.
+#[derive(Debug, Clone)]
+pub struct RemoveFinalizer {
+    /// The cluster.
+    pub cluster: String,
+    /// The work.
+    pub name: String,
+    /// The finalizer.
+    pub finalizer: String,
 }
 
-/// Checks label keys and values.
-pub fn check_labels(
-    path: &str,
-    labels: &std::collections::BTreeMap<String, String>,
-    bad: &mut impl FnMut(String, String),
-) {
-    for (k, v) in labels {
-        if let Err(m) = validate_label_key(k) {
-            bad(format!("{path}[{k}]"), format!("key: {m}"));
-        }
-        if let Err(m) = validate_label_value(v) {
-            bad(format!("{path}[{k}]"), format!("value: {m}"));
-        }
+#[async_trait]
+impl WriteOp for RemoveFinalizer {
+    type Output = WorkWrite;
+
+    fn reads(&self) -> Reads {
+        work_reads(&self.cluster, &self.name, false)
+    }
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<WorkWrite> {
+        remove_finalizer(batch, &self.cluster, &self.name, &self.finalizer).await
     }
 }
 
@@ -241,16 +250,16 @@ fn rv(work: &ManifestWork) -> &str {
     work.metadata.resource_version.as_deref().unwrap_or("")
 }
 
-fn outcome(work: ManifestWork, gone: bool) -> Result<Outcome> {
-    Ok(Outcome::Work {
-        work: Box::new(work),
+fn outcome(work: ManifestWork, gone: bool) -> Result<WorkWrite> {
+    Ok(WorkWrite {
+        work,
         gone,
         created: false,
     })
 }
 
 /// Creates or replaces a work. Users never change finalizers or status.
-pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome> {
+async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
     let (cluster_name, name) = (put.cluster.as_str(), put.name.as_str());
     let cluster = batch
         .tx
@@ -281,9 +290,7 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
             )));
         }
         let mut work = put.work.clone();
-        let joined = cluster
-            .condition("ManagedClusterJoined")
-            .is_some_and(Condition::is_true);
+        let joined = joined(&cluster);
         let m = &mut work.metadata;
         m.uid = Some(uuid::Uuid::new_v4().to_string());
         m.creation_timestamp = Some(batch.now);
@@ -296,10 +303,13 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
         };
         m.resource_version = Some(batch.next_index().to_string());
         work.status = ManifestWorkStatus::default();
+        if !joined {
+            mark_no_agent(&mut work, cluster_name, batch.now);
+        }
         batch.tx.put_work(&work, batch.next_index()).await?;
         batch.record_work(cluster_name, name, None, Some(&work), false);
-        return Ok(Outcome::Work {
-            work: Box::new(work),
+        return Ok(WorkWrite {
+            work,
             gone: false,
             created: true,
         });
@@ -344,6 +354,9 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
     m.generation = Some(old.metadata.generation.unwrap_or(1) + i64::from(spec_changed));
     m.resource_version = old.metadata.resource_version.clone();
     work.status = old.status.clone();
+    if spec_changed && !joined(&cluster) {
+        mark_no_agent(&mut work, cluster_name, batch.now);
+    }
     if work == old {
         // Nothing changed: no new index, like a no-op update in Kubernetes.
         return outcome(old, false);
@@ -354,8 +367,25 @@ pub(crate) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<Outcome>
     outcome(work, false)
 }
 
+/// Says on a work written for a cluster without a joined agent that nothing applies it
+/// yet (and how that changes); the agent's first status report replaces it.
+fn mark_no_agent(work: &mut ManifestWork, cluster: &str, now: DateTime<Utc>) {
+    let conditions = &mut work.status.conditions;
+    conditions.retain(|c| c.type_ != AGENT_JOINED);
+    conditions.push(Condition {
+        type_: AGENT_JOINED.into(),
+        status: "False".into(),
+        reason: NO_AGENT.into(),
+        message: format!(
+            "cluster {cluster:?} has no joined agent: nothing applies this work until one joins (`klusterlet join` on the cluster, then `hub accept {cluster}`)"
+        ),
+        observed_generation: work.metadata.generation,
+        last_transition_time: Some(now),
+    });
+}
+
 /// Asks for a work's deletion: gone at once without finalizers, else marked deleting.
-pub(crate) async fn delete(batch: &mut Batch<'_>, cluster: &str, name: &str) -> Result<Outcome> {
+async fn delete(batch: &mut Batch<'_>, cluster: &str, name: &str) -> Result<WorkWrite> {
     let old = batch
         .tx
         .get_work(cluster, name)
@@ -370,11 +400,11 @@ pub(crate) async fn delete(batch: &mut Batch<'_>, cluster: &str, name: &str) -> 
 }
 
 /// Marks a work deleting, or removes it when no finalizer holds it.
-pub(crate) async fn mark_deleting(
+pub(super) async fn mark_deleting(
     batch: &mut Batch<'_>,
     old: &ManifestWork,
     mut work: ManifestWork,
-) -> Result<Outcome> {
+) -> Result<WorkWrite> {
     let (cluster, name) = (
         old.metadata.namespace.clone().unwrap_or_default(),
         old.metadata.name.clone(),
@@ -401,7 +431,7 @@ fn observed_generation(status: &ManifestWorkStatus) -> Option<i64> {
 
 /// Writes a work's status. A status computed for an older generation than the one stored
 /// is ignored, so a slow agent cannot roll status back.
-pub(crate) async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result<Outcome> {
+async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result<WorkWrite> {
     let old = batch
         .tx
         .get_work(&put.cluster, &put.name)
@@ -444,12 +474,12 @@ pub(crate) async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result
 
 /// Removes a finalizer; a deleting work whose last finalizer goes is removed, and so is a
 /// deleting cluster whose last work goes.
-pub(crate) async fn remove_finalizer(
+async fn remove_finalizer(
     batch: &mut Batch<'_>,
     cluster: &str,
     name: &str,
     finalizer: &str,
-) -> Result<Outcome> {
+) -> Result<WorkWrite> {
     let old = batch
         .tx
         .get_work(cluster, name)
@@ -463,7 +493,7 @@ pub(crate) async fn remove_finalizer(
     if work.metadata.deletion_timestamp.is_some() && work.metadata.finalizers.is_empty() {
         batch.tx.delete_work(cluster, name).await?;
         batch.record_work(cluster, name, Some(&old), None, false);
-        super::clusters::remove_if_drained(batch, cluster).await?;
+        remove_if_drained(batch, cluster).await?;
         return outcome(work, true);
     }
     work.metadata.resource_version = Some(batch.next_index().to_string());
@@ -472,75 +502,142 @@ pub(crate) async fn remove_finalizer(
     outcome(work, false)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+/// Removes a deleting cluster once its last work is gone.
+async fn remove_if_drained(batch: &mut Batch<'_>, name: &str) -> Result<()> {
+    let Some(cluster) = batch.tx.get_cluster(name).await? else {
+        return Ok(());
+    };
+    if cluster.metadata.deletion_timestamp.is_some() && batch.tx.work_names(name).await?.is_empty()
+    {
+        batch.tx.delete_cluster(name).await?;
+        batch.record_cluster(name, Some(&cluster), None);
+    }
+    Ok(())
+}
 
-    fn work(v: serde_json::Value) -> ManifestWork {
-        serde_json::from_value(v).unwrap()
+impl Hub {
+    /// Checks a work as [`put_work`](Self::put_work) would (against the path, namespace
+    /// filled in) without storing it: a dry run.
+    pub fn check_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut work: ManifestWork,
+    ) -> Result<ManifestWork> {
+        validate_work(cluster, name, &mut work)?;
+        Ok(work)
     }
 
-    #[test]
-    fn every_bad_field_is_named() {
-        let mut w = work(json!({
-            "metadata": {"name": "other", "namespace": "c2", "labels": {"bad key!": "v"}},
-            "spec": {"workload": {"manifests": [
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok"}},
-                {"kind": "ConfigMap", "metadata": {"name": "x"}},
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}},
-                "not an object"
-            ]}}
-        }));
-        let Err(Error::Invalid { fields, .. }) = validate_work("c1", "w1", &mut w) else {
-            panic!("expected 422");
+    /// Creates or replaces a work (body validated against the path first); with `by`, its
+    /// audit entry commits with it.
+    pub async fn put_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        work: ManifestWork,
+        if_match: Option<String>,
+        by: Option<Caller>,
+    ) -> Result<Written<WorkWrite>> {
+        self.put_work_for(cluster, name, work, if_match, true, by)
+            .await
+    }
+
+    /// [`put_work`](Self::put_work) for a caller who may or may not read the work:
+    /// `caller_reads` says whether a refusal may name the current version.
+    #[tracing::instrument(skip(self, work, if_match, by), fields(actor = by.as_ref().map(|b| b.actor.as_str())))]
+    pub async fn put_work_for(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut work: ManifestWork,
+        if_match: Option<String>,
+        caller_reads: bool,
+        by: Option<Caller>,
+    ) -> Result<Written<WorkWrite>> {
+        validate_work(cluster, name, &mut work)?;
+        let put = PutWork {
+            cluster: cluster.into(),
+            name: name.into(),
+            work,
+            if_match,
+            caller_reads,
         };
-        let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "metadata.name",
-                "metadata.namespace",
-                "metadata.labels[bad key!]",
-                "spec.workload.manifests[1].apiVersion",
-                "spec.workload.manifests[2].metadata.name",
-                "spec.workload.manifests[3]",
-            ]
-        );
+        presented(self.writer.write_by(put, by).await?)
     }
 
-    #[test]
-    fn bad_names_are_422() {
-        let mut w = work(json!({}));
-        assert!(matches!(
-            validate_work("Bad_Cluster", "w", &mut w),
-            Err(Error::Invalid { .. })
-        ));
-        assert!(matches!(
-            validate_work("c1", "UPPER", &mut w),
-            Err(Error::Invalid { .. })
-        ));
-        assert!(matches!(
-            validate_work("c1", &"a".repeat(254), &mut w),
-            Err(Error::Invalid { .. })
-        ));
-        assert!(matches!(
-            validate_work(&"c".repeat(64), "w", &mut w),
-            Err(Error::Invalid { .. })
-        ));
-        let mut w = work(json!({"apiVersion": "v1", "kind": "ConfigMap"}));
-        assert!(matches!(
-            validate_work("c1", "w", &mut w),
-            Err(Error::Invalid { .. })
-        ));
+    /// Asks for a work's deletion; with `by`, its audit entry commits with it.
+    #[tracing::instrument(skip(self, by), fields(actor = by.as_ref().map(|b| b.actor.as_str())))]
+    pub async fn delete_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        by: Option<Caller>,
+    ) -> Result<Written<WorkWrite>> {
+        validate_cluster_name(cluster)?;
+        let op = DeleteWork {
+            cluster: cluster.into(),
+            name: name.into(),
+        };
+        presented(self.writer.write_by(op, by).await?)
     }
 
-    #[test]
-    fn a_good_work_gets_its_namespace() {
-        let mut w = work(json!({"spec": {"workload": {"manifests": [
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}]}}}));
-        validate_work("c1", "w1", &mut w).unwrap();
-        assert_eq!(w.metadata.namespace.as_deref(), Some("c1"));
-        assert_eq!(w.metadata.name, "w1");
+    /// Writes a work's status (the cluster's agent).
+    #[tracing::instrument(skip(self, status))]
+    pub async fn put_work_status(
+        &self,
+        cluster: &str,
+        name: &str,
+        status: ManifestWorkStatus,
+    ) -> Result<Written<WorkWrite>> {
+        validate_cluster_name(cluster)?;
+        let op = PutStatus {
+            cluster: cluster.into(),
+            name: name.into(),
+            status,
+        };
+        presented(self.writer.write(op).await?)
     }
+
+    /// Removes a finalizer (the cluster's agent, after cleaning up).
+    #[tracing::instrument(skip(self))]
+    pub async fn remove_work_finalizer(
+        &self,
+        cluster: &str,
+        name: &str,
+        finalizer: &str,
+    ) -> Result<Written<WorkWrite>> {
+        validate_cluster_name(cluster)?;
+        let op = RemoveFinalizer {
+            cluster: cluster.into(),
+            name: name.into(),
+            finalizer: finalizer.into(),
+        };
+        presented(self.writer.write(op).await?)
+    }
+
+    /// Reads one work; with `block`, first waits until it changed past the index.
+    #[tracing::instrument(skip(self))]
+    pub async fn get_work(
+        &self,
+        cluster: &str,
+        name: &str,
+        block: Option<Block>,
+    ) -> Result<Indexed<Option<ManifestWork>>> {
+        validate_cluster_name(cluster)?;
+        let watch = || {
+            let (c, n) = (cluster.to_string(), name.to_string());
+            Watch::changes(move |ch| ch.kind == ChangeKind::Work && ch.cluster == c && ch.name == n)
+                .of_cluster(Some(cluster))
+        };
+        query::run(&self.feed, block, watch, || async {
+            Ok(self.store.get_work(cluster, name).await?.map(present))
+        })
+        .await
+    }
+}
+
+/// A work write as readers see its work.
+fn presented(mut w: Written<WorkWrite>) -> Result<Written<WorkWrite>> {
+    w.value.work = present(w.value.work);
+    Ok(w)
 }

@@ -1,61 +1,75 @@
 //! Group commit: one writer task per hub takes every queued write, runs them in one
 //! transaction under the change-index lock, gives their changes consecutive indexes, commits
 //! once, publishes the changes to the feed, and only then answers the callers.
+//!
+//! A write is a [`WriteOp`]: it declares what it reads, applies itself to the [`Batch`] and
+//! returns its own typed result; the writer knows no op by name. Each op runs under its own
+//! savepoint, so an op that is refused halfway leaves no row, no change and no audit entry
+//! behind while the rest of its batch commits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use api::{ManagedCluster, ManifestWork};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
 use super::feed::ChangeFeed;
-use super::{clusters, registration, works};
 use crate::store::{Change, ChangeKind, NewAuditEntry, Store, StoreError, WriteTx};
 
 /// Most writes per transaction; beyond this the commit latency grows for little gain.
 const MAX_BATCH: usize = 256;
 
-/// A write request.
+/// What an op reads, for the batch's prefetch: works by (cluster, name) and clusters.
+#[derive(Debug, Default)]
+pub struct Reads {
+    /// Works by (cluster, name).
+    pub works: Vec<(String, String)>,
+    /// Clusters by name.
+    pub clusters: Vec<String>,
+}
+
+/// What the audit log records of a write, besides who asked and from where.
 #[derive(Debug, Clone)]
-pub(crate) enum Op {
-    PutWork(Box<works::PutWork>),
-    DeleteWork {
-        cluster: String,
-        name: String,
-    },
-    PutWorkStatus(Box<works::PutStatus>),
-    RemoveFinalizer {
-        cluster: String,
-        name: String,
-        finalizer: String,
-    },
-    PutCluster(Box<ManagedCluster>),
-    SetClusterLabels(clusters::SetLabels),
-    DeleteCluster {
-        name: String,
-        force: bool,
-    },
-    MarkClusterJoined {
-        name: String,
-    },
-    CreateRegistration {
-        registration: Box<api::Registration>,
-        auto_accept: bool,
-    },
-    DecideRegistration {
-        id: String,
-        accept: bool,
-    },
-    RevokeAgent {
-        cluster: String,
-    },
-    SetAvailability {
-        cluster: String,
-        available: bool,
-        claims: Option<Vec<api::Claim>>,
-    },
+pub struct Audit {
+    /// What was done (`work.put`, `cluster.label`, ...).
+    pub action: &'static str,
+    /// On what (`clusters/c1`, ...).
+    pub target: String,
+    /// Extra facts, never secrets.
+    pub details: serde_json::Value,
+}
+
+/// One write, run by the writer inside a batch transaction.
+#[async_trait]
+pub trait WriteOp: Send + Sync + 'static {
+    /// What the write answers.
+    type Output: Send + 'static;
+
+    /// The works and clusters it reads, read for the whole batch as it begins.
+    fn reads(&self) -> Reads {
+        Reads::default()
+    }
+
+    /// Checks and writes. An error undoes whatever it wrote (its savepoint).
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<Self::Output>;
+
+    /// Its audit entry, given what it did; `None`: not audited (agents' own writes).
+    fn audit(&self, _output: &Self::Output) -> Option<Audit> {
+        None
+    }
+}
+
+/// A committed write's result and its index: the index of the last change it made, or,
+/// when it changed nothing, of the state it read.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    /// What the op returned.
+    pub value: T,
+    /// Its change index (for `X-Hub-Index`).
+    pub index: u64,
 }
 
 /// Who asked for a write and from where, for the audit log. The entry is written in the
@@ -63,83 +77,19 @@ pub(crate) enum Op {
 /// no round trip of its own (it was a quarter of the create rate as a separate insert).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The principal, as [`crate::auth::Principal::actor`] names it.
+    /// The principal, as the audit log names it (`admin`, `token:<id>`, ...).
     pub actor: String,
     /// The peer address.
     pub source: String,
 }
 
-impl Op {
-    /// The work and the cluster this op reads, for the batch's prefetch.
-    fn reads(&self) -> (Option<(String, String)>, Option<&String>) {
-        let work = |c: &String, n: &String| Some((c.clone(), n.clone()));
-        match self {
-            Op::PutWork(p) => (work(&p.cluster, &p.name), Some(&p.cluster)),
-            Op::DeleteWork { cluster, name } | Op::RemoveFinalizer { cluster, name, .. } => {
-                (work(cluster, name), None)
-            }
-            Op::PutWorkStatus(p) => (work(&p.cluster, &p.name), None),
-            _ => (None, None),
-        }
-    }
-
-    /// The audit entry of this op, given what it did; `None` for writes not audited
-    /// (agents' status, finalizers and leases; the rest is audited by its handler).
-    fn audit_entry(&self, by: &Caller, outcome: &Outcome) -> Option<NewAuditEntry> {
-        let (action, cluster, name) = match self {
-            Op::PutWork(put) => ("work.put", &put.cluster, &put.name),
-            Op::DeleteWork { cluster, name } => ("work.delete", cluster, name),
-            _ => return None,
-        };
-        let Outcome::Work {
-            work,
-            gone,
-            created,
-        } = outcome
-        else {
-            return None;
-        };
-        let details = match self {
-            Op::PutWork(_) => serde_json::json!({
-                "generation": work.metadata.generation,
-                "resourceVersion": work.metadata.resource_version,
-                "created": created,
-            }),
-            _ => serde_json::json!({"removed": gone}),
-        };
-        Some(NewAuditEntry {
-            actor: by.actor.clone(),
-            action: action.into(),
-            target: format!("clusters/{cluster}/manifestworks/{name}"),
-            source: by.source.clone(),
-            details,
-        })
-    }
-}
-
-/// What a write produced.
-#[derive(Debug, Clone)]
-pub(crate) enum Outcome {
-    /// The work after the write; `gone` when the write removed it.
-    Work {
-        work: Box<ManifestWork>,
-        gone: bool,
-        created: bool,
-    },
-    /// The cluster after the write.
-    Cluster(Box<ManagedCluster>),
-    /// A cluster deletion's result.
-    ClusterDeletion(api::ClusterDeletion),
-    /// A registration after the write.
-    Registration(Box<api::Registration>),
-}
-
 /// The writes of one transaction, and the changes they made so far.
-pub(crate) struct Batch<'a> {
+pub struct Batch<'a> {
+    /// The transaction.
     pub tx: &'a mut dyn WriteTx,
-    pub changes: Vec<Change>,
-    /// Audit entries of the writes so far, inserted at commit.
-    pub audit: Vec<NewAuditEntry>,
+    changes: Vec<Change>,
+    audit: Vec<NewAuditEntry>,
+    /// The time every write of the batch is stamped with.
     pub now: DateTime<Utc>,
     next: u64,
 }
@@ -194,6 +144,12 @@ impl Batch<'_> {
         );
     }
 
+    /// Adds an audit entry that commits with the batch (an op auditing more than its
+    /// [`WriteOp::audit`] says).
+    pub fn audit(&mut self, entry: NewAuditEntry) {
+        self.audit.push(entry);
+    }
+
     fn push(
         &mut self,
         kind: ChangeKind,
@@ -214,48 +170,86 @@ impl Batch<'_> {
         });
         self.next += 1;
     }
-}
 
-async fn execute(batch: &mut Batch<'_>, op: &Op) -> Result<Outcome> {
-    match op {
-        Op::PutWork(put) => works::put(batch, put).await,
-        Op::DeleteWork { cluster, name } => works::delete(batch, cluster, name).await,
-        Op::PutWorkStatus(put) => works::put_status(batch, put).await,
-        Op::RemoveFinalizer {
-            cluster,
-            name,
-            finalizer,
-        } => works::remove_finalizer(batch, cluster, name, finalizer).await,
-        Op::PutCluster(c) => clusters::put(batch, c).await,
-        Op::SetClusterLabels(s) => clusters::set_labels(batch, s).await,
-        Op::DeleteCluster { name, force } => clusters::delete(batch, name, *force).await,
-        Op::MarkClusterJoined { name } => clusters::mark_joined(batch, name).await,
-        Op::CreateRegistration {
-            registration,
-            auto_accept,
-        } => registration::create(batch, registration, *auto_accept).await,
-        Op::DecideRegistration { id, accept } => registration::decide(batch, id, *accept).await,
-        Op::RevokeAgent { cluster } => registration::revoke(batch, cluster).await,
-        Op::SetAvailability {
-            cluster,
-            available,
-            claims,
-        } => registration::set_availability(batch, cluster, *available, claims.as_deref()).await,
+    /// Where the batch stands, to go back to when an op is refused.
+    fn mark(&self) -> (usize, usize, u64) {
+        (self.changes.len(), self.audit.len(), self.next)
+    }
+
+    fn reset(&mut self, (changes, audit, next): (usize, usize, u64)) {
+        self.changes.truncate(changes);
+        self.audit.truncate(audit);
+        self.next = next;
     }
 }
 
-type Reply = oneshot::Sender<Result<Outcome>>;
+/// A queued write with its reply, its type erased so that one queue carries every op.
+#[async_trait]
+trait Job: Send {
+    fn reads(&self) -> Reads;
+    /// Runs the op under a savepoint and keeps its result; `Err` only when the batch as a
+    /// whole must fail (the database failed).
+    async fn run(&mut self, batch: &mut Batch<'_>) -> Result<(), StoreError>;
+    /// Answers the caller: its kept result, or `failure` when the batch failed.
+    fn answer(self: Box<Self>, failure: Option<Error>);
+}
 
-/// A write waiting for the writer, and who asked for it when it is audited.
-struct Queued {
-    op: Op,
+struct Queued<O: WriteOp> {
+    op: O,
     by: Option<Caller>,
+    result: Option<Result<Written<O::Output>>>,
+    reply: oneshot::Sender<Result<Written<O::Output>>>,
+}
+
+#[async_trait]
+impl<O: WriteOp> Job for Queued<O> {
+    fn reads(&self) -> Reads {
+        self.op.reads()
+    }
+
+    async fn run(&mut self, batch: &mut Batch<'_>) -> Result<(), StoreError> {
+        let mark = batch.mark();
+        batch.tx.begin_op();
+        match self.op.apply(batch).await {
+            Ok(value) => {
+                if let (Some(by), Some(a)) = (&self.by, self.op.audit(&value)) {
+                    batch.audit.push(NewAuditEntry {
+                        actor: by.actor.clone(),
+                        action: a.action.into(),
+                        target: a.target,
+                        source: by.source.clone(),
+                        details: a.details,
+                    });
+                }
+                batch.tx.end_op().await?;
+                let index = batch.next - 1;
+                self.result = Some(Ok(Written { value, index }));
+            }
+            Err(Error::Unavailable(e)) => return Err(e),
+            Err(e) => {
+                batch.tx.undo_op().await?;
+                batch.reset(mark);
+                self.result = Some(Err(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, failure: Option<Error>) {
+        let r = match failure {
+            Some(e) => Err(e),
+            None => self
+                .result
+                .unwrap_or_else(|| Err(Error::Internal("the write did not run".into()))),
+        };
+        let _ = self.reply.send(r);
+    }
 }
 
 /// The handle through which requests reach the writer task.
 #[derive(Clone)]
-pub(crate) struct Writer {
-    tx: mpsc::Sender<(Queued, Reply)>,
+pub struct Writer {
+    tx: mpsc::Sender<Box<dyn Job>>,
     /// Whether the last commit failed: then readiness probes whether writes commit again.
     failing: Arc<AtomicBool>,
 }
@@ -280,15 +274,25 @@ impl Writer {
     }
 
     /// Queues a write and waits for its committed result.
-    pub async fn write(&self, op: Op) -> Result<Outcome> {
+    pub async fn write<O: WriteOp>(&self, op: O) -> Result<Written<O::Output>> {
         self.write_by(op, None).await
     }
 
     /// Queues a write whose audit entry (when `by` is given) commits with it.
-    pub async fn write_by(&self, op: Op, by: Option<Caller>) -> Result<Outcome> {
+    pub async fn write_by<O: WriteOp>(
+        &self,
+        op: O,
+        by: Option<Caller>,
+    ) -> Result<Written<O::Output>> {
         let (reply, answer) = oneshot::channel();
+        let job = Box::new(Queued {
+            op,
+            by,
+            result: None,
+            reply,
+        });
         self.tx
-            .send((Queued { op, by }, reply))
+            .send(job)
             .await
             .map_err(|_| Error::Internal("the writer has stopped".into()))?;
         answer
@@ -300,72 +304,65 @@ impl Writer {
 async fn run(
     store: Arc<dyn Store>,
     feed: Arc<ChangeFeed>,
-    mut rx: mpsc::Receiver<(Queued, Reply)>,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
     failing: Arc<AtomicBool>,
 ) {
     let mut queue = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
-        let ops: Vec<(Queued, Reply)> = std::mem::take(&mut queue);
-        metrics::histogram!("hub_write_batch_size").record(ops.len() as f64);
-        let (ops, replies): (Vec<Queued>, Vec<Reply>) = ops.into_iter().unzip();
-        let result = commit(&*store, &feed, &ops).await;
+        let mut jobs: Vec<Box<dyn Job>> = std::mem::take(&mut queue);
+        metrics::histogram!("hub_write_batch_size").record(jobs.len() as f64);
+        let result = commit(&*store, &feed, &mut jobs).await;
         failing.store(result.is_err(), Ordering::Relaxed);
         match result {
-            Ok(results) => {
-                for (reply, r) in replies.into_iter().zip(results) {
-                    let _ = reply.send(r);
-                }
-            }
+            Ok(()) => jobs.into_iter().for_each(|j| j.answer(None)),
             Err(e) if e.is_unreachable() => {
                 // Without a database every write fails alike. Retrying them one by one (below)
                 // would make each wait out the pool's acquire timeout in turn, so that the
                 // last caller of a batch of N heard back only after N times that (a Postgres
                 // restart under load had writes answered after 20 s); answer them all now.
-                tracing::error!(error = %e, writes = ops.len(), "database unreachable; batch failed");
-                for reply in replies {
-                    let _ = reply.send(Err(e.unreachable_copy().into()));
+                tracing::error!(error = %e, writes = jobs.len(), "database unreachable; batch failed");
+                for j in jobs {
+                    j.answer(Some(e.unreachable_copy().into()));
                 }
             }
-            Err(e) if ops.len() > 1 => {
+            Err(e) if jobs.len() > 1 => {
                 // One write may have tripped the database; retry each alone so the others
                 // still land and only the culprit fails.
-                tracing::warn!(error = %e, writes = ops.len(), "batch failed; retrying writes one by one");
-                for (op, reply) in ops.into_iter().zip(replies) {
-                    let result = commit(&*store, &feed, std::slice::from_ref(&op)).await;
+                tracing::warn!(error = %e, writes = jobs.len(), "batch failed; retrying writes one by one");
+                for job in jobs {
+                    let mut one = vec![job];
+                    let result = commit(&*store, &feed, &mut one).await;
                     failing.store(result.is_err(), Ordering::Relaxed);
-                    let r = match result {
-                        Ok(mut r) => r
-                            .pop()
-                            .unwrap_or_else(|| Err(Error::Internal("no result".into()))),
-                        Err(e) => Err(e.into()),
-                    };
-                    let _ = reply.send(r);
+                    let failure = result.err().map(Error::from);
+                    if let Some(j) = one.pop() {
+                        j.answer(failure);
+                    }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "write failed");
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e.into()));
+                if let Some(j) = jobs.pop() {
+                    j.answer(Some(e.into()));
                 }
             }
         }
     }
 }
 
-/// Runs the ops in one transaction and publishes their changes. The per-op results are
-/// returned only when the commit succeeded.
+/// Runs the jobs in one transaction and publishes their changes. Each job keeps its result;
+/// they count only when the commit succeeded.
 async fn commit(
     store: &dyn Store,
     feed: &ChangeFeed,
-    ops: &[Queued],
-) -> Result<Vec<Result<Outcome>>, StoreError> {
+    jobs: &mut [Box<dyn Job>],
+) -> Result<(), StoreError> {
     // The works and the clusters the batch touches are read as it begins, instead of a
     // round trip per op.
     let (mut works, mut clusters) = (Vec::new(), Vec::new());
-    for q in ops {
-        let (w, c) = q.op.reads();
-        works.extend(w);
-        clusters.extend(c.cloned());
+    for j in jobs.iter() {
+        let r = j.reads();
+        works.extend(r.works);
+        clusters.extend(r.clusters);
     }
     let mut tx = store.begin_write(&works, &clusters).await?;
     let base = tx.base_index();
@@ -376,20 +373,8 @@ async fn commit(
         now: Utc::now(),
         next: base + 1,
     };
-    let mut results = Vec::with_capacity(ops.len());
-    for Queued { op, by } in ops {
-        let mark = batch.changes.len();
-        let r = execute(&mut batch, op).await;
-        if let Err(Error::Unavailable(e)) = r {
-            return Err(e);
-        }
-        match (&r, by) {
-            (Ok(outcome), Some(by)) => batch.audit.extend(op.audit_entry(by, outcome)),
-            // A refused write must leave no change behind (ops check before they write).
-            (Err(_), _) => debug_assert_eq!(batch.changes.len(), mark),
-            (Ok(_), None) => {}
-        }
-        results.push(r);
+    for j in jobs.iter_mut() {
+        j.run(&mut batch).await?;
     }
     let changes = std::mem::take(&mut batch.changes);
     let audit = std::mem::take(&mut batch.audit);
@@ -399,5 +384,5 @@ async fn commit(
     if let Err(e) = feed.publish_local(store, changes).await {
         tracing::warn!(error = %e, "could not publish committed changes; the feed will catch up");
     }
-    Ok(results)
+    Ok(())
 }

@@ -301,6 +301,14 @@ pub trait WriteTx: Send {
     async fn get_agent(&mut self, cluster: &str) -> Result<Option<Agent>, StoreError>;
     /// Inserts or replaces a cluster's agent.
     async fn put_agent(&mut self, agent: &Agent) -> Result<(), StoreError>;
+    /// Begins one op of the batch: what it writes until [`end_op`](Self::end_op) can be
+    /// undone alone by [`undo_op`](Self::undo_op) (a SAVEPOINT, opened before its first
+    /// statement that writes, and this transaction's caches journaled).
+    fn begin_op(&mut self);
+    /// Keeps what the op wrote.
+    async fn end_op(&mut self) -> Result<(), StoreError>;
+    /// Undoes everything the op wrote and cached: the rest of the batch still commits.
+    async fn undo_op(&mut self) -> Result<(), StoreError>;
     /// Records the changes and the audit entries of the writes, advances the index to the
     /// last change, tells other hubs, commits.
     async fn commit(
@@ -343,6 +351,51 @@ async fn release_outside_transaction<C: sqlx::Connection>(
     }
     Ok(clean)
 }
+
+/// How to undo one op of a write transaction: whether its SAVEPOINT was sent, and each
+/// cache entry it touched as it was before (`None`: absent), oldest first.
+#[derive(Default)]
+struct Undo {
+    sent: bool,
+    works: Vec<(WorkKey, Option<Option<ManifestWork>>)>,
+    clusters: Vec<(String, Option<Option<ManagedCluster>>)>,
+    pending: Vec<(WorkKey, Option<Upsert>)>,
+}
+
+impl Undo {
+    /// Puts each journaled cache entry back, newest first, so each key ends as it was
+    /// when the op began.
+    fn restore(
+        self,
+        works: &mut std::collections::HashMap<WorkKey, Option<ManifestWork>>,
+        clusters: &mut std::collections::HashMap<String, Option<ManagedCluster>>,
+        pending: &mut BTreeMap<WorkKey, Upsert>,
+    ) {
+        for (key, old) in self.works.into_iter().rev() {
+            match old {
+                Some(w) => works.insert(key, w),
+                None => works.remove(&key),
+            };
+        }
+        for (name, old) in self.clusters.into_iter().rev() {
+            match old {
+                Some(c) => clusters.insert(name, c),
+                None => clusters.remove(&name),
+            };
+        }
+        for (key, old) in self.pending.into_iter().rev() {
+            match old {
+                Some(v) => pending.insert(key, v),
+                None => pending.remove(&key),
+            };
+        }
+    }
+}
+
+/// A work's key: (cluster, name).
+type WorkKey = (String, String);
+/// A held-back work upsert: (resourceVersion, JSON).
+type Upsert = (i64, String);
 
 fn labels_json(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())

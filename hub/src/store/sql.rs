@@ -81,6 +81,8 @@ macro_rules! sql_store {
             clusters: std::collections::HashMap<String, Option<api::ManagedCluster>>,
             /// Work upserts not yet sent: key → (resourceVersion, JSON).
             pending: std::collections::BTreeMap<(String, String), (i64, String)>,
+            /// How to undo the current op, between `begin_op` and its end.
+            undo: Option<$crate::store::Undo>,
         }
 
         impl $tx {
@@ -91,13 +93,59 @@ macro_rules! sql_store {
                     works: Default::default(),
                     clusters: Default::default(),
                     pending: Default::default(),
+                    undo: None,
                 }
+            }
+
+            /// Caches a work as this transaction sees it (journaled inside an op).
+            fn cache_work(&mut self, key: (String, String), work: Option<api::ManifestWork>) {
+                if let Some(u) = &mut self.undo {
+                    u.works.push((key.clone(), self.works.get(&key).cloned()));
+                }
+                self.works.insert(key, work);
+            }
+
+            /// Caches a cluster as this transaction sees it (journaled inside an op).
+            fn cache_cluster(&mut self, name: String, cluster: Option<api::ManagedCluster>) {
+                if let Some(u) = &mut self.undo {
+                    u.clusters.push((name.clone(), self.clusters.get(&name).cloned()));
+                }
+                self.clusters.insert(name, cluster);
+            }
+
+            /// Holds back (`Some`) or drops (`None`) a work upsert (journaled inside an op).
+            fn set_pending(&mut self, key: (String, String), upsert: Option<(i64, String)>) {
+                if let Some(u) = &mut self.undo {
+                    u.pending.push((key.clone(), self.pending.get(&key).cloned()));
+                }
+                match upsert {
+                    Some(v) => self.pending.insert(key, v),
+                    None => self.pending.remove(&key),
+                };
+            }
+
+            /// Opens the op's savepoint before its first statement that writes: an op
+            /// that only holds work upserts back costs no round trip for it.
+            async fn before_write(&mut self) -> Result<(), $crate::store::StoreError> {
+                if let Some(u) = &mut self.undo
+                    && !u.sent
+                {
+                    sqlx::query("SAVEPOINT fleethub_op").execute(&mut *self.tx).await?;
+                    u.sent = true;
+                }
+                Ok(())
             }
 
             /// Sends the held-back work upserts as one multi-row statement.
             async fn flush_works(&mut self) -> Result<(), $crate::store::StoreError> {
                 if self.pending.is_empty() {
                     return Ok(());
+                }
+                self.before_write().await?;
+                if let Some(u) = &mut self.undo {
+                    // Rolling the savepoint back unsends these; they are held back again.
+                    u.pending
+                        .extend(self.pending.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
                 }
                 let pending = std::mem::take(&mut self.pending);
                 let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
@@ -134,7 +182,7 @@ macro_rules! sql_store {
                     return Ok(w.clone());
                 }
                 let w = fetch_work(&mut *self.tx, cluster, name).await?;
-                self.works.insert(key, w.clone());
+                self.cache_work(key, w.clone());
                 Ok(w)
             }
 
@@ -167,8 +215,8 @@ macro_rules! sql_store {
                     work.metadata.namespace.clone().unwrap_or_default(),
                     work.metadata.name.clone(),
                 );
-                self.works.insert(key.clone(), Some(work.clone()));
-                self.pending.insert(key, (index as i64, object));
+                self.cache_work(key.clone(), Some(work.clone()));
+                self.set_pending(key, Some((index as i64, object)));
                 Ok(())
             }
 
@@ -178,8 +226,9 @@ macro_rules! sql_store {
                 name: &str,
             ) -> Result<(), $crate::store::StoreError> {
                 let key = (cluster.to_string(), name.to_string());
-                self.pending.remove(&key);
-                self.works.insert(key, None);
+                self.set_pending(key.clone(), None);
+                self.cache_work(key, None);
+                self.before_write().await?;
                 sqlx::query("DELETE FROM works WHERE cluster = $1 AND name = $2")
                     .bind(cluster)
                     .bind(name)
@@ -196,7 +245,7 @@ macro_rules! sql_store {
                     return Ok(c.clone());
                 }
                 let c = fetch_cluster(&mut *self.tx, name).await?;
-                self.clusters.insert(name.to_string(), c.clone());
+                self.cache_cluster(name.to_string(), c.clone());
                 Ok(c)
             }
 
@@ -211,6 +260,7 @@ macro_rules! sql_store {
                         source,
                     }
                 })?;
+                self.before_write().await?;
                 sqlx::query(
                     "INSERT INTO clusters (name, resource_version, object) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO UPDATE \
@@ -221,13 +271,13 @@ macro_rules! sql_store {
                 .bind(object)
                 .execute(&mut *self.tx)
                 .await?;
-                self.clusters
-                    .insert(cluster.metadata.name.clone(), Some(cluster.clone()));
+                self.cache_cluster(cluster.metadata.name.clone(), Some(cluster.clone()));
                 Ok(())
             }
 
             async fn delete_cluster(&mut self, name: &str) -> Result<(), $crate::store::StoreError> {
-                self.clusters.insert(name.to_string(), None);
+                self.cache_cluster(name.to_string(), None);
+                self.before_write().await?;
                 for sql in [
                     "DELETE FROM clusters WHERE name = $1",
                     "DELETE FROM agents WHERE cluster = $1",
@@ -251,6 +301,7 @@ macro_rules! sql_store {
                 index: u64,
             ) -> Result<(), $crate::store::StoreError> {
                 let object = $crate::store::encode("registration", registration)?;
+                self.before_write().await?;
                 sqlx::query(
                     "INSERT INTO registrations (id, cluster, resource_version, object) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (id) DO UPDATE \
@@ -276,6 +327,7 @@ macro_rules! sql_store {
                 &mut self,
                 agent: &$crate::store::Agent,
             ) -> Result<(), $crate::store::StoreError> {
+                self.before_write().await?;
                 sqlx::query(
                     "INSERT INTO agents (cluster, public_key, registration_id, generation, revoked) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cluster) DO UPDATE \
@@ -289,6 +341,32 @@ macro_rules! sql_store {
                 .bind(agent.revoked)
                 .execute(&mut *self.tx)
                 .await?;
+                Ok(())
+            }
+
+            fn begin_op(&mut self) {
+                self.undo = Some(Default::default());
+            }
+
+            async fn end_op(&mut self) -> Result<(), $crate::store::StoreError> {
+                if self.undo.take().is_some_and(|u| u.sent) {
+                    sqlx::query("RELEASE SAVEPOINT fleethub_op")
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            async fn undo_op(&mut self) -> Result<(), $crate::store::StoreError> {
+                let Some(u) = self.undo.take() else {
+                    return Ok(());
+                };
+                if u.sent {
+                    for sql in ["ROLLBACK TO SAVEPOINT fleethub_op", "RELEASE SAVEPOINT fleethub_op"] {
+                        sqlx::query(sql).execute(&mut *self.tx).await?;
+                    }
+                }
+                u.restore(&mut self.works, &mut self.clusters, &mut self.pending);
                 Ok(())
             }
 

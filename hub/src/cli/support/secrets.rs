@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::service::access::PlaceholderKey;
-pub use crate::service::access::is_placeholder;
+pub use api::secrets::is_placeholder;
+use api::secrets::{LAST_APPLIED, PlaceholderKey, is_secret};
 
 /// The key of this run's own placeholders, for Secret data the hub showed in clear (or
 /// that is only local): random, so equal values still compare and print equal within the
@@ -22,9 +22,7 @@ pub fn placeholder(value: &Value) -> Value {
 /// Replaces the values of a v1 Secret's `data` and `stringData`, and its `last-applied-configuration`
 /// annotation, with placeholders (keeping those that are placeholders already).
 pub fn hash_secret_data(manifest: &mut Value) {
-    let is_secret = manifest.get("kind").and_then(Value::as_str) == Some("Secret")
-        && manifest.get("apiVersion").and_then(Value::as_str) == Some("v1");
-    if !is_secret {
+    if !is_secret(manifest) {
         return;
     }
     for field in ["data", "stringData"] {
@@ -39,7 +37,7 @@ pub fn hash_secret_data(manifest: &mut Value) {
     // kubectl's copy of the whole Secret, data included.
     if let Some(v) = manifest
         .pointer_mut("/metadata/annotations")
-        .and_then(|a| a.get_mut("kubectl.kubernetes.io/last-applied-configuration"))
+        .and_then(|a| a.get_mut(LAST_APPLIED))
         && !is_placeholder(v)
     {
         *v = placeholder(v);

@@ -4,25 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::auth::{ACCESS_AUDIENCE, ACCESS_ISSUER, ASSERTION_AUDIENCE, AssertionClaims};
 use api::selector::Selector;
 use api::{Token, TokenKind, Verb};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::service::Error;
+use super::cache::ClusterCache;
+use super::error::Error;
+use super::tokens::{is_safe_id, new_secret, token_hash};
 use crate::store::Store;
 
 /// The settings key of the admin token's hash.
 const ADMIN_TOKEN_SETTING: &str = "auth.admin_token_sha256";
 /// The settings key of the hub's JWT signing keys.
 const SIGNING_KEYS_SETTING: &str = "auth.signing_keys";
-/// `aud` of the assertions agents sign with their own key.
-pub const ASSERTION_AUDIENCE: &str = "fleethub";
-/// `aud` of the access tokens the hub issues to agents.
-const ACCESS_AUDIENCE: &str = "fleethub-agent";
 /// An agent's assertion may live at most this long, and expire at most this far after
 /// the hub's now.
 const MAX_ASSERTION_LIFETIME: i64 = 600;
@@ -114,27 +112,6 @@ impl Principal {
     }
 }
 
-/// Claims of the JWTs agents sign with their own key.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AssertionClaims {
-    /// Who signs: `cluster:<name>` or `registration:<id>`.
-    pub iss: String,
-    /// The same as `iss`.
-    pub sub: String,
-    /// `fleethub`.
-    pub aud: String,
-    /// Issued at (seconds).
-    pub iat: i64,
-    /// Expiry (seconds).
-    pub exp: i64,
-    /// Not valid before (seconds), when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    /// Unique id: each is accepted once.
-    #[serde(default)]
-    pub jti: String,
-}
-
 /// Claims of the access tokens the hub issues.
 #[derive(Debug, Serialize, Deserialize)]
 struct AccessClaims {
@@ -167,7 +144,7 @@ struct SigningKey {
 pub struct Auth {
     store: Arc<dyn Store>,
     /// Where agents are read from when set (see [`Auth::with_cluster_cache`]); else the store.
-    agents: Option<Arc<crate::service::cache::ClusterCache>>,
+    agents: Option<Arc<ClusterCache>>,
     admin_token_sha256: String,
     /// Newest last; the newest signs, all verify.
     keys: std::sync::RwLock<Vec<Arc<SigningKey>>>,
@@ -182,11 +159,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// Hex SHA-256 of a token: what the database keeps instead of the token.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 /// `sha256:<hex>` of a PEM text, to compare keys by eye.
 pub fn pem_hash(pem: &str) -> String {
     format!(
@@ -195,31 +167,8 @@ pub fn pem_hash(pem: &str) -> String {
     )
 }
 
-/// A new random secret with a readable prefix.
-pub fn new_secret(prefix: &str) -> String {
-    format!("{prefix}{}", random_hex(24))
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 fn unauthorized(message: &str) -> Error {
     Error::Unauthorized(message.to_string())
-}
-
-/// Whether an id from a request (token id, registration id, a JWT's subject) may reach a
-/// query: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`. Everything the hub hands
-/// out is of this form; anything else (a NUL byte, which Postgres refuses in text, or
-/// megabytes of junk) is unknown without asking the database.
-pub fn is_safe_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn generate_key() -> Result<StoredKey, Error> {
@@ -340,7 +289,7 @@ impl Auth {
 
     /// Reads agents through the hub's cache, so an agent's requests do not each read its
     /// generation from the database; a revocation reaches the cache through the change feed.
-    pub fn with_cluster_cache(mut self, cache: Arc<crate::service::cache::ClusterCache>) -> Self {
+    pub fn with_cluster_cache(mut self, cache: Arc<ClusterCache>) -> Self {
         self.agents = Some(cache);
         self
     }
@@ -362,6 +311,7 @@ impl Auth {
     /// Adds a new signing key, which signs from now on; older keys keep verifying the tokens
     /// they signed until `keep` has passed since the newer key came (at least the access
     /// token lifetime). Other hubs pick the new key up when they next reload.
+    #[tracing::instrument(skip(self))]
     pub async fn rotate_signing_key(&self, keep: Duration) -> Result<String, Error> {
         let stored = self
             .store
@@ -417,6 +367,7 @@ impl Auth {
     /// Verifies an agent's assertion for `subject` (see [`check_assertion`]) and spends
     /// its `jti`: the same assertion is refused the second time, on this hub or any other
     /// sharing the database, until it has expired anyway.
+    #[tracing::instrument(skip(self, public_key_pem, assertion))]
     pub async fn verify_assertion(
         &self,
         public_key_pem: &str,
@@ -485,7 +436,7 @@ impl Auth {
         let exp =
             now + chrono::Duration::from_std(self.access_ttl).unwrap_or(chrono::Duration::hours(1));
         let claims = AccessClaims {
-            iss: "fleethub-hub".into(),
+            iss: ACCESS_ISSUER.into(),
             sub: format!("cluster:{cluster}"),
             aud: ACCESS_AUDIENCE.into(),
             iat: now.timestamp(),
@@ -497,6 +448,34 @@ impl Auth {
         let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .map_err(|e| Error::Internal(format!("signing an access token: {e}")))?;
         Ok((jwt, exp))
+    }
+
+    /// Trades an assertion signed by the cluster agent's own key for an access token; the
+    /// agent renews its lease every `lease_interval`.
+    #[tracing::instrument(skip(self, assertion))]
+    pub async fn issue_credentials(
+        &self,
+        cluster: &str,
+        assertion: &str,
+        lease_interval: Duration,
+    ) -> Result<api::AccessToken, Error> {
+        super::validate::validate_cluster_name(cluster)?;
+        let agent = self.store.get_agent(cluster).await?.ok_or_else(|| {
+            Error::Unauthorized(format!("cluster {cluster:?} has no accepted agent"))
+        })?;
+        if agent.revoked {
+            return Err(Error::Unauthorized(format!(
+                "the agent of cluster {cluster:?} was revoked; join again"
+            )));
+        }
+        self.verify_assertion(&agent.public_key, assertion, &format!("cluster:{cluster}"))
+            .await?;
+        let (access_token, expires_at) = self.issue_access_token(cluster, agent.generation)?;
+        Ok(api::AccessToken {
+            access_token,
+            expires_at,
+            lease_interval_seconds: lease_interval.as_secs().max(1),
+        })
     }
 
     /// The principal a bearer token stands for.

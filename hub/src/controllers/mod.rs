@@ -1,0 +1,15 @@
+//! Controllers: loops that keep the hub's records true to the world. Each is driven by
+//! the change feed or a timer, reads and writes through the service only (its writes go
+//! through the writer like every request's), and lives as long as the [`Hub`] it serves.
+//! Placement, sets and rollouts join the lease controller here.
+
+use std::sync::Arc;
+
+use crate::service::Hub;
+
+pub mod leases;
+
+/// Starts every controller of `hub`; each stops once the hub is dropped.
+pub fn start(hub: &Arc<Hub>) {
+    tokio::spawn(leases::run(Arc::downgrade(hub)));
+}
