@@ -39,11 +39,21 @@ pub fn spki_hash(spki_der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(spki_der)))
 }
 
-/// [`spki_hash`] of the first certificate in a PEM bundle.
+/// [`spki_hash`] of the first `CERTIFICATE` block of a PEM bundle (blocks of other
+/// labels, such as a key kept in the same file, are skipped): the value
+/// `klusterlet join --ca-hash` pins.
 pub fn ca_hash(ca_pem: &str) -> Result<String, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
-        .map_err(|e| format!("the hub's CA is not a PEM certificate: {e}"))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
-        .map_err(|e| format!("the hub's CA certificate cannot be parsed: {e}"))?;
-    Ok(spki_hash(cert.tbs_certificate.subject_pki.raw))
+    use x509_parser::error::PEMError;
+    for block in x509_parser::pem::Pem::iter_from_buffer(ca_pem.as_bytes()) {
+        let block = block.map_err(|e| match e {
+            PEMError::IncompletePEM => "unterminated PEM certificate".to_string(),
+            e => format!("PEM certificate: {e}"),
+        })?;
+        if block.label == "CERTIFICATE" {
+            let (_, cert) = x509_parser::parse_x509_certificate(&block.contents)
+                .map_err(|e| format!("CA certificate: {e}"))?;
+            return Ok(spki_hash(cert.tbs_certificate.subject_pki.raw));
+        }
+    }
+    Err("no PEM certificate found".to_string())
 }

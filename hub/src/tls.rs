@@ -9,9 +9,6 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use x509_parser::error::PEMError;
-use x509_parser::pem::Pem;
 
 use crate::store::{Store, StoreError};
 
@@ -122,31 +119,6 @@ impl CaBundle {
     }
 }
 
-/// `sha256:<hex>` of the SubjectPublicKeyInfo of the first certificate in a PEM bundle: the
-/// value `klusterlet join --ca-hash` pins.
-pub fn ca_hash(cert_pem: &str) -> Result<String, TlsError> {
-    let der = pem_first_cert(cert_pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| TlsError::Invalid(format!("CA certificate: {e}")))?;
-    let spki = cert.tbs_certificate.subject_pki.raw;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
-}
-
-/// The DER of the first `CERTIFICATE` block of a PEM bundle; blocks of other labels (a key
-/// kept in the same file) are skipped.
-fn pem_first_cert(pem: &str) -> Result<Vec<u8>, TlsError> {
-    for block in Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|e| match e {
-            PEMError::IncompletePEM => TlsError::Invalid("unterminated PEM certificate".into()),
-            e => TlsError::Invalid(format!("PEM certificate: {e}")),
-        })?;
-        if block.label == "CERTIFICATE" {
-            return Ok(block.contents);
-        }
-    }
-    Err(TlsError::Invalid("no PEM certificate found".into()))
-}
-
 fn time_from_now(secs: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() + time::Duration::seconds(secs)
 }
@@ -154,6 +126,8 @@ fn time_from_now(secs: i64) -> time::OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::auth::ca_hash;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn ca_hash_pins_the_first_certificate_of_a_bundle() {

@@ -9,14 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
+pub use api::auth::{ASSERTION_AUDIENCE, AssertionClaims, ca_hash, spki_hash};
 use api::config::write_private;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The audience every assertion is addressed to.
-pub const AUDIENCE: &str = "fleethub";
 /// How long an assertion is valid; the hub refuses longer ones.
 pub const ASSERTION_LIFETIME_SECS: i64 = 300;
 /// File name of the private key in the data dir.
@@ -84,23 +83,6 @@ impl std::fmt::Debug for AgentKey {
             .field("public_key_hash", &self.public_key_hash())
             .finish_non_exhaustive()
     }
-}
-
-/// The claims of an assertion (RFC 7523 client authentication JWT).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssertionClaims {
-    /// Issuer: the same as the subject.
-    pub iss: String,
-    /// `registration:<id>` or `cluster:<name>`.
-    pub sub: String,
-    /// Always [`AUDIENCE`].
-    pub aud: String,
-    /// Issued at (Unix seconds).
-    pub iat: i64,
-    /// Expires at (Unix seconds).
-    pub exp: i64,
-    /// A random id, so the hub can refuse replays.
-    pub jti: String,
 }
 
 impl AgentKey {
@@ -175,9 +157,10 @@ impl AgentKey {
         let claims = AssertionClaims {
             iss: subject.to_string(),
             sub: subject.to_string(),
-            aud: AUDIENCE.to_string(),
+            aud: ASSERTION_AUDIENCE.to_string(),
             iat: now,
             exp: now + ASSERTION_LIFETIME_SECS,
+            nbf: None,
             jti: uuid::Uuid::new_v4().to_string(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
@@ -306,17 +289,6 @@ fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
     builder.create(dir).map_err(io)
 }
 
-/// `sha256:<hex>` of the SubjectPublicKeyInfo of the first certificate in a PEM bundle
-/// (kubeadm's discovery-token-ca-cert-hash).
-pub fn ca_hash(ca_pem: &str) -> Result<String, String> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
-        .map_err(|e| format!("the hub's CA is not a PEM certificate: {e}"))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
-        .map_err(|e| format!("the hub's CA certificate cannot be parsed: {e}"))?;
-    let spki = cert.tbs_certificate.subject_pki.raw;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
-}
-
 /// The `sha256:<hex>` SubjectPublicKeyInfo hash of each certificate in a PEM bundle, with
 /// its DER, in bundle order; blocks that are not certificates or do not parse are left out.
 pub fn bundle_certificates(bundle_pem: &str) -> Vec<(String, Vec<u8>)> {
@@ -325,8 +297,7 @@ pub fn bundle_certificates(bundle_pem: &str) -> Vec<(String, Vec<u8>)> {
         .filter(|pem| pem.label == "CERTIFICATE")
         .filter_map(|pem| {
             let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
-            let spki = cert.tbs_certificate.subject_pki.raw;
-            let hash = format!("sha256:{}", hex::encode(Sha256::digest(spki)));
+            let hash = spki_hash(cert.tbs_certificate.subject_pki.raw);
             Some((hash, pem.contents.clone()))
         })
         .collect()
@@ -381,7 +352,7 @@ mod tests {
         let jwt = key.cluster_assertion("c1").unwrap();
         let decoding = DecodingKey::from_ec_pem(key.public_key_pem().as_bytes()).unwrap();
         let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_audience(&[AUDIENCE]);
+        validation.set_audience(&[ASSERTION_AUDIENCE]);
         let data = jsonwebtoken::decode::<AssertionClaims>(&jwt, &decoding, &validation).unwrap();
         let c = data.claims;
         assert_eq!(c.iss, "cluster:c1");
@@ -406,7 +377,7 @@ mod tests {
         let jwt = key.cluster_assertion("c1").unwrap();
         let decoding = DecodingKey::from_ec_pem(other.public_key_pem().as_bytes()).unwrap();
         let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_audience(&[AUDIENCE]);
+        validation.set_audience(&[ASSERTION_AUDIENCE]);
         assert!(jsonwebtoken::decode::<AssertionClaims>(&jwt, &decoding, &validation).is_err());
     }
 
