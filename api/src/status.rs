@@ -21,6 +21,12 @@ pub const DEGRADED: &str = "Degraded";
 /// Work condition the hub sets while a deletion waits for the agent.
 pub const DELETING: &str = "Deleting";
 
+/// Work condition the hub sets on a work written for a cluster without a joined agent
+/// (`False`, reason `NoAgent`); the agent's first status report replaces it.
+pub const AGENT_JOINED: &str = "AgentJoined";
+
+/// Cluster condition: the hub accepted the cluster.
+pub const CLUSTER_ACCEPTED: &str = "HubAcceptedManagedCluster";
 /// Cluster condition: the agent renews its lease.
 pub const CLUSTER_AVAILABLE: &str = "ManagedClusterConditionAvailable";
 /// Cluster condition: an agent has joined.

@@ -296,7 +296,7 @@ async fn warn_unjoined(client: &HubClient, clusters: &[String]) {
         let joined = match client.get_cluster(c).await {
             Ok(found) => found
                 .value
-                .condition("ManagedClusterJoined")
+                .condition(api::status::CLUSTER_JOINED)
                 .is_some_and(|j| j.status == "True"),
             Err(_) => continue,
         };

@@ -509,7 +509,7 @@ fn print_clusters<T: serde::Serialize>(
         let mut row = vec![
             c.metadata.name.clone(),
             c.spec.hub_accepts_client.to_string(),
-            status("ManagedClusterJoined"),
+            status(status::CLUSTER_JOINED),
             status(status::CLUSTER_AVAILABLE),
             output::labels(&c.metadata.labels),
             output::age(c.metadata.creation_timestamp, now),

@@ -5,12 +5,10 @@ use api::{Claim, Condition, ManagedCluster, claims};
 
 /// The taint a cluster gets while its lease has expired.
 pub const UNREACHABLE_TAINT: &str = "cluster.open-cluster-management.io/unreachable";
-/// The condition that follows the lease.
-pub const AVAILABLE: &str = "ManagedClusterConditionAvailable";
-/// The condition of a joined agent.
-pub const JOINED: &str = "ManagedClusterJoined";
-/// The condition of the hub's acceptance.
-pub const ACCEPTED: &str = "HubAcceptedManagedCluster";
+/// The cluster conditions (following the lease, a joined agent, the hub's acceptance).
+pub use api::status::{
+    CLUSTER_ACCEPTED as ACCEPTED, CLUSTER_AVAILABLE as AVAILABLE, CLUSTER_JOINED as JOINED,
+};
 
 /// Sets a condition, keeping its transition time when the status did not change.
 pub fn set_condition(

@@ -138,7 +138,7 @@ pub(super) struct LeaseFacts {
 impl LeaseFacts {
     fn of(cluster: &ManagedCluster) -> Self {
         let joined = cluster
-            .condition("ManagedClusterJoined")
+            .condition(api::status::CLUSTER_JOINED)
             .filter(|c| c.is_true());
         let marked = cluster
             .condition(AVAILABLE)

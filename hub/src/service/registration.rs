@@ -235,7 +235,7 @@ async fn accept_in(
     let conds = &mut cluster.status.conditions;
     set_condition(
         conds,
-        "HubAcceptedManagedCluster",
+        api::status::CLUSTER_ACCEPTED,
         "True",
         "HubClusterAdminAccepted",
         "accepted by the hub",
@@ -243,7 +243,7 @@ async fn accept_in(
     );
     set_condition(
         conds,
-        "ManagedClusterJoined",
+        api::status::CLUSTER_JOINED,
         "True",
         "ManagedClusterJoined",
         "the cluster's agent joined",
@@ -318,7 +318,7 @@ async fn revoke(batch: &mut Batch<'_>, name: &str) -> Result<ManagedCluster> {
     let conds = &mut cluster.status.conditions;
     set_condition(
         conds,
-        "HubAcceptedManagedCluster",
+        api::status::CLUSTER_ACCEPTED,
         "False",
         "Revoked",
         "the agent's credentials were revoked by an admin",
@@ -326,7 +326,7 @@ async fn revoke(batch: &mut Batch<'_>, name: &str) -> Result<ManagedCluster> {
     );
     set_condition(
         conds,
-        "ManagedClusterJoined",
+        api::status::CLUSTER_JOINED,
         "False",
         "Revoked",
         "the agent must join again",

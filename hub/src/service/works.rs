@@ -20,7 +20,7 @@ use super::writer::{Audit, Batch, Caller, Reads, WriteOp, Written};
 use crate::store::{ChangeKind, StoredWork};
 
 /// The condition the hub sets on a work written for a cluster without a joined agent.
-pub const AGENT_JOINED: &str = "AgentJoined";
+pub use api::status::AGENT_JOINED;
 /// Its reason: the cluster has no joined agent.
 pub const NO_AGENT: &str = "NoAgent";
 
@@ -177,9 +177,11 @@ pub fn etag(resource_version: &str) -> String {
 /// Adds what readers see but nobody stores: the hub's `Deleting` condition.
 pub fn present(mut work: ManifestWork) -> ManifestWork {
     if let Some(ts) = work.metadata.deletion_timestamp {
-        work.status.conditions.retain(|c| c.type_ != "Deleting");
+        work.status
+            .conditions
+            .retain(|c| c.type_ != api::status::DELETING);
         work.status.conditions.push(Condition {
-            type_: "Deleting".into(),
+            type_: api::status::DELETING.into(),
             status: "True".into(),
             reason: if work.metadata.finalizers.is_empty() {
                 "Deleted".into()
@@ -460,7 +462,9 @@ async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result<WorkWrite>
     }
     let mut status = put.status.clone();
     // `Deleting` is the hub's, derived from deletionTimestamp; an agent cannot set it.
-    status.conditions.retain(|c| c.type_ != "Deleting");
+    status
+        .conditions
+        .retain(|c| c.type_ != api::status::DELETING);
     if status == old.status {
         return outcome(old, false);
     }
