@@ -845,6 +845,23 @@ async fn audit_commits_with_the_write(f: Fixture) {
     assert_eq!(log[1].details["created"], true);
     assert_eq!(log[1].details["generation"], 1);
     assert_eq!(log[0].details["removed"], true);
+
+    // Tokens are not indexed, but their entries commit with their rows too: a revocation
+    // of a token that is not there (any more) writes nothing.
+    let caller = by().unwrap();
+    let token = f
+        .hub
+        .create_token(&api::TokenRequest::default(), &caller)
+        .await
+        .unwrap();
+    f.hub.revoke_token(&token.id, &caller).await.unwrap();
+    let again = f.hub.revoke_token(&token.id, &caller).await.unwrap_err();
+    assert!(matches!(again, Error::NotFound(_)), "{again:?}");
+    let target = format!("tokens/{}", token.id);
+    let log = f.hub.store().list_audit(Some(&target), 10).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["token.revoke", "token.create"]);
+    assert_eq!(log[1].details["kind"], json!(token.kind));
 }
 
 /// Writes to one work that land in the same writer batch see each other: the batch's

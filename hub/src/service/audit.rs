@@ -1,36 +1,33 @@
-//! The audit log: who changed what, from where. Writes through the writer record their
-//! entry in their own transaction ([`super::writer::WriteOp::audit`]); this is the rest.
+//! The audit log: who changed what, from where. Every entry commits in the transaction of
+//! the change it records: writes through the writer with their batch
+//! ([`super::writer::WriteOp::audit`]), token changes (not indexed) with their row
+//! ([`entry`] passed to the store). An acknowledged change always has its entry.
 
 use super::Hub;
 use super::error::{Error, Result};
 use super::writer::Caller;
 use crate::store::NewAuditEntry;
 
+/// The entry recording `action` on `target` by `by`.
+pub(super) fn entry(
+    by: &Caller,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: by.actor.clone(),
+        action: action.into(),
+        target: target.into(),
+        source: by.source.clone(),
+        details,
+    }
+}
+
 /// The most entries one read of the log returns.
 const MAX_AUDIT_ENTRIES: u32 = 10_000;
 
 impl Hub {
-    /// Appends an audit entry for a write outside the writer (tokens are not indexed); a
-    /// failure is logged, never fails the request it records.
-    pub(super) async fn audit_after(
-        &self,
-        by: &Caller,
-        action: &str,
-        target: &str,
-        details: serde_json::Value,
-    ) {
-        let entry = NewAuditEntry {
-            actor: by.actor.clone(),
-            action: action.into(),
-            target: target.into(),
-            source: by.source.clone(),
-            details,
-        };
-        if let Err(e) = self.store.append_audit(&entry).await {
-            tracing::warn!(error = %e, action, target, "could not write the audit log");
-        }
-    }
-
     /// The audit entries of `target` and below (all when absent), newest first; `limit` is
     /// the query parameter as given (default 100, at most 10,000).
     pub async fn list_audit(

@@ -7,6 +7,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::Hub;
+use super::audit::entry;
 use super::error::{Error, Result};
 use super::validate::check_labels;
 use super::writer::Caller;
@@ -168,17 +169,16 @@ pub fn new_token(
 }
 
 impl Hub {
-    /// Creates a token; the answer carries `ID.SECRET` once, nothing else ever does.
-    /// Tokens are not indexed, so their audit entry follows the insert (logged, never
-    /// failing the request, when it cannot be written).
+    /// Creates a token; the answer carries `ID.SECRET` once, nothing else ever does. The
+    /// token and its audit entry commit together.
     #[tracing::instrument(skip(self, req, by), fields(kind = ?req.kind, actor = %by.actor))]
     pub async fn create_token(&self, req: &TokenRequest, by: &Caller) -> Result<Token> {
         let (stored, plain) = new_token(req, self.settings.bootstrap_token_ttl, Utc::now())?;
-        self.store.insert_token(&stored).await?;
+        let t = &stored.token;
+        let details = serde_json::json!({"kind": t.kind, "expiresAt": t.expires_at, "autoAccept": t.auto_accept, "clusters": t.clusters, "verbs": t.verbs});
+        let audit = entry(by, "token.create", &format!("tokens/{}", t.id), details);
+        self.store.insert_token(&stored, &audit).await?;
         let mut token = stored.token;
-        let details = serde_json::json!({"kind": token.kind, "expiresAt": token.expires_at, "autoAccept": token.auto_accept, "clusters": token.clusters, "verbs": token.verbs});
-        self.audit_after(by, "token.create", &format!("tokens/{}", token.id), details)
-            .await;
         token.token = Some(plain);
         Ok(token)
     }
@@ -195,19 +195,18 @@ impl Hub {
         Ok(api::List::new("TokenList", items, self.index(), None))
     }
 
-    /// Revokes a token at once.
+    /// Revokes a token at once; the removal and its audit entry commit together.
     #[tracing::instrument(skip(self, by), fields(actor = %by.actor))]
     pub async fn revoke_token(&self, id: &str, by: &Caller) -> Result<()> {
-        if !(is_safe_id(id) && self.store.delete_token(id).await?) {
-            return Err(Error::NotFound(format!("token {id:?} not found")));
-        }
-        self.audit_after(
+        let audit = entry(
             by,
             "token.revoke",
             &format!("tokens/{id}"),
             serde_json::json!({}),
-        )
-        .await;
+        );
+        if !(is_safe_id(id) && self.store.delete_token(id, &audit).await?) {
+            return Err(Error::NotFound(format!("token {id:?} not found")));
+        }
         Ok(())
     }
 }

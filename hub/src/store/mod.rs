@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 
 mod postgres;
 mod sql;
+mod sql_fetch;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -212,14 +213,19 @@ pub trait Store: Send + Sync + 'static {
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Stores a new token.
-    async fn insert_token(&self, token: &StoredToken) -> Result<(), StoreError>;
+    /// Stores a new token with its audit entry, in one transaction.
+    async fn insert_token(
+        &self,
+        token: &StoredToken,
+        audit: &NewAuditEntry,
+    ) -> Result<(), StoreError>;
     /// One token.
     async fn get_token(&self, id: &str) -> Result<Option<StoredToken>, StoreError>;
     /// All tokens, oldest first.
     async fn list_tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
-    /// Removes a token; whether it existed.
-    async fn delete_token(&self, id: &str) -> Result<bool, StoreError>;
+    /// Removes a token, with its audit entry in the same transaction; whether it existed
+    /// (no entry when it did not).
+    async fn delete_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, StoreError>;
     /// Counts one use of a token unless `max_uses` is reached; whether it was counted.
     async fn use_token(&self, id: &str, max_uses: Option<u64>) -> Result<bool, StoreError>;
     /// One registration.
@@ -236,8 +242,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Every cluster's last lease renewal.
     async fn leases(&self) -> Result<BTreeMap<String, chrono::DateTime<chrono::Utc>>, StoreError>;
-    /// Appends to the audit log.
-    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
     /// The newest audit entries, optionally for one target prefix.
     async fn list_audit(
         &self,

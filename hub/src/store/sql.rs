@@ -10,62 +10,8 @@
 /// `$store::listen_impl` and `$store::BACKEND`.
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, db: $db:ty) => {
+        $crate::store::sql_fetch::sql_fetch!($db);
 
-        /// One work, through a pool or a transaction.
-        async fn fetch_work<'e, E: sqlx::Executor<'e, Database = $db>>(
-            e: E,
-            cluster: &str,
-            name: &str,
-        ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
-            let row: Option<(String,)> =
-                sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
-                    .bind(cluster)
-                    .bind(name)
-                    .fetch_optional(e)
-                    .await?;
-            row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
-                .transpose()
-        }
-
-        /// One cluster, through a pool or a transaction.
-        async fn fetch_cluster<'e, E: sqlx::Executor<'e, Database = $db>>(
-            e: E,
-            name: &str,
-        ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
-            let row: Option<(String,)> = sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
-                .bind(name)
-                .fetch_optional(e)
-                .await?;
-            row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
-                .transpose()
-        }
-
-        /// One registration, through a pool or a transaction.
-        async fn fetch_registration<'e, E: sqlx::Executor<'e, Database = $db>>(
-            e: E,
-            id: &str,
-        ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
-            let row: Option<(String,)> = sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
-                .bind(id)
-                .fetch_optional(e)
-                .await?;
-            row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
-                .transpose()
-        }
-
-        /// A cluster's agent, through a pool or a transaction.
-        async fn fetch_agent<'e, E: sqlx::Executor<'e, Database = $db>>(
-            e: E,
-            cluster: &str,
-        ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
-            let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
-                "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
-            )
-            .bind(cluster)
-            .fetch_optional(e)
-            .await?;
-            Ok(row.map($crate::store::agent_from_row))
-        }
         /// A write transaction on this backend, holding the index lock.
         ///
         /// It caches what it read and wrote, and holds work upserts back until commit (or
@@ -84,7 +30,6 @@ macro_rules! sql_store {
             /// How to undo the current op, between `begin_op` and its end.
             undo: Option<$crate::store::Undo>,
         }
-
         impl $tx {
             fn new(tx: sqlx::Transaction<'static, $db>, base: u64) -> Self {
                 $tx {
@@ -584,14 +529,18 @@ macro_rules! sql_store {
             async fn insert_token(
                 &self,
                 token: &$crate::store::StoredToken,
+                audit: &$crate::store::NewAuditEntry,
             ) -> Result<(), $crate::store::StoreError> {
                 let object = $crate::store::encode("token", &token.token)?;
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("INSERT INTO tokens (id, secret_sha256, uses, object) VALUES ($1, $2, 0, $3)")
                     .bind(&token.token.id)
                     .bind(&token.secret_sha256)
                     .bind(object)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                insert_audit(&mut *tx, audit).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -617,9 +566,19 @@ macro_rules! sql_store {
                 rows.into_iter().map($crate::store::token_from_row).collect()
             }
 
-            async fn delete_token(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
-                let r = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&self.pool).await?;
-                Ok(r.rows_affected() > 0)
+            async fn delete_token(
+                &self,
+                id: &str,
+                audit: &$crate::store::NewAuditEntry,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                let found = r.rows_affected() > 0;
+                if found {
+                    insert_audit(&mut *tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(found)
             }
 
             async fn use_token(
@@ -695,24 +654,6 @@ macro_rules! sql_store {
                         chrono::DateTime::parse_from_rfc3339(&t).ok().map(|t| (c, t.with_timezone(&chrono::Utc)))
                     })
                     .collect())
-            }
-
-            async fn append_audit(
-                &self,
-                e: &$crate::store::NewAuditEntry,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
-                    "INSERT INTO audit (at, actor, action, target, source, details) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(chrono::Utc::now().to_rfc3339())
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(&e.target)
-                .bind(&e.source)
-                .bind(e.details.to_string())
-                .execute(&self.pool)
-                .await?;
-                Ok(())
             }
 
             async fn list_audit(

@@ -1,0 +1,86 @@
+//! The single-row reads and the audit insert that both the store and its write
+//! transactions use, through a pool or a transaction: stamped out per database by
+//! [`sql_store`](super::sql::sql_store), which invokes [`sql_fetch`] first.
+
+/// Defines `fetch_work`, `fetch_cluster`, `insert_audit`, `fetch_registration` and
+/// `fetch_agent` over the sqlx database `$db`.
+macro_rules! sql_fetch {
+    ($db:ty) => {
+        /// One work, through a pool or a transaction.
+        async fn fetch_work<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            cluster: &str,
+            name: &str,
+        ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT object FROM works WHERE cluster = $1 AND name = $2")
+                    .bind(cluster)
+                    .bind(name)
+                    .fetch_optional(e)
+                    .await?;
+            row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
+                .transpose()
+        }
+
+        /// One cluster, through a pool or a transaction.
+        async fn fetch_cluster<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            name: &str,
+        ) -> Result<Option<api::ManagedCluster>, $crate::store::StoreError> {
+            let row: Option<(String,)> = sqlx::query_as("SELECT object FROM clusters WHERE name = $1")
+                .bind(name)
+                .fetch_optional(e)
+                .await?;
+            row.map(|(o,)| $crate::store::decode(&format!("cluster {name}"), &o))
+                .transpose()
+        }
+
+        /// One registration, through a pool or a transaction.
+        /// One audit entry, on the pool or inside the transaction of the change it records.
+        async fn insert_audit<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            entry: &$crate::store::NewAuditEntry,
+        ) -> Result<(), $crate::store::StoreError> {
+            sqlx::query(
+                "INSERT INTO audit (at, actor, action, target, source, details) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(chrono::Utc::now().to_rfc3339())
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(&entry.source)
+            .bind(entry.details.to_string())
+            .execute(e)
+            .await?;
+            Ok(())
+        }
+
+        async fn fetch_registration<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            id: &str,
+        ) -> Result<Option<api::Registration>, $crate::store::StoreError> {
+            let row: Option<(String,)> = sqlx::query_as("SELECT object FROM registrations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(e)
+                .await?;
+            row.map(|(o,)| $crate::store::decode(&format!("registration {id}"), &o))
+                .transpose()
+        }
+
+        /// A cluster's agent, through a pool or a transaction.
+        async fn fetch_agent<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            cluster: &str,
+        ) -> Result<Option<$crate::store::Agent>, $crate::store::StoreError> {
+            let row: Option<(String, String, String, i64, bool)> = sqlx::query_as(
+                "SELECT cluster, public_key, registration_id, generation, revoked FROM agents WHERE cluster = $1",
+            )
+            .bind(cluster)
+            .fetch_optional(e)
+            .await?;
+            Ok(row.map($crate::store::agent_from_row))
+        }
+    };
+}
+
+pub(crate) use sql_fetch;
