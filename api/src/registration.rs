@@ -260,10 +260,29 @@ pub mod claims {
     pub const KUBE_VERSION: &str = "kubeversion.open-cluster-management.io";
     /// Platform (e.g. `linux/amd64`).
     pub const PLATFORM: &str = "platform.open-cluster-management.io";
-    /// Number of nodes.
+    /// Number of nodes (all of them, Ready or not).
     pub const NODES: &str = "nodes.fleethub.io";
-    /// Allocatable CPU (sum over nodes, Kubernetes quantity).
+    /// Allocatable CPU (sum over Ready nodes, Kubernetes quantity).
     pub const CPU: &str = "allocatable-cpu.fleethub.io";
-    /// Allocatable memory (sum over nodes, Kubernetes quantity).
+    /// Allocatable memory (sum over Ready nodes, Kubernetes quantity).
     pub const MEMORY: &str = "allocatable-memory.fleethub.io";
+    /// Allocatable pods (sum over Ready nodes).
+    pub const PODS: &str = "allocatable-pods.fleethub.io";
+    /// CPU capacity (sum over Ready nodes, Kubernetes quantity).
+    pub const CAPACITY_CPU: &str = "capacity-cpu.fleethub.io";
+    /// Memory capacity (sum over Ready nodes, Kubernetes quantity).
+    pub const CAPACITY_MEMORY: &str = "capacity-memory.fleethub.io";
+    /// Pod capacity (sum over Ready nodes).
+    pub const CAPACITY_PODS: &str = "capacity-pods.fleethub.io";
+
+    /// The resource claims and where they land in a cluster's status:
+    /// `(claim, "allocatable" | "capacity", resource)`.
+    pub const RESOURCES: [(&str, &str, &str); 6] = [
+        (CPU, "allocatable", "cpu"),
+        (MEMORY, "allocatable", "memory"),
+        (PODS, "allocatable", "pods"),
+        (CAPACITY_CPU, "capacity", "cpu"),
+        (CAPACITY_MEMORY, "capacity", "memory"),
+        (CAPACITY_PODS, "capacity", "pods"),
+    ];
 }

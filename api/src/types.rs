@@ -541,6 +541,13 @@ pub struct ManagedClusterStatus {
     /// Facts the agent read from its cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<Claim>,
+    /// Resources of the cluster's Ready nodes, summed (`cpu`, `memory`, `pods`, as
+    /// Kubernetes quantities), as OCM's `status.capacity`; from the agent's claims.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<String, String>,
+    /// What of that capacity pods may use (`status.allocatable` of those nodes, summed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, String>,
     /// The managed cluster's Kubernetes version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<ClusterVersion>,

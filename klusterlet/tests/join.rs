@@ -16,8 +16,8 @@ use testkit::cluster::{ClusterOptions, TestCluster};
 use testkit::procs::HubProcess;
 use tokio::sync::OnceCell;
 
-/// One managed cluster for the whole test binary (an apiserver with two nodes whose
-/// allocatable resources the claims must add up).
+/// One managed cluster for the whole test binary (an apiserver with two Ready nodes whose
+/// allocatable resources the claims must add up, and a NotReady one whose must not count).
 static MANAGED: OnceCell<TestCluster> = OnceCell::const_new();
 
 async fn managed_cluster() -> &'static TestCluster {
@@ -27,7 +27,11 @@ async fn managed_cluster() -> &'static TestCluster {
                 .await
                 .expect("start the managed cluster");
             let nodes: Api<Node> = Api::all(cluster.client());
-            for (name, cpu, memory) in [("node-a", "2", "4Gi"), ("node-b", "1500m", "4096Mi")] {
+            for (name, cpu, memory, pods, ready) in [
+                ("node-a", "2", "4Gi", "110", "True"),
+                ("node-b", "1500m", "4096Mi", "20", "True"),
+                ("node-c", "64", "1Ti", "500", "False"),
+            ] {
                 let node: Node = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name},
                 }))
@@ -36,8 +40,10 @@ async fn managed_cluster() -> &'static TestCluster {
                 let resources = BTreeMap::from([
                     ("cpu".to_string(), Quantity(cpu.into())),
                     ("memory".to_string(), Quantity(memory.into())),
+                    ("pods".to_string(), Quantity(pods.into())),
                 ]);
-                let status = serde_json::json!({"status": {"allocatable": resources, "capacity": resources}});
+                let ready = serde_json::json!([{"type": "Ready", "status": ready}]);
+                let status = serde_json::json!({"status": {"allocatable": resources, "capacity": resources, "conditions": ready}});
                 nodes
                     .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
                     .await
@@ -240,8 +246,14 @@ async fn full_handshake_with_an_admin_accepting_while_join_waits() {
     let join = klusterlet_command(&strs(&args)).spawn().unwrap();
 
     let pending = hub.pending_registration("edge-1").await;
-    // The claims were read from the managed cluster: two nodes, 2 + 1.5 cores, 4Gi + 4096Mi.
-    assert_eq!(claim(&pending.claims, "nodes.fleethub.io"), "2");
+    // The claims were read from the managed cluster: three nodes, of which the two Ready
+    // ones add up to 2 + 1.5 cores, 4Gi + 4096Mi and 110 + 20 pods.
+    assert_eq!(claim(&pending.claims, "nodes.fleethub.io"), "3");
+    assert_eq!(
+        claim(&pending.claims, "allocatable-pods.fleethub.io"),
+        "130"
+    );
+    assert_eq!(claim(&pending.claims, "capacity-cpu.fleethub.io"), "3500m");
     assert_eq!(
         claim(&pending.claims, "allocatable-cpu.fleethub.io"),
         "3500m"
@@ -620,7 +632,18 @@ async fn run_keeps_the_lease_fresh_across_token_renewals_and_a_hub_restart() {
     let later =
         wait_for_lease_after(&hub.admin, "run-1", Some(first), Duration::from_secs(10)).await;
     let status = hub.admin.get_cluster("run-1").await.unwrap().value.status;
-    assert_eq!(claim(&status.claims, "nodes.fleethub.io"), "2");
+    assert_eq!(claim(&status.claims, "nodes.fleethub.io"), "3");
+    // OCM's status fields for placement, from the Ready nodes only.
+    let resources = |pairs: [(&str, &str); 3]| {
+        pairs
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
+    };
+    let expected = resources([("cpu", "3500m"), ("memory", "8Gi"), ("pods", "130")]);
+    assert_eq!(status.allocatable, expected);
+    assert_eq!(status.capacity, expected);
+    assert!(status.version.unwrap().kubernetes.starts_with("v1."));
 
     // The hub goes away for a while and comes back on the same address: the agent carries on.
     hub.process.signal("KILL").unwrap();

@@ -41,6 +41,20 @@ pub fn set_condition(
 /// Sets the claims an agent reported, and the Kubernetes version among them.
 pub fn apply_claims(cluster: &mut ManagedCluster, claims: &[Claim]) {
     cluster.status.claims = claims.to_vec();
+    // OCM's status.allocatable and status.capacity, which placement scores read; rebuilt
+    // from each report, so a resource the agent stops reporting (least privilege) goes.
+    cluster.status.allocatable.clear();
+    cluster.status.capacity.clear();
+    for (claim, field, resource) in claims::RESOURCES {
+        if let Some(c) = claims.iter().find(|c| c.name == claim) {
+            let map = if field == "allocatable" {
+                &mut cluster.status.allocatable
+            } else {
+                &mut cluster.status.capacity
+            };
+            map.insert(resource.to_string(), c.value.clone());
+        }
+    }
     if let Some(v) = claims.iter().find(|c| c.name == claims::KUBE_VERSION) {
         cluster.status.version = Some(api::ClusterVersion {
             kubernetes: v.value.clone(),
@@ -51,4 +65,55 @@ pub fn apply_claims(cluster: &mut ManagedCluster, claims: &[Claim]) {
 /// Whether the cluster has an agent that joined.
 pub fn joined(cluster: &ManagedCluster) -> bool {
     cluster.condition(JOINED).is_some_and(Condition::is_true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, value: &str) -> Claim {
+        Claim {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The resource claims become OCM's `status.allocatable` and `status.capacity`; a
+    /// report without them (an agent that may not list nodes) clears them.
+    #[test]
+    fn resource_claims_fill_allocatable_and_capacity() {
+        let mut cluster = ManagedCluster::new("c1", Default::default());
+        apply_claims(
+            &mut cluster,
+            &[
+                claim(claims::KUBE_VERSION, "v1.33.13"),
+                claim(claims::CPU, "3500m"),
+                claim(claims::MEMORY, "8Gi"),
+                claim(claims::PODS, "130"),
+                claim(claims::CAPACITY_CPU, "4"),
+                claim(claims::CAPACITY_MEMORY, "9Gi"),
+                claim(claims::CAPACITY_PODS, "130"),
+            ],
+        );
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            cluster.status.allocatable,
+            map(&[("cpu", "3500m"), ("memory", "8Gi"), ("pods", "130")])
+        );
+        assert_eq!(
+            cluster.status.capacity,
+            map(&[("cpu", "4"), ("memory", "9Gi"), ("pods", "130")])
+        );
+        assert_eq!(
+            cluster.status.version.as_ref().unwrap().kubernetes,
+            "v1.33.13"
+        );
+        apply_claims(&mut cluster, &[claim(claims::KUBE_VERSION, "v1.33.13")]);
+        assert!(cluster.status.allocatable.is_empty() && cluster.status.capacity.is_empty());
+    }
 }

@@ -4,12 +4,17 @@
 //! Values as reported:
 //! * `kubeversion.open-cluster-management.io`: the apiserver's `gitVersion`, e.g. `v1.33.4`.
 //! * `platform.open-cluster-management.io`: the apiserver's `platform`, e.g. `linux/amd64`.
-//! * `nodes.fleethub.io`: the number of Node objects, e.g. `3`.
-//! * `allocatable-cpu.fleethub.io`: the sum of the nodes' `status.allocatable.cpu` as a
-//!   Kubernetes quantity: whole cores when exact (`12`), millicores otherwise (`11500m`).
-//! * `allocatable-memory.fleethub.io`: the sum of the nodes' `status.allocatable.memory` as
-//!   a Kubernetes quantity in the largest binary unit that is exact (`48Gi`, `1536Mi`,
-//!   `1000Ki`), or bytes (`1000000`).
+//! * `nodes.fleethub.io`: the number of Node objects, Ready or not, e.g. `3`.
+//! * `allocatable-cpu.fleethub.io`: the sum of the Ready nodes' `status.allocatable.cpu` as
+//!   a Kubernetes quantity: whole cores when exact (`12`), millicores otherwise (`11500m`).
+//! * `allocatable-memory.fleethub.io`: the sum of the Ready nodes'
+//!   `status.allocatable.memory` as a Kubernetes quantity in the largest binary unit that is
+//!   exact (`48Gi`, `1536Mi`, `1000Ki`), or bytes (`1000000`).
+//! * `allocatable-pods.fleethub.io`: the sum of the Ready nodes' `status.allocatable.pods`.
+//! * `capacity-{cpu,memory,pods}.fleethub.io`: the same sums of `status.capacity`.
+//!
+//! The hub turns the six resource claims into OCM's `status.allocatable` and
+//! `status.capacity` of the ManagedCluster, which placement reads.
 
 use std::path::Path;
 use std::time::Duration;
@@ -108,36 +113,77 @@ pub fn display(claims: &[Claim]) -> String {
         .join(", ")
 }
 
-/// The number of nodes and their summed allocatable CPU and memory.
+/// The number of nodes, and the allocatable resources and capacity of the Ready ones.
 async fn node_facts(client: &kube::Client) -> Result<Vec<Claim>, crate::KubeError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut count = 0u64;
-    let mut cpu_milli: i128 = 0;
-    let mut memory_milli: i128 = 0;
+    let mut facts = NodeFacts::default();
     let mut params = ListParams::default().limit(500);
     loop {
         let page = nodes
             .list(&params)
             .await
             .map_err(|e| crate::KubeError::new("list", "nodes", e))?;
-        for node in &page.items {
-            count += 1;
-            let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-            if let Some(a) = allocatable {
-                cpu_milli += a.get("cpu").and_then(|q| milli(&q.0)).unwrap_or(0);
-                memory_milli += a.get("memory").and_then(|q| milli(&q.0)).unwrap_or(0);
-            }
-        }
+        page.items.iter().for_each(|n| facts.add(n));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => break,
         }
     }
-    Ok(vec![
-        claim(claims::NODES, count.to_string()),
-        claim(claims::CPU, format_cpu(cpu_milli)),
-        claim(claims::MEMORY, format_memory(memory_milli)),
-    ])
+    Ok(facts.claims())
+}
+
+/// Sums over nodes, in thousandths of each resource's unit: `[allocatable, capacity]` of
+/// `[cpu, memory, pods]`.
+#[derive(Debug, Default)]
+struct NodeFacts {
+    nodes: u64,
+    sums: [[i128; 3]; 2],
+}
+
+impl NodeFacts {
+    /// Counts a node; only a Ready node adds its resources (OCM's rule: what a NotReady
+    /// node offers cannot be scheduled on).
+    fn add(&mut self, node: &Node) {
+        self.nodes += 1;
+        let Some(status) = node.status.as_ref() else {
+            return;
+        };
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready {
+            return;
+        }
+        for (i, list) in [&status.allocatable, &status.capacity]
+            .into_iter()
+            .enumerate()
+        {
+            for (j, resource) in ["cpu", "memory", "pods"].into_iter().enumerate() {
+                let value = list.as_ref().and_then(|l| l.get(resource));
+                self.sums[i][j] += value.and_then(|q| milli(&q.0)).unwrap_or(0);
+            }
+        }
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        let [a, c] = self.sums;
+        vec![
+            claim(claims::NODES, self.nodes.to_string()),
+            claim(claims::CPU, format_cpu(a[0])),
+            claim(claims::MEMORY, format_memory(a[1])),
+            claim(claims::PODS, format_count(a[2])),
+            claim(claims::CAPACITY_CPU, format_cpu(c[0])),
+            claim(claims::CAPACITY_MEMORY, format_memory(c[1])),
+            claim(claims::CAPACITY_PODS, format_count(c[2])),
+        ]
+    }
+}
+
+/// Thousandths of a count as a whole number (pods are whole).
+fn format_count(milli: i128) -> String {
+    (milli / 1000).to_string()
 }
 
 fn claim(name: &str, value: impl Into<String>) -> Claim {
@@ -278,6 +324,45 @@ pub async fn claims_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(ready: Option<&str>, cpu: &str, memory: &str, pods: &str) -> Node {
+        let resources = serde_json::json!({"cpu": cpu, "memory": memory, "pods": pods});
+        let conditions = ready.map(|s| serde_json::json!([{"type": "Ready", "status": s}]));
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n"},
+            "status": {"allocatable": resources, "capacity": resources, "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    /// Only Ready nodes add resources; every node is counted.
+    #[test]
+    fn resources_are_summed_over_ready_nodes() {
+        let mut facts = NodeFacts::default();
+        for n in [
+            node(Some("True"), "2", "4Gi", "110"),
+            node(Some("True"), "1500m", "4096Mi", "20"),
+            node(Some("False"), "64", "1Ti", "500"),
+            node(None, "64", "1Ti", "500"),
+        ] {
+            facts.add(&n);
+        }
+        let claims = facts.claims();
+        let value = |name: &str| {
+            claims
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .value
+                .clone()
+        };
+        assert_eq!(value(claims::NODES), "4");
+        assert_eq!(value(claims::CPU), "3500m");
+        assert_eq!(value(claims::MEMORY), "8Gi");
+        assert_eq!(value(claims::PODS), "130");
+        assert_eq!(value(claims::CAPACITY_CPU), "3500m");
+        assert_eq!(value(claims::CAPACITY_PODS), "130");
+    }
 
     #[test]
     fn quantities() {
