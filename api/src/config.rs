@@ -44,27 +44,12 @@ pub enum ConfigError {
 impl ClientConfig {
     /// Reads a `client.yaml` (YAML or JSON).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        read_config(path)
     }
 
     /// Writes the file with mode 0600: it holds a credential.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let text = serde_saphyr::to_string(self).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        write_private(path, text.as_bytes()).map_err(io)
+        write_config(path, self)
     }
 }
 
@@ -133,26 +118,12 @@ pub struct UnknownContext {
 impl ClientConfigFile {
     /// Reads a client config file (YAML or JSON) in either form.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        read_config(path)
     }
 
     /// Writes the file with mode 0600: it holds credentials.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let text = serde_saphyr::to_string(self).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        write_private(path, text.as_bytes()).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        write_config(path, self)
     }
 
     /// The names of the contexts, in the file's order.
@@ -209,6 +180,30 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+/// Reads a config file (YAML or JSON) of either form.
+fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes a config file with mode 0600 (it holds credentials), whole or not at all.
+fn write_config<T: Serialize>(path: &Path, value: &T) -> Result<(), ConfigError> {
+    let text = serde_saphyr::to_string(value).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_private(path, text.as_bytes()).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The default data directory of the hub: `$XDG_DATA_HOME/hub` or `~/.local/share/hub`.

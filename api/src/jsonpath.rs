@@ -132,24 +132,26 @@ fn push_name(out: &mut String, name: &str, dot: bool) {
 
 /// The index of the `]` closing the `[` at `start` (quotes and nested brackets skipped).
 fn bracket_end(chars: &[char], start: usize) -> Option<usize> {
-    let mut depth = 0;
+    find_outside(chars, start + 1, ']')
+}
+
+/// The index of the first `target` from `from` on that is neither quoted nor inside a
+/// `[...]` opened after `from`: one scanner for paths' brackets and templates' actions.
+fn find_outside(chars: &[char], from: usize, target: char) -> Option<usize> {
     let mut quote: Option<char> = None;
-    let mut i = start;
+    let mut depth = 0;
+    let mut i = from;
     while i < chars.len() {
         let c = chars[i];
         match quote {
             Some(_) if c == '\\' => i += 1,
             Some(q) if c == q => quote = None,
             Some(_) => {}
+            None if c == target && depth == 0 => return Some(i),
             None => match c {
                 '\'' | '"' => quote = Some(c),
                 '[' => depth += 1,
-                ']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(i);
-                    }
-                }
+                ']' => depth -= 1,
                 _ => {}
             },
         }
@@ -274,26 +276,7 @@ fn show(value: &Value) -> String {
 
 /// The index of the `}` closing the action that opens at `start`.
 fn action_end(chars: &[char], start: usize) -> Option<usize> {
-    let mut quote: Option<char> = None;
-    let mut brackets = 0;
-    let mut i = start + 1;
-    while i < chars.len() {
-        let c = chars[i];
-        match quote {
-            Some(_) if c == '\\' => i += 1,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '[' => brackets += 1,
-                ']' => brackets -= 1,
-                '}' if brackets <= 0 => return Some(i),
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    None
+    find_outside(chars, start + 1, '}')
 }
 
 /// `"a\tb\n"` → the text, with `\n`, `\t`, `\r`, `\\` and the quote unescaped.

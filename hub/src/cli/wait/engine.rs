@@ -67,15 +67,10 @@ pub(crate) async fn watch_work(
                 let _ = tx.send(Event::Work(i, None));
                 return;
             }
-            Err(e) if transient(&e) => {
-                let _ = tx.send(Event::Trouble(trouble_text(&e)));
-                tokio::time::sleep(backoff.next_delay().min(wait)).await;
-                continue;
-            }
-            Err(e) => {
-                let _ = tx.send(Event::Fatal(Box::new(e)));
-                return;
-            }
+            Err(e) => match retry_after(e, &tx, &mut backoff, wait).await {
+                true => continue,
+                false => return,
+            },
         };
         if tx.send(event).is_err() {
             return;
@@ -141,15 +136,10 @@ pub(crate) async fn watch_summary(
                     .collect::<BTreeMap<_, _>>();
                 (items, next)
             }
-            Err(e) if transient(&e) => {
-                let _ = tx.send(Event::Trouble(trouble_text(&e)));
-                tokio::time::sleep(backoff.next_delay().min(wait)).await;
-                continue;
-            }
-            Err(e) => {
-                let _ = tx.send(Event::Fatal(Box::new(e)));
-                return;
-            }
+            Err(e) => match retry_after(e, &tx, &mut backoff, wait).await {
+                true => continue,
+                false => return,
+            },
         };
         // Another work changed, or only the index moved: nothing to read again.
         let changed: BTreeSet<&String> = names
@@ -263,13 +253,10 @@ pub(crate) async fn watch_clusters(
                     return;
                 }
             }
-            Err(e) if transient(&e) => {
-                let _ = tx.send(Event::Trouble(trouble_text(&e)));
-                tokio::time::sleep(backoff.next_delay().min(wait)).await;
-            }
             Err(e) => {
-                let _ = tx.send(Event::Fatal(Box::new(e)));
-                return;
+                if !retry_after(e, &tx, &mut backoff, wait).await {
+                    return;
+                }
             }
         }
     }
@@ -417,4 +404,22 @@ pub async fn wait_for(
     Ok(report(
         for_, status, &starts, &seen, &verdicts, started, timeout,
     ))
+}
+
+/// A watcher's failed read: a transient error is reported as trouble and retried after the
+/// backoff (at most `wait`), `true`; any other ends the wait as fatal, `false`.
+async fn retry_after(
+    e: ClientError,
+    tx: &mpsc::UnboundedSender<Event>,
+    backoff: &mut api::retry::Backoff,
+    wait: Duration,
+) -> bool {
+    if transient(&e) {
+        let _ = tx.send(Event::Trouble(trouble_text(&e)));
+        tokio::time::sleep(backoff.next_delay().min(wait)).await;
+        true
+    } else {
+        let _ = tx.send(Event::Fatal(Box::new(e)));
+        false
+    }
 }
