@@ -46,7 +46,10 @@ pub fn apply_claims(cluster: &mut ManagedCluster, claims: &[Claim]) {
     cluster.status.allocatable.clear();
     cluster.status.capacity.clear();
     for (claim, field, resource) in claims::RESOURCES {
-        if let Some(c) = claims.iter().find(|c| c.name == claim) {
+        if let Some(c) = claims
+            .iter()
+            .find(|c| c.name == claim && is_quantity(&c.value))
+        {
             let map = if field == "allocatable" {
                 &mut cluster.status.allocatable
             } else {
@@ -60,6 +63,29 @@ pub fn apply_claims(cluster: &mut ManagedCluster, claims: &[Claim]) {
             kubernetes: v.value.clone(),
         });
     }
+}
+
+/// Whether a claimed value has the shape of a Kubernetes quantity (`3500m`, `8Gi`, `130`,
+/// `1.5e3`): only such values reach `status.allocatable`/`capacity`, which placement
+/// parses; anything else stays a plain claim.
+fn is_quantity(value: &str) -> bool {
+    let number_len = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(number_len);
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || (suffix.len() > 1
+        && suffix.starts_with(['e', 'E'])
+        && suffix[1..]
+            .trim_start_matches(['+', '-'])
+            .chars()
+            .all(|c| c.is_ascii_digit()));
+    value.len() <= 64
+        && number.chars().any(|c| c.is_ascii_digit())
+        && number.matches('.').count() <= 1
+        && suffix_ok
 }
 
 /// Whether the cluster has an agent that joined.
@@ -115,5 +141,15 @@ mod tests {
         );
         apply_claims(&mut cluster, &[claim(claims::KUBE_VERSION, "v1.33.13")]);
         assert!(cluster.status.allocatable.is_empty() && cluster.status.capacity.is_empty());
+        // Values that are not quantities stay claims and never reach the resource maps.
+        for bad in ["lots", "", "1.2.3", "12Zi", "<script>", &"9".repeat(65)] {
+            apply_claims(&mut cluster, &[claim(claims::CPU, bad)]);
+            assert!(cluster.status.allocatable.is_empty(), "{bad:?}");
+            assert_eq!(cluster.status.claims.len(), 1);
+        }
+        for good in ["3500m", "8Gi", "130", "1.5", "12e3"] {
+            apply_claims(&mut cluster, &[claim(claims::CPU, good)]);
+            assert_eq!(cluster.status.allocatable["cpu"], good);
+        }
     }
 }
