@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod fleet;
 pub mod jsonpath;
 pub mod registration;
 pub mod retry;
