@@ -51,9 +51,9 @@ pub fn split(
             let floor = scaled / sum;
             let remainder = scaled % sum;
             let ceil = floor + u128::from(remainder > 0);
-            let start = previous
-                .get(name)
-                .map_or(floor, |p| u128::from(p.max(&0).unsigned_abs()).clamp(floor, ceil));
+            let start = previous.get(name).map_or(floor, |p| {
+                u128::from(p.max(&0).unsigned_abs()).clamp(floor, ceil)
+            });
             Quota {
                 name,
                 floor,
@@ -65,7 +65,9 @@ pub fn split(
 
     // Remainders share the denominator `sum`, so comparing numerators is exact.
     let giving_order = |a: &Quota, b: &Quota| -> Ordering {
-        b.remainder.cmp(&a.remainder).then_with(|| a.name.cmp(b.name))
+        b.remainder
+            .cmp(&a.remainder)
+            .then_with(|| a.name.cmp(b.name))
     };
     let mut assigned: u128 = quotas.iter().map(|q| q.share).sum();
     if assigned < total {
@@ -191,9 +193,7 @@ fn suffix_exponents(suffix: &str) -> Option<(i64, i64)> {
     let exponent = suffix
         .strip_prefix('e')
         .or_else(|| suffix.strip_prefix('E'))?;
-    let unsigned = exponent
-        .strip_prefix(['+', '-'])
-        .unwrap_or(exponent);
+    let unsigned = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
     if unsigned.is_empty() || !unsigned.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
@@ -338,7 +338,11 @@ mod tests {
         let down = split(8, &equal(&["a", "b", "c"]), &up);
         // Quotas 2.67: a gives back the one it got, then c (the last name) one more.
         assert_eq!(down, shares(&[("a", 3), ("b", 3), ("c", 2)]));
-        let b_kept = split(7, &equal(&["a", "b", "c"]), &shares(&[("a", 2), ("b", 3), ("c", 3)]));
+        let b_kept = split(
+            7,
+            &equal(&["a", "b", "c"]),
+            &shares(&[("a", 2), ("b", 3), ("c", 3)]),
+        );
         assert_eq!(b_kept, shares(&[("a", 2), ("b", 3), ("c", 2)]));
     }
 
@@ -383,7 +387,8 @@ mod tests {
             assert_eq!(cpu_millis(text), want, "{text}");
         }
         for bad in [
-            "", "m", "-1", "1.2.3", "1x", "abc", "1e", "1e+", "4 cores", "1Ei0", "1e99", "1E", "1e3m",
+            "", "m", "-1", "1.2.3", "1x", "abc", "1e", "1e+", "4 cores", "1Ei0", "1e99", "1E",
+            "1e3m",
         ] {
             assert_eq!(cpu_millis(bad), None, "{bad:?}");
         }
