@@ -351,16 +351,13 @@ fn placement_refs_are_needed_valid_and_unique() {
     spec.placement_refs.clear();
     assert_eq!(fields(&validate_set_spec(&spec)), ["spec.placementRefs"]);
 
-    let refs = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| LocalPlacementReference {
-                name: n.to_string(),
-                rollout_strategy: None,
-            })
-            .collect()
-    };
-    spec.placement_refs = refs(&["prod", "Bad_Name", "prod", ""]);
+    spec.placement_refs = ["prod", "Bad_Name", "prod", ""]
+        .iter()
+        .map(|n| LocalPlacementReference {
+            name: n.to_string(),
+            rollout_strategy: None,
+        })
+        .collect();
     let errs = validate_set_spec(&spec);
     assert_eq!(
         fields(&errs),
