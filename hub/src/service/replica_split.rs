@@ -20,7 +20,9 @@
 //!   back in the order above until the sum is the total. So when a cluster joins, leaves or
 //!   the total changes, only the difference moves: 3, 3, 3 plus a fourth cluster becomes
 //!   3, 2, 2, 2 (two replicas move, the fewest that can); removing that cluster gives its two
-//!   back. Without `previous` the result is plain largest remainder.
+//!   back. Each replica added or taken back after the clamping is one the quotas force, so
+//!   no split within the quotas moves fewer. Without `previous` the result is plain largest
+//!   remainder.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -362,6 +364,55 @@ mod tests {
         let w = weights(&[("east", 3), ("west", 5), ("north", 2), ("south", 5)]);
         let prev = shares(&[("east", 1), ("west", 7)]);
         assert_eq!(split(17, &w, &prev), split(17, &w, &prev));
+    }
+
+    proptest::proptest! {
+        /// Any input: exact sum, every share within 1 of its quota (floor or ceiling), and
+        /// a split fed back as `previous` moves nothing.
+        #[test]
+        fn shares_are_exact_fair_and_stable(
+            total in proptest::prop_oneof![0..=100_000i32, proptest::num::i32::ANY],
+            weights in proptest::collection::btree_map(
+                "[a-e]{1,2}",
+                proptest::prop_oneof![0..=1000u64, proptest::num::u64::ANY],
+                0..8,
+            ),
+            previous in proptest::collection::btree_map("[a-f]{1,2}", -5..60i32, 0..8),
+        ) {
+            let got = split(total, &weights, &previous);
+            proptest::prop_assert_eq!(got.len(), weights.len());
+            if weights.is_empty() {
+                return Ok(());
+            }
+            let total = u128::from(total.max(0).unsigned_abs());
+            proptest::prop_assert_eq!(
+                got.values().map(|s| u128::from(s.unsigned_abs())).sum::<u128>(),
+                total
+            );
+            let all_zero = weights.values().all(|w| *w == 0);
+            let weight = |w: u64| if all_zero { 1 } else { u128::from(w) };
+            let sum: u128 = weights.values().map(|w| weight(*w)).sum();
+            for (name, w) in &weights {
+                let share = got[name];
+                proptest::prop_assert!(share >= 0);
+                // |share − quota| < 1, multiplied through by `sum`.
+                let scaled_share = u128::from(share.unsigned_abs()) * sum;
+                proptest::prop_assert!(scaled_share.abs_diff(total * weight(*w)) < sum, "{name}: {got:?}");
+            }
+            let total = i32::try_from(total).unwrap_or(i32::MAX);
+            proptest::prop_assert_eq!(split(total, &weights, &got), got);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whole millicores and cores read back exactly; any other text is a number or
+        /// `None`, never a panic.
+        #[test]
+        fn cpu_quantities_never_panic(n in 0..=u64::MAX / 1000, text in ".{0,40}") {
+            proptest::prop_assert_eq!(cpu_millis(&format!("{n}m")), Some(n));
+            proptest::prop_assert_eq!(cpu_millis(&format!("{n}")), Some(n * 1000));
+            let _ = cpu_millis(&text);
+        }
     }
 
     #[test]
