@@ -186,6 +186,11 @@ pub fn validate_set_spec(spec: &ManifestWorkReplicaSetSpec) -> Vec<FieldError> {
     }
 
     let manifests = &spec.manifest_work_template.workload.manifests;
+    let workload = spec.replica_split.as_ref().and_then(|split| {
+        workload_index(&split.workload, manifests)
+            .is_ok()
+            .then_some((&split.workload, 0))
+    });
     for (i, o) in spec.overrides.iter().enumerate() {
         let field = format!("spec.overrides[{i}]");
         if !manifests.iter().any(|m| names(&o.manifest, m)) {
@@ -197,17 +202,18 @@ pub fn validate_set_spec(spec: &ManifestWorkReplicaSetSpec) -> Vec<FieldError> {
                 ),
             );
         }
-        // Alone on the template: a patch that breaks a manifest breaks it on any cluster
-        // whose selectors pick this override.
-        let mut scratch = manifests.clone();
-        match apply_override(o, manifests, &mut scratch) {
+        // Alone on the template (with the split, whose replicas it must leave settable): a
+        // patch that breaks a manifest breaks it on any cluster whose selectors pick it.
+        match render(&spec.manifest_work_template, &[o], workload) {
             Err(RenderError::PatchNotObject { found, .. }) => bad(
                 format!("{field}.patch"),
                 format!("must be an object (a JSON merge patch), not {found}"),
             ),
-            Err(e @ RenderError::BrokenManifest { .. }) => {
-                bad(format!("{field}.patch"), e.to_string())
-            }
+            Err(
+                e
+                @ (RenderError::BrokenManifest { .. } | RenderError::WorkloadSpecNotObject { .. }),
+            ) => bad(format!("{field}.patch"), e.to_string()),
+            // A workload that is missing or ambiguous is reported once, below.
             _ => {}
         }
     }
@@ -293,7 +299,8 @@ fn check_rollout_strategy(field: &str, strategy: &Value, bad: &mut impl FnMut(St
     }
 }
 
-/// Applies one override to the manifests the template's manifest at the same index names.
+/// Patches `manifests` (a copy of `template` being rendered) where the override names the
+/// template's manifest at the same index.
 fn apply_override(
     o: &SetOverride,
     template: &[Value],

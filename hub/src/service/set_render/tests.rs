@@ -436,6 +436,18 @@ fn overrides_must_be_object_patches_that_name_a_manifest_and_keep_it_whole() {
         errs[2].message.contains("without metadata.name"),
         "{errs:?}"
     );
+
+    // With a split, an override may not take away the workload's spec.
+    spec.overrides = vec![over("Deployment", "api", json!({"spec": []}))];
+    assert_eq!(validate_set_spec(&spec), vec![]);
+    spec.replica_split = Some(ReplicaSplit {
+        workload: reference("Deployment", "api"),
+        total_replicas: 2,
+        ..Default::default()
+    });
+    let errs = validate_set_spec(&spec);
+    assert_eq!(fields(&errs), ["spec.overrides[0].patch"], "{errs:?}");
+    assert!(errs[0].message.contains("its spec is an array"), "{errs:?}");
 }
 
 #[test]
