@@ -281,7 +281,12 @@ mod tests {
 
     #[test]
     fn displays_as_it_parses() {
-        for text in ["", "env=prod", "env!=dev,tier in (web,db)", "a notin (x),b,!c"] {
+        for text in [
+            "",
+            "env=prod",
+            "env!=dev,tier in (web,db)",
+            "a notin (x),b,!c",
+        ] {
             let sel = Selector::parse(text).unwrap();
             assert_eq!(Selector::parse(&sel.to_string()).unwrap(), sel, "{text}");
         }

@@ -19,8 +19,8 @@ use crate::service::{Caller, Hub};
 
 mod clusters;
 pub mod error;
-mod fleet;
 pub mod extract;
+mod fleet;
 mod openapi;
 mod registration;
 mod works;

@@ -76,7 +76,11 @@ impl Author {
     /// The reach as a checkable scope; `None` for every cluster.
     pub fn reach(&self) -> Option<ApiScope> {
         self.scope.as_ref().map(|s| ApiScope {
-            clusters: if s.writes { s.clusters.clone() } else { Vec::new() },
+            clusters: if s.writes {
+                s.clusters.clone()
+            } else {
+                Vec::new()
+            },
             selector: s
                 .selector
                 .as_deref()
@@ -151,7 +155,10 @@ pub fn check_meta(
     if !meta.name.is_empty() && meta.name != name {
         bad(
             "metadata.name".into(),
-            format!("{:?} does not match the name in the path, {name:?}", meta.name),
+            format!(
+                "{:?} does not match the name in the path, {name:?}",
+                meta.name
+            ),
         );
     }
     if let Some(ns) = meta.namespace.as_deref().filter(|ns| !ns.is_empty())

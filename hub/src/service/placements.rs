@@ -170,9 +170,7 @@ impl WriteOp for PutPlacement {
         let mut placement = self.placement.clone();
         match &old {
             None => pre.for_create()?,
-            Some(old) => {
-                pre.for_replace(old.metadata.resource_version.as_deref().unwrap_or(""))?
-            }
+            Some(old) => pre.for_replace(old.metadata.resource_version.as_deref().unwrap_or(""))?,
         }
         let spec_changed = old.as_ref().is_none_or(|o| o.spec != placement.spec);
         stamp(
@@ -249,7 +247,10 @@ impl WriteOp for DeletePlacement {
             .await?
             .ok_or_else(|| not_found::<Placement>(ns, name))?;
         let placement = decode::<Placement>(&old)?.object;
-        batch.tx.delete_object(ObjectKind::Placement, ns, name).await?;
+        batch
+            .tx
+            .delete_object(ObjectKind::Placement, ns, name)
+            .await?;
         batch.record_object(ObjectKind::Placement, ns, name, Default::default(), false);
         if batch
             .tx
@@ -504,7 +505,10 @@ impl Hub {
             .list_objects(ObjectKind::PlacementDecisions, None)
             .await?
         {
-            out.insert((o.namespace.clone(), o.name.clone()), DecisionsRow::decode(&o)?);
+            out.insert(
+                (o.namespace.clone(), o.name.clone()),
+                DecisionsRow::decode(&o)?,
+            );
         }
         Ok(out)
     }

@@ -116,12 +116,20 @@ impl WriteOp for SyncSet {
             .tx
             .get_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
             .await?;
-        let fresh = match &current {
-            Some(o) => decode::<ManifestWorkReplicaSet>(o)?.object.metadata.generation == self.generation,
-            None => false,
+        // A gone set does nothing, nor a changed one that would put works (its new spec
+        // gets a plan of its own); removing is always right.
+        let stale = match &current {
+            None => true,
+            Some(o) => {
+                decode::<ManifestWorkReplicaSet>(o)?
+                    .object
+                    .metadata
+                    .generation
+                    != self.generation
+                    && !self.place.is_empty()
+            }
         };
-        // A deleting set only removes; a gone or changed one does nothing.
-        if !fresh && !(current.is_some() && self.place.is_empty()) {
+        if stale {
             return Ok(Synced {
                 stale: true,
                 ..Default::default()
@@ -150,8 +158,7 @@ impl WriteOp for SyncSet {
                 out.removed.insert(cluster.clone(), Ok(None));
                 continue;
             };
-            if owning_set(&old) != Some(key.as_str()) || old.metadata.deletion_timestamp.is_some()
-            {
+            if owning_set(&old) != Some(key.as_str()) || old.metadata.deletion_timestamp.is_some() {
                 let left = (owning_set(&old) == Some(key.as_str())).then_some(old);
                 out.removed.insert(cluster.clone(), Ok(left));
                 continue;
@@ -180,7 +187,11 @@ impl WriteOp for SyncSet {
             };
             self.audit(
                 batch,
-                if self.orphan { "work.release" } else { "work.delete" },
+                if self.orphan {
+                    "work.release"
+                } else {
+                    "work.delete"
+                },
                 cluster,
             );
             out.removed.insert(cluster.clone(), r);

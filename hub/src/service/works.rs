@@ -14,8 +14,8 @@ use serde_json::json;
 use super::Hub;
 use super::cluster_status::joined;
 use super::error::{Error, Result};
-pub use super::preconditions::etag;
 use super::preconditions::Preconditions;
+pub use super::preconditions::etag;
 use super::query::{self, Block, Indexed, Watch};
 use super::secrets::{PlaceholderKey, mask_secrets};
 use super::validate::{validate_cluster_name, validate_work};
@@ -175,7 +175,6 @@ impl WriteOp for RemoveFinalizer {
         remove_finalizer(batch, &self.cluster, &self.name, &self.finalizer).await
     }
 }
-
 
 /// Adds what readers see but nobody stores: the hub's `Deleting` condition.
 pub fn present(mut work: ManifestWork) -> ManifestWork {

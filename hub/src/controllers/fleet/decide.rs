@@ -119,18 +119,24 @@ pub async fn decide(
         if decisions == state.decisions && bare(&status) == bare(&state.placement.status) {
             continue;
         }
-        writes.push((key.clone(), status, decisions, state.placement.metadata.generation));
+        writes.push((
+            key.clone(),
+            status,
+            decisions,
+            state.placement.metadata.generation,
+        ));
     }
-    let results = futures::future::join_all(writes.iter().map(|(key, status, decisions, generation)| {
-        hub.write_decisions(Decide {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            generation: *generation,
-            status: status.clone(),
-            decisions: decisions.clone(),
-        })
-    }))
-    .await;
+    let results =
+        futures::future::join_all(writes.iter().map(|(key, status, decisions, generation)| {
+            hub.write_decisions(Decide {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                generation: *generation,
+                status: status.clone(),
+                decisions: decisions.clone(),
+            })
+        }))
+        .await;
     let (mut moved, mut failed) = (BTreeSet::new(), BTreeSet::new());
     for ((key, status, decisions, _), result) in writes.into_iter().zip(results) {
         match result {
@@ -146,7 +152,11 @@ pub async fn decide(
                 if let Some(state) = world.placements.get_mut(&key) {
                     state.placement.status = status;
                 }
-                if world.placements.get(&key).is_some_and(|s| s.decisions != decisions) {
+                if world
+                    .placements
+                    .get(&key)
+                    .is_some_and(|s| s.decisions != decisions)
+                {
                     world.set_decisions(&key, decisions);
                     moved.insert(key);
                 }

@@ -21,7 +21,7 @@ mod status;
 mod sync;
 mod world;
 
-use world::{Key, PlacementState, SetState, World, WorkView};
+use world::{Key, PlacementState, SetState, WorkView, World};
 
 /// The name of the lock whose holder runs the fleet controllers.
 pub const LOCK: &str = "fleethub.fleet-controllers";
@@ -59,7 +59,9 @@ fn interesting(c: &Change) -> bool {
         ChangeKind::Placement | ChangeKind::ManifestWorkReplicaSet => !c.status_only,
         ChangeKind::Work => {
             c.labels.contains_key(SET_LABEL)
-                || c.prev_labels.as_ref().is_some_and(|l| l.contains_key(SET_LABEL))
+                || c.prev_labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(SET_LABEL))
         }
         _ => false,
     }
@@ -154,11 +156,15 @@ async fn run_once(hub: &Arc<Hub>, world: &mut World, dirty: &mut Dirty) {
     }
     let sets = std::mem::take(&mut dirty.sets);
     let failed = sync::sync(hub, world, &sets).await;
-    dirty.statuses.extend(sets.iter().filter(|k| !failed.contains(*k)).cloned());
+    dirty
+        .statuses
+        .extend(sets.iter().filter(|k| !failed.contains(*k)).cloned());
     dirty.sets.extend(failed);
     let statuses = std::mem::take(&mut dirty.statuses);
     for key in statuses {
-        let Some(state) = world.sets.get(&key) else { continue };
+        let Some(state) = world.sets.get(&key) else {
+            continue;
+        };
         let status = status::status_of(world, &key, state);
         if status::bare(&status) == status::bare(&state.status) {
             continue;
@@ -185,11 +191,7 @@ async fn run_once(hub: &Arc<Hub>, world: &mut World, dirty: &mut Dirty) {
 /// Reads everything the controllers follow.
 async fn load(hub: &Hub) -> crate::service::Result<World> {
     let mut world = World::default();
-    world.set_clusters(
-        hub.list_clusters(&Default::default(), None)
-            .await?
-            .items,
-    );
+    world.set_clusters(hub.list_clusters(&Default::default(), None).await?.items);
     let decisions = hub.all_decisions().await?;
     for p in list_authored::<Placement>(hub).await? {
         let key = (
@@ -207,10 +209,16 @@ async fn load(hub: &Hub) -> crate::service::Result<World> {
         let mut state = SetState::new(s);
         // The works it kept (as its last status says) are read again; the rest of its
         // clusters are found as the sync writes them.
-        let named: Vec<String> = state.status.clusters.iter().map(|c| c.cluster_name.clone()).collect();
+        let named: Vec<String> = state
+            .status
+            .clusters
+            .iter()
+            .map(|c| c.cluster_name.clone())
+            .collect();
         for c in named {
             if let Some(w) = hub.get_work(&c, &key.1, None).await?.data
-                && crate::service::works::owning_set(&w) == Some(crate::service::sets::set_key(&key.0, &key.1).as_str())
+                && crate::service::works::owning_set(&w)
+                    == Some(crate::service::sets::set_key(&key.0, &key.1).as_str())
             {
                 state.works.insert(c, WorkView::of(&w));
             }
@@ -291,7 +299,8 @@ async fn apply_change(
             };
             let work = hub.get_work(&c.cluster, &c.name, None).await?.data;
             let key_value = crate::service::sets::set_key(ns, name);
-            match work.filter(|w| crate::service::works::owning_set(w) == Some(key_value.as_str())) {
+            match work.filter(|w| crate::service::works::owning_set(w) == Some(key_value.as_str()))
+            {
                 Some(w) => {
                     let view = WorkView::of(&w);
                     if view.deleting && state.placed_by.contains_key(&c.cluster) {

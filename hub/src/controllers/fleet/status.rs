@@ -8,7 +8,7 @@ use api::fleet::{
     ManifestWorkReplicaSetStatus, PlacementSummary, SetClusterStatus, SetSummary, conditions,
 };
 
-use super::world::{Key, SetState, World, WorkView};
+use super::world::{Key, SetState, WorkView, World};
 
 fn count<'a>(works: impl Iterator<Item = &'a WorkView>) -> SetSummary {
     let mut s = SetSummary::default();
@@ -58,9 +58,12 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
         let available = groups
             .iter()
             .filter(|g| {
-                g.clusters
-                    .iter()
-                    .all(|c| state.works.get(c).is_some_and(|w| w.is("Available") && !w.deleting))
+                g.clusters.iter().all(|c| {
+                    state
+                        .works
+                        .get(c)
+                        .is_some_and(|w| w.is("Available") && !w.deleting)
+                })
             })
             .count();
         placements_summary.push(PlacementSummary {
@@ -71,7 +74,11 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
     }
     let missing: Vec<&str> = refs
         .iter()
-        .filter(|r| !world.placements.contains_key(&(key.0.clone(), r.name.clone())))
+        .filter(|r| {
+            !world
+                .placements
+                .contains_key(&(key.0.clone(), r.name.clone()))
+        })
         .map(|r| r.name.as_str())
         .collect();
     let verified = if !missing.is_empty() {
@@ -79,7 +86,11 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
             conditions::PLACEMENT_VERIFIED,
             false,
             "PlacementDecisionNotFound",
-            format!("placement(s) not found in namespace {:?}: {}", key.0, missing.join(", ")),
+            format!(
+                "placement(s) not found in namespace {:?}: {}",
+                key.0,
+                missing.join(", ")
+            ),
         )
     } else if state.placed_by.is_empty() {
         condition(
@@ -89,7 +100,12 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
             "the placements decided no cluster".into(),
         )
     } else {
-        condition(conditions::PLACEMENT_VERIFIED, true, "AsExpected", String::new())
+        condition(
+            conditions::PLACEMENT_VERIFIED,
+            true,
+            "AsExpected",
+            String::new(),
+        )
     };
     let wanted = state.placed_by.len();
     let refused: Vec<String> = state
@@ -101,7 +117,9 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
     let written = state
         .placed_by
         .keys()
-        .filter(|c| state.rendered.contains_key(*c) && state.works.get(*c).is_some_and(|w| !w.deleting))
+        .filter(|c| {
+            state.rendered.contains_key(*c) && state.works.get(*c).is_some_and(|w| !w.deleting)
+        })
         .count();
     let applied_cond = if !state.messages.is_empty() {
         condition(
@@ -115,7 +133,12 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
             ),
         )
     } else if written == wanted && wanted > 0 {
-        condition(conditions::MANIFESTWORK_APPLIED, true, "AsExpected", String::new())
+        condition(
+            conditions::MANIFESTWORK_APPLIED,
+            true,
+            "AsExpected",
+            String::new(),
+        )
     } else {
         condition(
             conditions::MANIFESTWORK_APPLIED,
@@ -124,24 +147,39 @@ pub fn status_of(world: &World, key: &Key, state: &SetState) -> ManifestWorkRepl
             format!("{written} of {wanted} work(s) written"),
         )
     };
-    let rolled_out = if wanted > 0 && summary.applied as usize == wanted && summary.total as usize == wanted {
-        condition(conditions::PLACEMENT_ROLLED_OUT, true, "Complete", String::new())
-    } else {
-        condition(
-            conditions::PLACEMENT_ROLLED_OUT,
-            false,
-            "Progressing",
-            format!("{} of {wanted} work(s) applied", summary.applied),
-        )
-    };
+    let rolled_out =
+        if wanted > 0 && summary.applied as usize == wanted && summary.total as usize == wanted {
+            condition(
+                conditions::PLACEMENT_ROLLED_OUT,
+                true,
+                "Complete",
+                String::new(),
+            )
+        } else {
+            condition(
+                conditions::PLACEMENT_ROLLED_OUT,
+                false,
+                "Progressing",
+                format!("{} of {wanted} work(s) applied", summary.applied),
+            )
+        };
     let clusters = state
         .placed_by
         .iter()
         .map(|(c, p)| SetClusterStatus {
             cluster_name: c.clone(),
             placement: p.clone(),
-            replicas: state.set.spec.replica_split.as_ref().map(|_| state.shares.get(c).copied().unwrap_or(0)),
-            conditions: state.works.get(c).map(|w| w.conditions.clone()).unwrap_or_default(),
+            replicas: state
+                .set
+                .spec
+                .replica_split
+                .as_ref()
+                .map(|_| state.shares.get(c).copied().unwrap_or(0)),
+            conditions: state
+                .works
+                .get(c)
+                .map(|w| w.conditions.clone())
+                .unwrap_or_default(),
             message: state.messages.get(c).cloned().unwrap_or_default(),
         })
         .collect();

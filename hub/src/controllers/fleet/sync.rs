@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use api::fleet::{ManifestWorkReplicaSet, SetOverride};
 use api::{ManagedCluster, ManifestWorkSpec};
 
-use super::world::{Key, SetState, World, WorkView};
+use super::world::{Key, SetState, WorkView, World};
 use crate::service::Hub;
 use crate::service::namespaced::reaches;
 use crate::service::replica_split::{cpu_millis, split};
@@ -27,7 +27,13 @@ pub struct Plan {
 
 /// Whether `cluster` may receive the set's work: inside the reach of the set's author and
 /// of the author of the placement that decided it.
-fn reachable(world: &World, state: &SetState, ns: &str, placement: &str, cluster: &ManagedCluster) -> Result<(), String> {
+fn reachable(
+    world: &World,
+    state: &SetState,
+    ns: &str,
+    placement: &str,
+    cluster: &ManagedCluster,
+) -> Result<(), String> {
     if !reaches(&state.reach, cluster) {
         return Err(format!(
             "cluster {:?} is outside the reach of the set's last writer",
@@ -76,7 +82,8 @@ fn weight(state: &SetState, cluster: &ManagedCluster) -> u64 {
 /// Works out what a set should keep now.
 pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
     let set: &ManifestWorkReplicaSet = &state.set;
-    let mut clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)> = BTreeMap::new();
+    let mut clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)> =
+        BTreeMap::new();
     let mut missing = Vec::new();
     for r in &set.spec.placement_refs {
         let Some(p) = world.placements.get(&(key.0.clone(), r.name.clone())) else {
@@ -130,7 +137,8 @@ pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
             .replica_split
             .as_ref()
             .map(|rs| (&rs.workload, shares.get(c).copied().unwrap_or(0)));
-        *verdict = render(&set.spec.manifest_work_template, &overrides, share).map_err(|e| e.to_string());
+        *verdict =
+            render(&set.spec.manifest_work_template, &overrides, share).map_err(|e| e.to_string());
     }
     Plan {
         clusters,
@@ -166,7 +174,11 @@ pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeS
         };
         let plan = if deleting {
             // Every cluster: a work may be left anywhere by an earlier leader.
-            op.remove = world.clusters().iter().map(|c| c.metadata.name.clone()).collect();
+            op.remove = world
+                .clusters()
+                .iter()
+                .map(|c| c.metadata.name.clone())
+                .collect();
             None
         } else {
             let plan = plan(world, key, state);

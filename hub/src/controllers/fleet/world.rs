@@ -80,7 +80,9 @@ impl WorkView {
             .map(|t| {
                 let status = work
                     .condition(t)
-                    .filter(|c| c.observed_generation.is_none() || c.observed_generation == generation)
+                    .filter(|c| {
+                        c.observed_generation.is_none() || c.observed_generation == generation
+                    })
                     .map(|c| c.status.clone())
                     .unwrap_or_else(|| "Unknown".into());
                 (t.to_string(), status)
@@ -205,7 +207,11 @@ impl World {
     }
 
     /// Puts (or, with `None`, removes) one cluster; the old record, if any.
-    pub fn put_cluster(&mut self, name: &str, cluster: Option<ManagedCluster>) -> Option<ManagedCluster> {
+    pub fn put_cluster(
+        &mut self,
+        name: &str,
+        cluster: Option<ManagedCluster>,
+    ) -> Option<ManagedCluster> {
         let at = self
             .clusters
             .binary_search_by(|c| c.metadata.name.as_str().cmp(name));
@@ -246,10 +252,13 @@ impl World {
     pub fn put_placement(&mut self, key: Key, state: PlacementState) {
         let decisions = state.decisions.clone();
         self.remove_placement(&key);
-        self.placements.insert(key.clone(), PlacementState {
-            decisions: Decisions::default(),
-            ..state
-        });
+        self.placements.insert(
+            key.clone(),
+            PlacementState {
+                decisions: Decisions::default(),
+                ..state
+            },
+        );
         self.set_decisions(&key, decisions);
     }
 

@@ -2,9 +2,7 @@
 //! ManifestWorkReplicaSets.
 
 use api::List;
-use api::fleet::{
-    ManifestWorkReplicaSet, Placement, PlacementDecision, PlacementExplanation,
-};
+use api::fleet::{ManifestWorkReplicaSet, Placement, PlacementDecision, PlacementExplanation};
 use schemars::generate::SchemaGenerator;
 use schemars::{JsonSchema, Schema};
 
