@@ -192,7 +192,11 @@ pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeS
                     });
                 }
             }
-            let kept: BTreeSet<&String> = state.rendered.keys().chain(state.works.keys()).collect();
+            let kept: BTreeSet<&String> = if state.swept {
+                state.rendered.keys().chain(state.works.keys()).collect()
+            } else {
+                world.clusters().iter().map(|c| &c.metadata.name).collect()
+            };
             op.remove = kept
                 .into_iter()
                 .filter(|c| !matches!(plan.clusters.get(*c), Some((_, Ok(_)))))
@@ -230,10 +234,14 @@ pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeS
             }
             state.shares = plan.shares;
         }
-        let Some(synced) = result else { continue };
+        let Some(synced) = result else {
+            state.swept = true;
+            continue;
+        };
         if synced.stale {
             continue;
         }
+        state.swept = true;
         for (c, r) in synced.placed {
             match r {
                 Ok(work) => {
