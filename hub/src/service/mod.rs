@@ -21,6 +21,7 @@ pub mod clusters;
 pub mod error;
 pub mod feed;
 pub mod leases;
+pub mod placement;
 pub mod query;
 pub mod registration;
 pub mod secrets;
