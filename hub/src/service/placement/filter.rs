@@ -146,15 +146,18 @@ impl Compiled {
         was_decided: bool,
         now: DateTime<Utc>,
     ) -> Filtered {
-        self.filter_in(cluster, was_decided, now, &mut CelScope::new())
+        self.filter_in(cluster, was_decided, now, &mut CelScope::new(), true)
     }
 
+    /// As [`Compiled::feasible`]; without `explain`, a rejected cluster's reasons are left
+    /// out (the decision path formats nothing it does not keep).
     pub(crate) fn filter_in(
         &self,
         cluster: &ManagedCluster,
         was_decided: bool,
         now: DateTime<Utc>,
         scope: &mut CelScope,
+        explain: bool,
     ) -> Filtered {
         if !cluster.spec.hub_accepts_client {
             return Filtered::rejected(
@@ -167,6 +170,9 @@ impl Compiled {
         if !self.cluster_sets.is_empty() {
             let set = cluster.metadata.labels.get(CLUSTER_SET_LABEL);
             if !set.is_some_and(|s| self.cluster_sets.contains(s)) {
+                if !explain {
+                    return Filtered::default();
+                }
                 let member = match set {
                     Some(s) => format!("it is in {s}"),
                     None => "it is in none".to_string(),
@@ -177,7 +183,11 @@ impl Compiled {
                 ));
             }
         }
-        if !self.predicates.is_empty() {
+        if !explain && !self.predicates.is_empty() {
+            if !self.predicates.iter().any(|p| p.accepts_in(cluster, scope)) {
+                return Filtered::default();
+            }
+        } else if !self.predicates.is_empty() {
             let mut failures = Vec::new();
             for (i, predicate) in self.predicates.iter().enumerate() {
                 match predicate.matches_in(cluster, scope) {

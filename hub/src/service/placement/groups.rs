@@ -89,50 +89,51 @@ impl ChunkSize {
 
 /// Splits the decided clusters into groups: named groups in order take the clusters their
 /// selector accepts (a cluster goes to the first), the rest follow; every group is chunked.
-/// Clusters are in name order within a group so chunks do not move when scores do.
+/// Clusters are in name order within a group so chunks do not move when scores do. Also
+/// returns each group's members as positions in `decided`.
 pub(crate) fn form(
     decided: &[&ManagedCluster],
     named: &[NamedGroup],
     chunk: ChunkSize,
-) -> Vec<Group> {
-    let mut remaining: Vec<&ManagedCluster> = decided.to_vec();
-    remaining.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+) -> (Vec<Group>, Vec<Vec<usize>>) {
+    let mut remaining: Vec<usize> = (0..decided.len()).collect();
+    remaining.sort_by(|&a, &b| decided[a].metadata.name.cmp(&decided[b].metadata.name));
     let mut scope = CelScope::new();
-    let mut parts: Vec<(String, Vec<String>)> = Vec::new();
+    let mut parts: Vec<(&str, Vec<usize>)> = Vec::new();
     for group in named {
-        let (mine, rest): (Vec<&ManagedCluster>, Vec<&ManagedCluster>) = remaining
+        let (mine, rest): (Vec<usize>, Vec<usize>) = remaining
             .into_iter()
-            .partition(|c| group.selector.matches_in(c, &mut scope).is_ok());
+            .partition(|&c| group.selector.accepts_in(decided[c], &mut scope));
         remaining = rest;
         if !mine.is_empty() {
-            parts.push((
-                group.name.clone(),
-                mine.iter().map(|c| c.metadata.name.clone()).collect(),
-            ));
+            parts.push((&group.name, mine));
         }
     }
     if !remaining.is_empty() {
-        parts.push((
-            String::new(),
-            remaining.iter().map(|c| c.metadata.name.clone()).collect(),
-        ));
+        parts.push(("", remaining));
     }
     let size = chunk.per_group(decided.len());
     let mut groups = Vec::new();
+    let mut members = Vec::new();
     for (name, clusters) in parts {
         for piece in clusters.chunks(size) {
             groups.push(Group {
                 index: groups.len(),
-                name: name.clone(),
-                clusters: piece.to_vec(),
+                name: name.to_string(),
+                clusters: piece
+                    .iter()
+                    .map(|&c| decided[c].metadata.name.clone())
+                    .collect(),
             });
+            members.push(piece.to_vec());
         }
     }
     if groups.is_empty() {
         // OCM keeps one (empty) group and decision so consumers always find the list.
         groups.push(Group::default());
+        members.push(Vec::new());
     }
-    groups
+    (groups, members)
 }
 
 /// `<placement>-decision-<k>`, k from 1.

@@ -95,15 +95,26 @@ struct Candidate<'a> {
     row: usize,
 }
 
-/// Evaluates placement `name` (used in decision names) over `inputs`.
+/// Evaluates placement `name` (used in decision names) over `inputs`, with an explanation
+/// for every cluster.
 pub fn evaluate(name: &str, p: &Compiled, inputs: &Inputs<'_>) -> Evaluation {
+    run(name, p, inputs, true)
+}
+
+/// As [`evaluate`] without explanations (`explanations` is empty): the same decisions,
+/// groups, status and `recheck_at`, for the controller, which keeps no reasons.
+pub fn decide(name: &str, p: &Compiled, inputs: &Inputs<'_>) -> Evaluation {
+    run(name, p, inputs, false)
+}
+
+fn run(name: &str, p: &Compiled, inputs: &Inputs<'_>, explain: bool) -> Evaluation {
     let mut scope = CelScope::new();
     let mut recheck_at: Option<DateTime<Utc>> = None;
     let mut candidates = Vec::new();
     let mut rejected = Vec::new();
     for cluster in inputs.clusters {
         let was_decided = inputs.previous.contains(&cluster.metadata.name);
-        let filtered = p.filter_in(cluster, was_decided, inputs.now, &mut scope);
+        let filtered = p.filter_in(cluster, was_decided, inputs.now, &mut scope, explain);
         if filtered.feasible {
             if let Some(at) = filtered.recheck_at {
                 recheck_at = Some(recheck_at.map_or(at, |r| r.min(at)));
@@ -141,10 +152,27 @@ pub fn evaluate(name: &str, p: &Compiled, inputs: &Inputs<'_>) -> Evaluation {
         Some(want) => spread::pick(&p.spread, &ordered, want),
     };
     let chosen: Vec<&ManagedCluster> = picked.chosen.iter().map(|&i| ordered[i]).collect();
-    let groups = groups::form(&chosen, &p.groups, p.chunk);
+    let (groups, members) = groups::form(&chosen, &p.groups, p.chunk);
     let decided: Vec<String> = groups.iter().flat_map(|g| g.clusters.clone()).collect();
     let status = status(name, p, &groups, decided.len());
-    let explanations = explain(p, &candidates, &scores, &picked, &groups, rejected);
+    // Each group's members as candidate positions: explanations need no name lookups.
+    let members: Vec<Vec<usize>> = members
+        .into_iter()
+        .map(|m| m.into_iter().map(|k| picked.chosen[k]).collect())
+        .collect();
+    let explanations = if explain {
+        self::explain(
+            p,
+            &candidates,
+            &scores,
+            &picked,
+            &groups,
+            &members,
+            rejected,
+        )
+    } else {
+        Vec::new()
+    };
     Evaluation {
         decided,
         groups,
@@ -217,15 +245,16 @@ fn explain(
     scores: &score::Scores,
     picked: &spread::Picked,
     groups: &[Group],
+    members: &[Vec<usize>],
     mut rejected: Vec<(&ManagedCluster, Filtered)>,
 ) -> Vec<ClusterExplanation> {
-    let group_of: HashMap<&str, &Group> = groups
-        .iter()
-        .flat_map(|g| g.clusters.iter().map(move |c| (c.as_str(), g)))
-        .collect();
+    let mut group_of: Vec<Option<&Group>> = vec![None; candidates.len()];
     let mut rank_chosen = vec![false; candidates.len()];
-    for &i in &picked.chosen {
-        rank_chosen[i] = true;
+    for (g, m) in groups.iter().zip(members) {
+        for &i in m {
+            group_of[i] = Some(g);
+            rank_chosen[i] = true;
+        }
     }
     let last_chosen = picked.chosen.iter().copied().max();
     let want = p.number_of_clusters;
@@ -269,7 +298,7 @@ fn explain(
             feasible: true,
             score: Some(c.total),
             scores: names.zip(scores.row(c.row).iter().copied()).collect(),
-            decision_group: group_of.get(c.cluster.metadata.name.as_str()).map(|g| {
+            decision_group: group_of[i].map(|g| {
                 if g.name.is_empty() {
                     format!("#{}", g.index)
                 } else {
@@ -281,15 +310,7 @@ fn explain(
     };
     let mut out = Vec::with_capacity(candidates.len() + rejected.len());
     // Decided ones in decision (group) order.
-    let position: HashMap<&str, usize> = groups
-        .iter()
-        .flat_map(|g| g.clusters.iter())
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
-    let mut chosen = picked.chosen.clone();
-    chosen.sort_by_key(|&i| position.get(candidates[i].cluster.metadata.name.as_str()));
-    out.extend(chosen.into_iter().map(explained));
+    out.extend(members.iter().flatten().map(|&i| explained(i)));
     out.extend(
         (0..candidates.len())
             .filter(|&i| !rank_chosen[i])

@@ -56,18 +56,34 @@ struct Term {
 }
 
 impl Term {
-    fn check(&self, cluster: &ManagedCluster) -> Result<(), String> {
-        let noun = self.source.noun();
-        let key = &self.key;
-        let value = match self.source {
-            Source::Label => cluster.metadata.labels.get(key).map(String::as_str),
+    fn value_in<'c>(&self, cluster: &'c ManagedCluster) -> Option<&'c str> {
+        match self.source {
+            Source::Label => cluster.metadata.labels.get(&self.key).map(String::as_str),
             Source::Claim => cluster
                 .status
                 .claims
                 .iter()
-                .find(|c| &c.name == key)
+                .find(|c| c.name == self.key)
                 .map(|c| c.value.as_str()),
-        };
+        }
+    }
+
+    /// As [`Term::check`] without the sentence (the decision path formats nothing).
+    fn holds(&self, cluster: &ManagedCluster) -> bool {
+        let value = self.value_in(cluster);
+        let listed = |v: &str| self.values.iter().any(|w| w == v);
+        match self.operator {
+            Operator::In => value.is_some_and(listed),
+            Operator::NotIn => !value.is_some_and(listed),
+            Operator::Exists => value.is_some(),
+            Operator::DoesNotExist => value.is_none(),
+        }
+    }
+
+    fn check(&self, cluster: &ManagedCluster) -> Result<(), String> {
+        let noun = self.source.noun();
+        let key = &self.key;
+        let value = self.value_in(cluster);
         let listed = |v: &str| self.values.iter().any(|w| w == v);
         let list = || format!("[{}]", self.values.join(", "));
         match (self.operator, value) {
@@ -211,6 +227,17 @@ impl ClusterMatcher {
             expression.check(cluster, scope)?;
         }
         Ok(())
+    }
+
+    /// Whether the cluster passes, without saying why not.
+    pub fn accepts(&self, cluster: &ManagedCluster) -> bool {
+        self.accepts_in(cluster, &mut CelScope::new())
+    }
+
+    /// As [`ClusterMatcher::accepts`], reusing an evaluation's CEL context.
+    pub(crate) fn accepts_in(&self, cluster: &ManagedCluster, scope: &mut CelScope) -> bool {
+        self.terms.iter().all(|t| t.holds(cluster))
+            && self.cel.iter().all(|e| e.check(cluster, scope).is_ok())
     }
 
     /// Whether it has CEL expressions (callers then share one [`CelScope`] per cluster).

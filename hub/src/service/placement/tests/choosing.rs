@@ -286,11 +286,33 @@ fn a_thousand_clusters() {
     let e = run(&p, &clusters, &previous);
     let took = started.elapsed();
     println!("evaluate over 1,000 clusters: {took:?} (info only, debug build)");
+    let previous_set: BTreeSet<String> = previous.iter().map(|s| s.to_string()).collect();
+    let load = HashMap::new();
+    let inputs = Inputs {
+        clusters: &clusters,
+        previous: &previous_set,
+        load: &load,
+        now: now(),
+    };
+    let started = std::time::Instant::now();
+    let quiet = decide("web", &p, &inputs);
+    println!(
+        "decide over 1,000 clusters: {:?} (info only, debug build)",
+        started.elapsed()
+    );
+    assert_eq!(
+        (&quiet.decided, &quiet.groups, &quiet.status),
+        (&e.decided, &e.groups, &e.status)
+    );
+    assert!(quiet.explanations.is_empty());
     assert_eq!(e.decided.len(), 30);
     assert_eq!(e.explanations.len(), 1000);
     for name in &e.decided {
         let i: usize = name[1..].parse().unwrap();
-        assert!(i.is_multiple_of(2) && !i.is_multiple_of(10), "{name} is prod and not tainted");
+        assert!(
+            i.is_multiple_of(2) && !i.is_multiple_of(10),
+            "{name} is prod and not tainted"
+        );
     }
     let mut per_zone = HashMap::new();
     for x in e.explanations.iter().filter(|x| x.selected) {
