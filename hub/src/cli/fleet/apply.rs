@@ -19,9 +19,9 @@ use crate::cli::support::progress::Progress;
 #[derive(Debug, Clone, PartialEq)]
 pub enum FleetObject {
     /// A Placement.
-    Placement(Placement),
+    Placement(Box<Placement>),
     /// A ManifestWorkReplicaSet.
-    Set(ManifestWorkReplicaSet),
+    Set(Box<ManifestWorkReplicaSet>),
 }
 
 impl FleetObject {
@@ -171,13 +171,20 @@ pub fn split_fleet(
     Ok((fleet, rest))
 }
 
-/// The objects as JSON, for `--dry-run` and `-o`.
+/// The objects as they would be sent, for `--dry-run`: without the `status` the hub
+/// ignores in writes.
 pub fn as_values(objects: &[FleetObject]) -> Vec<Value> {
     objects
         .iter()
-        .map(|o| match o {
-            FleetObject::Placement(p) => to_value(p),
-            FleetObject::Set(s) => to_value(s),
+        .map(|o| {
+            let mut v = match o {
+                FleetObject::Placement(p) => to_value(p),
+                FleetObject::Set(s) => to_value(s),
+            };
+            if let Some(obj) = v.as_object_mut() {
+                obj.remove("status");
+            }
+            v
         })
         .collect()
 }
