@@ -479,24 +479,22 @@ impl Fleet {
     }
 }
 
-/// What a fleet object still being deleted waits for, from its last answer.
-fn fleet_pending(what: Fleet, seen: &serde_json::Value) -> String {
-    match what {
-        Fleet::Set => {
-            let works = seen["status"]["summary"]["total"].as_i64().unwrap_or(0);
-            format!("its works are still being removed ({works} left)")
-        }
-        Fleet::Placement => match seen["metadata"]["finalizers"].as_array() {
-            Some(f) if !f.is_empty() => format!(
-                "waiting for finalizer {}",
-                f.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => "still present".into(),
-        },
+/// What keeps a Placement around, for the timeout message.
+fn placement_pending(p: &api::fleet::Placement) -> String {
+    if p.metadata.finalizers.is_empty() {
+        "still present".into()
+    } else {
+        format!("waiting for finalizer {}", p.metadata.finalizers.join(", "))
     }
+}
+
+/// What keeps a set around (Foreground deletion waits for its works), for the timeout
+/// message.
+fn set_pending(s: &api::fleet::ManifestWorkReplicaSet) -> String {
+    format!(
+        "its works are still being removed ({} left)",
+        s.status.summary.total
+    )
 }
 
 async fn delete_fleet(
@@ -512,16 +510,9 @@ async fn delete_fleet(
     } = args;
     let deadline = deadline_after(timeout);
     let client = connection.client()?;
-    // Read as JSON: only what keeps it around is needed, the same way for both kinds.
-    let still_there = match what {
-        Fleet::Placement => client
-            .delete_placement(&namespace, &name)
-            .await?
-            .map(|p| serde_json::to_value(p).unwrap_or_default()),
-        Fleet::Set => client
-            .delete_set(&namespace, &name)
-            .await?
-            .map(|s| serde_json::to_value(s).unwrap_or_default()),
+    let asked = match what {
+        Fleet::Placement => client.delete_placement(&namespace, &name).await?.is_some(),
+        Fleet::Set => client.delete_set(&namespace, &name).await?.is_some(),
     };
     let deleted = format!(
         "{} {name:?} deleted (namespace {namespace})\n",
@@ -539,34 +530,27 @@ async fn delete_fleet(
         },
         pending,
     };
-    if still_there.is_none() || !wait {
+    if !asked || !wait {
         report.line(&deleted);
         return report.document(vec![outcome(None)]);
     }
-    let get = |opts: ListOptions| {
-        let (client, namespace, name) = (&client, &namespace, &name);
-        async move {
-            let read = match what {
-                Fleet::Placement => client
-                    .get_placement(namespace, name, &opts)
-                    .await
-                    .map(|r| (serde_json::to_value(r.value), r.index)),
-                Fleet::Set => client
-                    .get_set(namespace, name, &opts)
-                    .await
-                    .map(|r| (serde_json::to_value(r.value), r.index)),
-            };
-            read.map(|(value, index)| Indexed {
-                value: value.unwrap_or_default(),
-                index,
-            })
+    let (client, ns, n) = (&client, namespace.as_str(), name.as_str());
+    let pending = match what {
+        Fleet::Placement => {
+            let get = |opts: ListOptions| async move { client.get_placement(ns, n, &opts).await };
+            wait_gone(get, deadline)
+                .await?
+                .map(|p| placement_pending(&p))
+        }
+        Fleet::Set => {
+            let get = |opts: ListOptions| async move { client.get_set(ns, n, &opts).await };
+            wait_gone(get, deadline).await?.map(|s| set_pending(&s))
         }
     };
-    let Some(seen) = wait_gone(get, deadline).await? else {
+    let Some(pending) = pending else {
         report.line(&deleted);
         return report.document(vec![outcome(None)]);
     };
-    let pending = fleet_pending(what, &seen);
     report.document(vec![outcome(Some(pending.clone()))])?;
     Err(CliError::TimedOut(format!(
         "timed out after {} waiting for the deletion of {} {name:?} in namespace {namespace}: {pending}",
