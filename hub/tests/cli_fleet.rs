@@ -68,6 +68,17 @@ where
     }
 }
 
+/// Registers a cluster the hub accepts (no agent), with these labels.
+async fn accepted_cluster(client: &HubClient, name: &str, labels: &[(&str, &str)]) {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut cluster = ManagedCluster::new(name, labels);
+    cluster.spec.hub_accepts_client = true;
+    client.put_cluster(&cluster).await.unwrap();
+}
+
 async fn selected(client: &HubClient, ns: &str, name: &str) -> i32 {
     client
         .get_placement(ns, name, &ListOptions::default())
@@ -95,10 +106,10 @@ fn row(text: &str, first: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_get_describe_and_delete_placements_and_sets() {
     let hub = HubServe::start().await;
-    hub.add_cluster("c1", &[("env", "prod")]).await;
-    hub.add_cluster("c2", &[("env", "prod")]).await;
-    hub.add_cluster("c3", &[("env", "dev")]).await;
     let client = hub.client();
+    accepted_cluster(&client, "c1", &[("env", "prod")]).await;
+    accepted_cluster(&client, "c2", &[("env", "prod")]).await;
+    accepted_cluster(&client, "c3", &[("env", "dev")]).await;
 
     // One file, both kinds, no --cluster: created, then unchanged, then configured.
     let file = hub.write(
@@ -250,7 +261,7 @@ async fn apply_get_describe_and_delete_placements_and_sets() {
     // describe placement: every cluster, chosen or not, and why.
     let run = hub.cli(&["describe", "placement", "prod"]).await;
     let text = run.ok();
-    assert!(text.contains("Selected clusters:"), "{text}");
+    assert!(text.contains("Selected:         2\n"), "{text}");
     assert!(text.contains("PlacementSatisfied"), "{text}");
     let header = row(text, "CLUSTER");
     assert_eq!(header, ["CLUSTER", "SELECTED", "SCORE", "GROUP", "WHY"]);
@@ -329,14 +340,14 @@ async fn apply_get_describe_and_delete_placements_and_sets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_answers_without_storing_and_names_bad_fields() {
     let hub = HubServe::start().await;
-    hub.add_cluster("c1", &[("env", "prod")]).await;
-    hub.add_cluster("c2", &[("env", "dev")]).await;
+    accepted_cluster(&hub.client(), "c1", &[("env", "prod")]).await;
+    accepted_cluster(&hub.client(), "c2", &[("env", "dev")]).await;
 
     let file = hub.write("dev.yaml", &placement_yaml("try", "dev"));
     let f = file.to_str().unwrap();
     let run = hub.cli(&["placement", "preview", "-f", f]).await;
     let text = run.ok();
-    assert!(text.contains("Selected clusters:  1"), "{text}");
+    assert!(text.contains("Selected:         1\n"), "{text}");
     assert_eq!(row(text, "c2")[1], "yes", "{text}");
     assert_eq!(row(text, "c1")[1], "filtered", "{text}");
     let doc = hub
@@ -425,6 +436,8 @@ impl InProcessHub {
         let url = format!("sqlite://{}", dir.path().join("hub.db").display());
         let store = hub::store::connect(&url).await.unwrap();
         let service = hub::service::Hub::start(store.clone()).await.unwrap();
+        // As `hub serve` does: lease expiry, placement and set controllers.
+        hub::controllers::start(&service);
         let (auth, _) =
             hub::service::authn::Auth::init(store.clone(), Some(TOKEN), Duration::from_secs(3600))
                 .await
@@ -458,14 +471,7 @@ impl InProcessHub {
 
     /// A cluster whose agent joined and renews its lease.
     async fn joined_cluster(&self, name: &str, labels: &[(&str, &str)]) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.client
-            .put_cluster(&ManagedCluster::new(name, labels))
-            .await
-            .unwrap();
+        accepted_cluster(&self.client, name, labels).await;
         self.hub.mark_cluster_joined(name).await.unwrap();
         self.hub
             .renew_lease(name, &api::LeaseRenewal::default())

@@ -2,10 +2,11 @@
 //! and `hub placement preview`.
 
 use api::fleet::{PlacementExplanation, PlacementStatus};
+use chrono::{DateTime, Utc};
 
 use super::cell;
 use crate::cli::support::output::Table;
-use crate::cli::support::text::{field, indent};
+use crate::cli::support::text::{conditions_table, field, indent};
 
 /// Every cluster of an explanation: CLUSTER, SELECTED, SCORE, GROUP, WHY (its reasons
 /// joined by `; `). A cluster that failed the filters has no score (`-`); a feasible one
@@ -34,7 +35,7 @@ pub fn clusters_table(explanation: &PlacementExplanation) -> String {
 
 /// The decided count and the decision groups of a placement's status.
 pub fn status_summary(out: &mut String, status: &PlacementStatus) {
-    field(out, "Selected clusters", status.number_of_selected_clusters);
+    field(out, "Selected", status.number_of_selected_clusters);
     if status.decision_groups.is_empty() {
         return;
     }
@@ -52,17 +53,11 @@ pub fn status_summary(out: &mut String, status: &PlacementStatus) {
 }
 
 /// The text `hub placement preview` prints: the outcome and the per-cluster table.
-pub fn preview_text(explanation: &PlacementExplanation) -> String {
+pub fn preview_text(explanation: &PlacementExplanation, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     status_summary(&mut out, &explanation.status);
-    for c in &explanation.status.conditions {
-        let why = if c.message.is_empty() {
-            c.reason.clone()
-        } else {
-            format!("{} ({})", c.reason, c.message)
-        };
-        field(&mut out, &c.type_, format!("{} {why}", c.status).trim_end());
-    }
+    out.push_str("Conditions:\n");
+    out.push_str(&conditions_table(&explanation.status.conditions, None, now));
     out.push_str("Clusters:\n");
     out.push_str(&clusters_table(explanation));
     out

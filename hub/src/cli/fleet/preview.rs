@@ -55,7 +55,7 @@ pub async fn run(args: PreviewArgs, connection: &ConnectionArgs) -> Result<(), C
     let explanation = client.preview_placement(&placement).await?.value;
     match output {
         Some(format) => output::print(&output::document(&explanation, format)?),
-        None => output::print(&preview_text(&explanation)),
+        None => output::print(&preview_text(&explanation, chrono::Utc::now())),
     }
     Ok(())
 }
