@@ -302,7 +302,12 @@ async fn apply_get_describe_and_delete_placements_and_sets() {
     let run = hub
         .cli(&["wait", "mwrs", "web", "--for", "Applied", "--timeout", "1s"])
         .await;
-    assert!(run.fails(3).contains("timed out"), "{run}");
+    assert!(
+        run.fails(3).contains(
+            "timed out after 1s waiting for manifestworkreplicaset \"web\" (namespace default) to be Applied"
+        ),
+        "{run}"
+    );
     assert!(run.took < Duration::from_secs(15), "{run}");
     let run = hub.cli(&["wait", "mwrs", "nope", "--timeout", "1s"]).await;
     assert!(run.fails(1).contains("not found"), "{run}");
@@ -547,6 +552,31 @@ async fn wait_mwrs_exits_0_when_every_work_is_ready_and_1_when_one_degrades() {
     );
     assert!(
         out.contains("manifestworkreplicaset \"web\" (namespace default) Ready"),
+        "{run}"
+    );
+
+    // `apply --wait` of the set: unchanged, and already Ready.
+    let file = h._dir.path().join("set.yaml");
+    std::fs::write(&file, set_yaml("web", "prod", "v1")).unwrap();
+    let run = h
+        .cli(&[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "30s",
+        ])
+        .run()
+        .await;
+    let out = run.ok();
+    assert!(out.starts_with(&format!("{SET}/web unchanged\n")), "{run}");
+    assert!(
+        out.contains("  cluster c2: Applied=True Available=True Ready=True\n"),
+        "{run}"
+    );
+    assert!(
+        out.ends_with("manifestworkreplicaset \"web\" (namespace default) Ready\n"),
         "{run}"
     );
 

@@ -126,7 +126,8 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     if !fleet.is_empty() && docs.is_empty() {
         let only = FleetOnly {
             wait: wait.then(|| for_.unwrap_or(WaitFor::Ready)),
-            deadline: started + timeout.unwrap_or(DEFAULT_TIMEOUT),
+            started,
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
             dry_run,
             output,
             quiet,
@@ -313,8 +314,9 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     conclude("ApplyResult", for_, report, started, output, &mut progress)?;
     match for_ {
         Some(for_) => {
-            let deadline = started + timeout.unwrap_or(DEFAULT_TIMEOUT);
-            wait_sets(&client, &fleet_applied.sets, for_, deadline, &mut progress).await
+            let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+            let sets = &fleet_applied.sets;
+            wait_sets(&client, sets, for_, (started, timeout), &mut progress).await
         }
         None => Ok(()),
     }
@@ -327,8 +329,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 struct FleetOnly {
     /// `--wait --for`.
     wait: Option<WaitFor>,
-    /// When `--timeout` runs out.
-    deadline: Instant,
+    /// When the command started.
+    started: Instant,
+    /// `--timeout`.
+    timeout: Duration,
     dry_run: bool,
     output: Option<DocumentFormat>,
     quiet: bool,
@@ -342,7 +346,8 @@ async fn apply_fleet_only(
 ) -> Result<(), CliError> {
     let FleetOnly {
         wait,
-        deadline,
+        started,
+        timeout,
         dry_run,
         output,
         quiet,
@@ -362,21 +367,24 @@ async fn apply_fleet_only(
         return Err(CliError::Reported(1));
     }
     match wait {
-        Some(for_) => wait_sets(&client, &applied.sets, for_, deadline, &mut progress).await,
+        Some(for_) => {
+            let sets = &applied.sets;
+            wait_sets(&client, sets, for_, (started, timeout), &mut progress).await
+        }
         None => Ok(()),
     }
 }
 
-/// `--wait` for the sets applied, one after another, until `deadline`.
+/// `--wait` for the sets applied, one after another, until `timeout` from `started`.
 async fn wait_sets(
     client: &HubClient,
     sets: &[(String, String)],
     for_: WaitFor,
-    deadline: Instant,
+    time: (Instant, Duration),
     progress: &mut Progress,
 ) -> Result<(), CliError> {
     for (namespace, name) in sets {
-        let done = wait_set(client, namespace, name, for_, deadline, progress).await?;
+        let done = wait_set(client, namespace, name, for_, time, progress).await?;
         if let Some(e) = done.error() {
             return Err(e);
         }

@@ -228,17 +228,19 @@ impl SetWait {
     }
 }
 
-/// Waits for one set with blocking GETs until `for_` is met, a work fails, or `deadline`.
-/// A set that does not exist when the wait starts is refused (exit 1), except for
-/// `delete`; errors of the hub during the wait are retried until the deadline.
+/// Waits for one set with blocking GETs until `for_` is met, a work fails, or `timeout`
+/// from `started` ran out. A set that does not exist when the wait starts is refused
+/// (exit 1), except for `delete`; errors of the hub during the wait are retried until the
+/// timeout.
 pub async fn wait_set(
     client: &HubClient,
     namespace: &str,
     name: &str,
     for_: WaitFor,
-    deadline: Instant,
+    (started, timeout): (Instant, Duration),
     progress: &mut Progress,
 ) -> Result<SetWait, CliError> {
+    let deadline = started + timeout;
     let who = format!("manifestworkreplicaset {name:?} (namespace {namespace})");
     let mut last = match client
         .get_set(namespace, name, &ListOptions::default())
@@ -294,7 +296,10 @@ pub async fn wait_set(
                 let Some(wait) = block_for(deadline) else {
                     return Ok(SetWait {
                         outcome: SetOutcome::Timeout,
-                        message: format!("timed out waiting for {who} to be {for_}: {why}"),
+                        message: format!(
+                            "timed out after {} waiting for {who} to be {for_}: {why}",
+                            humantime(timeout)
+                        ),
                         set: Some(last.value),
                     });
                 };
@@ -356,7 +361,7 @@ pub async fn run(args: WaitSetArgs, client: &HubClient) -> Result<(), CliError> 
         &namespace,
         &name,
         for_,
-        started + timeout,
+        (started, timeout),
         &mut progress,
     )
     .await?;
@@ -377,10 +382,6 @@ pub async fn run(args: WaitSetArgs, client: &HubClient) -> Result<(), CliError> 
         output::print(&output::document(&doc, format)?);
     }
     match done.error() {
-        Some(CliError::TimedOut(m)) => Err(CliError::TimedOut(format!(
-            "{m} (after {})",
-            humantime(timeout)
-        ))),
         Some(e) => Err(e),
         None => Ok(()),
     }
