@@ -6,7 +6,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::audit::GetAuditArgs;
-use super::fleet::get::{GetDecisionsArgs, GetPlacementsArgs, GetSetsArgs};
+use super::fleet::get::{GetDecisionsArgs, GetFleetArgs};
 use super::registration::GetRegistrationsArgs;
 use super::support::connection::ConnectionArgs;
 use super::support::error::CliError;
@@ -67,7 +67,7 @@ pub enum GetCommand {
     /// condition, as OCM prints them. -o wide adds CLUSTERSETS, NUMBEROFCLUSTERS (`all`
     /// when unset), DECISIONGROUPS and RESOURCEVERSION.
     #[command(visible_alias = "placement")]
-    Placements(GetPlacementsArgs),
+    Placements(GetFleetArgs),
     /// The clusters a Placement decided: NAME (the PlacementDecision), GROUP, CLUSTER.
     ///
     /// One row per decided cluster, so that grep finds a cluster and wc -l counts them.
@@ -88,7 +88,7 @@ pub enum GetCommand {
         name = "manifestworkreplicasets",
         visible_aliases = ["manifestworkreplicaset", "mwrs"]
     )]
-    ManifestWorkReplicaSets(GetSetsArgs),
+    ManifestWorkReplicaSets(GetFleetArgs),
 }
 
 /// `hub get tokens`.

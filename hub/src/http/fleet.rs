@@ -94,80 +94,76 @@ fn list_body<T: Serialize>(
     )
 }
 
-async fn get_one<T: Namespaced>(
-    state: &AppState,
-    who: &Principal,
-    ns: &str,
-    name: &str,
-    params: &ListParams,
-) -> Result<(u64, Option<T>), Error> {
-    authorize_fleet(who, false)?;
+/// What a caller is shown of an object: a set's template has Secret data masked for a
+/// token without the `secrets` verb.
+pub trait Shown: Namespaced {
+    /// The `apiVersion` of its lists.
+    const API_VERSION: &'static str;
+    /// The `kind` of its lists.
+    const LIST_KIND: &'static str;
+    /// The object as `who` may see it.
+    fn shown(self, state: &AppState, who: &Principal) -> Self;
+}
+
+impl Shown for Placement {
+    const API_VERSION: &'static str = PLACEMENT_API_VERSION;
+    const LIST_KIND: &'static str = "PlacementList";
+    fn shown(self, _: &AppState, _: &Principal) -> Self {
+        self
+    }
+}
+
+impl Shown for ManifestWorkReplicaSet {
+    const API_VERSION: &'static str = SET_API_VERSION;
+    const LIST_KIND: &'static str = "ManifestWorkReplicaSetList";
+    fn shown(self, state: &AppState, who: &Principal) -> Self {
+        shown(state, who, self)
+    }
+}
+
+/// `GET /api/v1/namespaces/{ns}/placements/{name}` and
+/// `.../manifestworkreplicasets/{name}`, blocking with `index`.
+pub async fn get<T: Shown>(
+    State(state): State<AppState>,
+    who: Principal,
+    path: OnePath,
+    params: Params,
+) -> Result<Response, Error> {
+    let Path((ns, name)) = path?;
+    let Query(params) = params?;
+    authorize_fleet(&who, false)?;
     let read = state
         .hub
-        .get_namespaced::<T>(ns, name, params.block()?)
+        .get_namespaced::<T>(&ns, &name, params.block()?)
         .await?;
-    Ok((read.index, read.data))
+    Ok(match read.data {
+        Some(o) => one(StatusCode::OK, read.index, &o.shown(&state, &who)),
+        None => respond(
+            StatusCode::NOT_FOUND,
+            read.index,
+            None,
+            crate::service::namespaced::not_found::<T>(&ns, &name),
+        ),
+    })
 }
 
-fn missing<T: Namespaced>(index: u64, ns: &str, name: &str) -> Response {
-    respond(
-        StatusCode::NOT_FOUND,
-        index,
-        None,
-        crate::service::namespaced::not_found::<T>(ns, name),
-    )
-}
-
-/// `GET /api/v1/namespaces/{ns}/placements/{name}`, blocking with `index`.
-pub async fn get_placement(
-    State(state): State<AppState>,
-    who: Principal,
-    path: OnePath,
-    params: Params,
-) -> Result<Response, Error> {
-    let Path((ns, name)) = path?;
-    let Query(params) = params?;
-    Ok(
-        match get_one::<Placement>(&state, &who, &ns, &name, &params).await? {
-            (index, Some(p)) => one(StatusCode::OK, index, &p),
-            (index, None) => missing::<Placement>(index, &ns, &name),
-        },
-    )
-}
-
-/// `GET /api/v1/namespaces/{ns}/manifestworkreplicasets/{name}`, blocking with `index`.
-pub async fn get_set(
-    State(state): State<AppState>,
-    who: Principal,
-    path: OnePath,
-    params: Params,
-) -> Result<Response, Error> {
-    let Path((ns, name)) = path?;
-    let Query(params) = params?;
-    Ok(
-        match get_one::<ManifestWorkReplicaSet>(&state, &who, &ns, &name, &params).await? {
-            (index, Some(s)) => one(StatusCode::OK, index, &shown(&state, &who, s)),
-            (index, None) => missing::<ManifestWorkReplicaSet>(index, &ns, &name),
-        },
-    )
-}
-
-async fn list<T: Namespaced>(
+async fn list<T: Shown>(
     state: &AppState,
     who: &Principal,
     ns: Option<&str>,
     params: &ListParams,
-) -> Result<(u64, Vec<T>), Error> {
+) -> Result<Response, Error> {
     authorize_fleet(who, false)?;
     let read = state
         .hub
         .list_namespaced::<T>(ns, &params.selector()?, params.block()?)
         .await?;
-    Ok((read.index, read.data))
+    let items: Vec<T> = read.data.into_iter().map(|o| o.shown(state, who)).collect();
+    Ok(list_body(T::API_VERSION, T::LIST_KIND, read.index, items))
 }
 
-/// `GET /api/v1/namespaces/{ns}/placements`.
-pub async fn list_placements(
+/// `GET /api/v1/namespaces/{ns}/placements` and `.../manifestworkreplicasets`.
+pub async fn list_in<T: Shown>(
     State(state): State<AppState>,
     who: Principal,
     path: NsPath,
@@ -175,125 +171,42 @@ pub async fn list_placements(
 ) -> Result<Response, Error> {
     let Path(ns) = path?;
     let Query(params) = params?;
-    let (index, items) = list::<Placement>(&state, &who, Some(&ns), &params).await?;
-    Ok(list_body(
-        PLACEMENT_API_VERSION,
-        "PlacementList",
-        index,
-        items,
-    ))
+    list::<T>(&state, &who, Some(&ns), &params).await
 }
 
-/// `GET /api/v1/placements`: every namespace.
-pub async fn list_all_placements(
+/// `GET /api/v1/placements` and `/api/v1/manifestworkreplicasets`: every namespace.
+pub async fn list_all<T: Shown>(
     State(state): State<AppState>,
     who: Principal,
     params: Params,
 ) -> Result<Response, Error> {
     let Query(params) = params?;
-    let (index, items) = list::<Placement>(&state, &who, None, &params).await?;
-    Ok(list_body(
-        PLACEMENT_API_VERSION,
-        "PlacementList",
-        index,
-        items,
-    ))
+    list::<T>(&state, &who, None, &params).await
 }
 
-/// `GET /api/v1/namespaces/{ns}/manifestworkreplicasets`.
-pub async fn list_sets(
-    State(state): State<AppState>,
-    who: Principal,
-    path: NsPath,
-    params: Params,
-) -> Result<Response, Error> {
-    let Path(ns) = path?;
-    let Query(params) = params?;
-    let (index, items) = list::<ManifestWorkReplicaSet>(&state, &who, Some(&ns), &params).await?;
-    let items: Vec<_> = items.into_iter().map(|s| shown(&state, &who, s)).collect();
-    Ok(list_body(
-        SET_API_VERSION,
-        "ManifestWorkReplicaSetList",
-        index,
-        items,
-    ))
-}
-
-/// `GET /api/v1/manifestworkreplicasets`: every namespace.
-pub async fn list_all_sets(
-    State(state): State<AppState>,
-    who: Principal,
-    params: Params,
-) -> Result<Response, Error> {
-    let Query(params) = params?;
-    let (index, items) = list::<ManifestWorkReplicaSet>(&state, &who, None, &params).await?;
-    let items: Vec<_> = items.into_iter().map(|s| shown(&state, &who, s)).collect();
-    Ok(list_body(
-        SET_API_VERSION,
-        "ManifestWorkReplicaSetList",
-        index,
-        items,
-    ))
-}
-
-/// `PUT /api/v1/namespaces/{ns}/placements/{name}`: create or replace the spec.
-pub async fn put_placement(
+/// `PUT /api/v1/namespaces/{ns}/placements/{name}` and
+/// `.../manifestworkreplicasets/{name}`: create (201) or replace (200) the spec.
+pub async fn put<T: Shown>(
     State(state): State<AppState>,
     who: Principal,
     Source(from): Source,
     path: OnePath,
     headers: HeaderMap,
-    Doc(placement): Doc<Placement>,
+    Doc(object): Doc<T>,
 ) -> Result<Response, Error> {
     let Path((ns, name)) = path?;
     authorize_fleet(&who, true)?;
+    let by = Some(caller(&who, from));
     let w = state
         .hub
-        .put_placement(
-            &ns,
-            &name,
-            placement,
-            if_match(&headers),
-            &who,
-            Some(caller(&who, from)),
-        )
+        .put_namespaced(&ns, &name, object, if_match(&headers), &who, by)
         .await?;
     let status = if w.value.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(one(status, w.index, &w.value.placement))
-}
-
-/// `PUT /api/v1/namespaces/{ns}/manifestworkreplicasets/{name}`: create or replace.
-pub async fn put_set(
-    State(state): State<AppState>,
-    who: Principal,
-    Source(from): Source,
-    path: OnePath,
-    headers: HeaderMap,
-    Doc(set): Doc<ManifestWorkReplicaSet>,
-) -> Result<Response, Error> {
-    let Path((ns, name)) = path?;
-    authorize_fleet(&who, true)?;
-    let w = state
-        .hub
-        .put_set(
-            &ns,
-            &name,
-            set,
-            if_match(&headers),
-            &who,
-            Some(caller(&who, from)),
-        )
-        .await?;
-    let status = if w.value.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(one(status, w.index, &shown(&state, &who, w.value.set)))
+    Ok(one(status, w.index, &w.value.object.shown(&state, &who)))
 }
 
 /// `DELETE /api/v1/namespaces/{ns}/placements/{name}`: the placement and its decisions go

@@ -140,13 +140,13 @@ pub fn router(state: AppState) -> Router {
         .route("/registrations/{id}/accept", post(registration::accept))
         .route("/registrations/{id}/deny", post(registration::deny))
         .route("/audit", get(registration::audit))
-        .route("/placements", get(fleet::list_all_placements))
+        .route("/placements", get(fleet::list_all::<api::fleet::Placement>))
         .route("/placements/preview", post(fleet::preview))
-        .route("/namespaces/{ns}/placements", get(fleet::list_placements))
+        .route("/namespaces/{ns}/placements", get(fleet::list_in::<api::fleet::Placement>))
         .route(
             "/namespaces/{ns}/placements/{name}",
-            get(fleet::get_placement)
-                .put(fleet::put_placement)
+            get(fleet::get::<api::fleet::Placement>)
+                .put(fleet::put::<api::fleet::Placement>)
                 .delete(fleet::delete_placement),
         )
         .route(
@@ -157,15 +157,15 @@ pub fn router(state: AppState) -> Router {
             "/namespaces/{ns}/placements/{name}/explain",
             get(fleet::explain),
         )
-        .route("/manifestworkreplicasets", get(fleet::list_all_sets))
+        .route("/manifestworkreplicasets", get(fleet::list_all::<api::fleet::ManifestWorkReplicaSet>))
         .route(
             "/namespaces/{ns}/manifestworkreplicasets",
-            get(fleet::list_sets),
+            get(fleet::list_in::<api::fleet::ManifestWorkReplicaSet>),
         )
         .route(
             "/namespaces/{ns}/manifestworkreplicasets/{name}",
-            get(fleet::get_set)
-                .put(fleet::put_set)
+            get(fleet::get::<api::fleet::ManifestWorkReplicaSet>)
+                .put(fleet::put::<api::fleet::ManifestWorkReplicaSet>)
                 .delete(fleet::delete_set),
         );
     Router::new()

@@ -8,23 +8,41 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use async_trait::async_trait;
+use serde_json::json;
+
 use super::Hub;
 use super::authn::{ApiScope, Principal};
 use super::error::{Error, Result};
+use super::preconditions::Preconditions;
 use super::query::{self, Block, Indexed, Watch};
 use super::validate::check_labels;
+use super::writer::{Audit, Batch, Caller, WriteOp, Written};
 use crate::store::{ChangeKind, ObjectKind, StoredObject};
 
 /// A namespaced object as the hub stores it.
-pub trait Namespaced: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Namespaced:
+    Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+{
     /// Its row kind.
     const KIND: ObjectKind;
     /// Its name in messages and audit targets (`placement`).
     const NOUN: &'static str;
     /// Its path segment (`placements`).
     const PLURAL: &'static str;
+    /// The audit action of a create or replace (`placement.put`).
+    const PUT_ACTION: &'static str;
     /// Its metadata.
     fn metadata(&self) -> &ObjectMeta;
+    /// Its metadata, to stamp.
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+    /// Whether what users write (the spec) is the same in both.
+    fn same_spec(&self, other: &Self) -> bool;
+    /// Takes the hub's status from the stored object: users never write it.
+    fn keep_status(&mut self, stored: &Self);
+    /// Checks a body against its path (every problem listed, with field paths) and fills
+    /// in its namespace and name.
+    fn validate(&mut self, namespace: &str, name: &str) -> Result<()>;
 }
 
 /// Who last wrote an object's spec, and the clusters they may write works to: a set's works
@@ -106,6 +124,137 @@ pub struct Authored<T> {
     /// Who last wrote its spec.
     #[serde(default)]
     pub author: Author,
+}
+
+/// A create-or-replace of a namespaced object's spec by a user.
+#[derive(Debug)]
+pub struct PutObject<T> {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The body, validated.
+    pub object: T,
+    /// `If-Match`, if any.
+    pub if_match: Option<String>,
+    /// Who writes it.
+    pub author: Author,
+}
+
+/// The result of a write of a namespaced object.
+#[derive(Debug, Clone)]
+pub struct ObjectWrite<T> {
+    /// The object as stored now.
+    pub object: T,
+    /// Whether the write created it.
+    pub created: bool,
+}
+
+#[async_trait]
+impl<T: Namespaced> WriteOp for PutObject<T> {
+    type Output = ObjectWrite<T>;
+
+    async fn apply(&self, batch: &mut Batch<'_>) -> Result<ObjectWrite<T>> {
+        let (ns, name) = (self.namespace.as_str(), self.name.as_str());
+        let what = format!("{} {name:?}", T::NOUN);
+        let pre = Preconditions {
+            what: &what,
+            if_match: self.if_match.as_deref(),
+            body_rv: self.object.metadata().resource_version.as_deref(),
+            caller_reads: true,
+        };
+        let old = read_object::<T>(batch, ns, name).await?;
+        match &old {
+            None => pre.for_create()?,
+            Some(old) => {
+                if old.object.metadata().deletion_timestamp.is_some() {
+                    return Err(Error::Deleting(format!("{what} is being deleted")));
+                }
+                pre.for_replace(old.object.metadata().resource_version.as_deref().unwrap_or(""))?
+            }
+        }
+        let mut object = self.object.clone();
+        let spec_changed = old.as_ref().is_none_or(|o| !o.object.same_spec(&object));
+        stamp(
+            object.metadata_mut(),
+            old.as_ref().map(|o| o.object.metadata()),
+            spec_changed,
+            batch.now,
+        );
+        if let Some(old) = &old {
+            object.keep_status(&old.object);
+            if old.object == object && old.author == self.author {
+                return Ok(ObjectWrite {
+                    object,
+                    created: false,
+                });
+            }
+        }
+        write_object(batch, ns, name, &mut object, &self.author, false).await?;
+        Ok(ObjectWrite {
+            object,
+            created: old.is_none(),
+        })
+    }
+
+    fn audit(&self, w: &ObjectWrite<T>) -> Option<Audit> {
+        Some(Audit {
+            action: T::PUT_ACTION,
+            target: target::<T>(&self.namespace, &self.name),
+            details: json!({
+                "generation": w.object.metadata().generation,
+                "resourceVersion": w.object.metadata().resource_version,
+                "created": w.created,
+            }),
+        })
+    }
+}
+
+/// An object with its author, as this batch sees it.
+pub async fn read_object<T: Namespaced>(
+    batch: &mut Batch<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Authored<T>>> {
+    batch
+        .tx
+        .get_object(T::KIND, namespace, name)
+        .await?
+        .map(|o| decode::<T>(&o))
+        .transpose()
+}
+
+/// Stores an object with its author at the batch's next index (its new resourceVersion)
+/// and records the change; `status_only` when only the hub's status of it changed.
+pub async fn write_object<T: Namespaced>(
+    batch: &mut Batch<'_>,
+    namespace: &str,
+    name: &str,
+    object: &mut T,
+    author: &Author,
+    status_only: bool,
+) -> Result<()> {
+    let index = batch.next_index();
+    object.metadata_mut().resource_version = Some(index.to_string());
+    let text = encode(&Authored {
+        object: &*object,
+        author: author.clone(),
+    })?;
+    batch.tx.put_object(T::KIND, namespace, name, &text, index).await?;
+    let labels = object.metadata().labels.clone();
+    batch.record_object(T::KIND, namespace, name, labels, status_only);
+    Ok(())
+}
+
+/// Removes an object and records the change.
+pub async fn remove_object<T: Namespaced>(
+    batch: &mut Batch<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
+    batch.tx.delete_object(T::KIND, namespace, name).await?;
+    batch.record_object(T::KIND, namespace, name, Default::default(), false);
+    Ok(())
 }
 
 /// The audit target of an object: `namespaces/{ns}/{plural}/{name}`.
@@ -249,6 +398,27 @@ pub fn encode<T: Serialize>(value: &T) -> Result<String> {
 }
 
 impl Hub {
+    /// Creates or replaces an object's spec (checked first); its author is `who`.
+    pub async fn put_namespaced<T: Namespaced>(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut object: T,
+        if_match: Option<String>,
+        who: &Principal,
+        by: Option<Caller>,
+    ) -> Result<Written<ObjectWrite<T>>> {
+        object.validate(namespace, name)?;
+        let op = PutObject {
+            namespace: namespace.into(),
+            name: name.into(),
+            object,
+            if_match,
+            author: Author::of(who),
+        };
+        self.writer.write_by(op, by).await
+    }
+
     /// One object, blocking with `block` until it changes past the caller's index.
     pub async fn get_namespaced<T: Namespaced>(
         &self,

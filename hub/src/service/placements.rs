@@ -19,10 +19,10 @@ use super::Hub;
 use super::authn::Principal;
 use super::error::{Error, Result};
 use super::namespaced::{
-    self, Author, Authored, Namespaced, check_meta, decode, encode, not_found, stamp, target,
+    self, Authored, Namespaced, check_meta, encode, not_found, read_object, remove_object,
+    target, write_object,
 };
 use super::placement::{self, Compiled, Evaluation, Group, Inputs};
-use super::preconditions::Preconditions;
 use super::query::{Block, Indexed};
 use super::writer::{Audit, Batch, Caller, WriteOp, Written};
 use crate::store::{ObjectKind, StoredObject};
@@ -31,8 +31,21 @@ impl Namespaced for Placement {
     const KIND: ObjectKind = ObjectKind::Placement;
     const NOUN: &'static str = "placement";
     const PLURAL: &'static str = "placements";
+    const PUT_ACTION: &'static str = "placement.put";
     fn metadata(&self) -> &api::ObjectMeta {
         &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut api::ObjectMeta {
+        &mut self.metadata
+    }
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn keep_status(&mut self, stored: &Self) {
+        self.status = stored.status.clone();
+    }
+    fn validate(&mut self, namespace: &str, name: &str) -> Result<()> {
+        validate_placement(namespace, name, self).map(|_| ())
     }
 }
 
@@ -124,108 +137,6 @@ pub fn validate_placement(
     }
 }
 
-/// A create-or-replace of a placement's spec.
-#[derive(Debug)]
-pub struct PutPlacement {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-    /// The body, validated.
-    pub placement: Placement,
-    /// `If-Match`, if any.
-    pub if_match: Option<String>,
-    /// Who writes it.
-    pub author: Author,
-}
-
-/// The result of a placement write.
-#[derive(Debug, Clone)]
-pub struct PlacementWrite {
-    /// The placement as stored now.
-    pub placement: Placement,
-    /// Whether the write created it.
-    pub created: bool,
-}
-
-#[async_trait]
-impl WriteOp for PutPlacement {
-    type Output = PlacementWrite;
-
-    async fn apply(&self, batch: &mut Batch<'_>) -> Result<PlacementWrite> {
-        let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let what = format!("placement {name:?}");
-        let pre = Preconditions {
-            what: &what,
-            if_match: self.if_match.as_deref(),
-            body_rv: self.placement.metadata.resource_version.as_deref(),
-            caller_reads: true,
-        };
-        let old = match batch.tx.get_object(ObjectKind::Placement, ns, name).await? {
-            Some(o) => Some(decode::<Placement>(&o)?),
-            None => None,
-        };
-        let old_author = old.as_ref().map(|o| o.author.clone());
-        let old = old.map(|o| o.object);
-        let mut placement = self.placement.clone();
-        match &old {
-            None => pre.for_create()?,
-            Some(old) => pre.for_replace(old.metadata.resource_version.as_deref().unwrap_or(""))?,
-        }
-        let spec_changed = old.as_ref().is_none_or(|o| o.spec != placement.spec);
-        stamp(
-            &mut placement.metadata,
-            old.as_ref().map(|o| &o.metadata),
-            spec_changed,
-            batch.now,
-        );
-        placement.status = old.as_ref().map(|o| o.status.clone()).unwrap_or_default();
-        if old.as_ref() == Some(&placement) && old_author.as_ref() == Some(&self.author) {
-            return Ok(PlacementWrite {
-                placement,
-                created: false,
-            });
-        }
-        placement.metadata.resource_version = Some(batch.next_index().to_string());
-        batch
-            .tx
-            .put_object(
-                ObjectKind::Placement,
-                ns,
-                name,
-                &encode(&Authored {
-                    object: &placement,
-                    author: self.author.clone(),
-                })?,
-                batch.next_index(),
-            )
-            .await?;
-        batch.record_object(
-            ObjectKind::Placement,
-            ns,
-            name,
-            placement.metadata.labels.clone(),
-            false,
-        );
-        Ok(PlacementWrite {
-            placement,
-            created: old.is_none(),
-        })
-    }
-
-    fn audit(&self, w: &PlacementWrite) -> Option<Audit> {
-        Some(Audit {
-            action: "placement.put",
-            target: target::<Placement>(&self.namespace, &self.name),
-            details: json!({
-                "generation": w.placement.metadata.generation,
-                "resourceVersion": w.placement.metadata.resource_version,
-                "created": w.created,
-            }),
-        })
-    }
-}
-
 /// Removes a placement and its decisions (the sets that use it then keep no work).
 #[derive(Debug)]
 pub struct DeletePlacement {
@@ -241,17 +152,11 @@ impl WriteOp for DeletePlacement {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<Placement> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let old = batch
-            .tx
-            .get_object(ObjectKind::Placement, ns, name)
+        let placement = read_object::<Placement>(batch, ns, name)
             .await?
-            .ok_or_else(|| not_found::<Placement>(ns, name))?;
-        let placement = decode::<Placement>(&old)?.object;
-        batch
-            .tx
-            .delete_object(ObjectKind::Placement, ns, name)
-            .await?;
-        batch.record_object(ObjectKind::Placement, ns, name, Default::default(), false);
+            .ok_or_else(|| not_found::<Placement>(ns, name))?
+            .object;
+        remove_object::<Placement>(batch, ns, name).await?;
         if batch
             .tx
             .get_object(ObjectKind::PlacementDecisions, ns, name)
@@ -314,13 +219,13 @@ impl WriteOp for Decide {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<Decided> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let Some(stored) = batch.tx.get_object(ObjectKind::Placement, ns, name).await? else {
-            return Ok(Decided::default());
-        };
-        let Authored {
+        let Some(Authored {
             object: mut placement,
             author,
-        } = decode::<Placement>(&stored)?;
+        }) = read_object::<Placement>(batch, ns, name).await?
+        else {
+            return Ok(Decided::default());
+        };
         if placement.metadata.generation != self.generation {
             return Ok(Decided::default());
         }
@@ -342,27 +247,7 @@ impl WriteOp for Decide {
         let mut out = Decided::default();
         if status != placement.status {
             placement.status = status;
-            placement.metadata.resource_version = Some(batch.next_index().to_string());
-            batch
-                .tx
-                .put_object(
-                    ObjectKind::Placement,
-                    ns,
-                    name,
-                    &encode(&Authored {
-                        object: &placement,
-                        author,
-                    })?,
-                    batch.next_index(),
-                )
-                .await?;
-            batch.record_object(
-                ObjectKind::Placement,
-                ns,
-                name,
-                placement.metadata.labels.clone(),
-                true,
-            );
+            write_object(batch, ns, name, &mut placement, &author, true).await?;
             out.written = true;
         }
         if self.decisions != old_decisions {
@@ -440,27 +325,6 @@ pub fn load_of(
 }
 
 impl Hub {
-    /// Creates or replaces a placement.
-    pub async fn put_placement(
-        &self,
-        namespace: &str,
-        name: &str,
-        mut placement: Placement,
-        if_match: Option<String>,
-        who: &Principal,
-        by: Option<Caller>,
-    ) -> Result<Written<PlacementWrite>> {
-        validate_placement(namespace, name, &mut placement)?;
-        let op = PutPlacement {
-            namespace: namespace.into(),
-            name: name.into(),
-            placement,
-            if_match,
-            author: Author::of(who),
-        };
-        self.writer.write_by(op, by).await
-    }
-
     /// Deletes a placement and its decisions.
     pub async fn delete_placement(
         &self,

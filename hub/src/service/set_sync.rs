@@ -11,12 +11,12 @@ use serde_json::json;
 
 use super::Hub;
 use super::error::{Error, Result};
-use super::namespaced::{Authored, decode, encode, target};
+use super::namespaced::{Authored, read_object, remove_object, target, write_object};
 use super::placements::stamp_conditions;
 use super::sets::set_key;
 use super::works::{self, DeleteWork, PutWork, owning_set};
 use super::writer::{Batch, Reads, WriteOp, Written};
-use crate::store::{NewAuditEntry, ObjectKind};
+use crate::store::NewAuditEntry;
 
 /// One cluster's work of a set, rendered.
 #[derive(Debug, Clone)]
@@ -112,22 +112,12 @@ impl WriteOp for SyncSet {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<Synced> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let current = batch
-            .tx
-            .get_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
-            .await?;
+        let current = read_object::<ManifestWorkReplicaSet>(batch, ns, name).await?;
         // A gone set does nothing, nor a changed one that would put works (its new spec
         // gets a plan of its own); removing is always right.
         let stale = match &current {
             None => true,
-            Some(o) => {
-                decode::<ManifestWorkReplicaSet>(o)?
-                    .object
-                    .metadata
-                    .generation
-                    != self.generation
-                    && !self.place.is_empty()
-            }
+            Some(o) => o.object.metadata.generation != self.generation && !self.place.is_empty(),
         };
         if stale {
             return Ok(Synced {
@@ -217,14 +207,11 @@ impl WriteOp for PutSetStatus {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<bool> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let Some(stored) = batch
-            .tx
-            .get_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
-            .await?
+        let Some(Authored { mut object, author }) =
+            read_object::<ManifestWorkReplicaSet>(batch, ns, name).await?
         else {
             return Ok(false);
         };
-        let Authored { mut object, author } = decode::<ManifestWorkReplicaSet>(&stored)?;
         let mut status = self.status.clone();
         stamp_conditions(
             &mut status.conditions,
@@ -236,28 +223,7 @@ impl WriteOp for PutSetStatus {
             return Ok(false);
         }
         object.status = status;
-        object.metadata.resource_version = Some(batch.next_index().to_string());
-        let text = encode(&Authored {
-            object: &object,
-            author,
-        })?;
-        batch
-            .tx
-            .put_object(
-                ObjectKind::ManifestWorkReplicaSet,
-                ns,
-                name,
-                &text,
-                batch.next_index(),
-            )
-            .await?;
-        batch.record_object(
-            ObjectKind::ManifestWorkReplicaSet,
-            ns,
-            name,
-            object.metadata.labels.clone(),
-            true,
-        );
+        write_object(batch, ns, name, &mut object, &author, true).await?;
         Ok(true)
     }
 }
@@ -277,32 +243,13 @@ impl WriteOp for RemoveSet {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<bool> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let Some(stored) = batch
-            .tx
-            .get_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
+        let deleting = read_object::<ManifestWorkReplicaSet>(batch, ns, name)
             .await?
-        else {
-            return Ok(false);
-        };
-        if decode::<ManifestWorkReplicaSet>(&stored)?
-            .object
-            .metadata
-            .deletion_timestamp
-            .is_none()
-        {
+            .is_some_and(|s| s.object.metadata.deletion_timestamp.is_some());
+        if !deleting {
             return Ok(false);
         }
-        batch
-            .tx
-            .delete_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
-            .await?;
-        batch.record_object(
-            ObjectKind::ManifestWorkReplicaSet,
-            ns,
-            name,
-            Default::default(),
-            false,
-        );
+        remove_object::<ManifestWorkReplicaSet>(batch, ns, name).await?;
         batch.audit(NewAuditEntry {
             actor: "controller:manifestworkreplicaset".into(),
             action: "manifestworkreplicaset.remove".into(),

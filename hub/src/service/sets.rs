@@ -8,13 +8,11 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::Hub;
-use super::authn::Principal;
 use super::error::{Error, Result};
 use super::namespaced::{
-    self, Author, Authored, Namespaced, check_meta, decode, encode, not_found, stamp, target,
+    self, Authored, Namespaced, check_meta, not_found, read_object, target, write_object,
 };
 use super::placement::compile_selector;
-use super::preconditions::Preconditions;
 use super::secrets::reject_placeholders;
 use super::set_render::validate_set_spec;
 use super::validate::validate_work;
@@ -25,8 +23,21 @@ impl Namespaced for ManifestWorkReplicaSet {
     const KIND: ObjectKind = ObjectKind::ManifestWorkReplicaSet;
     const NOUN: &'static str = "manifestworkreplicaset";
     const PLURAL: &'static str = "manifestworkreplicasets";
+    const PUT_ACTION: &'static str = "manifestworkreplicaset.put";
     fn metadata(&self) -> &api::ObjectMeta {
         &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut api::ObjectMeta {
+        &mut self.metadata
+    }
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn keep_status(&mut self, stored: &Self) {
+        self.status = stored.status.clone();
+    }
+    fn validate(&mut self, namespace: &str, name: &str) -> Result<()> {
+        validate_set(namespace, name, self)
     }
 }
 
@@ -98,120 +109,6 @@ pub fn validate_set(namespace: &str, name: &str, set: &mut ManifestWorkReplicaSe
     }
 }
 
-/// A create-or-replace of a set.
-#[derive(Debug)]
-pub struct PutSet {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-    /// The body, validated.
-    pub set: ManifestWorkReplicaSet,
-    /// `If-Match`, if any.
-    pub if_match: Option<String>,
-    /// Who writes it: its works reach only what they may write.
-    pub author: Author,
-}
-
-/// The result of a set write.
-#[derive(Debug, Clone)]
-pub struct SetWrite {
-    /// The set as stored now.
-    pub set: ManifestWorkReplicaSet,
-    /// Whether the write created it.
-    pub created: bool,
-}
-
-#[async_trait]
-impl WriteOp for PutSet {
-    type Output = SetWrite;
-
-    async fn apply(&self, batch: &mut Batch<'_>) -> Result<SetWrite> {
-        let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let what = format!("manifestworkreplicaset {name:?}");
-        let pre = Preconditions {
-            what: &what,
-            if_match: self.if_match.as_deref(),
-            body_rv: self.set.metadata.resource_version.as_deref(),
-            caller_reads: true,
-        };
-        let old = match batch
-            .tx
-            .get_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
-            .await?
-        {
-            Some(o) => Some(decode::<ManifestWorkReplicaSet>(&o)?),
-            None => None,
-        };
-        let old_author = old.as_ref().map(|o| o.author.clone());
-        let old = old.map(|o| o.object);
-        match &old {
-            None => pre.for_create()?,
-            Some(old) => {
-                if old.metadata.deletion_timestamp.is_some() {
-                    return Err(Error::Deleting(format!(
-                        "manifestworkreplicaset {name:?} is being deleted"
-                    )));
-                }
-                pre.for_replace(old.metadata.resource_version.as_deref().unwrap_or(""))?
-            }
-        }
-        let mut set = self.set.clone();
-        let spec_changed = old.as_ref().is_none_or(|o| o.spec != set.spec);
-        stamp(
-            &mut set.metadata,
-            old.as_ref().map(|o| &o.metadata),
-            spec_changed,
-            batch.now,
-        );
-        set.status = old.as_ref().map(|o| o.status.clone()).unwrap_or_default();
-        if old.as_ref() == Some(&set) && old_author.as_ref() == Some(&self.author) {
-            return Ok(SetWrite {
-                set,
-                created: false,
-            });
-        }
-        set.metadata.resource_version = Some(batch.next_index().to_string());
-        let stored = encode(&Authored {
-            object: &set,
-            author: self.author.clone(),
-        })?;
-        batch
-            .tx
-            .put_object(
-                ObjectKind::ManifestWorkReplicaSet,
-                ns,
-                name,
-                &stored,
-                batch.next_index(),
-            )
-            .await?;
-        batch.record_object(
-            ObjectKind::ManifestWorkReplicaSet,
-            ns,
-            name,
-            set.metadata.labels.clone(),
-            false,
-        );
-        Ok(SetWrite {
-            set,
-            created: old.is_none(),
-        })
-    }
-
-    fn audit(&self, w: &SetWrite) -> Option<Audit> {
-        Some(Audit {
-            action: "manifestworkreplicaset.put",
-            target: target::<ManifestWorkReplicaSet>(&self.namespace, &self.name),
-            details: json!({
-                "generation": w.set.metadata.generation,
-                "resourceVersion": w.set.metadata.resource_version,
-                "created": w.created,
-            }),
-        })
-    }
-}
-
 /// Asks for a set's deletion: it is marked, and the set controller removes (or, with
 /// `cascadeDeletionPolicy: Orphan`, releases) its works, then the set.
 #[derive(Debug)]
@@ -228,38 +125,13 @@ impl WriteOp for DeleteSet {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<ManifestWorkReplicaSet> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let stored = batch
-            .tx
-            .get_object(ObjectKind::ManifestWorkReplicaSet, ns, name)
+        let Authored { mut object, author } = read_object::<ManifestWorkReplicaSet>(batch, ns, name)
             .await?
             .ok_or_else(|| not_found::<ManifestWorkReplicaSet>(ns, name))?;
-        let Authored { mut object, author } = decode::<ManifestWorkReplicaSet>(&stored)?;
-        if object.metadata.deletion_timestamp.is_some() {
-            return Ok(object);
+        if object.metadata.deletion_timestamp.is_none() {
+            object.metadata.deletion_timestamp = Some(batch.now);
+            write_object(batch, ns, name, &mut object, &author, false).await?;
         }
-        object.metadata.deletion_timestamp = Some(batch.now);
-        object.metadata.resource_version = Some(batch.next_index().to_string());
-        let text = encode(&Authored {
-            object: &object,
-            author,
-        })?;
-        batch
-            .tx
-            .put_object(
-                ObjectKind::ManifestWorkReplicaSet,
-                ns,
-                name,
-                &text,
-                batch.next_index(),
-            )
-            .await?;
-        batch.record_object(
-            ObjectKind::ManifestWorkReplicaSet,
-            ns,
-            name,
-            object.metadata.labels.clone(),
-            false,
-        );
         Ok(object)
     }
 
@@ -273,27 +145,6 @@ impl WriteOp for DeleteSet {
 }
 
 impl Hub {
-    /// Creates or replaces a set; its works will reach only clusters `who` may write.
-    pub async fn put_set(
-        &self,
-        namespace: &str,
-        name: &str,
-        mut set: ManifestWorkReplicaSet,
-        if_match: Option<String>,
-        who: &Principal,
-        by: Option<Caller>,
-    ) -> Result<Written<SetWrite>> {
-        validate_set(namespace, name, &mut set)?;
-        let op = PutSet {
-            namespace: namespace.into(),
-            name: name.into(),
-            set,
-            if_match,
-            author: Author::of(who),
-        };
-        self.writer.write_by(op, by).await
-    }
-
     /// Asks for a set's deletion.
     pub async fn delete_set(
         &self,

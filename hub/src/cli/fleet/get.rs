@@ -14,19 +14,19 @@ use crate::cli::support::error::CliError;
 use crate::cli::support::output::{self, OutputFormat, Table};
 use crate::cli::support::query::check_selector;
 
-/// `hub get placements`.
+/// `hub get placements` and `hub get manifestworkreplicasets`.
 #[derive(Debug, Args)]
-pub struct GetPlacementsArgs {
-    /// Show only this Placement.
+pub struct GetFleetArgs {
+    /// Show only the object of this name.
     #[arg(conflicts_with_all = ["selector", "all_namespaces"])]
     pub name: Option<String>,
     /// The namespace.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// Show the Placements of every namespace (adds a NAMESPACE column).
+    /// Show the objects of every namespace (adds a NAMESPACE column).
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
-    /// Label selector over the Placements' labels, e.g. app=web.
+    /// Label selector over the objects' labels, e.g. app=web.
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
     /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
@@ -48,30 +48,6 @@ pub struct GetDecisionsArgs {
     pub namespace: String,
     /// Output format: wide, name, json, yaml (OCM's PlacementDecisionList), or
     /// jsonpath=TEMPLATE [default: a table].
-    #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
-    pub output: Option<OutputFormat>,
-    /// Print the table without its header line.
-    #[arg(long)]
-    pub no_headers: bool,
-}
-
-/// `hub get manifestworkreplicasets`.
-#[derive(Debug, Args)]
-pub struct GetSetsArgs {
-    /// Show only this set.
-    #[arg(conflicts_with_all = ["selector", "all_namespaces"])]
-    pub name: Option<String>,
-    /// The namespace.
-    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Show the sets of every namespace (adds a NAMESPACE column).
-    #[arg(short = 'A', long)]
-    pub all_namespaces: bool,
-    /// Label selector over the sets' labels, e.g. app=web.
-    #[arg(short = 'l', long, value_name = "SELECTOR")]
-    pub selector: Option<String>,
-    /// Output format: wide, name, json, yaml, or jsonpath=TEMPLATE as kubectl's
-    /// [default: a table].
     #[arg(short = 'o', long, value_name = "FORMAT", value_parser = OutputFormat::parser())]
     pub output: Option<OutputFormat>,
     /// Print the table without its header line.
@@ -144,9 +120,78 @@ fn age(t: Option<DateTime<Utc>>) -> String {
     output::age(t, Utc::now())
 }
 
+/// A kind `hub get` lists: how it is read and shown.
+trait Listed: Serialize + Sized {
+    /// `-o name`'s prefix.
+    const RESOURCE: &'static str;
+    fn name(&self) -> &str;
+    async fn get(client: &HubClient, namespace: &str, name: &str) -> Result<Self, CliError>;
+    async fn list(
+        client: &HubClient,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<api::List<Self>, CliError>;
+    fn table(items: &[Self], with_namespace: bool, wide: bool) -> Table;
+}
+
+impl Listed for Placement {
+    const RESOURCE: &'static str = "placement";
+    fn name(&self) -> &str {
+        &self.metadata.name
+    }
+    async fn get(client: &HubClient, namespace: &str, name: &str) -> Result<Self, CliError> {
+        Ok(client
+            .get_placement(namespace, name, &ListOptions::default())
+            .await?
+            .value)
+    }
+    async fn list(
+        client: &HubClient,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<api::List<Self>, CliError> {
+        Ok(client.list_placements(namespace, opts).await?.value)
+    }
+    fn table(items: &[Self], with_namespace: bool, wide: bool) -> Table {
+        placement_table(items, with_namespace, wide)
+    }
+}
+
+impl Listed for ManifestWorkReplicaSet {
+    const RESOURCE: &'static str = "manifestworkreplicaset";
+    fn name(&self) -> &str {
+        &self.metadata.name
+    }
+    async fn get(client: &HubClient, namespace: &str, name: &str) -> Result<Self, CliError> {
+        Ok(client
+            .get_set(namespace, name, &ListOptions::default())
+            .await?
+            .value)
+    }
+    async fn list(
+        client: &HubClient,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<api::List<Self>, CliError> {
+        Ok(client.list_sets(namespace, opts).await?.value)
+    }
+    fn table(items: &[Self], with_namespace: bool, wide: bool) -> Table {
+        set_table(items, with_namespace, wide)
+    }
+}
+
 /// Runs `hub get placements`.
-pub async fn placements(args: GetPlacementsArgs, client: &HubClient) -> Result<(), CliError> {
-    let GetPlacementsArgs {
+pub async fn placements(args: GetFleetArgs, client: &HubClient) -> Result<(), CliError> {
+    objects::<Placement>(args, client).await
+}
+
+/// Runs `hub get manifestworkreplicasets`.
+pub async fn sets(args: GetFleetArgs, client: &HubClient) -> Result<(), CliError> {
+    objects::<ManifestWorkReplicaSet>(args, client).await
+}
+
+async fn objects<T: Listed>(args: GetFleetArgs, client: &HubClient) -> Result<(), CliError> {
+    let GetFleetArgs {
         name,
         namespace,
         all_namespaces,
@@ -157,14 +202,11 @@ pub async fn placements(args: GetPlacementsArgs, client: &HubClient) -> Result<(
     check_selector("--selector", selector.as_deref())?;
     let is_wide = wide(&output).unwrap_or(false);
     if let Some(name) = name {
-        let p = client
-            .get_placement(&namespace, &name, &ListOptions::default())
-            .await?
-            .value;
+        let one = T::get(client, &namespace, &name).await?;
         let listing = Listing {
-            raw: &p,
-            names: vec![format!("placement/{}", p.metadata.name)],
-            table: placement_table(std::slice::from_ref(&p), false, is_wide),
+            names: vec![format!("{}/{}", T::RESOURCE, one.name())],
+            table: T::table(std::slice::from_ref(&one), false, is_wide),
+            raw: &one,
             empty: None,
         };
         return print_listing(listing, &output, no_headers);
@@ -174,15 +216,15 @@ pub async fn placements(args: GetPlacementsArgs, client: &HubClient) -> Result<(
         ..Default::default()
     };
     let ns = (!all_namespaces).then_some(namespace.as_str());
-    let list = client.list_placements(ns, &opts).await?.value;
+    let list = T::list(client, ns, &opts).await?;
     let listing = Listing {
         raw: &list,
         names: list
             .items
             .iter()
-            .map(|p| format!("placement/{}", p.metadata.name))
+            .map(|o| format!("{}/{}", T::RESOURCE, o.name()))
             .collect(),
-        table: placement_table(&list.items, all_namespaces, is_wide),
+        table: T::table(&list.items, all_namespaces, is_wide),
         empty: Some(no_resources(ns)),
     };
     print_listing(listing, &output, no_headers)
@@ -300,50 +342,6 @@ fn decision_table(items: &[PlacementDecision], wide: bool) -> Table {
         }
     }
     table
-}
-
-/// Runs `hub get manifestworkreplicasets`.
-pub async fn sets(args: GetSetsArgs, client: &HubClient) -> Result<(), CliError> {
-    let GetSetsArgs {
-        name,
-        namespace,
-        all_namespaces,
-        selector,
-        output,
-        no_headers,
-    } = args;
-    check_selector("--selector", selector.as_deref())?;
-    let is_wide = wide(&output).unwrap_or(false);
-    if let Some(name) = name {
-        let s = client
-            .get_set(&namespace, &name, &ListOptions::default())
-            .await?
-            .value;
-        let listing = Listing {
-            raw: &s,
-            names: vec![format!("manifestworkreplicaset/{}", s.metadata.name)],
-            table: set_table(std::slice::from_ref(&s), false, is_wide),
-            empty: None,
-        };
-        return print_listing(listing, &output, no_headers);
-    }
-    let opts = ListOptions {
-        label_selector: selector,
-        ..Default::default()
-    };
-    let ns = (!all_namespaces).then_some(namespace.as_str());
-    let list = client.list_sets(ns, &opts).await?.value;
-    let listing = Listing {
-        raw: &list,
-        names: list
-            .items
-            .iter()
-            .map(|s| format!("manifestworkreplicaset/{}", s.metadata.name))
-            .collect(),
-        table: set_table(&list.items, all_namespaces, is_wide),
-        empty: Some(no_resources(ns)),
-    };
-    print_listing(listing, &output, no_headers)
 }
 
 /// The set table: PLACEMENT and FOUND are the reasons of `PlacementVerified` and

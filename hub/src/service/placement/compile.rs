@@ -106,7 +106,11 @@ impl Compiled {
             return Err(errors);
         }
         let uses_cel = predicates.iter().any(|p| p.uses_cel());
+        let keeps_decisions = spec.prioritizer_policy.as_ref().is_none_or(|p| {
+            p.mode.as_deref().unwrap_or("Additive") == "Additive" && p.configurations.is_empty()
+        });
         Ok(Compiled {
+            keeps_decisions,
             cluster_sets: spec.cluster_sets.clone(),
             predicates,
             uses_cel,

@@ -44,6 +44,10 @@ pub struct Compiled {
     tolerations: Vec<filter::TolerationRule>,
     groups: Vec<NamedGroup>,
     chunk: ChunkSize,
+    /// The default policy (Additive, nothing configured): a decided cluster that still
+    /// qualifies keeps its place whatever the scores of the others, so a "unique" service
+    /// stays where it is. Any configured prioritizer is the user asking to re-rank.
+    keeps_decisions: bool,
 }
 
 impl Compiled {
@@ -93,6 +97,8 @@ pub struct Evaluation {
 /// A feasible cluster on its way through scoring and choosing.
 struct Candidate<'a> {
     cluster: &'a ManagedCluster,
+    /// Decided before this evaluation.
+    kept: bool,
     filtered: Filtered,
     total: i64,
     row: usize,
@@ -124,6 +130,7 @@ fn run(name: &str, p: &Compiled, inputs: &Inputs<'_>, explain: bool) -> Evaluati
             }
             candidates.push(Candidate {
                 cluster,
+                kept: was_decided,
                 filtered,
                 total: 0,
                 row: candidates.len(),
@@ -137,12 +144,18 @@ fn run(name: &str, p: &Compiled, inputs: &Inputs<'_>, explain: bool) -> Evaluati
     for c in &mut candidates {
         c.total = scores.totals[c.row];
     }
-    // Best first: clusters with an untolerated PreferNoSelect taint after all others, then
-    // by total score, ties by name.
+    // Best first: clusters with an untolerated PreferNoSelect taint after all others; under
+    // the default policy the clusters decided before ahead of the rest; then by total score,
+    // ties by name.
     candidates.sort_by(|a, b| {
         a.filtered
             .prefer_not
             .cmp(&b.filtered.prefer_not)
+            .then(if p.keeps_decisions {
+                b.kept.cmp(&a.kept)
+            } else {
+                std::cmp::Ordering::Equal
+            })
             .then(b.total.cmp(&a.total))
             .then_with(|| a.cluster.metadata.name.cmp(&b.cluster.metadata.name))
     });
@@ -286,6 +299,11 @@ fn explain(
             let name = &last.cluster.metadata.name;
             reasons.push(if c.filtered.prefer_not && !last.filtered.prefer_not {
                 format!("ranked after every cluster without a PreferNoSelect taint; {name} was the last chosen")
+            } else if p.keeps_decisions && last.kept && !c.kept {
+                format!(
+                    "the clusters decided before still qualify and keep their places (the default policy; configure prioritizerPolicy to re-rank); its score {}",
+                    c.total
+                )
             } else if c.total < last.total {
                 format!("score {} < {} of the last chosen ({name})", c.total, last.total)
             } else if c.total > last.total {

@@ -41,6 +41,26 @@ fn steady_keeps_a_pick_that_still_qualifies() {
 }
 
 #[test]
+fn the_default_policy_keeps_a_pick_that_other_placements_load() {
+    let clusters = vec![cluster("u1", &[]), cluster("u2", &[]), cluster("u3", &[])];
+    // Another placement took u1 since: Balance now scores it lowest.
+    let load = HashMap::from([("u1".to_string(), 1)]);
+    let p = compiled(json!({"numberOfClusters": 1}));
+    let e = run_with(&p, &clusters, &["u1"], &load, now());
+    assert_eq!(e.decided, ["u1"], "a unique service stays where it is");
+    assert!(
+        reasons(&e, "u2").contains("keep their places"),
+        "{}",
+        reasons(&e, "u2")
+    );
+    // Balance configured explicitly: the user asked to re-rank, so it moves.
+    let p = compiled(json!({"numberOfClusters": 1, "prioritizerPolicy": {"configurations": [
+        {"scoreCoordinate": {"builtIn": "Balance"}, "weight": 2}]}}));
+    let e = run_with(&p, &clusters, &["u1"], &load, now());
+    assert_eq!(e.decided, ["u2"]);
+}
+
+#[test]
 fn balance_prefers_clusters_other_placements_use_less() {
     let clusters = vec![cluster("a", &[]), cluster("b", &[]), cluster("c", &[])];
     let load = HashMap::from([("a".to_string(), 4), ("b".to_string(), 2)]);
