@@ -1030,7 +1030,7 @@ async fn a_set_waits_for_its_placement_and_owns_its_works() {
         .insert("edited".into(), "by-hand".into());
     let refused = admin
         .put(
-            &format!("/api/v1/clusters/a/manifestworks/hello"),
+            "/api/v1/clusters/a/manifestworks/hello",
             &serde_json::to_value(&work).unwrap(),
         )
         .await;
@@ -1645,7 +1645,7 @@ async fn two_hubs_on_postgres_hand_over_the_controllers() {
         "--lease-grace",
         "3s",
     ];
-    let mut hubs = vec![
+    let mut hubs = [
         HubProcess::start(d1.path(), &args).await.unwrap(),
         HubProcess::start(d2.path(), &args).await.unwrap(),
     ];
