@@ -229,7 +229,7 @@ impl Client {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         self.http
-            .put_cluster(&ManagedCluster::new(name, labels))
+            .put_cluster(&accepted(ManagedCluster::new(name, labels)))
             .await
             .unwrap_or_else(|e| panic!("PUT cluster {name}: {e}"));
     }
@@ -424,6 +424,13 @@ async fn pace(asked_index: Option<u64>, got_index: u64, asked: Instant) {
     if asked_index == Some(got_index) && asked.elapsed() < Duration::from_millis(500) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The record as an admin creates it for a cluster without an agent: accepted, so
+/// placements may choose it (only accepted clusters are eligible).
+fn accepted(mut cluster: ManagedCluster) -> ManagedCluster {
+    cluster.spec.hub_accepts_client = true;
+    cluster
 }
 
 /// A hub on SQLite with ~1 s lease timings, and its admin client.
@@ -803,7 +810,7 @@ async fn explain_and_preview_give_every_cluster_its_reasons() {
             .collect(),
     );
     tainted.spec.taints = vec![json!({"key": "example.com/maintenance", "effect": "NoSelect"})];
-    admin.http.put_cluster(&tainted).await.unwrap();
+    admin.http.put_cluster(&accepted(tainted)).await.unwrap();
 
     admin
         .put_placement("prod", by_labels(json!({"env": "prod"})))
