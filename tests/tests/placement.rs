@@ -584,12 +584,11 @@ async fn one_cluster_with_the_default_policy_keeps_its_pick() {
         .wait_decisions("unique", "one cluster decided", |d| d.len() == 1)
         .await;
     let chosen = first.iter().next().unwrap().clone();
-    let other = ["u1", "u2", "u3"]
-        .into_iter()
-        .find(|c| *c != chosen)
-        .unwrap();
+    let mut unchosen = ["u1", "u2", "u3"].into_iter().filter(|c| *c != chosen);
+    let (relabelled, better) = (unchosen.next().unwrap(), unchosen.next().unwrap());
 
-    // Make the chosen cluster worse on Balance: another placement now decides it alone.
+    // Make the chosen cluster worse on Balance than `better`: another placement now
+    // decides it alone.
     admin
         .put_placement(
             "pin",
@@ -605,9 +604,9 @@ async fn one_cluster_with_the_default_policy_keeps_its_pick() {
     admin
         .put_placement("gold", by_labels(json!({"tier": "gold"})))
         .await;
-    admin.label(other, &[("tier", Some("gold"))]).await;
+    admin.label(relabelled, &[("tier", Some("gold"))]).await;
     admin
-        .wait_decisions("gold", "the relabel seen", |d| d == &names(&[other]))
+        .wait_decisions("gold", "the relabel seen", |d| d == &names(&[relabelled]))
         .await;
 
     let explained = admin.explain("unique").await;
@@ -619,8 +618,8 @@ async fn one_cluster_with_the_default_policy_keeps_its_pick() {
             .and_then(|e| e.scores.get("Balance").copied())
     };
     assert!(
-        balance(other) > balance(&chosen),
-        "the unchosen cluster now scores better on Balance: {explained:#?}"
+        balance(better) > balance(&chosen),
+        "{better} (decided by no other placement) scores better on Balance than {chosen}: {explained:#?}"
     );
     // The pick stays: a blocking GET sees no change, and the decision is still the first.
     let (now, a) = admin.decisions("unique", None).await;
