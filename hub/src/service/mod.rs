@@ -23,6 +23,7 @@ pub mod feed;
 pub mod follow;
 pub mod leases;
 pub mod namespaced;
+pub mod placement;
 pub mod placements;
 pub mod preconditions;
 pub mod query;
