@@ -37,8 +37,10 @@ pub async fn run(hub: Weak<Hub>) {
         match h.lead(LOCK).await {
             Ok(Some(lock)) => {
                 tracing::info!("this hub runs the fleet controllers");
+                metrics::gauge!("hub_fleet_controllers_leader").set(1.0);
                 drop(h);
                 lead(&hub, lock).await;
+                metrics::gauge!("hub_fleet_controllers_leader").set(0.0);
                 tracing::warn!("this hub no longer runs the fleet controllers");
             }
             Ok(None) => {}
@@ -146,7 +148,9 @@ async fn lead(hub: &Weak<Hub>, mut lock: Box<dyn Leadership>) {
 /// Decides the dirty placements, syncs the sets that follow the ones that moved (and the
 /// dirty sets), writes the statuses that changed.
 async fn run_once(hub: &Arc<Hub>, world: &mut World, dirty: &mut Dirty) {
+    let started = std::time::Instant::now();
     let placements = std::mem::take(&mut dirty.placements);
+    metrics::counter!("hub_placement_evaluations_total").increment(placements.len() as u64);
     let (moved, failed) = decide::decide(hub, world, &placements).await;
     dirty.placements.extend(failed);
     for (k, s) in &world.sets {
@@ -154,7 +158,9 @@ async fn run_once(hub: &Arc<Hub>, world: &mut World, dirty: &mut Dirty) {
             dirty.sets.insert(k.clone());
         }
     }
+    metrics::histogram!("hub_placement_decide_seconds").record(started.elapsed().as_secs_f64());
     let sets = std::mem::take(&mut dirty.sets);
+    metrics::counter!("hub_set_syncs_total").increment(sets.len() as u64);
     let failed = sync::sync(hub, world, &sets).await;
     dirty
         .statuses
@@ -276,6 +282,10 @@ async fn apply_change(
                         state.works = old.works;
                         state.shares = old.shares;
                         state.status = old.status;
+                        state.swept = old.swept;
+                    } else {
+                        // New since this hub took over: no earlier leader wrote for it.
+                        state.swept = true;
                     }
                     world.sets.insert(k.clone(), state);
                     dirty.sets.insert(k);

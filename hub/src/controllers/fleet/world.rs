@@ -124,6 +124,9 @@ pub struct SetState {
     pub messages: BTreeMap<String, String>,
     /// The status last written.
     pub status: ManifestWorkReplicaSetStatus,
+    /// Whether every cluster was checked for a work of the set that it no longer decides
+    /// (an earlier leader may have left one): done once per set per leadership.
+    pub swept: bool,
 }
 
 impl SetState {
@@ -163,6 +166,7 @@ impl SetState {
             works: BTreeMap::new(),
             messages: BTreeMap::new(),
             status: set.status.clone(),
+            swept: false,
             set,
         }
     }
