@@ -1338,6 +1338,25 @@ async fn a_set_over_three_clusters_splits_overrides_moves_fails_over_and_cascade
         .put_placement("shop", by_labels(json!({"fleet": "shop"})))
         .await;
     admin.put_set("shop", shop_spec()).await;
+    // The CLI waits until the set is Available on every decided cluster and exits 0.
+    let wait = tokio::process::Command::new(binary("hub").unwrap())
+        .args(["wait", "mwrs", "shop", "-n", NS, "--for", "Available"])
+        .args(["--timeout", "120s"])
+        .env_remove("HUB_SERVER")
+        .env_remove("HUB_TOKEN")
+        .env_remove("HUB_CA_FILE")
+        .env("HUB_CONFIG", hub.client_config_path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait.status.code(),
+        Some(0),
+        "hub wait mwrs: {}{}",
+        String::from_utf8_lossy(&wait.stdout),
+        String::from_utf8_lossy(&wait.stderr)
+    );
     let all = names(&["big", "green", "plain"]);
     let s = admin
         .wait_set("shop", "Available on three clusters", |s| {
