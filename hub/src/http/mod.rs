@@ -142,7 +142,10 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(registration::audit))
         .route("/placements", get(fleet::list_all::<api::fleet::Placement>))
         .route("/placements/preview", post(fleet::preview))
-        .route("/namespaces/{ns}/placements", get(fleet::list_in::<api::fleet::Placement>))
+        .route(
+            "/namespaces/{ns}/placements",
+            get(fleet::list_in::<api::fleet::Placement>),
+        )
         .route(
             "/namespaces/{ns}/placements/{name}",
             get(fleet::get::<api::fleet::Placement>)
@@ -157,7 +160,10 @@ pub fn router(state: AppState) -> Router {
             "/namespaces/{ns}/placements/{name}/explain",
             get(fleet::explain),
         )
-        .route("/manifestworkreplicasets", get(fleet::list_all::<api::fleet::ManifestWorkReplicaSet>))
+        .route(
+            "/manifestworkreplicasets",
+            get(fleet::list_all::<api::fleet::ManifestWorkReplicaSet>),
+        )
         .route(
             "/namespaces/{ns}/manifestworkreplicasets",
             get(fleet::list_in::<api::fleet::ManifestWorkReplicaSet>),

@@ -170,7 +170,13 @@ impl<T: Namespaced> WriteOp for PutObject<T> {
                 if old.object.metadata().deletion_timestamp.is_some() {
                     return Err(Error::Deleting(format!("{what} is being deleted")));
                 }
-                pre.for_replace(old.object.metadata().resource_version.as_deref().unwrap_or(""))?
+                pre.for_replace(
+                    old.object
+                        .metadata()
+                        .resource_version
+                        .as_deref()
+                        .unwrap_or(""),
+                )?
             }
         }
         let mut object = self.object.clone();
@@ -240,7 +246,10 @@ pub async fn write_object<T: Namespaced>(
         object: &*object,
         author: author.clone(),
     })?;
-    batch.tx.put_object(T::KIND, namespace, name, &text, index).await?;
+    batch
+        .tx
+        .put_object(T::KIND, namespace, name, &text, index)
+        .await?;
     let labels = object.metadata().labels.clone();
     batch.record_object(T::KIND, namespace, name, labels, status_only);
     Ok(())

@@ -19,8 +19,8 @@ use super::Hub;
 use super::authn::Principal;
 use super::error::{Error, Result};
 use super::namespaced::{
-    self, Authored, Namespaced, check_meta, encode, not_found, read_object, remove_object,
-    target, write_object,
+    self, Authored, Namespaced, check_meta, encode, not_found, read_object, remove_object, target,
+    write_object,
 };
 use super::placement::{self, Compiled, Evaluation, Group, Inputs};
 use super::query::{Block, Indexed};

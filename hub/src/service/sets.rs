@@ -125,9 +125,10 @@ impl WriteOp for DeleteSet {
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<ManifestWorkReplicaSet> {
         let (ns, name) = (self.namespace.as_str(), self.name.as_str());
-        let Authored { mut object, author } = read_object::<ManifestWorkReplicaSet>(batch, ns, name)
-            .await?
-            .ok_or_else(|| not_found::<ManifestWorkReplicaSet>(ns, name))?;
+        let Authored { mut object, author } =
+            read_object::<ManifestWorkReplicaSet>(batch, ns, name)
+                .await?
+                .ok_or_else(|| not_found::<ManifestWorkReplicaSet>(ns, name))?;
         if object.metadata.deletion_timestamp.is_none() {
             object.metadata.deletion_timestamp = Some(batch.now);
             write_object(batch, ns, name, &mut object, &author, false).await?;

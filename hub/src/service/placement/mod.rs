@@ -299,10 +299,10 @@ fn explain(
             let name = &last.cluster.metadata.name;
             reasons.push(if c.filtered.prefer_not && !last.filtered.prefer_not {
                 format!("ranked after every cluster without a PreferNoSelect taint; {name} was the last chosen")
-            } else if p.keeps_decisions && last.kept && !c.kept {
+            } else if p.keeps_decisions && last.kept && !c.kept && c.total >= last.total {
                 format!(
-                    "the clusters decided before still qualify and keep their places (the default policy; configure prioritizerPolicy to re-rank); its score {}",
-                    c.total
+                    "score {} >= {} of {name}, but the clusters decided before still qualify and keep their places (the default policy; configure prioritizerPolicy to re-rank)",
+                    c.total, last.total
                 )
             } else if c.total < last.total {
                 format!("score {} < {} of the last chosen ({name})", c.total, last.total)

@@ -54,8 +54,10 @@ fn the_default_policy_keeps_a_pick_that_other_placements_load() {
         reasons(&e, "u2")
     );
     // Balance configured explicitly: the user asked to re-rank, so it moves.
-    let p = compiled(json!({"numberOfClusters": 1, "prioritizerPolicy": {"configurations": [
-        {"scoreCoordinate": {"builtIn": "Balance"}, "weight": 2}]}}));
+    let p = compiled(
+        json!({"numberOfClusters": 1, "prioritizerPolicy": {"configurations": [
+        {"scoreCoordinate": {"builtIn": "Balance"}, "weight": 2}]}}),
+    );
     let e = run_with(&p, &clusters, &["u1"], &load, now());
     assert_eq!(e.decided, ["u2"]);
 }
