@@ -219,28 +219,28 @@ pub struct RedecideReport {
     pub wall_seconds: f64,
 }
 
-/// The placements of [`redecide`]: placement `i` covers zone `i % zones`; of each zone's
-/// placements, the first (`i < zones`) selects that zone's clusters, every third after it
-/// `numberOfClusters` of them (a fifth of the zone), every third after that two zones
-/// (`In [zN, zN+1]`), the rest the zone alone again.
+/// The placements of [`redecide`] and how many clusters each must decide at first.
+/// Placement `i` covers zone `z = i % zones`; by its round `v = i / zones`: when `v % 3` is
+/// 0 it selects zone `z` (so `p-000` .. are the plain placements of zones 0 ..), when 1
+/// `numberOfClusters` of them (a fifth of the zone), when 2 zones `z` and `z + 1`.
 fn redecide_placements(load: &RedecideLoad) -> Vec<(Placement, usize)> {
-    let per_zone = load.clusters.div_ceil(load.zones.max(1));
-    let zone = |z: usize| format!("z{}", z % load.zones.max(1));
+    let zones = load.zones.max(1);
+    let zone = |z: usize| format!("z{}", z % zones);
+    // Clusters are dealt round-robin: the first `clusters % zones` zones have one more.
+    let size = |z: usize| load.clusters / zones + usize::from(z % zones < load.clusters % zones);
     // Clusters with no agent may carry the hub's availability taints; what is measured
     // is the label change, so every placement tolerates those.
     let tolerate = [TAINT_UNREACHABLE, TAINT_UNAVAILABLE];
     (0..load.placements)
         .map(|i| {
-            let z = i % load.zones.max(1);
-            let name = format!("p-{i:03}");
-            let variant = i / load.zones.max(1);
-            let (values, number, expect) = match variant % 3 {
+            let z = i % zones;
+            let (values, number, expect) = match (i / zones) % 3 {
                 1 => {
-                    let n = (per_zone / 5).max(1);
+                    let n = (size(z) / 5).max(1);
                     (vec![zone(z)], Some(n as i32), n)
                 }
-                2 if variant > 0 => (vec![zone(z), zone(z + 1)], None, 2 * per_zone),
-                _ => (vec![zone(z)], None, per_zone),
+                2 => (vec![zone(z), zone(z + 1)], None, size(z) + size(z + 1)),
+                _ => (vec![zone(z)], None, size(z)),
             };
             let selector = LabelSelector {
                 match_expressions: vec![SelectorRequirement {
@@ -250,6 +250,7 @@ fn redecide_placements(load: &RedecideLoad) -> Vec<(Placement, usize)> {
                 }],
                 ..Default::default()
             };
+            let name = format!("p-{i:03}");
             (placement(&name, selector, number, &tolerate), expect)
         })
         .collect()
@@ -265,8 +266,8 @@ pub async fn redecide(
     hub_pid: u32,
     load: &RedecideLoad,
 ) -> anyhow::Result<RedecideReport> {
-    if load.zones == 0 || load.placements < load.zones || load.clusters < load.zones {
-        bail!("need at least one zone, a placement per zone and a cluster per zone");
+    if load.zones < 2 || load.placements < load.zones || load.clusters < load.zones {
+        bail!("need two zones or more, a placement per zone and a cluster per zone");
     }
     eprintln!(
         "placement: {} clusters over {} zones, {} placements",
@@ -507,4 +508,54 @@ pub async fn failover(
         applied_after: applied_after.map(secs),
         goal_seconds: (load.lease_grace + Duration::from_secs(5)).as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(clusters: usize, zones: usize, placements: usize) -> RedecideLoad {
+        RedecideLoad {
+            clusters,
+            zones,
+            placements,
+            relabels: 1,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The relabel measure watches `p-<zone>`: it must select exactly that zone, with no
+    /// `numberOfClusters`, whatever the sizes.
+    #[test]
+    fn the_first_placement_of_each_zone_selects_the_whole_zone() {
+        for (clusters, zones, placements) in [(1000, 10, 100), (7, 3, 3), (1001, 10, 25)] {
+            let ps = redecide_placements(&load(clusters, zones, placements));
+            assert_eq!(ps.len(), placements);
+            for (z, (p, expect)) in ps.iter().take(zones).enumerate() {
+                assert_eq!(p.metadata.name, format!("p-{z:03}"));
+                assert_eq!(p.spec.number_of_clusters, None);
+                let selector = p.spec.predicates[0]
+                    .required_cluster_selector
+                    .label_selector
+                    .as_ref()
+                    .expect("a label selector");
+                assert_eq!(selector.match_expressions[0].values, [format!("z{z}")]);
+                let members = (0..clusters).filter(|i| i % zones == z).count();
+                assert_eq!(*expect, members, "{clusters} clusters, zone {z}");
+            }
+        }
+    }
+
+    /// 1,000 clusters, 10 zones, 100 placements: 40 plain, 30 with `numberOfClusters: 20`,
+    /// 30 over two zones.
+    #[test]
+    fn the_default_layout_mixes_the_three_kinds() {
+        let ps = redecide_placements(&load(1000, 10, 100));
+        let counted = |n: usize| ps.iter().filter(|(_, e)| *e == n).count();
+        assert_eq!((counted(100), counted(20), counted(200)), (40, 30, 30));
+        assert!(
+            ps.iter()
+                .all(|(p, e)| p.spec.number_of_clusters.is_none_or(|n| n as usize == *e))
+        );
+    }
 }
