@@ -39,6 +39,26 @@ impl fmt::Display for SelectorError {
 
 impl std::error::Error for SelectorError {}
 
+/// kubectl syntax again: what [`Selector::parse`] reads back to the same selector.
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match r {
+                Requirement::Equals(k, v) => write!(f, "{k}={v}")?,
+                Requirement::NotEquals(k, v) => write!(f, "{k}!={v}")?,
+                Requirement::In(k, vs) => write!(f, "{k} in ({})", vs.join(","))?,
+                Requirement::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(","))?,
+                Requirement::Exists(k) => write!(f, "{k}")?,
+                Requirement::DoesNotExist(k) => write!(f, "!{k}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Selector {
     /// Parses kubectl syntax.
     pub fn parse(text: &str) -> Result<Self, SelectorError> {
@@ -257,6 +277,19 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn displays_as_it_parses() {
+        for text in [
+            "",
+            "env=prod",
+            "env!=dev,tier in (web,db)",
+            "a notin (x),b,!c",
+        ] {
+            let sel = Selector::parse(text).unwrap();
+            assert_eq!(Selector::parse(&sel.to_string()).unwrap(), sel, "{text}");
+        }
     }
 
     #[test]

@@ -13,152 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use hub::http::{AppState, ClusterInfo, router};
+use axum::http::StatusCode;
 use hub::service::Hub;
-use hub::service::authn::Auth;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const TOKEN: &str = "test-admin-token";
-
-struct Api {
-    app: Router,
-    hub: Arc<Hub>,
-    _dir: tempfile::TempDir,
-}
-
-async fn api_with_limit(max_body_bytes: usize) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = hub::store::connect(&format!("sqlite://{}", dir.path().join("hub.db").display()))
-        .await
-        .unwrap();
-    let hub = Hub::start(store.clone()).await.unwrap();
-    let (auth, _) = Auth::init(
-        store.clone(),
-        Some(TOKEN),
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let state = AppState {
-        hub: hub.clone(),
-        auth: Arc::new(auth),
-        cluster_info: Arc::new(ClusterInfo {
-            server: "https://127.0.0.1:1".into(),
-            certificate_authority_data: "PEM".into(),
-            ca_hash: "sha256:00".into(),
-        }),
-        max_body_bytes,
-    };
-    Api {
-        app: router(state),
-        hub,
-        _dir: dir,
-    }
-}
-
-async fn api() -> Api {
-    api_with_limit(500 * 1024).await
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        content_type: Option<&str>,
-        body: impl Into<Body>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(body.into()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
-        let auth = format!("Bearer {TOKEN}");
-        match body {
-            Some(b) => {
-                self.call(
-                    method,
-                    uri,
-                    Some("application/json"),
-                    b.to_string(),
-                    &[("authorization", &auth)],
-                )
-                .await
-            }
-            None => {
-                self.call(
-                    method,
-                    uri,
-                    None,
-                    Body::empty(),
-                    &[("authorization", &auth)],
-                )
-                .await
-            }
-        }
-    }
-
-    async fn raw(
-        &self,
-        method: &str,
-        uri: &str,
-        content_type: &str,
-        body: impl Into<Body>,
-    ) -> Reply {
-        let auth = format!("Bearer {TOKEN}");
-        self.call(
-            method,
-            uri,
-            Some(content_type),
-            body,
-            &[("authorization", &auth)],
-        )
-        .await
-    }
-}
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "body: {}", r.body);
-    assert_eq!(r.body["code"], code, "body: {}", r.body);
-    assert!(
-        r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "body: {}",
-        r.body
-    );
-}
+mod common;
+use common::router::{Api, TOKEN, api, api_with_limit, assert_error};
 
 const W: &str = "/api/v1/clusters/c1/manifestworks/w1";
 
@@ -941,12 +802,9 @@ async fn secret_placeholders_are_keyed_and_cover_every_copy() {
     let pin = read.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"].clone();
 
     // Another hub on the same database shows the same placeholder.
-    let store = hub::store::connect(&format!(
-        "sqlite://{}",
-        api._dir.path().join("hub.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = hub::store::connect(&format!("sqlite://{}", api.dir().join("hub.db").display()))
+        .await
+        .unwrap();
     let other = Hub::start(store).await.unwrap();
     assert_eq!(other.placeholder_key().placeholder(&json!("4711")), pin);
 

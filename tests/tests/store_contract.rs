@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use api::selector::Selector;
 use api::{CLEANUP_FINALIZER, Condition, ManagedCluster, ManifestWork, ManifestWorkStatus};
 use hub::service::{Block, Error, Hub, Indexed, WorkQuery};
+use hub::store::{Change, ChangeKind, ObjectKind, Store, StoredObject};
 use serde_json::json;
 use testkit::postgres::TestPostgres;
 
@@ -1278,6 +1279,549 @@ async fn a_refused_op_leaves_no_trace_in_its_batch(f: Fixture) {
     );
 }
 
+/// A fleet object's JSON text, as a hub would have serialized it (key order kept).
+fn fleet_text(name: &str, value: &str) -> String {
+    format!(r#"{{"metadata":{{"name":"{name}"}},"spec":{{"z":"{value}","a":[1,null]}}}}"#)
+}
+
+/// A change to a fleet object at `index`, as the writer records it.
+fn fleet_change(index: u64, kind: ObjectKind, namespace: &str, name: &str) -> Change {
+    Change {
+        index,
+        kind: kind.into(),
+        cluster: namespace.into(),
+        name: name.into(),
+        labels: Default::default(),
+        prev_labels: None,
+        status_only: false,
+    }
+}
+
+fn keys(objects: &[StoredObject]) -> Vec<(&str, &str)> {
+    objects
+        .iter()
+        .map(|o| (o.namespace.as_str(), o.name.as_str()))
+        .collect()
+}
+
+/// Fleet objects written in a transaction are read back by kind, namespace and name, with
+/// their text unchanged and the index of their write as resource version; a replace moves
+/// the version, a delete removes only its object, and kinds never see each other's objects.
+async fn fleet_objects_put_get_list_delete(f: Fixture) {
+    let store = f.hub.store();
+    let mut tx = store.begin_write(&[], &[]).await.unwrap();
+    let base = tx.base_index();
+    let writes = [
+        (ObjectKind::Placement, "ns-b", "p2"),
+        (ObjectKind::Placement, "ns-a", "p1"),
+        (ObjectKind::Placement, "ns-a", "p0"),
+        (ObjectKind::PlacementDecisions, "ns-a", "p1"),
+        (ObjectKind::ManifestWorkReplicaSet, "ns-a", "p1"),
+    ];
+    let mut changes = Vec::new();
+    for (i, (kind, ns, name)) in writes.into_iter().enumerate() {
+        let index = base + 1 + i as u64;
+        let text = fleet_text(name, &format!("{kind:?}"));
+        tx.put_object(kind, ns, name, &text, index).await.unwrap();
+        changes.push(fleet_change(index, kind, ns, name));
+    }
+    let seen = tx
+        .get_object(ObjectKind::Placement, "ns-a", "p1")
+        .await
+        .unwrap()
+        .expect("the transaction sees its own write");
+    assert_eq!(seen.resource_version, base + 2);
+    assert!(
+        tx.get_object(ObjectKind::Placement, "ns-a", "nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tx.commit(&changes, &[]).await.unwrap();
+
+    let p1 = store
+        .get_object(ObjectKind::Placement, "ns-a", "p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p1,
+        StoredObject {
+            kind: ObjectKind::Placement,
+            namespace: "ns-a".into(),
+            name: "p1".into(),
+            resource_version: base + 2,
+            object: fleet_text("p1", "Placement"),
+        },
+        "the text comes back byte for byte"
+    );
+    let decoded: serde_json::Value = p1.decode().unwrap();
+    assert_eq!(decoded["spec"]["z"], "Placement");
+    let set = store
+        .get_object(ObjectKind::ManifestWorkReplicaSet, "ns-a", "p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.object, fleet_text("p1", "ManifestWorkReplicaSet"));
+    assert!(
+        store
+            .get_object(ObjectKind::ManifestWorkReplicaSet, "ns-a", "p0")
+            .await
+            .unwrap()
+            .is_none(),
+        "a placement is not a set"
+    );
+    let all = store
+        .list_objects(ObjectKind::Placement, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&all),
+        [("ns-a", "p0"), ("ns-a", "p1"), ("ns-b", "p2")],
+        "ordered by namespace, then name"
+    );
+    assert!(all.iter().all(|o| o.kind == ObjectKind::Placement));
+    let in_a = store
+        .list_objects(ObjectKind::Placement, Some("ns-a"))
+        .await
+        .unwrap();
+    assert_eq!(keys(&in_a), [("ns-a", "p0"), ("ns-a", "p1")]);
+    assert!(
+        store
+            .list_objects(ObjectKind::Placement, Some("ns-c"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let decisions = store
+        .list_objects(ObjectKind::PlacementDecisions, None)
+        .await
+        .unwrap();
+    assert_eq!(keys(&decisions), [("ns-a", "p1")]);
+
+    let mut tx = store.begin_write(&[], &[]).await.unwrap();
+    let index = tx.base_index() + 1;
+    assert_eq!(tx.base_index(), base + 5);
+    tx.put_object(
+        ObjectKind::Placement,
+        "ns-a",
+        "p1",
+        &fleet_text("p1", "v2"),
+        index,
+    )
+    .await
+    .unwrap();
+    tx.delete_object(ObjectKind::Placement, "ns-b", "p2")
+        .await
+        .unwrap();
+    tx.delete_object(ObjectKind::Placement, "ns-b", "never-was")
+        .await
+        .unwrap();
+    assert!(
+        tx.get_object(ObjectKind::Placement, "ns-b", "p2")
+            .await
+            .unwrap()
+            .is_none(),
+        "the transaction sees its own delete"
+    );
+    tx.commit(
+        &[
+            fleet_change(index, ObjectKind::Placement, "ns-a", "p1"),
+            fleet_change(index + 1, ObjectKind::Placement, "ns-b", "p2"),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let p1 = store
+        .get_object(ObjectKind::Placement, "ns-a", "p1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (p1.resource_version, p1.object.as_str()),
+        (index, fleet_text("p1", "v2").as_str())
+    );
+    assert_eq!(
+        keys(
+            &store
+                .list_objects(ObjectKind::Placement, None)
+                .await
+                .unwrap()
+        ),
+        [("ns-a", "p0"), ("ns-a", "p1")]
+    );
+    assert!(
+        store
+            .get_object(ObjectKind::PlacementDecisions, "ns-a", "p1")
+            .await
+            .unwrap()
+            .is_some(),
+        "deleting a placement's row leaves its decisions' row to its owner"
+    );
+}
+
+/// Changes to fleet objects come back from the change log with their kind, their namespace
+/// (in `cluster`) and their name, in index order among the other kinds' changes.
+async fn fleet_object_changes_are_logged_by_kind(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let store = f.hub.store();
+    let mut tx = store.begin_write(&[], &[]).await.unwrap();
+    let base = tx.base_index();
+    let kinds = [
+        ObjectKind::Placement,
+        ObjectKind::PlacementDecisions,
+        ObjectKind::ManifestWorkReplicaSet,
+    ];
+    let mut changes = Vec::new();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let index = base + 1 + i as u64;
+        tx.put_object(kind, "team-a", "web", &fleet_text("web", "x"), index)
+            .await
+            .unwrap();
+        changes.push(fleet_change(index, kind, "team-a", "web"));
+    }
+    tx.commit(&changes, &[]).await.unwrap();
+    // A change of an older kind after them.
+    cluster(&f.hub, "c2", &[]).await;
+
+    let log = store.changes_since(base, 100).await.unwrap();
+    let got: Vec<(u64, ChangeKind, &str, &str)> = log
+        .iter()
+        .map(|c| (c.index, c.kind, c.cluster.as_str(), c.name.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (base + 1, ChangeKind::Placement, "team-a", "web"),
+            (base + 2, ChangeKind::PlacementDecisions, "team-a", "web"),
+            (
+                base + 3,
+                ChangeKind::ManifestWorkReplicaSet,
+                "team-a",
+                "web"
+            ),
+            (base + 4, ChangeKind::Cluster, "c2", "c2"),
+        ]
+    );
+    assert_eq!(store.current_index().await.unwrap(), base + 4);
+}
+
+/// An undone op's fleet-object writes are gone, whatever it wrote first (its savepoint is
+/// sent before its first write), while the ops before and after it keep theirs.
+async fn an_undone_op_leaves_no_fleet_object(f: Fixture) {
+    let store = f.hub.store();
+    let kind = ObjectKind::ManifestWorkReplicaSet;
+    let mut tx = store.begin_write(&[], &[]).await.unwrap();
+    let index = tx.base_index() + 1;
+    tx.begin_op();
+    tx.put_object(kind, "ns", "kept", &fleet_text("kept", "1"), index)
+        .await
+        .unwrap();
+    tx.end_op().await.unwrap();
+
+    // Its first write a put, then a replace and a new object.
+    tx.begin_op();
+    tx.put_object(kind, "ns", "kept", &fleet_text("kept", "undone"), index + 1)
+        .await
+        .unwrap();
+    tx.put_object(kind, "ns", "new", &fleet_text("new", "undone"), index + 1)
+        .await
+        .unwrap();
+    tx.undo_op().await.unwrap();
+    // Its first write a delete.
+    tx.begin_op();
+    tx.delete_object(kind, "ns", "kept").await.unwrap();
+    tx.undo_op().await.unwrap();
+    let seen = tx.get_object(kind, "ns", "kept").await.unwrap().unwrap();
+    assert_eq!(
+        (seen.resource_version, seen.object),
+        (index, fleet_text("kept", "1")),
+        "the transaction sees the kept write again"
+    );
+    assert!(tx.get_object(kind, "ns", "new").await.unwrap().is_none());
+
+    tx.begin_op();
+    tx.put_object(kind, "ns", "after", &fleet_text("after", "1"), index + 1)
+        .await
+        .unwrap();
+    tx.end_op().await.unwrap();
+    tx.commit(
+        &[
+            fleet_change(index, kind, "ns", "kept"),
+            fleet_change(index + 1, kind, "ns", "after"),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let all = store.list_objects(kind, Some("ns")).await.unwrap();
+    assert_eq!(keys(&all), [("ns", "after"), ("ns", "kept")]);
+    assert_eq!(all[1].object, fleet_text("kept", "1"));
+    assert_eq!(all[1].resource_version, index);
+}
+
+/// An op that stores one fleet object and succeeds (it records no change: the writer's
+/// fleet ops are not this suite's business, only what the store keeps of them).
+struct PutsObject {
+    kind: ObjectKind,
+    name: String,
+    text: String,
+}
+
+#[async_trait::async_trait]
+impl hub::service::WriteOp for PutsObject {
+    type Output = ();
+
+    async fn apply(&self, batch: &mut hub::service::writer::Batch<'_>) -> Result<(), Error> {
+        let index = batch.next_index();
+        batch
+            .tx
+            .put_object(self.kind, "fleet", &self.name, &self.text, index)
+            .await?;
+        Ok(())
+    }
+}
+
+/// An op that writes fleet objects (its first write one), a work and an audit entry, then
+/// refuses, as a set controller failing halfway through its fan-out would.
+struct WritesObjectsThenRefuses {
+    /// A placement another op of the batch also writes.
+    shared: String,
+}
+
+#[async_trait::async_trait]
+impl hub::service::WriteOp for WritesObjectsThenRefuses {
+    type Output = ();
+
+    fn reads(&self) -> hub::service::writer::Reads {
+        hub::service::writer::Reads {
+            works: vec![("c1".into(), self.shared.clone())],
+            clusters: vec!["c1".into()],
+        }
+    }
+
+    async fn apply(&self, batch: &mut hub::service::writer::Batch<'_>) -> Result<(), Error> {
+        let index = batch.next_index();
+        let tx = &mut batch.tx;
+        tx.put_object(
+            ObjectKind::Placement,
+            "fleet",
+            &self.shared,
+            &fleet_text(&self.shared, "refused"),
+            index,
+        )
+        .await?;
+        tx.put_object(
+            ObjectKind::ManifestWorkReplicaSet,
+            "fleet",
+            &format!("lonely-{}", self.shared),
+            &fleet_text("lonely", "refused"),
+            index,
+        )
+        .await?;
+        tx.delete_object(ObjectKind::PlacementDecisions, "fleet", "kept")
+            .await?;
+        let mut w = work(&self.shared, json!({"refused": "yes"}), cm("x", "refused"));
+        w.metadata.namespace = Some("c1".into());
+        w.metadata.resource_version = Some(index.to_string());
+        let old = batch.tx.get_work("c1", &self.shared).await?;
+        batch.tx.put_work(&w, index).await?;
+        batch.record_work("c1", &self.shared, old.as_ref(), Some(&w), false);
+        batch.audit(hub::store::NewAuditEntry {
+            actor: "test".into(),
+            action: "test.refused".into(),
+            target: "placements/fleet".into(),
+            source: "test".into(),
+            details: json!({}),
+        });
+        Err(Error::Conflict("refused after writing".into()))
+    }
+}
+
+/// Ops refused in the writer's batches leave no fleet object behind, written or deleted,
+/// while the ops batched with them keep theirs.
+async fn a_refused_op_leaves_no_fleet_object_in_its_batch(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    f.hub
+        .write(PutsObject {
+            kind: ObjectKind::PlacementDecisions,
+            name: "kept".into(),
+            text: fleet_text("kept", "decided"),
+        })
+        .await
+        .unwrap();
+    let start = f.hub.index();
+    let n = 20;
+    let accepted = (0..n).map(|i| {
+        let hub = f.hub.clone();
+        async move {
+            hub.write(PutsObject {
+                kind: ObjectKind::Placement,
+                name: format!("p{i}"),
+                text: fleet_text(&format!("p{i}"), "ok"),
+            })
+            .await
+        }
+    });
+    let refused = (0..n).map(|i| {
+        let hub = f.hub.clone();
+        async move {
+            hub.write(WritesObjectsThenRefuses {
+                shared: format!("p{i}"),
+            })
+            .await
+        }
+    });
+    let (accepted, refused) = tokio::join!(
+        futures::future::join_all(accepted),
+        futures::future::join_all(refused)
+    );
+    for r in refused {
+        assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    }
+    for r in accepted {
+        r.unwrap();
+    }
+    let store = f.hub.store();
+    let placements = store
+        .list_objects(ObjectKind::Placement, None)
+        .await
+        .unwrap();
+    assert_eq!(placements.len(), n);
+    for p in &placements {
+        assert_eq!(
+            p.object,
+            fleet_text(&p.name, "ok"),
+            "a refused op's placement stayed"
+        );
+    }
+    assert!(
+        store
+            .list_objects(ObjectKind::ManifestWorkReplicaSet, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused op's set stayed"
+    );
+    let kept = store
+        .get_object(ObjectKind::PlacementDecisions, "fleet", "kept")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.map(|k| k.object),
+        Some(fleet_text("kept", "decided")),
+        "a refused op's delete stayed"
+    );
+    assert!(
+        store
+            .list_works(Some("c1"), None, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused op's work stayed"
+    );
+    let log = store.list_audit(None, 1000).await.unwrap();
+    assert!(log.iter().all(|e| e.action != "test.refused"), "{log:?}");
+    assert_eq!(
+        store.current_index().await.unwrap(),
+        start,
+        "no change was logged"
+    );
+}
+
+/// The only hub of a database leads, and its leadership holds while nothing happens to it.
+async fn the_only_hub_leads(f: Fixture) {
+    let mut lead = f
+        .hub
+        .store()
+        .lead("fleet-controllers")
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    lead.check().await.unwrap();
+    lead.check().await.unwrap();
+}
+
+/// Hubs sharing a Postgres take turns: one leader per name, another takes over within
+/// seconds once the leader lets go, and a leader whose session is cut learns it at its next
+/// check (and the lock is free for another hub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leadership_is_one_hub_at_a_time() {
+    use sqlx::Connection;
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let a = hub::store::PgStore::connect(&url).await.unwrap();
+    let b = hub::store::PgStore::connect(&url).await.unwrap();
+    let mut first = a.lead("x").await.unwrap().expect("the first hub leads");
+    first.check().await.unwrap();
+    assert!(b.lead("x").await.unwrap().is_none(), "one leader at a time");
+    assert!(a.lead("x").await.unwrap().is_none(), "also for its own hub");
+    let mut other = b
+        .lead("y")
+        .await
+        .unwrap()
+        .expect("another name, another lock");
+    other.check().await.unwrap();
+    first.check().await.unwrap();
+
+    drop(first);
+    let takeover = async {
+        loop {
+            if let Some(l) = b.lead("x").await.unwrap() {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut second = tokio::time::timeout(Duration::from_secs(5), takeover)
+        .await
+        .expect("the second hub leads within seconds of the first letting go");
+    second.check().await.unwrap();
+    assert!(a.lead("x").await.unwrap().is_none());
+
+    // Cut the leader's session, as a database restart or a network failure would.
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let pids: Vec<(i32,)> = sqlx::query_as(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'fleethub lead x'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(pids.len(), 1, "the leader's own connection: {pids:?}");
+    let (terminated,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(pids[0].0)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (alive,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1")
+                .bind(pids[0].0)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if alive == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backend did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(second.check().await.is_err(), "the cut leader learns it");
+    assert!(second.check().await.is_err(), "and stays cut");
+    other.check().await.unwrap();
+    let mut third = a
+        .lead("x")
+        .await
+        .unwrap()
+        .expect("the lock died with the session");
+    third.check().await.unwrap();
+}
+
 macro_rules! contract {
     ($backend:ident: $($case:ident),* $(,)?) => {
         mod $backend {
@@ -1297,11 +1841,15 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
     lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
     assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
-    a_refused_op_leaves_no_trace_in_its_batch);
+    a_refused_op_leaves_no_trace_in_its_batch, fleet_objects_put_get_list_delete,
+    fleet_object_changes_are_logged_by_kind, an_undone_op_leaves_no_fleet_object,
+    a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
     audit_commits_with_the_write, writes_to_one_work_in_one_batch_see_each_other,
     lease_renewals_batch_and_never_go_back, secret_placeholders_are_shared_by_the_hubs_of_a_database,
     assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
-    a_refused_op_leaves_no_trace_in_its_batch);
+    a_refused_op_leaves_no_trace_in_its_batch, fleet_objects_put_get_list_delete,
+    fleet_object_changes_are_logged_by_kind, an_undone_op_leaves_no_fleet_object,
+    a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads);

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use crate::service::Hub;
 
+pub mod fleet;
 pub mod leases;
 
 /// Starts every controller of `hub`; each stops once the hub is dropped.
 pub fn start(hub: &Arc<Hub>) {
     tokio::spawn(leases::run(Arc::downgrade(hub)));
+    tokio::spawn(fleet::run(Arc::downgrade(hub)));
 }

@@ -19,6 +19,7 @@ impl Error {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Deleting(_) => (StatusCode::CONFLICT, "deleting"),
+            Error::Owned { .. } => (StatusCode::CONFLICT, "owned"),
             Error::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
@@ -35,6 +36,7 @@ impl IntoResponse for Error {
         let (status, code) = self.status_and_code();
         let details = match &self {
             Error::Invalid { fields, .. } => Some(json!(fields)),
+            Error::Owned { set, .. } => Some(json!({ "manifestWorkReplicaSet": set })),
             _ => None,
         };
         let message = match &self {

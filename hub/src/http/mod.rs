@@ -20,6 +20,7 @@ use crate::service::{Caller, Hub};
 mod clusters;
 pub mod error;
 pub mod extract;
+mod fleet;
 mod openapi;
 mod registration;
 mod works;
@@ -138,7 +139,35 @@ pub fn router(state: AppState) -> Router {
         .route("/registrations/{id}", get(registration::get_registration))
         .route("/registrations/{id}/accept", post(registration::accept))
         .route("/registrations/{id}/deny", post(registration::deny))
-        .route("/audit", get(registration::audit));
+        .route("/audit", get(registration::audit))
+        .route("/placements", get(fleet::list_all_placements))
+        .route("/placements/preview", post(fleet::preview))
+        .route("/namespaces/{ns}/placements", get(fleet::list_placements))
+        .route(
+            "/namespaces/{ns}/placements/{name}",
+            get(fleet::get_placement)
+                .put(fleet::put_placement)
+                .delete(fleet::delete_placement),
+        )
+        .route(
+            "/namespaces/{ns}/placements/{name}/decisions",
+            get(fleet::decisions),
+        )
+        .route(
+            "/namespaces/{ns}/placements/{name}/explain",
+            get(fleet::explain),
+        )
+        .route("/manifestworkreplicasets", get(fleet::list_all_sets))
+        .route(
+            "/namespaces/{ns}/manifestworkreplicasets",
+            get(fleet::list_sets),
+        )
+        .route(
+            "/namespaces/{ns}/manifestworkreplicasets/{name}",
+            get(fleet::get_set)
+                .put(fleet::put_set)
+                .delete(fleet::delete_set),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -87,6 +87,22 @@ impl Hub {
     }
 }
 
+/// Allows or refuses reading (or, with `write`, writing) placements and
+/// ManifestWorkReplicaSets: admins, and API tokens with the `read` (`write`) verb. Where a
+/// set's works land is limited separately, by its authors' reach.
+pub fn authorize_fleet(who: &Principal, write: bool) -> Result<()> {
+    let verb = if write { Verb::Write } else { Verb::Read };
+    match who {
+        Principal::Admin => Ok(()),
+        Principal::Api { scope, .. } if scope.verbs.contains(&verb) => Ok(()),
+        other => Err(Error::Forbidden(format!(
+            "{} may not {} placements or manifestworkreplicasets",
+            other.actor(),
+            if write { "write" } else { "read" }
+        ))),
+    }
+}
+
 /// What a write answers a caller that may write a cluster's works but not read them: the
 /// work's identity and versions, none of its content (spec, status, labels, annotations),
 /// which the caller could not GET either.

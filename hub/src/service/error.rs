@@ -23,6 +23,14 @@ pub enum Error {
     /// 409 `conflict`: stale resourceVersion or an object in the way.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `owned`: a ManifestWorkReplicaSet keeps this work; change it through the set.
+    #[error("{message}")]
+    Owned {
+        /// What happened.
+        message: String,
+        /// The set, `<namespace>/<name>`.
+        set: String,
+    },
     /// 409 `deleting`: the object is being deleted.
     #[error("{0}")]
     Deleting(String),

@@ -147,7 +147,7 @@ impl ChangeFeed {
             if !touched.contains(&c.cluster) {
                 touched.push(c.cluster.clone());
             }
-            if c.kind != ChangeKind::Work {
+            if matches!(c.kind, ChangeKind::Cluster | ChangeKind::Registration) {
                 inner.cluster_marks.insert(c.cluster.clone(), c.index);
             }
             inner.ring.push_back(c);
@@ -194,6 +194,29 @@ impl ChangeFeed {
             .skip(skip)
             .take_while(|c| c.index <= upto)
             .any(filter)
+    }
+
+    /// The changes after `after` and at or below `upto`, oldest first; `None` when the ring
+    /// no longer reaches back to `after` (the caller must re-read what it follows).
+    pub fn changes_between(&self, after: u64, upto: u64) -> Option<Vec<Change>> {
+        let inner = self.inner.lock().expect("feed lock");
+        if after >= upto {
+            return Some(Vec::new());
+        }
+        let first = inner.ring.front().map(|c| c.index)?;
+        if first > after + 1 || after < inner.floor {
+            return None;
+        }
+        let skip = (after + 1).saturating_sub(first) as usize;
+        Some(
+            inner
+                .ring
+                .iter()
+                .skip(skip)
+                .take_while(|c| c.index <= upto)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Waits until a change after `after` passes `filter`, or `wait` runs out. Returns the

@@ -87,7 +87,10 @@ impl Hub {
             );
             let cross_cluster = q.cluster.is_none() && !q.cluster_selector.is_empty();
             Watch::changes(move |ch| match ch.kind {
-                ChangeKind::Registration => false,
+                ChangeKind::Registration
+                | ChangeKind::Placement
+                | ChangeKind::PlacementDecisions
+                | ChangeKind::ManifestWorkReplicaSet => false,
                 ChangeKind::Cluster => cross_cluster,
                 ChangeKind::Work => {
                     !(ignore_status && ch.status_only)

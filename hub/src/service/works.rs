@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use api::fleet::SET_LABEL;
 use api::{CLEANUP_FINALIZER, Condition, ManifestWork, ManifestWorkStatus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,6 +14,8 @@ use serde_json::json;
 use super::Hub;
 use super::cluster_status::joined;
 use super::error::{Error, Result};
+use super::preconditions::Preconditions;
+pub use super::preconditions::etag;
 use super::query::{self, Block, Indexed, Watch};
 use super::secrets::{PlaceholderKey, mask_secrets};
 use super::validate::{validate_cluster_name, validate_work};
@@ -49,6 +52,8 @@ pub struct PutWork {
     /// Whether the caller may read the work: a refusal tells a write-only caller that its
     /// precondition is stale, never the current version.
     pub caller_reads: bool,
+    /// The set writing it (`<namespace>.<name>`, its [`SET_LABEL`] value); `None` for users.
+    pub owner: Option<String>,
 }
 
 fn target(cluster: &str, name: &str) -> String {
@@ -98,6 +103,8 @@ pub struct DeleteWork {
     pub cluster: String,
     /// The work.
     pub name: String,
+    /// The set deleting it (`<namespace>.<name>`); `None` for users.
+    pub owner: Option<String>,
 }
 
 #[async_trait]
@@ -109,7 +116,7 @@ impl WriteOp for DeleteWork {
     }
 
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<WorkWrite> {
-        delete(batch, &self.cluster, &self.name).await
+        delete(batch, &self.cluster, &self.name, self.owner.as_deref()).await
     }
 
     fn audit(&self, w: &WorkWrite) -> Option<Audit> {
@@ -167,11 +174,6 @@ impl WriteOp for RemoveFinalizer {
     async fn apply(&self, batch: &mut Batch<'_>) -> Result<WorkWrite> {
         remove_finalizer(batch, &self.cluster, &self.name, &self.finalizer).await
     }
-}
-
-/// The ETag of an object at this resourceVersion.
-pub fn etag(resource_version: &str) -> String {
-    format!("\"{resource_version}\"")
 }
 
 /// Adds what readers see but nobody stores: the hub's `Deleting` condition.
@@ -260,8 +262,46 @@ fn outcome(work: ManifestWork, gone: bool) -> Result<WorkWrite> {
     })
 }
 
+/// The set that keeps a work: its [`SET_LABEL`] value, `<namespace>.<name>`.
+pub fn owning_set(work: &ManifestWork) -> Option<&str> {
+    work.metadata.labels.get(SET_LABEL).map(String::as_str)
+}
+
+/// A work a set keeps is written only by that set, and only a set may label a work as its
+/// own (a user's label would hand the work to the set, or hide it from its user).
+fn check_owner(
+    old: Option<&ManifestWork>,
+    owner: Option<&str>,
+    new: &ManifestWork,
+    name: &str,
+) -> Result<()> {
+    let kept_by = old.and_then(owning_set);
+    if let Some(set) = kept_by
+        && Some(set) != owner
+    {
+        let set = set.replacen('.', "/", 1);
+        return Err(Error::Owned {
+            message: format!(
+                "manifestwork {name:?} is kept by ManifestWorkReplicaSet {set}: change it through the set"
+            ),
+            set,
+        });
+    }
+    match owner {
+        None if owning_set(new).is_some() => Err(Error::invalid(
+            format!("metadata.labels[{SET_LABEL}]"),
+            "is set by the hub on the works a ManifestWorkReplicaSet keeps; remove it",
+        )),
+        Some(set) if old.is_some() && kept_by.is_none() => Err(Error::Conflict(format!(
+            "a manifestwork named {name:?} that ManifestWorkReplicaSet {} does not keep is in the way",
+            set.replacen('.', "/", 1)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Creates or replaces a work. Users never change finalizers or status.
-async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
+pub(super) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
     let (cluster_name, name) = (put.cluster.as_str(), put.name.as_str());
     let cluster = batch
         .tx
@@ -273,24 +313,17 @@ async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
             "cluster {cluster_name:?} is being deleted"
         )));
     }
-    let body_rv = put
-        .work
-        .metadata
-        .resource_version
-        .as_deref()
-        .filter(|v| !v.is_empty());
+    let what = format!("manifestwork {name:?}");
+    let pre = Preconditions {
+        what: &what,
+        if_match: put.if_match.as_deref(),
+        body_rv: put.work.metadata.resource_version.as_deref(),
+        caller_reads: put.caller_reads,
+    };
     let old = batch.tx.get_work(cluster_name, name).await?;
     let Some(old) = old else {
-        if put.if_match.is_some() {
-            return Err(Error::PreconditionFailed(format!(
-                "If-Match given but manifestwork {name:?} does not exist"
-            )));
-        }
-        if body_rv.is_some() {
-            return Err(Error::NotFound(format!(
-                "manifestwork {name:?} does not exist; drop metadata.resourceVersion to create it"
-            )));
-        }
+        pre.for_create()?;
+        check_owner(None, put.owner.as_deref(), &put.work, name)?;
         let mut work = put.work.clone();
         let joined = joined(&cluster);
         let m = &mut work.metadata;
@@ -321,31 +354,8 @@ async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrite> {
             "manifestwork {name:?} is being deleted"
         )));
     }
-    if let Some(tag) = &put.if_match
-        && tag.trim() != "*"
-        && tag.trim() != etag(rv(&old))
-    {
-        return Err(Error::PreconditionFailed(if put.caller_reads {
-            format!(
-                "If-Match {tag} does not match the current ETag {}",
-                etag(rv(&old))
-            )
-        } else {
-            format!("If-Match {tag} does not match the current ETag")
-        }));
-    }
-    if let Some(v) = body_rv
-        && v != rv(&old)
-    {
-        return Err(Error::Conflict(if put.caller_reads {
-            format!(
-                "manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale, the current one is {}; read it again and retry",
-                rv(&old)
-            )
-        } else {
-            format!("manifestwork {name:?} was changed: metadata.resourceVersion {v} is stale")
-        }));
-    }
+    pre.for_replace(rv(&old))?;
+    check_owner(Some(&old), put.owner.as_deref(), &put.work, name)?;
     let mut work = put.work.clone();
     let spec_changed = work.spec != old.spec;
     let m = &mut work.metadata;
@@ -387,12 +397,18 @@ fn mark_no_agent(work: &mut ManifestWork, cluster: &str, now: DateTime<Utc>) {
 }
 
 /// Asks for a work's deletion: gone at once without finalizers, else marked deleting.
-async fn delete(batch: &mut Batch<'_>, cluster: &str, name: &str) -> Result<WorkWrite> {
+pub(super) async fn delete(
+    batch: &mut Batch<'_>,
+    cluster: &str,
+    name: &str,
+    owner: Option<&str>,
+) -> Result<WorkWrite> {
     let old = batch
         .tx
         .get_work(cluster, name)
         .await?
         .ok_or_else(|| not_found(cluster, name))?;
+    check_owner(Some(&old), owner, &old, name)?;
     if old.metadata.deletion_timestamp.is_some() {
         return outcome(old, false);
     }
@@ -565,6 +581,7 @@ impl Hub {
             work,
             if_match,
             caller_reads,
+            owner: None,
         };
         presented(self.writer.write_by(put, by).await?)
     }
@@ -581,6 +598,7 @@ impl Hub {
         let op = DeleteWork {
             cluster: cluster.into(),
             name: name.into(),
+            owner: None,
         };
         presented(self.writer.write_by(op, by).await?)
     }

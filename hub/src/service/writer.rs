@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Error, Result};
 use super::feed::ChangeFeed;
-use crate::store::{Change, ChangeKind, NewAuditEntry, Store, StoreError, WriteTx};
+use crate::store::{Change, ChangeKind, NewAuditEntry, ObjectKind, Store, StoreError, WriteTx};
 
 /// Most writes per transaction; beyond this the commit latency grows for little gain.
 const MAX_BATCH: usize = 256;
@@ -142,6 +142,20 @@ impl Batch<'_> {
             None,
             false,
         );
+    }
+
+    /// Records a change to a namespaced fleet object (Placement, its decisions, a
+    /// ManifestWorkReplicaSet) at `next_index()`; `status_only` when only the hub's status of
+    /// it changed (its controller does not act on its own status writes).
+    pub fn record_object(
+        &mut self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        labels: std::collections::BTreeMap<String, String>,
+        status_only: bool,
+    ) {
+        self.push(kind.into(), namespace, name, labels, None, status_only);
     }
 
     /// Adds an audit entry that commits with the batch (an op auditing more than its

@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 mod postgres;
 mod sql;
 mod sql_fetch;
+mod sql_objects;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -40,6 +41,9 @@ pub enum StoreError {
     /// The database URL is not one we serve.
     #[error("unsupported database URL {0:?}: use postgres://... or sqlite://...")]
     UnsupportedUrl(String),
+    /// A leadership's connection stopped answering in time, or was lost before.
+    #[error("leadership lost: {0}")]
+    LeadershipLost(&'static str),
 }
 
 impl StoreError {
@@ -83,6 +87,83 @@ pub enum ChangeKind {
     Cluster = 2,
     /// A registration (join request); `cluster` is the cluster it asks for, `name` its id.
     Registration = 3,
+    /// A Placement; `cluster` is its namespace.
+    Placement = 4,
+    /// A Placement's decisions; `cluster` is the namespace, `name` the placement's.
+    PlacementDecisions = 5,
+    /// A ManifestWorkReplicaSet; `cluster` is its namespace.
+    ManifestWorkReplicaSet = 6,
+}
+
+impl ChangeKind {
+    /// The kind stored as `code` in the change log. A code this hub does not know (written
+    /// by a newer hub) reads as a work change, the one every reader re-checks.
+    fn from_stored(code: i32) -> ChangeKind {
+        match code {
+            2 => ChangeKind::Cluster,
+            3 => ChangeKind::Registration,
+            4 => ChangeKind::Placement,
+            5 => ChangeKind::PlacementDecisions,
+            6 => ChangeKind::ManifestWorkReplicaSet,
+            _ => ChangeKind::Work,
+        }
+    }
+}
+
+/// Kinds of namespaced fleet objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A Placement (`cluster.open-cluster-management.io/v1beta1`).
+    Placement = 1,
+    /// The decisions of the Placement of the same namespace and name.
+    PlacementDecisions = 2,
+    /// A ManifestWorkReplicaSet (`work.open-cluster-management.io/v1alpha1`).
+    ManifestWorkReplicaSet = 3,
+}
+
+impl From<ObjectKind> for ChangeKind {
+    fn from(kind: ObjectKind) -> ChangeKind {
+        match kind {
+            ObjectKind::Placement => ChangeKind::Placement,
+            ObjectKind::PlacementDecisions => ChangeKind::PlacementDecisions,
+            ObjectKind::ManifestWorkReplicaSet => ChangeKind::ManifestWorkReplicaSet,
+        }
+    }
+}
+
+/// A fleet object as stored: its key, its version and its JSON document, not parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// What it is.
+    pub kind: ObjectKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The change index of its last write.
+    pub resource_version: u64,
+    /// The document, as the hub serialized it when it wrote the object.
+    pub object: String,
+}
+
+impl StoredObject {
+    /// The document parsed as `T` (the kind's API type, or a struct of the fields a caller
+    /// needs).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
+        decode(
+            &format!("{:?} {}/{}", self.kind, self.namespace, self.name),
+            &self.object,
+        )
+    }
+}
+
+/// Leadership of the fleet controllers, held while the guard lives; dropping it lets go.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether leadership is still held: an error means it was lost (on Postgres, the
+    /// session holding the lock died or stopped answering) and the caller must stop
+    /// leading; every later check fails too.
+    async fn check(&mut self) -> Result<(), StoreError>;
 }
 
 /// A token as stored: its public record and the hash of its secret.
@@ -264,6 +345,24 @@ pub trait Store: Send + Sync + 'static {
     /// Indexes committed by any hub on this database, pushed by the database
     /// (`LISTEN/NOTIFY` on Postgres); `None` where only one hub can write (SQLite).
     async fn listen(&self) -> Result<Option<IndexStream>, StoreError>;
+    /// One fleet object.
+    async fn get_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredObject>, StoreError>;
+    /// The fleet objects of a kind, ordered by (namespace, name); one namespace or all.
+    async fn list_objects(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<StoredObject>, StoreError>;
+    /// Tries to become the one leader called `name` among the hubs of this database:
+    /// `None` while another hub leads. On Postgres an advisory lock held by a connection of
+    /// its own (not pooled), so it dies with this hub's session; on SQLite, where one hub
+    /// owns the file, always granted.
+    async fn lead(&self, name: &str) -> Result<Option<Box<dyn Leadership>>, StoreError>;
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
 }
@@ -305,6 +404,30 @@ pub trait WriteTx: Send {
     async fn get_agent(&mut self, cluster: &str) -> Result<Option<Agent>, StoreError>;
     /// Inserts or replaces a cluster's agent.
     async fn put_agent(&mut self, agent: &Agent) -> Result<(), StoreError>;
+    /// One fleet object, as this transaction sees it.
+    async fn get_object(
+        &mut self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredObject>, StoreError>;
+    /// Inserts or replaces a fleet object's JSON text; its resource version is `index`,
+    /// the index of this change.
+    async fn put_object(
+        &mut self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        object: &str,
+        index: u64,
+    ) -> Result<(), StoreError>;
+    /// Removes a fleet object (nothing when it does not exist).
+    async fn delete_object(
+        &mut self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), StoreError>;
     /// Begins one op of the batch: what it writes until [`end_op`](Self::end_op) can be
     /// undone alone by [`undo_op`](Self::undo_op) (a SAVEPOINT, opened before its first
     /// statement that writes, and this transaction's caches journaled).

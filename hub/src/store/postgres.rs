@@ -4,9 +4,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sha2::Digest;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 
-use super::{Change, IndexStream, NewAuditEntry, StoreError, sql::sql_store};
+use super::{Change, IndexStream, Leadership, NewAuditEntry, StoreError, sql::sql_store};
 
 /// The channel on which hubs announce committed indexes to each other.
 const CHANNEL: &str = "hub_changes";
@@ -118,6 +120,93 @@ impl PgStore {
             }
         });
         Ok(Some(stream.boxed()))
+    }
+
+    /// Takes the advisory lock of `name` on a connection of its own: a pooled one would go
+    /// back to the pool (and to other queries) still holding it, and the lock must die with
+    /// this hub's session, which is what lets another hub take over.
+    async fn lead_impl(&self, name: &str) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .application_name(&format!("fleethub lead {name}"))
+            // Server side: a statement that hangs fails instead of holding the check up,
+            // and a hub whose machine or network died is dropped (and its lock freed)
+            // within about ten seconds instead of the kernel's two hours.
+            .options([
+                ("statement_timeout", "5s"),
+                ("tcp_keepalives_idle", "5"),
+                ("tcp_keepalives_interval", "2"),
+                ("tcp_keepalives_count", "3"),
+            ]);
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let (held,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(name))
+            .fetch_one(&mut conn)
+            .await?;
+        if !held {
+            // Another session leads; this one is of no further use.
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLeadership { conn: Some(conn) })))
+    }
+}
+
+/// How long a leader's check waits for its connection: past it, leadership counts as lost
+/// (the client side has no keepalive, so a dead network path shows only as silence).
+const LEAD_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The advisory lock key of a leadership name: the first 8 bytes of its SHA-256, so every
+/// hub of every version derives the same key.
+fn lock_key(name: &str) -> i64 {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// A held advisory lock: the session of `conn` holds it. `None` once lost: the connection
+/// is dropped at the first failure, so a lock that might still be held is let go rather
+/// than kept by a hub that no longer acts on it.
+struct PgLeadership {
+    conn: Option<PgConnection>,
+}
+
+#[async_trait::async_trait]
+impl Leadership for PgLeadership {
+    async fn check(&mut self) -> Result<(), StoreError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::LeadershipLost("its connection failed earlier"));
+        };
+        let answer =
+            tokio::time::timeout(LEAD_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(conn)).await;
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(StoreError::LeadershipLost(
+                    "its connection stopped answering",
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for PgLeadership {
+    fn drop(&mut self) {
+        // Closing politely ends the session (and the lock) without an "unexpected EOF" in
+        // the server's log; outside a runtime, dropping the socket ends it all the same.
+        if let Some(conn) = self.conn.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = conn.close().await;
+            });
+        }
     }
 }
 

@@ -7,10 +7,11 @@
 /// `$tx` over the sqlx database `$db`. The backend module provides
 /// `$store::begin_batch(works, clusters)` (a `$tx` holding the index lock, with those
 /// read), `$tx::finish(changes, audit)` (the batch's last statements before COMMIT),
-/// `$store::listen_impl` and `$store::BACKEND`.
+/// `$store::listen_impl`, `$store::lead_impl` and `$store::BACKEND`.
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, db: $db:ty) => {
         $crate::store::sql_fetch::sql_fetch!($db);
+        $crate::store::sql_objects::sql_objects!($db);
 
         /// A write transaction on this backend, holding the index lock.
         ///
@@ -289,6 +290,38 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn get_object(
+                &mut self,
+                kind: $crate::store::ObjectKind,
+                namespace: &str,
+                name: &str,
+            ) -> Result<Option<$crate::store::StoredObject>, $crate::store::StoreError> {
+                fetch_object(&mut *self.tx, kind, namespace, name).await
+            }
+
+            async fn put_object(
+                &mut self,
+                kind: $crate::store::ObjectKind,
+                namespace: &str,
+                name: &str,
+                object: &str,
+                index: u64,
+            ) -> Result<(), $crate::store::StoreError> {
+                // Sent at once, under the op's savepoint, so undoing the op undoes it.
+                self.before_write().await?;
+                upsert_object(&mut *self.tx, kind, namespace, name, object, index).await
+            }
+
+            async fn delete_object(
+                &mut self,
+                kind: $crate::store::ObjectKind,
+                namespace: &str,
+                name: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.before_write().await?;
+                remove_object(&mut *self.tx, kind, namespace, name).await
+            }
+
             fn begin_op(&mut self) {
                 self.undo = Some(Default::default());
             }
@@ -362,11 +395,7 @@ macro_rules! sql_store {
                     .map(|(idx, kind, cluster, name, labels, prev, status_only)| {
                         $crate::store::Change {
                             index: idx as u64,
-                            kind: match kind {
-                                2 => $crate::store::ChangeKind::Cluster,
-                                3 => $crate::store::ChangeKind::Registration,
-                                _ => $crate::store::ChangeKind::Work,
-                            },
+                            kind: $crate::store::ChangeKind::from_stored(kind),
                             cluster,
                             name,
                             labels: $crate::store::parse_labels(&labels),
@@ -718,6 +747,30 @@ macro_rules! sql_store {
                 &self,
             ) -> Result<Option<$crate::store::IndexStream>, $crate::store::StoreError> {
                 self.listen_impl().await
+            }
+
+            async fn get_object(
+                &self,
+                kind: $crate::store::ObjectKind,
+                namespace: &str,
+                name: &str,
+            ) -> Result<Option<$crate::store::StoredObject>, $crate::store::StoreError> {
+                fetch_object(&self.pool, kind, namespace, name).await
+            }
+
+            async fn list_objects(
+                &self,
+                kind: $crate::store::ObjectKind,
+                namespace: Option<&str>,
+            ) -> Result<Vec<$crate::store::StoredObject>, $crate::store::StoreError> {
+                fetch_objects(&self.pool, kind, namespace).await
+            }
+
+            async fn lead(
+                &self,
+                name: &str,
+            ) -> Result<Option<Box<dyn $crate::store::Leadership>>, $crate::store::StoreError> {
+                self.lead_impl(name).await
             }
 
             fn backend(&self) -> &'static str {

@@ -7,7 +7,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{IndexStream, StoreError, sql::sql_store};
+use super::{IndexStream, Leadership, StoreError, sql::sql_store};
 
 /// ManifestWorks, clusters and settings in one SQLite file.
 #[derive(Clone)]
@@ -54,6 +54,21 @@ impl SqliteStore {
 
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {
         Ok(None)
+    }
+
+    /// One hub owns a SQLite file, so it always leads.
+    async fn lead_impl(&self, _name: &str) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        Ok(Some(Box::new(SoleHub)))
+    }
+}
+
+/// The leadership of the only hub of a SQLite file: never lost.
+struct SoleHub;
+
+#[async_trait::async_trait]
+impl Leadership for SoleHub {
+    async fn check(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

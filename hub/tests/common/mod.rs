@@ -4,6 +4,8 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod router;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};

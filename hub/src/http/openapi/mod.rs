@@ -24,6 +24,8 @@ use schemars::transform::{Transform, transform_subschemas};
 use schemars::{JsonSchema, Schema, json_schema};
 use serde_json::{Map, Value, json};
 
+mod fleet;
+
 /// Who may call an operation, which decides the auth statuses it can answer.
 #[derive(Clone, Copy, PartialEq)]
 enum Caller {
@@ -725,7 +727,7 @@ fn document() -> Value {
         .with_transform(IntegerRanges)
         .into_generator();
     let mut paths = Map::new();
-    for route in OPERATIONS {
+    for route in OPERATIONS.iter().chain(fleet::OPERATIONS) {
         let method = route.method.to_ascii_lowercase();
         let op = operation(route, &mut generator);
         paths
@@ -774,7 +776,7 @@ mod tests {
             .values()
             .map(|item| item.as_object().unwrap().len())
             .sum();
-        assert_eq!(operations, OPERATIONS.len());
+        assert_eq!(operations, OPERATIONS.len() + fleet::OPERATIONS.len());
     }
 
     #[test]

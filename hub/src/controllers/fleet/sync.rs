@@ -1,0 +1,288 @@
+//! The set controller's part: for each set a change touched, the works its placements'
+//! decisions call for (inside its authors' reach, with overrides and replica shares), put
+//! where they changed and removed where no longer decided; then its status.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api::fleet::{ManifestWorkReplicaSet, SetOverride};
+use api::{ManagedCluster, ManifestWorkSpec};
+
+use super::world::{Key, SetState, WorkView, World};
+use crate::service::Hub;
+use crate::service::namespaced::reaches;
+use crate::service::replica_split::{cpu_millis, split};
+use crate::service::set_render::render;
+use crate::service::set_sync::{Placed, SyncSet};
+
+/// What a set should keep: per decided cluster, the placement that decided it and the
+/// rendered spec (or why none).
+pub struct Plan {
+    /// Per cluster: (placement, rendered spec or the reason there is none).
+    pub clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)>,
+    /// Replica shares, with `replicaSplit`.
+    pub shares: BTreeMap<String, i32>,
+    /// Placements the set names that do not exist.
+    pub missing: Vec<String>,
+}
+
+/// Whether `cluster` may receive the set's work: inside the reach of the set's author and
+/// of the author of the placement that decided it.
+fn reachable(
+    world: &World,
+    state: &SetState,
+    ns: &str,
+    placement: &str,
+    cluster: &ManagedCluster,
+) -> Result<(), String> {
+    if !reaches(&state.reach, cluster) {
+        return Err(format!(
+            "cluster {:?} is outside the reach of the set's last writer",
+            cluster.metadata.name
+        ));
+    }
+    let placement_reach = world
+        .placements
+        .get(&(ns.to_string(), placement.to_string()))
+        .map(|p| &p.reach);
+    if let Some(reach) = placement_reach
+        && !reaches(reach, cluster)
+    {
+        return Err(format!(
+            "cluster {:?} is outside the reach of placement {placement:?}'s last writer",
+            cluster.metadata.name
+        ));
+    }
+    Ok(())
+}
+
+fn weight(state: &SetState, cluster: &ManagedCluster) -> u64 {
+    let Some(rs) = &state.set.spec.replica_split else {
+        return 1;
+    };
+    match rs.strategy.as_deref().unwrap_or("Equal") {
+        "Weighted" => {
+            let matchers = state.weights.as_deref().unwrap_or_default();
+            rs.weights
+                .iter()
+                .zip(matchers)
+                .find(|(_, m)| m.matches(cluster).is_ok())
+                .map(|(w, _)| u64::try_from(w.weight).unwrap_or(0))
+                .unwrap_or(0)
+        }
+        "AllocatableCPU" => cluster
+            .status
+            .allocatable
+            .get("cpu")
+            .and_then(|q| cpu_millis(q))
+            .unwrap_or(0),
+        _ => 1,
+    }
+}
+
+/// Works out what a set should keep now.
+pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
+    let set: &ManifestWorkReplicaSet = &state.set;
+    let mut clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)> =
+        BTreeMap::new();
+    let mut missing = Vec::new();
+    for r in &set.spec.placement_refs {
+        let Some(p) = world.placements.get(&(key.0.clone(), r.name.clone())) else {
+            missing.push(r.name.clone());
+            continue;
+        };
+        for c in p.decisions.clusters() {
+            if clusters.contains_key(c) {
+                continue;
+            }
+            let verdict = match world.cluster(c) {
+                None => Err(format!("cluster {c:?} no longer exists")),
+                Some(cluster) => reachable(world, state, &key.0, &r.name, cluster)
+                    .map(|()| ManifestWorkSpec::default()),
+            };
+            clusters.insert(c.clone(), (r.name.clone(), verdict));
+        }
+    }
+    let shares = match &set.spec.replica_split {
+        None => BTreeMap::new(),
+        Some(rs) => {
+            let weights: BTreeMap<String, u64> = clusters
+                .iter()
+                .filter(|(_, (_, v))| v.is_ok())
+                .filter_map(|(c, _)| Some((c.clone(), weight(state, world.cluster(c)?))))
+                .collect();
+            split(rs.total_replicas, &weights, &state.shares)
+        }
+    };
+    for (c, (_, verdict)) in clusters.iter_mut() {
+        let Ok(_) = verdict else { continue };
+        let Some(cluster) = world.cluster(c) else {
+            continue;
+        };
+        let overrides: Vec<&SetOverride> = match &state.overrides {
+            Some(matchers) => set
+                .spec
+                .overrides
+                .iter()
+                .zip(matchers)
+                .filter(|(_, m)| m.matches(cluster).is_ok())
+                .map(|(o, _)| o)
+                .collect(),
+            None => {
+                *verdict = Err("an override's cluster selector no longer compiles".into());
+                continue;
+            }
+        };
+        let share = set
+            .spec
+            .replica_split
+            .as_ref()
+            .map(|rs| (&rs.workload, shares.get(c).copied().unwrap_or(0)));
+        *verdict =
+            render(&set.spec.manifest_work_template, &overrides, share).map_err(|e| e.to_string());
+    }
+    Plan {
+        clusters,
+        shares,
+        missing,
+    }
+}
+
+/// Syncs the sets in `dirty`: writes the works that changed and removes the ones no longer
+/// decided; a deleted set has all its works removed (or released), then goes. Returns the
+/// sets whose sync failed (to try again).
+pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeSet<Key> {
+    let mut failed = BTreeSet::new();
+    for key in dirty {
+        let Some(state) = world.sets.get(key) else {
+            continue;
+        };
+        let deleting = state.set.metadata.deletion_timestamp.is_some();
+        let policy = state
+            .set
+            .spec
+            .cascade_deletion_policy
+            .clone()
+            .unwrap_or_else(|| "Background".into());
+        let mut op = SyncSet {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            generation: state.set.metadata.generation,
+            place: Vec::new(),
+            remove: Vec::new(),
+            orphan: deleting && policy == "Orphan",
+            author: String::new(),
+        };
+        let plan = if deleting {
+            // Every cluster: a work may be left anywhere by an earlier leader.
+            op.remove = world
+                .clusters()
+                .iter()
+                .map(|c| c.metadata.name.clone())
+                .collect();
+            None
+        } else {
+            let plan = plan(world, key, state);
+            for (c, (_, verdict)) in &plan.clusters {
+                if let Ok(spec) = verdict
+                    && state.rendered.get(c) != Some(spec)
+                {
+                    op.place.push(Placed {
+                        cluster: c.clone(),
+                        spec: spec.clone(),
+                    });
+                }
+            }
+            let kept: BTreeSet<&String> = if state.swept {
+                state.rendered.keys().chain(state.works.keys()).collect()
+            } else {
+                world.clusters().iter().map(|c| &c.metadata.name).collect()
+            };
+            op.remove = kept
+                .into_iter()
+                .filter(|c| !matches!(plan.clusters.get(*c), Some((_, Ok(_)))))
+                .cloned()
+                .collect();
+            Some(plan)
+        };
+        op.author = state.author.clone();
+        let result = if op.place.is_empty() && op.remove.is_empty() {
+            None
+        } else {
+            match hub.sync_set(op).await {
+                Ok(w) => Some(w.value),
+                Err(e) => {
+                    tracing::warn!(set = %format!("{}/{}", key.0, key.1), error = %e, "syncing the set failed; will retry");
+                    failed.insert(key.clone());
+                    continue;
+                }
+            }
+        };
+        let state = world.sets.get_mut(key).expect("looked up above");
+        if let Some(plan) = plan {
+            state.placed_by = plan
+                .clusters
+                .iter()
+                .map(|(c, (p, _))| (c.clone(), p.clone()))
+                .collect();
+            state.messages = plan
+                .clusters
+                .iter()
+                .filter_map(|(c, (_, v))| v.as_ref().err().map(|m| (c.clone(), m.clone())))
+                .collect();
+            for m in &plan.missing {
+                tracing::debug!(set = %format!("{}/{}", key.0, key.1), placement = %m, "placement not found");
+            }
+            state.shares = plan.shares;
+        }
+        let Some(synced) = result else {
+            state.swept = true;
+            continue;
+        };
+        if synced.stale {
+            continue;
+        }
+        state.swept = true;
+        for (c, r) in synced.placed {
+            match r {
+                Ok(work) => {
+                    state.rendered.insert(c.clone(), work.spec.clone());
+                    state.works.insert(c.clone(), WorkView::of(&work));
+                    state.messages.remove(&c);
+                }
+                Err(m) => {
+                    state.rendered.remove(&c);
+                    state.messages.insert(c, m);
+                }
+            }
+        }
+        for (c, r) in synced.removed {
+            state.rendered.remove(&c);
+            match r {
+                Ok(Some(work)) => {
+                    state.works.insert(c, WorkView::of(&work));
+                }
+                Ok(None) => {
+                    state.works.remove(&c);
+                }
+                Err(m) => {
+                    state.messages.insert(c, m);
+                }
+            }
+        }
+        if deleting {
+            let left = state.works.values().any(|_| true);
+            if policy != "Foreground" || !left {
+                match hub.remove_set(&key.0, &key.1).await {
+                    Ok(_) => {
+                        world.sets.remove(key);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "removing a deleted set failed; will retry");
+                        failed.insert(key.clone());
+                    }
+                }
+            }
+        }
+    }
+    failed
+}
