@@ -277,7 +277,9 @@ pub async fn redecide(
     let name = |i: usize| format!("rd-{i:05}");
     let created: Vec<anyhow::Result<()>> = futures::stream::iter((0..load.clusters).map(|i| {
         let labels = BTreeMap::from([("zone".to_string(), format!("z{}", zone_of[i]))]);
-        let cluster = ManagedCluster::new(&name(i), labels);
+        let mut cluster = ManagedCluster::new(&name(i), labels);
+        // Placements choose among accepted clusters only, as OCM's do.
+        cluster.spec.hub_accepts_client = true;
         async move {
             admin.put_cluster(&cluster).await?;
             anyhow::Ok(())

@@ -473,6 +473,39 @@ struct PlacementRun {
     set: Option<testkit::placement_bench::SetReport>,
     redecide: Option<testkit::placement_bench::RedecideReport>,
     failover: Vec<testkit::placement_bench::FailoverReport>,
+    /// The hub's fleet metrics after each measure (`/metrics` lines, buckets left out).
+    metrics: Vec<String>,
+}
+
+/// A figure in seconds, or that it never came.
+fn seconds(v: Option<f64>) -> String {
+    v.map_or_else(|| "never (timed out)".to_string(), |v| format!("{v:.3}"))
+}
+
+/// Appends the hub's fleet metrics after `measure` to `into` and says what its placement decisions cost.
+async fn fleet_metrics(client: &HubClient, measure: &str, into: &mut Vec<String>) -> String {
+    let Ok(page) = scrape_metrics(client).await else {
+        return "no metrics".into();
+    };
+    into.push(format!("# after {measure}"));
+    into.extend(
+        page.lines()
+            .filter(|l| {
+                ["hub_placement_", "hub_set_", "hub_fleet_"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                    && !l.contains("_bucket")
+            })
+            .map(str::to_string),
+    );
+    match metric_summary(&page, "hub_placement_decide_seconds") {
+        Some(m) => format!(
+            "hub: {:.0} placement decisions, mean {:.2} ms",
+            m.count,
+            m.mean() * 1e3
+        ),
+        None => "hub: no placement decision recorded".into(),
+    }
 }
 
 async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
@@ -528,23 +561,24 @@ async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
             };
             let r = pb::one_set(&hub.client()?, &cfg, pid, &load).await?;
             summary += &format!(
-                "placement on {backend}, set over {} clusters: all Applied {:?} s after the set's PUT, \
-                 summary.applied={} after {:?} s (missing {}); direct PUTs ({} in flight): all Applied after {:?} s \
-                 (PUTs took {:.2} s, missing {}); set / direct {:?}; hub CPU {:.2} s (set), {:.2} s (direct); \
-                 placement decided {:?} s after its PUT\n",
+                "placement on {backend}, set over {} clusters: all Applied {} s after the set's PUT, \
+                 summary.applied={} after {} s (missing {}); direct PUTs ({} in flight): all Applied after {} s \
+                 (PUTs took {:.2} s, missing {}); set / direct {}; hub CPU {:.2} s (set), {:.2} s (direct); \
+                 placement decided {} s after its PUT; {}\n",
                 r.clusters,
-                r.set_applied_seconds,
+                seconds(r.set_applied_seconds),
                 r.set_summary.applied,
-                r.set_summary_seconds,
+                seconds(r.set_summary_seconds),
                 r.set_missing,
                 args.direct_in_flight,
-                r.direct_applied_seconds,
+                seconds(r.direct_applied_seconds),
                 r.direct_put_seconds,
                 r.direct_missing,
-                r.set_over_direct,
+                seconds(r.set_over_direct),
                 r.set_hub_cpu_seconds,
                 r.direct_hub_cpu_seconds,
-                r.placement_decided_seconds,
+                seconds(r.placement_decided_seconds),
+                fleet_metrics(&hub.client()?, "set", &mut run.metrics).await,
             );
             run.set = Some(r);
         }
@@ -561,7 +595,7 @@ async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
             let l = &r.latency_ms;
             summary += &format!(
                 "placement on {backend}, re-decide ({} clusters, {} placements): p50 {:.1} ms, p99 {:.1} ms, \
-                 max {:.1} ms (n={}, {} missed); hub CPU {:.0} millicores over {:.1} s\n",
+                 max {:.1} ms (n={}, {} missed); hub CPU {:.0} millicores over {:.1} s; {}\n",
                 r.clusters,
                 r.placements,
                 l.p50,
@@ -571,6 +605,7 @@ async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
                 r.missed,
                 r.hub_millicores,
                 r.wall_seconds,
+                fleet_metrics(&hub.client()?, "redecide", &mut run.metrics).await,
             );
             run.redecide = Some(r);
         }
@@ -585,16 +620,22 @@ async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
                 let r = pb::failover(&hub.client()?, &cfg, &load).await?;
                 summary += &format!(
                     "placement on {backend}, failover (lease interval {} s, grace {} s, {} agents): \
-                     from the last renewal: tainted {:?} s, re-decided {:?} s ({} → {:?}), Applied {:?} s; goal ≤ {} s\n",
+                     from the last renewal: tainted {} s, re-decided {} s ({} → {}), Applied {} s; goal ≤ {} s; {}\n",
                     r.lease_interval_seconds,
                     r.lease_grace_seconds,
                     r.agents,
-                    r.tainted_after,
-                    r.decided_after,
+                    seconds(r.tainted_after),
+                    seconds(r.decided_after),
                     r.chosen,
-                    r.replacement,
-                    r.applied_after,
+                    r.replacement.as_deref().unwrap_or("none"),
+                    seconds(r.applied_after),
                     r.goal_seconds,
+                    fleet_metrics(
+                        &hub.client()?,
+                        &format!("failover {lease:?}"),
+                        &mut run.metrics
+                    )
+                    .await,
                 );
                 run.failover.push(r);
             }
