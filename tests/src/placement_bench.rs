@@ -211,6 +211,8 @@ pub struct RedecideReport {
     pub settled_seconds: f64,
     /// From the label `PUT` until both placements it concerns show it.
     pub latency_ms: LatencyMs,
+    /// The label `PUT` alone (its answer), part of the above.
+    pub label_put_ms: LatencyMs,
     /// Changes not shown within the timeout.
     pub missed: usize,
     /// The hub's CPU over the relabels.
@@ -311,6 +313,7 @@ pub async fn redecide(
     let cpu0 = CpuTime::of(hub_pid)?.total().total();
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(load.relabels);
+    let mut puts = Vec::with_capacity(load.relabels);
     let mut missed = 0;
     for k in 0..load.relabels {
         // A stride coprime with most fleet sizes: each change moves a different cluster.
@@ -330,6 +333,7 @@ pub async fn redecide(
                 &BTreeMap::from([("zone".to_string(), Some(format!("z{to}")))]),
             )
             .await?;
+        puts.push(t0.elapsed());
         zone_of[i] = to;
         let shown = |placement: String, index: u64, listed: bool| {
             let cluster = cluster.clone();
@@ -364,6 +368,7 @@ pub async fn redecide(
         placements: load.placements,
         settled_seconds,
         latency_ms: (&Latencies::new(latencies)).into(),
+        label_put_ms: (&Latencies::new(puts)).into(),
         missed,
         hub_cpu_seconds: cpu,
         hub_millicores: (cpu * 1000.0 / wall).round(),

@@ -482,7 +482,7 @@ fn seconds(v: Option<f64>) -> String {
     v.map_or_else(|| "never (timed out)".to_string(), |v| format!("{v:.3}"))
 }
 
-/// Appends the hub's fleet metrics after `measure` to `into` and says what its placement decisions cost.
+/// Appends the hub's fleet metrics after `measure` to `into`; says what its decide passes cost.
 async fn fleet_metrics(client: &HubClient, measure: &str, into: &mut Vec<String>) -> String {
     let Ok(page) = scrape_metrics(client).await else {
         return "no metrics".into();
@@ -500,11 +500,11 @@ async fn fleet_metrics(client: &HubClient, measure: &str, into: &mut Vec<String>
     );
     match metric_summary(&page, "hub_placement_decide_seconds") {
         Some(m) => format!(
-            "hub: {:.0} placement decisions, mean {:.2} ms",
+            "hub: {:.0} decide passes, mean {:.2} ms",
             m.count,
             m.mean() * 1e3
         ),
-        None => "hub: no placement decision recorded".into(),
+        None => "hub: no decide pass recorded".into(),
     }
 }
 
@@ -595,7 +595,8 @@ async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
             let l = &r.latency_ms;
             summary += &format!(
                 "placement on {backend}, re-decide ({} clusters, {} placements): p50 {:.1} ms, p99 {:.1} ms, \
-                 max {:.1} ms (n={}, {} missed); hub CPU {:.0} millicores over {:.1} s; {}\n",
+                 max {:.1} ms (n={}, {} missed), of which the label PUT p50 {:.1} ms, p99 {:.1} ms; \
+                 hub CPU {:.0} millicores over {:.1} s; {}\n",
                 r.clusters,
                 r.placements,
                 l.p50,
@@ -603,6 +604,8 @@ async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
                 l.max,
                 l.n,
                 r.missed,
+                r.label_put_ms.p50,
+                r.label_put_ms.p99,
                 r.hub_millicores,
                 r.wall_seconds,
                 fleet_metrics(&hub.client()?, "redecide", &mut run.metrics).await,
