@@ -89,7 +89,7 @@ pub async fn decide(
             Some(compiled) => {
                 let load = world.load_without(key);
                 let previous = state.decided();
-                let eval = placement::evaluate(
+                let eval = placement::decide(
                     &key.1,
                     compiled,
                     &Inputs {
@@ -99,12 +99,7 @@ pub async fn decide(
                         now,
                     },
                 );
-                let feasible = eval
-                    .explanations
-                    .iter()
-                    .filter(|e| e.feasible)
-                    .map(|e| e.cluster_name.clone())
-                    .collect();
+                let feasible = eval.feasible.into_iter().collect();
                 (
                     eval.status,
                     Decisions::from_groups(&eval.groups),

@@ -12,7 +12,7 @@ use crate::service::Hub;
 use crate::service::namespaced::reaches;
 use crate::service::replica_split::{cpu_millis, split};
 use crate::service::set_render::render;
-use crate::service::set_sync::{Placed, SyncSet};
+use crate::service::set_sync::{Placed, SyncSet, Synced};
 
 /// What a set should keep: per decided cluster, the placement that decided it and the
 /// rendered spec (or why none).
@@ -21,8 +21,6 @@ pub struct Plan {
     pub clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)>,
     /// Replica shares, with `replicaSplit`.
     pub shares: BTreeMap<String, i32>,
-    /// Placements the set names that do not exist.
-    pub missing: Vec<String>,
 }
 
 /// Whether `cluster` may receive the set's work: inside the reach of the set's author and
@@ -84,10 +82,9 @@ pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
     let set: &ManifestWorkReplicaSet = &state.set;
     let mut clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)> =
         BTreeMap::new();
-    let mut missing = Vec::new();
     for r in &set.spec.placement_refs {
+        // A missing placement decides nothing (the status says so).
         let Some(p) = world.placements.get(&(key.0.clone(), r.name.clone())) else {
-            missing.push(r.name.clone());
             continue;
         };
         for c in p.decisions.clusters() {
@@ -140,72 +137,122 @@ pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
         *verdict =
             render(&set.spec.manifest_work_template, &overrides, share).map_err(|e| e.to_string());
     }
-    Plan {
-        clusters,
-        shares,
-        missing,
+    Plan { clusters, shares }
+}
+
+/// The sync a set needs now: the works to put and remove, and (unless it is being
+/// deleted) the plan they come from.
+fn next_sync(world: &World, key: &Key, state: &SetState) -> (SyncSet, Option<Plan>) {
+    let deleting = state.set.metadata.deletion_timestamp.is_some();
+    let mut op = SyncSet {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        generation: state.set.metadata.generation,
+        place: Vec::new(),
+        remove: Vec::new(),
+        orphan: deleting && policy(state) == "Orphan",
+        author: state.author.clone(),
+    };
+    // Until the set was swept in this leadership, every cluster is looked at: an earlier
+    // leader may have left a work anywhere. After that, only the works it knows.
+    let known: BTreeSet<&String> = if state.swept {
+        state.rendered.keys().chain(state.works.keys()).collect()
+    } else {
+        world.clusters().iter().map(|c| &c.metadata.name).collect()
+    };
+    if deleting {
+        op.remove = known.into_iter().cloned().collect();
+        return (op, None);
+    }
+    let plan = plan(world, key, state);
+    for (c, (_, verdict)) in &plan.clusters {
+        if let Ok(spec) = verdict
+            && state.rendered.get(c) != Some(spec)
+        {
+            op.place.push(Placed {
+                cluster: c.clone(),
+                spec: spec.clone(),
+            });
+        }
+    }
+    op.remove = known
+        .into_iter()
+        .filter(|c| !matches!(plan.clusters.get(*c), Some((_, Ok(_)))))
+        .cloned()
+        .collect();
+    (op, Some(plan))
+}
+
+fn policy(state: &SetState) -> &str {
+    state
+        .set
+        .spec
+        .cascade_deletion_policy
+        .as_deref()
+        .unwrap_or("Background")
+}
+
+/// Takes what a plan and its sync did into the set's state.
+fn absorb(state: &mut SetState, plan: Option<Plan>, synced: Option<Synced>) {
+    if let Some(plan) = plan {
+        state.placed_by = plan
+            .clusters
+            .iter()
+            .map(|(c, (p, _))| (c.clone(), p.clone()))
+            .collect();
+        state.messages = plan
+            .clusters
+            .iter()
+            .filter_map(|(c, (_, v))| v.as_ref().err().map(|m| (c.clone(), m.clone())))
+            .collect();
+        state.shares = plan.shares;
+    }
+    let synced = match synced {
+        Some(s) if s.stale => return,
+        Some(s) => s,
+        None => Synced::default(),
+    };
+    state.swept = true;
+    for (c, r) in synced.placed {
+        match r {
+            Ok(work) => {
+                state.rendered.insert(c.clone(), work.spec.clone());
+                state.works.insert(c.clone(), WorkView::of(&work));
+                state.messages.remove(&c);
+            }
+            Err(m) => {
+                state.rendered.remove(&c);
+                state.messages.insert(c, m);
+            }
+        }
+    }
+    for (c, r) in synced.removed {
+        state.rendered.remove(&c);
+        match r {
+            Ok(Some(work)) => {
+                state.works.insert(c, WorkView::of(&work));
+            }
+            Ok(None) => {
+                state.works.remove(&c);
+            }
+            Err(m) => {
+                state.messages.insert(c, m);
+            }
+        }
     }
 }
 
 /// Syncs the sets in `dirty`: writes the works that changed and removes the ones no longer
-/// decided; a deleted set has all its works removed (or released), then goes. Returns the
-/// sets whose sync failed (to try again).
+/// decided; a deleted set has all its works removed (or released), then goes (with
+/// `Foreground`, once they are gone). Returns the sets whose sync failed (to try again).
 pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeSet<Key> {
     let mut failed = BTreeSet::new();
     for key in dirty {
         let Some(state) = world.sets.get(key) else {
             continue;
         };
-        let deleting = state.set.metadata.deletion_timestamp.is_some();
-        let policy = state
-            .set
-            .spec
-            .cascade_deletion_policy
-            .clone()
-            .unwrap_or_else(|| "Background".into());
-        let mut op = SyncSet {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            generation: state.set.metadata.generation,
-            place: Vec::new(),
-            remove: Vec::new(),
-            orphan: deleting && policy == "Orphan",
-            author: String::new(),
-        };
-        let plan = if deleting {
-            // Every cluster: a work may be left anywhere by an earlier leader.
-            op.remove = world
-                .clusters()
-                .iter()
-                .map(|c| c.metadata.name.clone())
-                .collect();
-            None
-        } else {
-            let plan = plan(world, key, state);
-            for (c, (_, verdict)) in &plan.clusters {
-                if let Ok(spec) = verdict
-                    && state.rendered.get(c) != Some(spec)
-                {
-                    op.place.push(Placed {
-                        cluster: c.clone(),
-                        spec: spec.clone(),
-                    });
-                }
-            }
-            let kept: BTreeSet<&String> = if state.swept {
-                state.rendered.keys().chain(state.works.keys()).collect()
-            } else {
-                world.clusters().iter().map(|c| &c.metadata.name).collect()
-            };
-            op.remove = kept
-                .into_iter()
-                .filter(|c| !matches!(plan.clusters.get(*c), Some((_, Ok(_)))))
-                .cloned()
-                .collect();
-            Some(plan)
-        };
-        op.author = state.author.clone();
-        let result = if op.place.is_empty() && op.remove.is_empty() {
+        let (op, plan) = next_sync(world, key, state);
+        let synced = if op.place.is_empty() && op.remove.is_empty() {
             None
         } else {
             match hub.sync_set(op).await {
@@ -218,68 +265,16 @@ pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeS
             }
         };
         let state = world.sets.get_mut(key).expect("looked up above");
-        if let Some(plan) = plan {
-            state.placed_by = plan
-                .clusters
-                .iter()
-                .map(|(c, (p, _))| (c.clone(), p.clone()))
-                .collect();
-            state.messages = plan
-                .clusters
-                .iter()
-                .filter_map(|(c, (_, v))| v.as_ref().err().map(|m| (c.clone(), m.clone())))
-                .collect();
-            for m in &plan.missing {
-                tracing::debug!(set = %format!("{}/{}", key.0, key.1), placement = %m, "placement not found");
-            }
-            state.shares = plan.shares;
-        }
-        let Some(synced) = result else {
-            state.swept = true;
-            continue;
-        };
-        if synced.stale {
-            continue;
-        }
-        state.swept = true;
-        for (c, r) in synced.placed {
-            match r {
-                Ok(work) => {
-                    state.rendered.insert(c.clone(), work.spec.clone());
-                    state.works.insert(c.clone(), WorkView::of(&work));
-                    state.messages.remove(&c);
+        absorb(state, plan, synced);
+        let deleting = state.set.metadata.deletion_timestamp.is_some();
+        if deleting && (policy(state) != "Foreground" || state.works.is_empty()) {
+            match hub.remove_set(&key.0, &key.1).await {
+                Ok(_) => {
+                    world.sets.remove(key);
                 }
-                Err(m) => {
-                    state.rendered.remove(&c);
-                    state.messages.insert(c, m);
-                }
-            }
-        }
-        for (c, r) in synced.removed {
-            state.rendered.remove(&c);
-            match r {
-                Ok(Some(work)) => {
-                    state.works.insert(c, WorkView::of(&work));
-                }
-                Ok(None) => {
-                    state.works.remove(&c);
-                }
-                Err(m) => {
-                    state.messages.insert(c, m);
-                }
-            }
-        }
-        if deleting {
-            let left = state.works.values().any(|_| true);
-            if policy != "Foreground" || !left {
-                match hub.remove_set(&key.0, &key.1).await {
-                    Ok(_) => {
-                        world.sets.remove(key);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "removing a deleted set failed; will retry");
-                        failed.insert(key.clone());
-                    }
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing a deleted set failed; will retry");
+                    failed.insert(key.clone());
                 }
             }
         }

@@ -85,6 +85,9 @@ pub struct Evaluation {
     pub status: PlacementStatus,
     /// When a `tolerationSeconds` runs out: evaluate again then.
     pub recheck_at: Option<DateTime<Utc>>,
+    /// The clusters that passed the filters (the controller compares them when one
+    /// cluster changes).
+    pub feasible: Vec<String>,
 }
 
 /// A feasible cluster on its way through scoring and choosing.
@@ -160,6 +163,10 @@ fn run(name: &str, p: &Compiled, inputs: &Inputs<'_>, explain: bool) -> Evaluati
         .into_iter()
         .map(|m| m.into_iter().map(|k| picked.chosen[k]).collect())
         .collect();
+    let feasible = candidates
+        .iter()
+        .map(|c| c.cluster.metadata.name.clone())
+        .collect();
     let explanations = if explain {
         self::explain(
             p,
@@ -179,6 +186,7 @@ fn run(name: &str, p: &Compiled, inputs: &Inputs<'_>, explain: bool) -> Evaluati
         explanations,
         status,
         recheck_at,
+        feasible,
     }
 }
 

@@ -46,16 +46,14 @@ struct Domains<'c> {
     /// Each candidate's domain.
     of: Vec<Option<usize>>,
     counts: Vec<i64>,
+    /// The lowest count, the highest, and how many domains are at the lowest.
+    stats: (i64, i64, usize),
 }
 
 impl Domains<'_> {
     /// The skew if one more decision went to `domain`.
     fn skew_with(&self, domain: usize) -> i64 {
-        let Some(&min) = self.counts.iter().min() else {
-            return 0;
-        };
-        let max = self.counts.iter().copied().max().unwrap_or(0);
-        let at_min = self.counts.iter().filter(|&&c| c == min).count();
+        let (min, max, at_min) = self.stats;
         let mine = self.counts[domain];
         let new_max = max.max(mine + 1);
         // Counts are integers: if this was the only domain at the minimum, it rises by one
@@ -66,6 +64,15 @@ impl Domains<'_> {
             min
         };
         new_max - new_min
+    }
+
+    /// One more decision in `domain`.
+    fn add(&mut self, domain: usize) {
+        self.counts[domain] += 1;
+        let min = self.counts.iter().copied().min().unwrap_or(0);
+        let max = self.counts.iter().copied().max().unwrap_or(0);
+        let at_min = self.counts.iter().filter(|&&c| c == min).count();
+        self.stats = (min, max, at_min);
     }
 
     /// `domain eu has 2, us has 0` (the given domain first).
@@ -122,7 +129,13 @@ pub(crate) fn pick(rules: &[SpreadRule], candidates: &[&ManagedCluster], want: u
                 })
                 .collect();
             let counts = vec![0; names.len()];
-            Domains { names, of, counts }
+            let stats = (0, 0, names.len());
+            Domains {
+                names,
+                of,
+                counts,
+                stats,
+            }
         })
         .collect();
     let mut taken = vec![false; n];
@@ -140,18 +153,27 @@ pub(crate) fn pick(rules: &[SpreadRule], candidates: &[&ManagedCluster], want: u
                     None => !hard,
                 })
         };
-        let allowed: Vec<usize> = (0..n)
-            .filter(|&c| !taken[c] && fits(c, true, &domains))
-            .collect();
-        let Some(&first_allowed) = allowed.first() else {
+        let mut first_allowed = None;
+        let mut fitting = None;
+        for c in (0..n).filter(|&c| !taken[c] && fits(c, true, &domains)) {
+            first_allowed.get_or_insert(c);
+            if fits(c, false, &domains) {
+                fitting = Some(c);
+                break;
+            }
+        }
+        let Some(first_allowed) = first_allowed else {
             for c in (0..n).filter(|&c| !taken[c]) {
                 notes[c] = violation(rules, &domains, c, true);
             }
             break;
         };
-        let (choice, note) = match allowed.iter().copied().find(|&c| fits(c, false, &domains)) {
+        let (choice, note) = match fitting {
             Some(c) => (c, None),
             None => {
+                let allowed: Vec<usize> = (first_allowed..n)
+                    .filter(|&c| !taken[c] && fits(c, true, &domains))
+                    .collect();
                 // No pick keeps every ScheduleAnyway constraint: the best of the least used
                 // domain of the first such constraint (there is one, or every allowed pick
                 // would have fit).
@@ -190,7 +212,7 @@ pub(crate) fn pick(rules: &[SpreadRule], candidates: &[&ManagedCluster], want: u
         chosen.push(choice);
         for d in &mut domains {
             if let Some(x) = d.of[choice] {
-                d.counts[x] += 1;
+                d.add(x);
             }
         }
     }
