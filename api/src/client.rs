@@ -18,6 +18,8 @@ use crate::types::{
     StatusUpdate, WorkSummary,
 };
 
+mod fleet;
+
 /// What went wrong talking to the hub.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -1,4 +1,5 @@
-//! `hub apply`: put works to one cluster or to every cluster a selector matches.
+//! `hub apply`: put works to one cluster or to every cluster a selector matches, and
+//! Placements and ManifestWorkReplicaSets to the hub (see [`super::fleet::apply`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,6 +8,8 @@ use api::{HubClient, ListOptions, ManifestWork};
 use clap::{ArgGroup, Args};
 use futures::StreamExt;
 
+use super::fleet::apply::{FleetObject, apply_fleet, as_values, objects_text, split_fleet};
+use super::fleet::wait::wait_set;
 use super::support::connection::ConnectionArgs;
 use super::support::error::{CliError, describe_client_error};
 use super::support::input::{plan_works, read_documents};
@@ -19,9 +22,7 @@ use super::wait::{
 
 /// The flags of `hub apply` (its help text is on [`super::ClientCommand::Apply`]).
 #[derive(Debug, Args)]
-#[command(group(
-    ArgGroup::new("target").required(true).args(["cluster", "cluster_selector"])
-))]
+#[command(group(ArgGroup::new("target").args(["cluster", "cluster_selector"])))]
 pub struct ApplyArgs {
     /// A file, a directory (its *.yaml, *.yml and *.json files in lexical order, not
     /// recursive) or - for stdin; repeat for more.
@@ -32,9 +33,14 @@ pub struct ApplyArgs {
         value_name = "FILE|DIR|-"
     )]
     pub filenames: Vec<PathBuf>,
-    /// The cluster to apply to (ManifestWork documents must have this namespace or none).
+    /// The cluster to apply works to (ManifestWork documents must have this namespace or
+    /// none); needed for works, not for Placements and ManifestWorkReplicaSets.
     #[arg(long)]
     pub cluster: Option<String>,
+    /// The namespace of Placements and ManifestWorkReplicaSets that name none
+    /// [default: default].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
     /// Apply to every cluster whose labels match this selector, e.g. env=prod; each
     /// work's namespace is set to the cluster.
     #[arg(long, value_name = "SELECTOR")]
@@ -46,8 +52,9 @@ pub struct ApplyArgs {
     /// nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Then wait until every work is --for on every cluster (exit 1 when one fails, 3
-    /// when --timeout runs out).
+    /// Then wait until every work is --for on every cluster, and every
+    /// ManifestWorkReplicaSet applied is --for (exit 1 when one fails, 3 when --timeout
+    /// runs out).
     #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
     /// What --wait waits for: Ready, Applied or Available (also condition=Ready)
@@ -101,6 +108,7 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     let ApplyArgs {
         filenames,
         cluster,
+        namespace,
         cluster_selector,
         name,
         dry_run,
@@ -114,6 +122,25 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     let started = Instant::now();
     check_selector("--cluster-selector", cluster_selector.as_deref())?;
     let docs = read_documents(&filenames)?;
+    let (fleet, docs) = split_fleet(docs, namespace.as_deref())?;
+    if !fleet.is_empty() && docs.is_empty() {
+        let only = FleetOnly {
+            wait: wait.then(|| for_.unwrap_or(WaitFor::Ready)),
+            started,
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+            dry_run,
+            output,
+            quiet,
+        };
+        return apply_fleet_only(fleet, only, &connection).await;
+    }
+    if cluster.is_none() && cluster_selector.is_none() {
+        return Err(CliError::Usage(
+            "the input holds works (ManifestWork documents or plain manifests): pass --cluster \
+             or --cluster-selector"
+                .into(),
+        ));
+    }
     let works = plan_works(docs, name.as_deref(), cluster.as_deref())?;
 
     // The client is made only when needed: a dry run to one cluster works offline.
@@ -141,17 +168,15 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        if output == Some(DocumentFormat::Json) {
-            let list = api::List::new("List", planned, 0, None);
-            output::print(&output::to_json(&list)?);
-            return Ok(());
-        }
-        let mut out = String::new();
+        let mut objects = as_values(&fleet);
         for w in &planned {
-            out.push_str("---\n");
-            out.push_str(&output::to_yaml(w)?);
+            objects.push(
+                serde_json::to_value(w)
+                    .map_err(|e| CliError::Usage(format!("cannot render JSON: {e}")))?,
+            );
         }
-        output::print(&out);
+        let json = output == Some(DocumentFormat::Json);
+        output::print(&objects_text(objects, json)?);
         return Ok(());
     }
 
@@ -163,7 +188,8 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     if !quiet {
         warn_unjoined(&client, &clusters).await;
     }
-    let mut refused = false;
+    let fleet_applied = apply_fleet(&client, &fleet, &mut progress).await?;
+    let mut refused = fleet_applied.refused;
     let mut starts = Vec::new();
     let mut results = Vec::new();
     let pairs: Vec<ManifestWork> = works
@@ -234,7 +260,7 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
     let for_ = wait.then(|| for_.unwrap_or(WaitFor::Ready));
     let report = match for_ {
         Some(for_) if !refused => {
-            let timeout = timeout.unwrap_or(Duration::from_secs(300));
+            let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
             let mut report = wait_for(
                 &client,
                 scope,
@@ -285,7 +311,86 @@ pub async fn run(args: ApplyArgs) -> Result<(), CliError> {
             }
         }
     };
-    conclude("ApplyResult", for_, report, started, output, &mut progress)
+    conclude("ApplyResult", for_, report, started, output, &mut progress)?;
+    match for_ {
+        Some(for_) => {
+            let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+            let sets = &fleet_applied.sets;
+            wait_sets(&client, sets, for_, (started, timeout), &mut progress).await
+        }
+        None => Ok(()),
+    }
+}
+
+/// How long `--wait` waits without `--timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What `hub apply` does with an input of Placements and ManifestWorkReplicaSets only.
+struct FleetOnly {
+    /// `--wait --for`.
+    wait: Option<WaitFor>,
+    /// When the command started.
+    started: Instant,
+    /// `--timeout`.
+    timeout: Duration,
+    dry_run: bool,
+    output: Option<DocumentFormat>,
+    quiet: bool,
+}
+
+/// Applies fleet objects (no cluster needs naming); `-o` prints them as stored.
+async fn apply_fleet_only(
+    fleet: Vec<FleetObject>,
+    only: FleetOnly,
+    connection: &ConnectionArgs,
+) -> Result<(), CliError> {
+    let FleetOnly {
+        wait,
+        started,
+        timeout,
+        dry_run,
+        output,
+        quiet,
+    } = only;
+    let json = output == Some(DocumentFormat::Json);
+    if dry_run {
+        output::print(&objects_text(as_values(&fleet), json)?);
+        return Ok(());
+    }
+    let client = connection.client()?;
+    let mut progress = Progress::new(output.is_some(), quiet);
+    let applied = apply_fleet(&client, &fleet, &mut progress).await?;
+    if output.is_some() {
+        output::print(&objects_text(applied.stored, json)?);
+    }
+    if applied.refused {
+        return Err(CliError::Reported(1));
+    }
+    match wait {
+        Some(for_) => {
+            let sets = &applied.sets;
+            wait_sets(&client, sets, for_, (started, timeout), &mut progress).await
+        }
+        None => Ok(()),
+    }
+}
+
+/// `--wait` for the sets applied, one after another, until `timeout` from `started`.
+async fn wait_sets(
+    client: &HubClient,
+    sets: &[(String, String)],
+    for_: WaitFor,
+    time: (Instant, Duration),
+    progress: &mut Progress,
+) -> Result<(), CliError> {
+    for (namespace, name) in sets {
+        let done = wait_set(client, namespace, name, for_, time, progress).await?;
+        if let Some(e) = done.error() {
+            return Err(e);
+        }
+        progress.line(&done.message);
+    }
+    Ok(())
 }
 
 /// Warns about each cluster that has no joined agent: the works stored for it wait there,

@@ -86,6 +86,10 @@ mod tests {
                 "diff",
                 "describe",
                 "cluster-selector",
+                "placement",
+                "preview",
+                "manifestworkreplicasets",
+                "mwrs",
             ] {
                 assert!(text.contains(word), "{shell:?} lacks {word}");
             }

@@ -1,5 +1,5 @@
-//! `hub delete work|cluster`: ask for deletion, then wait with blocking GETs until the
-//! object is gone (like kubectl, by default).
+//! `hub delete work|cluster|placement|manifestworkreplicaset`: ask for deletion, then
+//! wait with blocking GETs until the object is gone (like kubectl, by default).
 
 use std::time::{Duration, Instant};
 
@@ -7,9 +7,12 @@ use api::{ClientError, HubClient, Indexed, ListOptions, ManagedCluster, Manifest
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
 
+use super::fleet::DEFAULT_NAMESPACE;
 use super::support::connection::ConnectionArgs;
 use super::support::error::{CliError, describe_client_error};
-use super::support::output::{self, CLUSTER_RESOURCE, DocumentFormat, WORK_RESOURCE};
+use super::support::output::{
+    self, CLUSTER_RESOURCE, DocumentFormat, PLACEMENT_RESOURCE, SET_RESOURCE, WORK_RESOURCE,
+};
 use super::support::query::{check_selector, list_all_clusters, list_all_works};
 use super::support::watch::{block_for, humantime};
 
@@ -60,6 +63,40 @@ pub enum DeleteCommand {
         aliases = ["managedcluster", "managedclusters", "mcl"]
     )]
     Cluster(DeleteClusterArgs),
+    /// Delete a Placement; sets that use it keep their works until it exists again (their
+    /// PlacementVerified turns False).
+    ///
+    /// Exit codes: 0 gone; 1 refused or not found; 2 usage; 3 timed out; 4 hub
+    /// unreachable, 5xx, 401 or 403.
+    #[command(visible_alias = "placements")]
+    Placement(DeleteFleetArgs),
+    /// Delete a ManifestWorkReplicaSet; its works go as its cascadeDeletionPolicy says
+    /// (Background: with it; Foreground: first, the set waits for them; Orphan: they
+    /// stay).
+    ///
+    /// Exit codes: 0 gone; 1 refused or not found; 2 usage; 3 timed out (the works still
+    /// there are counted); 4 hub unreachable, 5xx, 401 or 403.
+    #[command(
+        name = "manifestworkreplicaset",
+        visible_aliases = ["manifestworkreplicasets", "mwrs"]
+    )]
+    ManifestWorkReplicaSet(DeleteFleetArgs),
+}
+
+/// `hub delete placement` and `hub delete manifestworkreplicaset`.
+#[derive(Debug, Args)]
+pub struct DeleteFleetArgs {
+    /// The object's name.
+    pub name: String,
+    /// Its namespace.
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Waiting.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Output.
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 /// `hub delete work`.
@@ -99,11 +136,14 @@ pub struct ReportArgs {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteOutcome {
-    /// `ManifestWork` or `ManagedCluster`.
+    /// `ManifestWork`, `ManagedCluster`, `Placement` or `ManifestWorkReplicaSet`.
     pub kind: &'static str,
     /// The work's cluster (works only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The namespace (Placements and ManifestWorkReplicaSets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// The object's name.
     pub name: String,
     /// `deleted` (gone, or asked for with --wait=false) or `timeout` (still there).
@@ -178,6 +218,8 @@ pub async fn run(args: DeleteArgs) -> Result<(), CliError> {
     match what {
         DeleteCommand::Work(a) => delete_work(a, &connection).await,
         DeleteCommand::Cluster(a) => delete_cluster(a, &connection).await,
+        DeleteCommand::Placement(a) => delete_fleet(Fleet::Placement, a, &connection).await,
+        DeleteCommand::ManifestWorkReplicaSet(a) => delete_fleet(Fleet::Set, a, &connection).await,
     }
 }
 
@@ -241,6 +283,7 @@ async fn delete_work(args: DeleteWorkArgs, connection: &ConnectionArgs) -> Resul
     let outcome = |c: &str, pending: Option<String>| DeleteOutcome {
         kind: "ManifestWork",
         cluster: Some(c.to_string()),
+        namespace: None,
         name: name.clone(),
         status: if pending.is_some() {
             "timeout"
@@ -367,6 +410,7 @@ async fn delete_cluster(
     let outcome = |pending: Option<String>| DeleteOutcome {
         kind: "ManagedCluster",
         cluster: None,
+        namespace: None,
         name: name.clone(),
         status: if pending.is_some() {
             "timeout"
@@ -409,5 +453,108 @@ async fn delete_cluster(
     Err(CliError::TimedOut(format!(
         "timed out after {} waiting for the deletion of cluster {name}: {pending}",
         humantime(timeout)
+    )))
+}
+
+/// The fleet kinds `hub delete` deletes.
+#[derive(Debug, Clone, Copy)]
+enum Fleet {
+    Placement,
+    Set,
+}
+
+impl Fleet {
+    fn kind(self) -> &'static str {
+        match self {
+            Fleet::Placement => "Placement",
+            Fleet::Set => "ManifestWorkReplicaSet",
+        }
+    }
+
+    fn resource(self) -> &'static str {
+        match self {
+            Fleet::Placement => PLACEMENT_RESOURCE,
+            Fleet::Set => SET_RESOURCE,
+        }
+    }
+}
+
+/// What keeps a Placement around, for the timeout message.
+fn placement_pending(p: &api::fleet::Placement) -> String {
+    if p.metadata.finalizers.is_empty() {
+        "still present".into()
+    } else {
+        format!("waiting for finalizer {}", p.metadata.finalizers.join(", "))
+    }
+}
+
+/// What keeps a set around (Foreground deletion waits for its works), for the timeout
+/// message.
+fn set_pending(s: &api::fleet::ManifestWorkReplicaSet) -> String {
+    format!(
+        "its works are still being removed ({} left)",
+        s.status.summary.total
+    )
+}
+
+async fn delete_fleet(
+    what: Fleet,
+    args: DeleteFleetArgs,
+    connection: &ConnectionArgs,
+) -> Result<(), CliError> {
+    let DeleteFleetArgs {
+        name,
+        namespace,
+        wait: WaitArgs { wait, timeout },
+        report,
+    } = args;
+    let deadline = deadline_after(timeout);
+    let client = connection.client()?;
+    let asked = match what {
+        Fleet::Placement => client.delete_placement(&namespace, &name).await?.is_some(),
+        Fleet::Set => client.delete_set(&namespace, &name).await?.is_some(),
+    };
+    let deleted = format!(
+        "{} {name:?} deleted (namespace {namespace})\n",
+        what.resource()
+    );
+    let outcome = |pending: Option<String>| DeleteOutcome {
+        kind: what.kind(),
+        cluster: None,
+        namespace: Some(namespace.clone()),
+        name: name.clone(),
+        status: if pending.is_some() {
+            "timeout"
+        } else {
+            "deleted"
+        },
+        pending,
+    };
+    if !asked || !wait {
+        report.line(&deleted);
+        return report.document(vec![outcome(None)]);
+    }
+    let (client, ns, n) = (&client, namespace.as_str(), name.as_str());
+    let pending = match what {
+        Fleet::Placement => {
+            let get = |opts: ListOptions| async move { client.get_placement(ns, n, &opts).await };
+            wait_gone(get, deadline)
+                .await?
+                .map(|p| placement_pending(&p))
+        }
+        Fleet::Set => {
+            let get = |opts: ListOptions| async move { client.get_set(ns, n, &opts).await };
+            wait_gone(get, deadline).await?.map(|s| set_pending(&s))
+        }
+    };
+    let Some(pending) = pending else {
+        report.line(&deleted);
+        return report.document(vec![outcome(None)]);
+    };
+    report.document(vec![outcome(Some(pending.clone()))])?;
+    Err(CliError::TimedOut(format!(
+        "timed out after {} waiting for the deletion of {} {name:?} in namespace {namespace}: {pending}",
+        humantime(timeout),
+        what.kind().to_ascii_lowercase()
     )))
 }

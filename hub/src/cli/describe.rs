@@ -1,16 +1,19 @@
-//! `hub describe work|cluster`: one object in detail, like `kubectl describe`.
+//! `hub describe work|cluster`: one object in detail, like `kubectl describe`; the
+//! fleet's `placement` and `manifestworkreplicaset` come from [`super::fleet::describe`].
 
-use api::{AuditEntry, Condition, HubClient, ListOptions, ManagedCluster, ManifestWork, status};
+use api::{AuditEntry, HubClient, ListOptions, ManagedCluster, ManifestWork, status};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::fleet::describe::DescribeFleetArgs;
 use super::support::connection::ConnectionArgs;
 use super::support::error::CliError;
 use super::support::output::{self, DocumentFormat, Table};
 use super::support::query::list_all_works;
 use super::support::secrets::hash_secret_data;
+use super::support::text::{conditions_table, field, indent, time};
 
 /// How many audit entries `describe work` shows.
 const RECENT_CHANGES: u32 = 10;
@@ -39,6 +42,20 @@ pub enum DescribeCommand {
         aliases = ["managedcluster", "managedclusters", "mcl"]
     )]
     Cluster(DescribeClusterArgs),
+    /// A Placement: its spec, status, conditions, and every cluster the caller may read
+    /// with why it was chosen or not (CLUSTER, SELECTED, SCORE, GROUP, WHY).
+    ///
+    /// SELECTED is `yes`, `no` (it qualified but lost on score, count or spread) or
+    /// `filtered` (a cluster set, selector or taint ruled it out; WHY says which).
+    #[command(visible_alias = "placements")]
+    Placement(DescribeFleetArgs),
+    /// A ManifestWorkReplicaSet: its placements, summary, per-cluster works (CLUSTER,
+    /// PLACEMENT, REPLICAS, APPLIED, AVAILABLE, MESSAGE) and conditions.
+    #[command(
+        name = "manifestworkreplicaset",
+        visible_aliases = ["manifestworkreplicasets", "mwrs"]
+    )]
+    ManifestWorkReplicaSet(DescribeFleetArgs),
 }
 
 /// `hub describe work`.
@@ -115,6 +132,8 @@ pub async fn run(args: DescribeArgs) -> Result<(), CliError> {
     match what {
         DescribeCommand::Work(a) => work(&client, a).await,
         DescribeCommand::Cluster(a) => cluster(&client, a).await,
+        DescribeCommand::Placement(a) => super::fleet::describe::placement(&client, a).await,
+        DescribeCommand::ManifestWorkReplicaSet(a) => super::fleet::describe::set(&client, a).await,
     }
 }
 
@@ -151,57 +170,6 @@ async fn work(client: &HubClient, args: DescribeWorkArgs) -> Result<(), CliError
     }
     output::print(&describe_work(&work, &recent_changes, Utc::now()));
     Ok(())
-}
-
-fn field(out: &mut String, name: &str, value: impl std::fmt::Display) {
-    out.push_str(&format!("{:<18}{value}\n", format!("{name}:")));
-}
-
-fn time(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
-    match t {
-        Some(t) => format!(
-            "{} ({} ago)",
-            t.to_rfc3339_opts(SecondsFormat::Secs, true),
-            output::human_duration(now - t)
-        ),
-        None => "<unknown>".into(),
-    }
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-fn conditions_table(
-    conditions: &[Condition],
-    generation: Option<i64>,
-    now: DateTime<Utc>,
-) -> String {
-    if conditions.is_empty() {
-        return "  <none>\n".into();
-    }
-    let mut t = Table::new(&["TYPE", "STATUS", "GENERATION", "REASON", "AGE", "MESSAGE"]);
-    for c in conditions {
-        let gen_cell = match (c.observed_generation, generation) {
-            (Some(seen), Some(current)) if seen < current => format!("{seen} (stale)"),
-            (Some(seen), _) => seen.to_string(),
-            (None, _) => "-".into(),
-        };
-        t.row(vec![
-            c.type_.clone(),
-            c.status.clone(),
-            gen_cell,
-            if c.reason.is_empty() {
-                "-".into()
-            } else {
-                c.reason.clone()
-            },
-            c.last_transition_time
-                .map_or_else(|| "-".into(), |t| output::human_duration(now - t)),
-            c.message.clone(),
-        ]);
-    }
-    indent(&t.render())
 }
 
 /// The text of `hub describe work`.

@@ -1,10 +1,12 @@
-//! `hub get works|clusters|registrations|tokens|audit`.
+//! `hub get works|clusters|registrations|tokens|audit`, and the fleet's nouns
+//! (`placements`, `decisions`, `manifestworkreplicasets`) from [`super::fleet::get`].
 
 use api::{ListOptions, ManagedCluster, ManifestWork, status};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::audit::GetAuditArgs;
+use super::fleet::get::{GetDecisionsArgs, GetPlacementsArgs, GetSetsArgs};
 use super::registration::GetRegistrationsArgs;
 use super::support::connection::ConnectionArgs;
 use super::support::error::CliError;
@@ -58,6 +60,35 @@ pub enum GetCommand {
     Tokens(GetTokensArgs),
     /// The audit log, newest first: TIME, ACTOR, ACTION, TARGET, SOURCE (admins only).
     Audit(GetAuditArgs),
+    /// Placements: NAME, SUCCEEDED, REASON, SELECTEDCLUSTERS, AGE (NAMESPACE first with
+    /// -A).
+    ///
+    /// SUCCEEDED and REASON are the status and reason of the PlacementSatisfied
+    /// condition, as OCM prints them. -o wide adds CLUSTERSETS, NUMBEROFCLUSTERS (`all`
+    /// when unset), DECISIONGROUPS and RESOURCEVERSION.
+    #[command(visible_alias = "placement")]
+    Placements(GetPlacementsArgs),
+    /// The clusters a Placement decided: NAME (the PlacementDecision), GROUP, CLUSTER.
+    ///
+    /// One row per decided cluster, so that grep finds a cluster and wc -l counts them.
+    /// GROUP is the decision group's name, or its index when unnamed. -o wide adds the
+    /// decision's REASON; -o json|yaml print OCM's PlacementDecisionList.
+    #[command(
+        visible_alias = "decision",
+        aliases = ["placementdecisions", "placementdecision"]
+    )]
+    Decisions(GetDecisionsArgs),
+    /// ManifestWorkReplicaSets: NAME, PLACEMENT, FOUND, TOTAL, APPLIED, AVAILABLE, AGE
+    /// (NAMESPACE first with -A).
+    ///
+    /// PLACEMENT and FOUND are the reasons of the PlacementVerified and
+    /// ManifestworkApplied conditions (OCM's columns); the counts are the set's summary
+    /// of its works. -o wide adds DEGRADED, PROGRESSING, PLACEMENTS and RESOURCEVERSION.
+    #[command(
+        name = "manifestworkreplicasets",
+        visible_aliases = ["manifestworkreplicaset", "mwrs"]
+    )]
+    ManifestWorkReplicaSets(GetSetsArgs),
 }
 
 /// `hub get tokens`.
@@ -135,6 +166,11 @@ pub async fn run(args: GetArgs) -> Result<(), CliError> {
             super::token::list(output, &connection).await
         }
         GetCommand::Audit(a) => super::audit::get(a, &connection).await,
+        GetCommand::Placements(a) => super::fleet::get::placements(a, &connection.client()?).await,
+        GetCommand::Decisions(a) => super::fleet::get::decisions(a, &connection.client()?).await,
+        GetCommand::ManifestWorkReplicaSets(a) => {
+            super::fleet::get::sets(a, &connection.client()?).await
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod delete;
 pub mod describe;
 pub mod diff;
+pub mod fleet;
 pub mod get;
 pub mod label;
 pub mod registration;
@@ -29,28 +30,34 @@ pub use support::output::{CLUSTER_RESOURCE, WORK_RESOURCE};
 /// Client commands (they talk to a running hub).
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Apply ManifestWorks, or plain Kubernetes manifests as one work, to clusters.
+    /// Apply ManifestWorks, or plain Kubernetes manifests as one work, to clusters; and
+    /// Placements and ManifestWorkReplicaSets to the hub.
     ///
-    /// The input is a stream of YAML or JSON documents. ManifestWork documents
-    /// (work.open-cluster-management.io/v1) are applied as they are; a stream of plain
-    /// Kubernetes manifests becomes one work named --name. Mixing the two is an error.
-    /// Applying replaces the work: manifests no longer in the input are removed from the
-    /// cluster. Each work prints `created`, `configured` or `unchanged`.
+    /// The input is a stream of YAML or JSON documents. Placement
+    /// (cluster.open-cluster-management.io/v1beta1) and ManifestWorkReplicaSet
+    /// (work.open-cluster-management.io/v1alpha1) documents are applied first, in input
+    /// order, each to its metadata.namespace, else --namespace, else `default`; they need
+    /// no --cluster. ManifestWork documents (work.open-cluster-management.io/v1) are
+    /// applied as they are; a stream of plain Kubernetes manifests becomes one work named
+    /// --name; both need --cluster or --cluster-selector, and mixing them is an error.
+    /// Applying replaces the object: manifests no longer in a work are removed from the
+    /// cluster. Each object prints `created`, `configured` or `unchanged`.
     ///
     /// With --wait it then waits until every work is --for (default Ready) on every
     /// cluster, on blocking queries, printing one line per cluster and per unready
     /// resource (redrawn in place on a terminal, appended when they change otherwise) and
-    /// a summary. A cluster whose lease expired is reported as unavailable and never
-    /// counts as done; a hub restart during the wait is retried until --timeout.
+    /// a summary; then likewise for every ManifestWorkReplicaSet applied (as `hub wait
+    /// mwrs`). A cluster whose lease expired is reported as unavailable and never counts
+    /// as done; a hub restart during the wait is retried until --timeout.
     ///
-    /// Exit codes: 0 every work applied (and, with --wait, done everywhere); 1 the hub
-    /// refused a work (each refusal is printed, the other works are still applied), no
+    /// Exit codes: 0 every object applied (and, with --wait, done everywhere); 1 the hub
+    /// refused an object (each refusal is printed, the others are still applied), no
     /// cluster matches --cluster-selector, or with --wait a work failed (Degraded at its
     /// current generation: the cluster, the resource and Kubernetes' reason are printed);
     /// 2 usage error or bad input (unreadable file, invalid YAML, mixed documents, a
-    /// namespace that differs from --cluster; nothing is sent then); 3 --wait ran out of
-    /// --timeout (what is still pending is printed); 4 the hub is unreachable or answered
-    /// 5xx, 401 or 403.
+    /// namespace that differs from --cluster or --namespace, works without --cluster;
+    /// nothing is sent then); 3 --wait ran out of --timeout (what is still pending is
+    /// printed); 4 the hub is unreachable or answered 5xx, 401 or 403.
     Apply(Box<apply::ApplyArgs>),
     /// Show what `hub apply` would change: the work's spec as a unified diff and the
     /// manifests added, changed and removed.
@@ -63,7 +70,8 @@ pub enum ClientCommand {
     /// bad input, or the hub refused (e.g. no cluster matches the selector); 4 the hub is
     /// unreachable or answered 5xx, 401 or 403.
     Diff(Box<diff::DiffArgs>),
-    /// Wait until a work is Ready, Applied, Available or deleted on its clusters.
+    /// Wait until a work is Ready, Applied, Available or deleted on its clusters, or a
+    /// ManifestWorkReplicaSet's works are (`hub wait mwrs NAME`).
     ///
     /// Blocking queries only (no polling). A work is done on a cluster when its
     /// condition is True at the work's current generation and the cluster is available;
@@ -76,8 +84,10 @@ pub enum ClientCommand {
     /// out (what is still pending is printed); 4 the hub is unreachable, answered 5xx,
     /// 401 or 403 when the wait starts (during the wait it is retried until --timeout).
     Wait(Box<wait::WaitArgs>),
-    /// Show a work (conditions, per-resource status and feedback, recent changes) or a
-    /// cluster (labels, claims, conditions, lease, taints, works) in detail.
+    /// Show a work (conditions, per-resource status and feedback, recent changes), a
+    /// cluster (labels, claims, conditions, lease, taints, works), a Placement (spec,
+    /// status, and why each cluster was chosen or not) or a ManifestWorkReplicaSet (its
+    /// works per cluster) in detail.
     ///
     /// Exit codes: 0 shown; 1 the hub refused, e.g. NAME does not exist; 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
@@ -102,16 +112,18 @@ pub enum ClientCommand {
     /// Exit codes: 0 both shown; 4 the hub could not be reached (the client's version is
     /// printed first).
     Version(Box<version::VersionArgs>),
-    /// Show works, clusters, join requests, tokens or the audit log as a table, JSON or
-    /// YAML.
+    /// Show works, clusters, join requests, tokens, the audit log, Placements, their
+    /// decisions or ManifestWorkReplicaSets as a table, JSON or YAML.
     ///
     /// Exit codes: 0 shown (an empty list too); 1 the hub refused, e.g. NAME does not
     /// exist; 2 usage error; 4 the hub is unreachable or answered 5xx, 401 or 403.
     Get(Box<get::GetArgs>),
-    /// Delete a work or a cluster and wait until it is gone.
+    /// Delete a work, a cluster, a Placement or a ManifestWorkReplicaSet and wait until
+    /// it is gone.
     ///
     /// Like kubectl, waits by default until the object is gone, which for a work means its
-    /// agent removed its resources from the cluster.
+    /// agent removed its resources from the cluster, and for a set with
+    /// cascadeDeletionPolicy Foreground that its works are gone.
     ///
     /// Exit codes: 0 deleted (gone, or asked for with --wait=false); 1 the hub refused
     /// (for example the object does not exist); 2 usage error; 3 --timeout ran out while
@@ -155,6 +167,13 @@ pub enum ClientCommand {
     /// Exit codes: 0 revoked; 1 the hub refused (e.g. no such cluster); 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
     Revoke(Box<revoke::RevokeArgs>),
+    /// Placements beyond get/describe/delete: `hub placement preview -f FILE` shows
+    /// what a Placement would choose, and why, without storing it.
+    ///
+    /// Exit codes: 0 shown; 1 the hub refused the Placement (the invalid fields are
+    /// named); 2 usage error or unreadable input; 4 the hub is unreachable or answered
+    /// 5xx, 401 or 403.
+    Placement(Box<fleet::PlacementArgs>),
 }
 
 /// Runs a client command; returns the process exit code (DESIGN.md: 0 ok, 1 failed or
@@ -175,6 +194,7 @@ pub async fn run(command: ClientCommand) -> i32 {
         ClientCommand::Accept(args) => registration::accept(*args).await,
         ClientCommand::Deny(args) => registration::deny(*args).await,
         ClientCommand::Revoke(args) => revoke::run(*args).await,
+        ClientCommand::Placement(args) => fleet::run(*args).await,
     };
     match result {
         Ok(()) => 0,

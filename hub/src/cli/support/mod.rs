@@ -9,4 +9,6 @@ pub mod output;
 pub mod progress;
 pub mod query;
 pub mod secrets;
+pub mod text;
+pub mod wait_for;
 pub mod watch;

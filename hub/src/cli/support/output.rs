@@ -15,6 +15,10 @@ use super::error::CliError;
 pub const WORK_RESOURCE: &str = "manifestwork.work.open-cluster-management.io";
 /// The resource name kubectl would print for a ManagedCluster.
 pub const CLUSTER_RESOURCE: &str = "managedcluster.cluster.open-cluster-management.io";
+/// The resource name kubectl would print for a Placement.
+pub const PLACEMENT_RESOURCE: &str = "placement.cluster.open-cluster-management.io";
+/// The resource name kubectl would print for a ManifestWorkReplicaSet.
+pub const SET_RESOURCE: &str = "manifestworkreplicaset.work.open-cluster-management.io";
 
 /// `-o` formats.
 #[derive(Debug, Clone)]

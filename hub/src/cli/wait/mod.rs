@@ -20,8 +20,9 @@ use super::support::error::CliError;
 use super::support::output::DocumentFormat;
 use super::support::progress::Progress;
 use super::support::query::{check_selector, list_all_clusters};
+// `--for` is shared with the fleet's waits, so it lives in `support`.
+use super::support::wait_for as condition;
 
-mod condition;
 mod engine;
 mod report;
 #[cfg(test)]
@@ -55,6 +56,23 @@ pub enum WaitCommand {
     /// printed); 4 the hub is unreachable, answered 5xx, 401 or 403 when the wait starts.
     #[command(visible_alias = "works", aliases = ["manifestwork", "manifestworks", "mw"])]
     Work(WaitWorkArgs),
+    /// Wait until a ManifestWorkReplicaSet's works are Ready (Applied, Available), or the
+    /// set is deleted.
+    ///
+    /// Met when the set's summary counts at least one work and every work is Applied
+    /// (Available), or for Ready every cluster of status.clusters has Ready=True; and
+    /// the status is current: PlacementVerified=True and ManifestworkApplied with reason
+    /// AsExpected (no work missing). Blocking GETs of the set; one line per cluster.
+    ///
+    /// Exit codes: 0 met; 1 a work is Degraded (the clusters are named), the set does
+    /// not exist or was deleted while waited for; 2 usage error; 3 --timeout ran out
+    /// (why it is not met is printed); 4 the hub is unreachable, answered 5xx, 401 or 403
+    /// when the wait starts (during the wait it is retried until --timeout).
+    #[command(
+        name = "manifestworkreplicaset",
+        visible_aliases = ["manifestworkreplicasets", "mwrs"]
+    )]
+    ManifestWorkReplicaSet(super::fleet::wait::WaitSetArgs),
 }
 
 /// `hub wait work`.
@@ -95,7 +113,7 @@ pub struct WaitWorkArgs {
 /// Runs `hub wait`.
 pub async fn run(args: WaitArgs) -> Result<(), CliError> {
     let WaitArgs { what, connection } = args;
-    let WaitCommand::Work(WaitWorkArgs {
+    let WaitWorkArgs {
         name,
         cluster,
         cluster_selector,
@@ -103,7 +121,12 @@ pub async fn run(args: WaitArgs) -> Result<(), CliError> {
         timeout,
         output,
         quiet,
-    }) = what;
+    } = match what {
+        WaitCommand::Work(a) => a,
+        WaitCommand::ManifestWorkReplicaSet(a) => {
+            return super::fleet::wait::run(a, &connection.client()?).await;
+        }
+    };
     check_selector("--cluster-selector", cluster_selector.as_deref())?;
     let started = Instant::now();
     let client = connection.client()?;

@@ -75,19 +75,26 @@ impl WorkView {
     /// What a set's status needs of a work.
     pub fn of(work: &ManifestWork) -> Self {
         let generation = work.metadata.generation;
-        let conditions = ["Applied", "Available", "Ready", "Degraded", "Progressing"]
-            .into_iter()
-            .map(|t| {
-                let status = work
-                    .condition(t)
-                    .filter(|c| {
-                        c.observed_generation.is_none() || c.observed_generation == generation
-                    })
-                    .map(|c| c.status.clone())
-                    .unwrap_or_else(|| "Unknown".into());
-                (t.to_string(), status)
-            })
-            .collect();
+        let mut conditions: BTreeMap<String, String> =
+            ["Applied", "Available", "Ready", "Degraded", "Progressing"]
+                .into_iter()
+                .map(|t| {
+                    let status = work
+                        .condition(t)
+                        .filter(|c| {
+                            c.observed_generation.is_none() || c.observed_generation == generation
+                        })
+                        .map(|c| c.status.clone())
+                        .unwrap_or_else(|| "Unknown".into());
+                    (t.to_string(), status)
+                })
+                .collect();
+        // Said only when no agent applies the work: a waiter then knows why nothing moves.
+        if let Some(c) = work.condition(api::status::AGENT_JOINED)
+            && c.status != "True"
+        {
+            conditions.insert(api::status::AGENT_JOINED.into(), c.status.clone());
+        }
         WorkView {
             conditions,
             deleting: work.metadata.deletion_timestamp.is_some(),

@@ -1,4 +1,4 @@
-//! `--for`: what a wait waits for.
+//! `--for`: what a wait waits for (works and ManifestWorkReplicaSets alike).
 
 use serde::Serialize;
 
