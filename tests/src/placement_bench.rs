@@ -22,19 +22,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use api::fleet::Placement;
 use api::fleet::{LabelSelector, SelectorRequirement, TAINT_UNAVAILABLE, TAINT_UNREACHABLE};
-use api::fleet::{ManifestWorkReplicaSet, Placement};
-use api::{
-    ClientConfig, HubClient, Indexed, LeaseRenewal, ListOptions, ManagedCluster, ManifestWork,
-};
+use api::{ClientConfig, HubClient, LeaseRenewal, ListOptions, ManagedCluster, ManifestWork};
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::fleet::LatencyMs;
 use crate::load::{CpuTime, Latencies};
 use rest::{
-    BLOCK, NAMESPACE, config_map, decisions, get, match_labels, placement, put_placement, put_set,
-    set, wait_decisions,
+    BLOCK, NAMESPACE, blocking, config_map, decisions, match_labels, placement, put_placement,
+    put_set, set, wait_decisions,
 };
 use sim::SimFleet;
 
@@ -148,11 +146,10 @@ pub async fn one_set(
     let started = Instant::now();
     put_set(admin, &set(name, "all-prod")).await?;
     let summary = async {
-        let path = format!("/api/v1/namespaces/{NAMESPACE}/manifestworkreplicasets/{name}");
         let deadline = started + load.timeout;
         let mut index = None;
         loop {
-            let s: Indexed<ManifestWorkReplicaSet> = get(admin, &path, index).await?;
+            let s = admin.get_set(NAMESPACE, name, &blocking(index)).await?;
             let summary = s.value.status.summary;
             if summary.applied as usize >= n {
                 return anyhow::Ok((Some(started.elapsed()), summary));

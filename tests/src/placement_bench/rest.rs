@@ -1,5 +1,5 @@
-//! The placement API as `bench placement` calls it (DESIGN.md, "Fleet placement"), and the
-//! placements and sets it writes.
+//! The placement API as `bench placement` calls it (through `HubClient`'s fleet calls), and
+//! the placements and sets it writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -8,10 +8,9 @@ use anyhow::Context;
 use api::fleet::{
     ClusterPredicate, ClusterSelector, LabelSelector, LocalPlacementReference,
     ManifestWorkReplicaSet, ManifestWorkReplicaSetSpec, PLACEMENT_API_VERSION, Placement,
-    PlacementDecision, PlacementSpec, SET_API_VERSION, Toleration,
+    PlacementSpec, SET_API_VERSION, Toleration,
 };
-use api::{HubClient, Indexed, List, ManifestWork, ManifestWorkSpec, ObjectMeta};
-use reqwest::Method;
+use api::{HubClient, ListOptions, ManifestWork, ManifestWorkSpec, ObjectMeta};
 use serde_json::json;
 
 /// The namespace every placement and set of the bench lives in.
@@ -21,12 +20,8 @@ pub(super) const BLOCK: Duration = Duration::from_secs(10);
 
 /// `PUT` of a placement.
 pub(super) async fn put_placement(admin: &HubClient, p: &Placement) -> anyhow::Result<Placement> {
-    let path = format!(
-        "/api/v1/namespaces/{NAMESPACE}/placements/{}",
-        p.metadata.name
-    );
     Ok(admin
-        .send(admin.request(Method::PUT, &path).json(p))
+        .put_placement(NAMESPACE, p)
         .await
         .with_context(|| format!("PUT placement {}", p.metadata.name))?
         .value)
@@ -34,33 +29,20 @@ pub(super) async fn put_placement(admin: &HubClient, p: &Placement) -> anyhow::R
 
 /// `PUT` of a set.
 pub(super) async fn put_set(admin: &HubClient, s: &ManifestWorkReplicaSet) -> anyhow::Result<()> {
-    let path = format!(
-        "/api/v1/namespaces/{NAMESPACE}/manifestworkreplicasets/{}",
-        s.metadata.name
-    );
     admin
-        .send::<serde_json::Value>(admin.request(Method::PUT, &path).json(s))
+        .put_set(NAMESPACE, s)
         .await
         .with_context(|| format!("PUT manifestworkreplicaset {}", s.metadata.name))?;
     Ok(())
 }
 
-/// `GET` of a request, blocking past `index` when given.
-pub(super) async fn get<T: serde::de::DeserializeOwned>(
-    admin: &HubClient,
-    path: &str,
-    index: Option<u64>,
-) -> anyhow::Result<Indexed<T>> {
-    let mut rb = admin.request(Method::GET, path);
-    if let Some(i) = index {
-        rb = rb
-            .query(&[
-                ("index", i.to_string()),
-                ("wait", format!("{}ms", BLOCK.as_millis())),
-            ])
-            .timeout(BLOCK + Duration::from_secs(30));
+/// Options of a read that blocks past `index` when given.
+pub(super) fn blocking(index: Option<u64>) -> ListOptions {
+    ListOptions {
+        index,
+        wait: index.map(|_| BLOCK),
+        ..Default::default()
     }
-    admin.send(rb).await.with_context(|| format!("GET {path}"))
 }
 
 /// A placement's decided clusters, and the index they are consistent with; blocks until
@@ -70,8 +52,10 @@ pub(super) async fn decisions(
     placement: &str,
     index: Option<u64>,
 ) -> anyhow::Result<(HashSet<String>, u64)> {
-    let path = format!("/api/v1/namespaces/{NAMESPACE}/placements/{placement}/decisions");
-    let list: Indexed<List<PlacementDecision>> = get(admin, &path, index).await?;
+    let list = admin
+        .placement_decisions(NAMESPACE, placement, &blocking(index))
+        .await
+        .with_context(|| format!("GET the decisions of {placement}"))?;
     let clusters = list
         .value
         .items
