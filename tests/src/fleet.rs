@@ -140,16 +140,19 @@ impl From<&Latencies> for LatencyMs {
 
 /// When each work's create started, and the latencies measured so far.
 #[derive(Default)]
-struct Ledger {
+pub(crate) struct Ledger {
     started: HashMap<(String, String), Instant>,
     /// (when the write started, its latency).
     latencies: Vec<(Instant, Duration)>,
     reported: usize,
+    /// When the agent's `Applied` status of each (cluster, work)'s latest generation was
+    /// acknowledged, whoever wrote the work (`bench placement`: the hub's set controller).
+    pub(crate) applied: HashMap<(String, String), Instant>,
 }
 
 /// Counters shared by the agents.
 #[derive(Default)]
-struct Leases {
+pub(crate) struct Leases {
     renewals: std::sync::atomic::AtomicU64,
     failures: std::sync::atomic::AtomicU64,
 }
@@ -423,7 +426,7 @@ pub async fn run_fleet(
 
 /// Joins as `name` with `key` through the real handshake; returns the agent's client,
 /// authenticated with its access token.
-async fn join(
+pub(crate) async fn join(
     cfg: &ClientConfig,
     name: &str,
     key: &klusterlet::hub::identity::AgentKey,
@@ -448,7 +451,7 @@ async fn join(
 }
 
 /// Renews the lease every `interval` until stopped, as `klusterlet run` does.
-async fn renew(
+pub(crate) async fn renew(
     client: HubClient,
     name: String,
     interval: Duration,
@@ -480,7 +483,7 @@ async fn renew(
 
 /// Follows the cluster's works with blocking lists and reports every new generation
 /// Applied, as `klusterlet run` does once it has applied a work.
-async fn follow(
+pub(crate) async fn follow(
     client: HubClient,
     name: String,
     ledger: Arc<Mutex<Ledger>>,
@@ -514,6 +517,8 @@ async fn follow(
                 .is_ok()
             {
                 let mut l = ledger.lock().await;
+                l.applied
+                    .insert((name.clone(), w.metadata.name.clone()), Instant::now());
                 if let Some(started) = l.started.remove(&(name.clone(), w.metadata.name.clone())) {
                     l.latencies.push((started, started.elapsed()));
                     l.reported += 1;

@@ -47,6 +47,63 @@ enum Command {
     /// their works with blocking lists and report status, while writers create works at a
     /// target rate: write → status latency, hub RSS and CPU, Postgres bytes per work.
     Fleet(FleetArgs),
+    /// Fleet placement (issue 17): one ManifestWorkReplicaSet over simulated clusters
+    /// against creating the same works directly, re-deciding placements after a label
+    /// change, and failover when a chosen cluster's agent falls silent.
+    Placement(PlacementArgs),
+}
+
+/// The measures of `bench placement`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlacementMeasure {
+    /// One set over --clusters simulated clusters, and the direct baseline.
+    Set,
+    /// Re-deciding after one cluster's label changes.
+    Redecide,
+    /// Failover with each --failover-lease-interval.
+    Failover,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlacementArgs {
+    /// Which store the hub runs on (`both` runs Postgres, then SQLite).
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    backend: Backend,
+    /// Which measures to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [PlacementMeasure::Set, PlacementMeasure::Redecide, PlacementMeasure::Failover])]
+    measure: Vec<PlacementMeasure>,
+    /// Clusters of `set` (simulated agents) and of `redecide` (records only).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=20_000))]
+    clusters: u32,
+    /// Joins in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=512))]
+    join_concurrency: u32,
+    /// The baseline's PUTs in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    direct_in_flight: u32,
+    /// `set`: how long to wait for every work to be Applied, each phase.
+    #[arg(long, default_value = "120s", value_parser = api::parse_duration)]
+    set_timeout: Duration,
+    /// `redecide`: placements.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    placements: u32,
+    /// `redecide`: values of the `zone` label (at most --placements).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    zones: u32,
+    /// `redecide`: label changes.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    relabels: u32,
+    /// `failover`: simulated agents.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=20_000))]
+    failover_agents: u32,
+    /// `failover`: the hub's --lease-interval, one failover each (the grace is the hub's
+    /// default, 5 intervals).
+    #[arg(long, value_delimiter = ',', default_values = ["10s", "1s"], value_parser = api::parse_duration)]
+    failover_lease_interval: Vec<Duration>,
+    /// Print the reports as JSON on stdout (the summary goes to stderr then).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +316,7 @@ async fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
         Command::Creates(args) => args,
         Command::Fleet(args) => return fleet(&args).await,
+        Command::Placement(args) => return placement(&args).await,
     };
     let report = creates(&args).await?;
     let table = markdown(&report);
@@ -404,6 +462,204 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         anyhow::bail!("some agents did not join or some statuses never arrived");
     }
     Ok(())
+}
+
+/// Everything one `bench placement` run measured on one backend.
+#[derive(Debug, Default, Serialize)]
+struct PlacementRun {
+    backend: &'static str,
+    /// `uptime` when the backend's first hub started.
+    uptime: String,
+    set: Option<testkit::placement_bench::SetReport>,
+    redecide: Option<testkit::placement_bench::RedecideReport>,
+    failover: Vec<testkit::placement_bench::FailoverReport>,
+    /// The hub's fleet metrics after each measure (`/metrics` lines, buckets left out).
+    metrics: Vec<String>,
+}
+
+/// A figure in seconds, or that it never came.
+fn seconds(v: Option<f64>) -> String {
+    v.map_or_else(|| "never (timed out)".to_string(), |v| format!("{v:.3}"))
+}
+
+/// Appends the hub's fleet metrics after `measure` to `into`; says what its decide passes cost.
+async fn fleet_metrics(client: &HubClient, measure: &str, into: &mut Vec<String>) -> String {
+    let Ok(page) = scrape_metrics(client).await else {
+        return "no metrics".into();
+    };
+    into.push(format!("# after {measure}"));
+    into.extend(
+        page.lines()
+            .filter(|l| {
+                ["hub_placement_", "hub_set_", "hub_fleet_"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                    && !l.contains("_bucket")
+            })
+            .map(str::to_string),
+    );
+    match metric_summary(&page, "hub_placement_decide_seconds") {
+        Some(m) => format!(
+            "hub: {:.0} decide passes, mean {:.2} ms",
+            m.count,
+            m.mean() * 1e3
+        ),
+        None => "hub: no decide pass recorded".into(),
+    }
+}
+
+async fn placement(args: &PlacementArgs) -> anyhow::Result<()> {
+    use testkit::placement_bench as pb;
+    testkit::fleet::raise_open_file_limit()?;
+    let postgres = match args.backend {
+        Backend::Postgres | Backend::Both => {
+            eprintln!("starting postgres (fsync on)");
+            Some(tokio::task::spawn_blocking(TestPostgres::start).await??)
+        }
+        Backend::Sqlite => None,
+    };
+    let mut backends = Vec::new();
+    if let Some(p) = &postgres {
+        backends.push(("postgres", Some(p)));
+    }
+    if matches!(args.backend, Backend::Sqlite | Backend::Both) {
+        backends.push(("sqlite", None));
+    }
+    let default_lease = Duration::from_secs(10);
+    let mut runs = Vec::new();
+    let mut summary = String::new();
+    for (backend, postgres) in backends {
+        let mut run = PlacementRun {
+            backend,
+            uptime: uptime(),
+            ..Default::default()
+        };
+        // A fresh hub (and database) per measure, started with these --lease-interval.
+        let hub = |lease: Duration| async move {
+            let dir = tempfile::tempdir()?;
+            let mut hub_args = vec![
+                "--lease-interval".to_string(),
+                format!("{}ms", lease.as_millis()),
+            ];
+            if let Some(p) = postgres {
+                hub_args.extend(["--database-url".to_string(), p.fresh_database().await?]);
+            }
+            let refs: Vec<&str> = hub_args.iter().map(String::as_str).collect();
+            let hub = HubProcess::start(dir.path(), &refs).await?;
+            let cfg = ClientConfig::load(&hub.client_config_path())?;
+            let pid = hub.pid().context("hub not running")?;
+            anyhow::Ok((dir, hub, cfg, pid))
+        };
+        if args.measure.contains(&PlacementMeasure::Set) {
+            let (_dir, hub, cfg, pid) = hub(default_lease).await?;
+            let load = pb::SetLoad {
+                clusters: args.clusters as usize,
+                join_concurrency: args.join_concurrency as usize,
+                lease_interval: default_lease,
+                direct_in_flight: args.direct_in_flight as usize,
+                timeout: args.set_timeout,
+            };
+            let r = pb::one_set(&hub.client()?, &cfg, pid, &load).await?;
+            summary += &format!(
+                "placement on {backend}, set over {} clusters: all Applied {} s after the set's PUT, \
+                 summary.applied={} after {} s (missing {}); direct PUTs ({} in flight): all Applied after {} s \
+                 (PUTs took {:.2} s, missing {}); set / direct {}; hub CPU {:.2} s (set), {:.2} s (direct); \
+                 placement decided {} s after its PUT; {}\n",
+                r.clusters,
+                seconds(r.set_applied_seconds),
+                r.set_summary.applied,
+                seconds(r.set_summary_seconds),
+                r.set_missing,
+                args.direct_in_flight,
+                seconds(r.direct_applied_seconds),
+                r.direct_put_seconds,
+                r.direct_missing,
+                seconds(r.set_over_direct),
+                r.set_hub_cpu_seconds,
+                r.direct_hub_cpu_seconds,
+                seconds(r.placement_decided_seconds),
+                fleet_metrics(&hub.client()?, "set", &mut run.metrics).await,
+            );
+            run.set = Some(r);
+        }
+        if args.measure.contains(&PlacementMeasure::Redecide) {
+            let (_dir, hub, _, pid) = hub(default_lease).await?;
+            let load = pb::RedecideLoad {
+                clusters: args.clusters as usize,
+                zones: args.zones as usize,
+                placements: args.placements as usize,
+                relabels: args.relabels as usize,
+                timeout: Duration::from_secs(30),
+            };
+            let r = pb::redecide(&hub.client()?, pid, &load).await?;
+            let l = &r.latency_ms;
+            summary += &format!(
+                "placement on {backend}, re-decide ({} clusters, {} placements): p50 {:.1} ms, p99 {:.1} ms, \
+                 max {:.1} ms (n={}, {} missed), of which the label PUT p50 {:.1} ms, p99 {:.1} ms; \
+                 hub CPU {:.0} millicores over {:.1} s; {}\n",
+                r.clusters,
+                r.placements,
+                l.p50,
+                l.p99,
+                l.max,
+                l.n,
+                r.missed,
+                r.label_put_ms.p50,
+                r.label_put_ms.p99,
+                r.hub_millicores,
+                r.wall_seconds,
+                fleet_metrics(&hub.client()?, "redecide", &mut run.metrics).await,
+            );
+            run.redecide = Some(r);
+        }
+        if args.measure.contains(&PlacementMeasure::Failover) {
+            for &lease in &args.failover_lease_interval {
+                let (_dir, hub, cfg, _) = hub(lease).await?;
+                let load = pb::FailoverLoad {
+                    agents: args.failover_agents as usize,
+                    lease_interval: lease,
+                    lease_grace: lease * 5,
+                };
+                let r = pb::failover(&hub.client()?, &cfg, &load).await?;
+                summary += &format!(
+                    "placement on {backend}, failover (lease interval {} s, grace {} s, {} agents): \
+                     from the last renewal: tainted {} s, re-decided {} s ({} → {}), Applied {} s; goal ≤ {} s; {}\n",
+                    r.lease_interval_seconds,
+                    r.lease_grace_seconds,
+                    r.agents,
+                    seconds(r.tainted_after),
+                    seconds(r.decided_after),
+                    r.chosen,
+                    r.replacement.as_deref().unwrap_or("none"),
+                    seconds(r.applied_after),
+                    r.goal_seconds,
+                    fleet_metrics(
+                        &hub.client()?,
+                        &format!("failover {lease:?}"),
+                        &mut run.metrics
+                    )
+                    .await,
+                );
+                run.failover.push(r);
+            }
+        }
+        runs.push(run);
+    }
+    if args.json {
+        eprint!("{summary}");
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(())
+}
+
+/// `uptime`'s line (the machine's load when a run starts).
+fn uptime() -> String {
+    std::process::Command::new("uptime")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 async fn run_fleet_on(
