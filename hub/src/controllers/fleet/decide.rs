@@ -80,9 +80,13 @@ pub async fn decide(
             continue;
         };
         let (status, decisions, feasible, recheck_at) = match &state.compiled {
+            // A stored spec that no longer compiles (a newer hub checks more) keeps the
+            // decisions it had: emptying them would take the sets' works off every cluster.
             None => (
-                misconfigured("the stored spec no longer compiles; write it again"),
-                Decisions::default(),
+                misconfigured(
+                    "the stored spec no longer compiles; write it again (its decisions are kept)",
+                ),
+                state.decisions.clone(),
                 Default::default(),
                 None,
             ),

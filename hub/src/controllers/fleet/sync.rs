@@ -21,6 +21,9 @@ pub struct Plan {
     pub clusters: BTreeMap<String, (String, Result<ManifestWorkSpec, String>)>,
     /// Replica shares, with `replicaSplit`.
     pub shares: BTreeMap<String, i32>,
+    /// Decided clusters whose work could not be rendered: the work they have is left as it
+    /// is (a set that cannot render must not take running workloads away).
+    pub broken: BTreeSet<String>,
 }
 
 /// Whether `cluster` may receive the set's work: inside the reach of the set's author and
@@ -110,6 +113,7 @@ pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
             split(rs.total_replicas, &weights, &state.shares)
         }
     };
+    let mut broken = BTreeSet::new();
     for (c, (_, verdict)) in clusters.iter_mut() {
         let Ok(_) = verdict else { continue };
         let Some(cluster) = world.cluster(c) else {
@@ -126,6 +130,7 @@ pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
                 .collect(),
             None => {
                 *verdict = Err("an override's cluster selector no longer compiles".into());
+                broken.insert(c.clone());
                 continue;
             }
         };
@@ -136,8 +141,15 @@ pub fn plan(world: &World, key: &Key, state: &SetState) -> Plan {
             .map(|rs| (&rs.workload, shares.get(c).copied().unwrap_or(0)));
         *verdict =
             render(&set.spec.manifest_work_template, &overrides, share).map_err(|e| e.to_string());
+        if verdict.is_err() {
+            broken.insert(c.clone());
+        }
     }
-    Plan { clusters, shares }
+    Plan {
+        clusters,
+        shares,
+        broken,
+    }
 }
 
 /// The sync a set needs now: the works to put and remove, and (unless it is being
@@ -177,7 +189,7 @@ fn next_sync(world: &World, key: &Key, state: &SetState) -> (SyncSet, Option<Pla
     }
     op.remove = known
         .into_iter()
-        .filter(|c| !matches!(plan.clusters.get(*c), Some((_, Ok(_)))))
+        .filter(|c| !matches!(plan.clusters.get(*c), Some((_, Ok(_)))) && !plan.broken.contains(*c))
         .cloned()
         .collect();
     (op, Some(plan))
@@ -280,4 +292,95 @@ pub async fn sync(hub: &Hub, world: &mut World, dirty: &BTreeSet<Key>) -> BTreeS
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use api::fleet::{LocalPlacementReference, Placement, SetOverride};
+    use api::{ManagedCluster, ObjectMeta};
+
+    use super::*;
+    use crate::controllers::fleet::world::PlacementState;
+    use crate::service::namespaced::Authored;
+    use crate::service::placements::{Decisions, StoredGroup};
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: name.into(),
+            namespace: Some("apps".into()),
+            generation: Some(1),
+            ..Default::default()
+        }
+    }
+
+    /// A world with cluster c1 decided by placement p, and set s over p that wrote c1's work.
+    fn world_with_set(overrides: Vec<SetOverride>) -> (World, Key) {
+        let mut world = World::default();
+        let mut c1 = ManagedCluster::new("c1", Default::default());
+        c1.spec.hub_accepts_client = true;
+        world.set_clusters(vec![c1]);
+        let placement = Placement {
+            metadata: meta("p"),
+            ..Default::default()
+        };
+        let decisions = Decisions {
+            groups: vec![StoredGroup {
+                index: 0,
+                name: String::new(),
+                clusters: vec!["c1".into()],
+            }],
+        };
+        let p = PlacementState::new(
+            Authored {
+                object: placement,
+                author: Default::default(),
+            },
+            decisions,
+        );
+        world.put_placement(("apps".into(), "p".into()), p);
+        let mut set = ManifestWorkReplicaSet {
+            metadata: meta("s"),
+            ..Default::default()
+        };
+        set.spec.placement_refs = vec![LocalPlacementReference {
+            name: "p".into(),
+            rollout_strategy: None,
+        }];
+        set.spec.overrides = overrides;
+        let mut state = SetState::new(Authored {
+            object: set,
+            author: Default::default(),
+        });
+        state.swept = true;
+        state
+            .rendered
+            .insert("c1".into(), ManifestWorkSpec::default());
+        let key: Key = ("apps".into(), "s".into());
+        world.sets.insert(key.clone(), state);
+        (world, key)
+    }
+
+    #[test]
+    fn a_set_keeps_the_work_of_a_decided_cluster() {
+        let (world, key) = world_with_set(Vec::new());
+        let (op, _) = next_sync(&world, &key, &world.sets[&key]);
+        assert!(op.remove.is_empty(), "{:?}", op.remove);
+    }
+
+    #[test]
+    fn a_set_that_cannot_render_leaves_running_works_alone() {
+        // An override whose selector a newer hub no longer compiles: the set cannot render
+        // c1's work, and must not take away the one running there.
+        let (mut world, key) = world_with_set(vec![SetOverride::default()]);
+        if let Some(s) = world.sets.get_mut(&key) {
+            s.overrides = None;
+        }
+        let state = &world.sets[&key];
+        let (op, plan) = next_sync(&world, &key, state);
+        assert!(op.remove.is_empty(), "removed {:?}", op.remove);
+        assert!(op.place.is_empty());
+        let plan = plan.expect("a plan");
+        assert!(plan.broken.contains("c1"));
+        assert!(plan.clusters["c1"].1.is_err());
+    }
 }
