@@ -209,8 +209,6 @@ pub struct Decided {
     pub added: Vec<String>,
     /// Clusters that left them.
     pub removed: Vec<String>,
-    /// Whether anything was written.
-    pub written: bool,
 }
 
 #[async_trait]
@@ -248,7 +246,6 @@ impl WriteOp for Decide {
         if status != placement.status {
             placement.status = status;
             write_object(batch, ns, name, &mut placement, &author, true).await?;
-            out.written = true;
         }
         if self.decisions != old_decisions {
             let before: BTreeSet<&String> = old_decisions.clusters().collect();
@@ -272,7 +269,6 @@ impl WriteOp for Decide {
                 Default::default(),
                 false,
             );
-            out.written = true;
         }
         Ok(out)
     }
