@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// blocking query in flight, so theirs stay open).
     #[arg(long, env = "HUB_IDLE_TIMEOUT", default_value = "90s", value_parser = api::parse_duration)]
     pub idle_timeout: std::time::Duration,
+    /// Check the flags, the files they name and the database (reachable, its schema one
+    /// this hub can serve), print what would be used, and exit: 0 when `hub serve` would
+    /// start, 1 with the reason when not. Changes nothing; binds no port.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Whether `--admin-token` itself is among these command-line arguments (not the

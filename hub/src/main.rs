@@ -57,6 +57,21 @@ async fn main() {
                     "--admin-token on the command line is visible to every user in `ps`; use --admin-token-file or HUB_ADMIN_TOKEN"
                 );
             }
+            if args.check_config {
+                match hub::server::check_config(&args).await {
+                    Ok(lines) => {
+                        for line in lines {
+                            println!("{line}");
+                        }
+                        println!("configuration OK: `hub serve` would start");
+                        std::process::exit(0);
+                    }
+                    Err(e) => {
+                        eprintln!("hub serve --check-config: {e:#}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             match hub::server::run(*args).await {
                 Ok(()) => 0,
                 Err(e) => {

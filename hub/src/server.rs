@@ -46,48 +46,133 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     running.shutdown(grace).await
 }
 
-/// Starts serving and returns at once.
-pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
-    let ServeArgs {
-        listen,
+/// What `hub serve` takes from its flags and files before it opens the database.
+struct Resolved {
+    admin_token: Option<String>,
+    limits: Limits,
+    data_dir: PathBuf,
+    database_url: String,
+    /// `--tls-cert`/`--tls-key` read: the chain, the key and the CA clients trust.
+    given_tls: Option<(String, String, String)>,
+}
+
+/// Reads and checks the flags and the files they name, the one home of these rules for
+/// both `hub serve` and `--check-config`. Creates a missing data dir only when asked.
+fn resolve(args: &ServeArgs, create_data_dir: bool) -> anyhow::Result<Resolved> {
+    let admin_token = match (&args.admin_token, &args.admin_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(crate::config::read_admin_token_file(path)?),
+        (None, None) => None,
+    };
+    if args.header_timeout.is_zero() || args.idle_timeout.is_zero() {
+        bail!("--header-timeout and --idle-timeout must be longer than zero");
+    }
+    let limits = connection_limits(
+        args.max_connections,
+        args.header_timeout,
+        args.idle_timeout,
+        args.max_work_bytes,
+    )?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(api::config::default_hub_data_dir);
+    if create_data_dir {
+        create_private_dir(&data_dir)?;
+    } else if let Ok(meta) = std::fs::metadata(&data_dir) {
+        if !meta.is_dir() {
+            bail!("the data dir {} is not a directory", data_dir.display());
+        }
+        check_private(&data_dir, &meta)?;
+    }
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("hub.db").display()));
+    let given_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read(cert)?;
+            let ca = match &args.tls_ca {
+                Some(ca) => read(ca)?,
+                None => chain.clone(),
+            };
+            let key = read(key)?;
+            server_tls(&chain, &key).context("loading the TLS certificate and key")?;
+            Some((chain, key, ca))
+        }
+        _ => None,
+    };
+    Ok(Resolved {
+        admin_token,
+        limits,
         data_dir,
         database_url,
-        advertise_address,
-        tls_cert,
-        tls_key,
-        tls_ca,
+        given_tls,
+    })
+}
+
+/// `hub serve --check-config`: what `hub serve` would use, one line each, or why it would
+/// not start. Reads the database's schema version without migrating it.
+pub async fn check_config(args: &ServeArgs) -> anyhow::Result<Vec<String>> {
+    let resolved = resolve(args, false)?;
+    let url = redact_url(&resolved.database_url);
+    let report = crate::store::inspect(&resolved.database_url)
+        .await
+        .with_context(|| format!("checking the database {url}"))?;
+    let schema = match (report.applied.last(), report.pending.as_slice()) {
+        (None, _) => format!(
+            "new database: {} migrations will be applied at start",
+            report.pending.len()
+        ),
+        (Some(at), []) => format!("schema at migration {at}, up to date"),
+        (Some(at), pending) => format!(
+            "schema at migration {at}: migrations {pending:?} will be applied at start (hubs \
+             of this release and the previous one can serve it side by side)"
+        ),
+    };
+    Ok(vec![
+        format!("listen: {}", args.listen),
+        format!("data dir: {}", resolved.data_dir.display()),
+        format!("database: {url}: {schema}"),
+        format!(
+            "tls: {}",
+            if resolved.given_tls.is_some() {
+                "the given certificate and key (they match)"
+            } else {
+                "the hub's own CA (created in the database on first start)"
+            }
+        ),
+        format!(
+            "admin token: {}",
+            if resolved.admin_token.is_some() {
+                "given"
+            } else {
+                "the stored one (generated on first start)"
+            }
+        ),
+        format!("max connections: {}", resolved.limits.max_connections),
+    ])
+}
+
+/// Starts serving and returns at once.
+pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    let Resolved {
         admin_token,
-        admin_token_file,
-        max_work_bytes,
+        limits,
+        data_dir,
+        database_url,
+        given_tls,
+    } = resolve(&args, true)?;
+    let ServeArgs {
+        listen,
+        advertise_address,
         access_token_ttl,
         lease_interval,
         lease_grace,
         bootstrap_token_ttl,
         signing_key_max_age,
-        log_format: _,
-        shutdown_grace: _,
-        max_connections,
-        header_timeout,
-        idle_timeout,
+        ..
     } = args;
-    let admin_token = match (admin_token, admin_token_file) {
-        (Some(token), _) => Some(token),
-        (None, Some(path)) => Some(crate::config::read_admin_token_file(&path)?),
-        (None, None) => None,
-    };
-    if header_timeout.is_zero() || idle_timeout.is_zero() {
-        bail!("--header-timeout and --idle-timeout must be longer than zero");
-    }
-    let limits = connection_limits(
-        max_connections,
-        header_timeout,
-        idle_timeout,
-        max_work_bytes,
-    )?;
-    let data_dir = data_dir.unwrap_or_else(api::config::default_hub_data_dir);
-    create_private_dir(&data_dir)?;
-    let database_url =
-        database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("hub.db").display()));
     let store = crate::store::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&database_url)))?;
@@ -119,16 +204,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         tracing::warn!("{warning}");
     }
 
-    let (chain_pem, key_pem, ca_pem) = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => {
-            let chain = read(&cert)?;
-            let ca = match tls_ca {
-                Some(ca) => read(&ca)?,
-                None => chain.clone(),
-            };
-            (chain, read(&key)?, ca)
-        }
-        _ => {
+    let (chain_pem, key_pem, ca_pem) = match given_tls {
+        Some(given) => given,
+        None => {
             let ca = CaBundle::load_or_create(&*store)
                 .await
                 .context("loading the hub CA")?;
@@ -159,7 +237,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             certificate_authority_data: ca_pem,
             ca_hash,
         }),
-        max_body_bytes: max_work_bytes,
+        max_body_bytes: limits.max_body_bytes,
     };
     let app = router(state);
     let server = Server::start(listener, rustls, app, limits).context("serving")?;

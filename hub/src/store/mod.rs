@@ -12,12 +12,14 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 mod postgres;
+mod schema;
 mod sql;
 mod sql_fetch;
 mod sql_objects;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use schema::SchemaReport;
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Client mistakes never reach this layer.
@@ -29,6 +31,24 @@ pub enum StoreError {
     /// Applying migrations failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database has a migration this binary does not know: a newer hub wrote it.
+    #[error(
+        "the database's schema is newer than this hub: it has migration {found}, this hub knows migrations up to {known}; run the newer hub that migrated it (nothing was changed)"
+    )]
+    SchemaNewer {
+        /// The first unknown migration found.
+        found: i64,
+        /// The newest migration this binary knows.
+        known: i64,
+    },
+    /// An applied migration differs from this binary's file of the same number.
+    #[error(
+        "the database's migration {version} differs from this hub's migration {version}: the schema was changed by another build; refusing to start (nothing was changed)"
+    )]
+    SchemaModified {
+        /// The migration that differs.
+        version: i64,
+    },
     /// A stored document could not be decoded.
     #[error("stored {what} is corrupt: {source}")]
     Corrupt {
@@ -452,6 +472,19 @@ pub async fn connect(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError>
         Ok(std::sync::Arc::new(PgStore::connect(url).await?))
     } else if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Where the database at `url` stands against this binary's migrations, creating and
+/// changing nothing (`hub serve --check-config`). A SQLite file that does not exist yet is
+/// reported as a new database.
+pub async fn inspect(url: &str) -> Result<SchemaReport, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        PgStore::inspect(url).await
+    } else if url.starts_with("sqlite:") {
+        SqliteStore::inspect(url).await
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

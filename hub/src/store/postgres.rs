@@ -38,8 +38,28 @@ impl PgStore {
             .after_release(|conn, _| Box::pin(super::release_outside_transaction(conn)))
             .connect(url)
             .await?;
-        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        super::schema::migrate(&sqlx::migrate!("../migrations/postgres"), &pool).await?;
         Ok(PgStore { pool })
+    }
+
+    /// Where the database stands against our migrations, changing nothing.
+    pub async fn inspect(url: &str) -> Result<super::SchemaReport, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        let (exists,): (bool,) = sqlx::query_as(super::schema::table_exists_sql(Self::BACKEND))
+            .fetch_one(&pool)
+            .await?;
+        let migrator = sqlx::migrate!("../migrations/postgres");
+        let report = if exists {
+            super::schema::inspect(&migrator, &pool).await
+        } else {
+            Ok(super::schema::new_database(&migrator))
+        };
+        pool.close().await;
+        report
     }
 
     /// Begins a write batch: one round trip begins the transaction and takes the index row

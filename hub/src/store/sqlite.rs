@@ -36,8 +36,32 @@ impl SqliteStore {
             .after_release(|conn, _| Box::pin(super::release_outside_transaction(conn)))
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        super::schema::migrate(&sqlx::migrate!("../migrations/sqlite"), &pool).await?;
         Ok(SqliteStore { pool })
+    }
+
+    /// Where the database stands against our migrations, changing nothing: opened
+    /// read-only, and a file that does not exist yet is a new database.
+    pub async fn inspect(url: &str) -> Result<super::SchemaReport, StoreError> {
+        let migrator = sqlx::migrate!("../migrations/sqlite");
+        let opts = SqliteConnectOptions::from_str(url)?.read_only(true);
+        if !opts.get_filename().exists() {
+            return Ok(super::schema::new_database(&migrator));
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        let (exists,): (bool,) = sqlx::query_as(super::schema::table_exists_sql(Self::BACKEND))
+            .fetch_one(&pool)
+            .await?;
+        let report = if exists {
+            super::schema::inspect(&migrator, &pool).await
+        } else {
+            Ok(super::schema::new_database(&migrator))
+        };
+        pool.close().await;
+        report
     }
 
     /// `BEGIN IMMEDIATE` takes the database write lock up front, so the index read here
