@@ -2,6 +2,7 @@
 # Runs every test of the workspace, installing what this machine is missing first:
 #   1. Debian's postgresql (the tests start their own servers from its binaries),
 #   2. the test-cluster binaries (tests/cluster/build.sh, cached under ~/.cache/fleethub),
+#      Debian's systemd (systemd-analyze) and promtool (tests/tools/build-promtool.sh, cached),
 #   3. cargo test --workspace, with CARGO_TARGET_DIR under ~/.cache so later runs reuse
 #      compiled dependencies;
 #   4. (whole suite only) the klusterlet's container image, built with buildah from the
@@ -142,6 +143,17 @@ phase "test-cluster binaries"
 FLEETHUB_K8S_BIN_DIR="$(bash tests/cluster/build.sh)"
 export FLEETHUB_K8S_BIN_DIR
 echo "run.sh: FLEETHUB_K8S_BIN_DIR=$FLEETHUB_K8S_BIN_DIR" >&2
+
+# --- 2b. Tools the install checks use ------------------------------------------------
+phase "install-check tools"
+if ! command -v systemd-analyze >/dev/null; then
+  echo "run.sh: no systemd-analyze; installing Debian's systemd (the unit checks use it)" >&2
+  apt_get update
+  apt_get install --no-install-recommends systemd
+fi
+FLEETHUB_PROMTOOL="$(bash tests/tools/build-promtool.sh)"
+export FLEETHUB_PROMTOOL
+echo "run.sh: FLEETHUB_PROMTOOL=$FLEETHUB_PROMTOOL" >&2
 
 if [ "$setup_only" -eq 1 ]; then
   exit 0

@@ -139,6 +139,9 @@ impl Server {
     ) -> std::io::Result<Server> {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
+        // The series exist from the start, so a dashboard shows 0 rather than nothing.
+        metrics::counter!("hub_connections_refused_total").increment(0);
+        metrics::counter!("hub_connections_evicted_total").increment(0);
         let (phase, _) = watch::channel(Phase::Serving);
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let shared = Arc::new(Shared {

@@ -125,10 +125,9 @@ pub async fn check_config(args: &ServeArgs) -> anyhow::Result<Vec<String>> {
             report.pending.len()
         ),
         (Some(at), []) => format!("schema at migration {at}, up to date"),
-        (Some(at), pending) => format!(
-            "schema at migration {at}: migrations {pending:?} will be applied at start (hubs \
-             of this release and the previous one can serve it side by side)"
-        ),
+        (Some(at), pending) => {
+            format!("schema at migration {at}: migrations {pending:?} will be applied at start")
+        }
     };
     Ok(vec![
         format!("listen: {}", args.listen),

@@ -258,6 +258,11 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
     if let Ok(n) = state.hub.count_works().await {
         metrics::gauge!("hub_works_stored").set(n as f64);
     }
+    if let Ok(counts) = state.hub.count_clusters_by_availability().await {
+        for (status, n) in counts {
+            metrics::gauge!("hub_clusters", "available" => status).set(n as f64);
+        }
+    }
     metrics::gauge!("hub_blocking_queries_waiting").set(state.hub.waiters() as f64);
     metrics::gauge!("hub_change_index").set(state.hub.index() as f64);
     (

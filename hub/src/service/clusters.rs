@@ -382,6 +382,22 @@ impl Hub {
         Ok(read)
     }
 
+    /// How many clusters are Available `True`, `False` and `Unknown` (no condition yet
+    /// counts as Unknown), for metrics and alerts.
+    pub async fn count_clusters_by_availability(&self) -> Result<[(&'static str, u64); 3]> {
+        let mut counts = [("True", 0), ("False", 0), ("Unknown", 0)];
+        for c in self.store.list_clusters().await? {
+            let status = c
+                .condition(api::status::CLUSTER_AVAILABLE)
+                .map(|c| c.status.as_str())
+                .unwrap_or("Unknown");
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
+                slot.1 += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Lists clusters matching a selector, as stored.
     pub async fn list_clusters(
         &self,

@@ -312,7 +312,19 @@ pub async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
                     None
                 }
             },
-            _ = poll.tick() => store.current_index().await.ok(),
+            _ = poll.tick() => {
+                let index = store.current_index().await.ok();
+                if let Some(i) = index {
+                    // What the poll finds unpublished after notifications had their chance;
+                    // caught up just below, so it stays above zero only while catching up
+                    // keeps failing (the `hub_feed_lag_indexes` alert).
+                    let lag = i.saturating_sub(feed.latest());
+                    let caught_up = lag == 0 || feed.catch_up(&*store, i).await.is_ok();
+                    metrics::gauge!("hub_feed_lag_indexes")
+                        .set(if caught_up { 0.0 } else { lag as f64 });
+                }
+                index
+            }
             _ = prune.tick() => {
                 // Keep a generous window of history for waiters that fell behind.
                 let latest = feed.latest();

@@ -273,6 +273,10 @@ impl Writer {
     pub fn start(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let failing = Arc::new(AtomicBool::new(false));
+        // Both series exist from the start, so a dashboard shows 0 rather than nothing.
+        for kind in ["unreachable", "failed"] {
+            metrics::counter!("hub_write_errors_total", "kind" => kind).increment(0);
+        }
         tokio::spawn(run(store, feed, rx, failing.clone()));
         Writer { tx, failing }
     }
@@ -327,6 +331,9 @@ async fn run(
         metrics::histogram!("hub_write_batch_size").record(jobs.len() as f64);
         let result = commit(&*store, &feed, &mut jobs).await;
         failing.store(result.is_err(), Ordering::Relaxed);
+        if let Err(e) = &result {
+            count_error(e);
+        }
         match result {
             Ok(()) => jobs.into_iter().for_each(|j| j.answer(None)),
             Err(e) if e.is_unreachable() => {
@@ -361,6 +368,17 @@ async fn run(
             }
         }
     }
+}
+
+/// Counts a failed commit for `hub_write_errors_total{kind}`: `unreachable` (no database)
+/// or `failed` (the database refused the batch).
+fn count_error(e: &StoreError) {
+    let kind = if e.is_unreachable() {
+        "unreachable"
+    } else {
+        "failed"
+    };
+    metrics::counter!("hub_write_errors_total", "kind" => kind).increment(1);
 }
 
 /// Runs the jobs in one transaction and publishes their changes. Each job keeps its result;
