@@ -50,6 +50,12 @@ pub struct RunArgs {
     /// A manifest failing for longer than this makes its work Degraded.
     #[arg(long, env = "KLUSTERLET_DEGRADED_AFTER", default_value = "60s", value_parser = api::parse_duration)]
     pub degraded_after: Duration,
+    /// How long the objects of a work that vanished from the hub stay when the hub does
+    /// not say it deleted the work (a restored backup, another database), counted from
+    /// when the agent first found it missing, across restarts (OCM's
+    /// appliedManifestWorkEvictionGracePeriod). A work the hub deleted goes at once.
+    #[arg(long, env = "KLUSTERLET_EVICTION_GRACE", default_value = "60m", value_parser = api::parse_duration)]
+    pub eviction_grace: Duration,
     /// Works applied at once.
     #[arg(long, env = "KLUSTERLET_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
@@ -217,6 +223,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         claims_interval,
         resync,
         degraded_after,
+        eviction_grace,
         concurrency,
         namespace,
         watch_wait,
@@ -241,6 +248,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         degraded_after,
         concurrency,
         wait: watch_wait,
+        eviction_grace,
     };
     let works = WorkController::new(session.clone(), kube.clone(), applier, ledger, options);
     let mut agent = Agent::new(session, kube, claims_interval).with_works(works);

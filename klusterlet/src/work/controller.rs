@@ -45,6 +45,9 @@ pub struct ControllerOptions {
     pub concurrency: usize,
     /// How long one blocking query waits on the hub.
     pub wait: Duration,
+    /// How long the objects of a work missing from the hub stay when the hub does not say
+    /// it deleted the work ([`super::eviction`]).
+    pub eviction_grace: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -54,6 +57,7 @@ impl Default for ControllerOptions {
             degraded_after: Duration::from_secs(60),
             concurrency: 8,
             wait: Duration::from_secs(60),
+            eviction_grace: super::eviction::DEFAULT_GRACE,
         }
     }
 }
@@ -95,7 +99,8 @@ impl WorkController {
         ledger: Ledger,
         options: ControllerOptions,
     ) -> Self {
-        let ctx = Context::new(session, applier, ledger, options.degraded_after);
+        let mut ctx = Context::new(session, applier, ledger, options.degraded_after);
+        ctx.eviction_grace = options.eviction_grace;
         let shared = Shared {
             ctx: Arc::new(ctx),
             queue: Arc::new(Queue::default()),
