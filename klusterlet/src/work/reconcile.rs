@@ -25,6 +25,7 @@ use super::runner::Action;
 use crate::apply::{Applier, DeleteOutcome, ManifestOutcome, ResourceRef};
 use crate::hub::session::Session;
 use crate::status;
+use crate::telemetry;
 
 /// (group, kind, namespace, name) of an applied object → the works that applied it.
 pub type Owners = HashMap<(String, String, String, String), HashSet<String>>;
@@ -194,6 +195,9 @@ fn read_only(work: &ManifestWork, r: &ResourceRef) -> bool {
 async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error> {
     let name = work.metadata.name.clone();
     let outcomes = ctx.applier.apply_work(work).await;
+    for e in outcomes.iter().filter_map(|o| o.result.as_ref().err()) {
+        metrics::counter!(telemetry::MANIFEST_FAILURES, "reason" => e.reason.clone()).increment(1);
+    }
     let previous = ctx
         .records
         .read()
@@ -384,9 +388,11 @@ async fn push_status(
         }
     }
     let hub = ctx.hub().await?;
-    match hub
-        .put_work_status(ctx.session.cluster(), &name, &status)
-        .await
+    match telemetry::hub_call(
+        "put_status",
+        hub.put_work_status(ctx.session.cluster(), &name, &status),
+    )
+    .await
     {
         Ok(_) => {
             ctx.memory.lock().await.entry(name).or_default().pushed = Some(status);
@@ -476,9 +482,11 @@ async fn clean_up(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Err
         .any(|f| f == CLEANUP_FINALIZER)
     {
         let hub = ctx.hub().await?;
-        match hub
-            .remove_work_finalizer(ctx.session.cluster(), name, CLEANUP_FINALIZER)
-            .await
+        match telemetry::hub_call(
+            "remove_finalizer",
+            hub.remove_work_finalizer(ctx.session.cluster(), name, CLEANUP_FINALIZER),
+        )
+        .await
         {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
@@ -515,9 +523,11 @@ async fn forget_vanished(ctx: &Context, name: &str) -> Result<Vanished, crate::E
         return Ok(Vanished::Forgotten);
     };
     let hub = ctx.hub().await?;
-    let answer = match hub
-        .get_work(ctx.session.cluster(), name, &ListOptions::default())
-        .await
+    let answer = match telemetry::hub_call(
+        "get_work",
+        hub.get_work(ctx.session.cluster(), name, &ListOptions::default()),
+    )
+    .await
     {
         Ok(found) => {
             tracing::info!(

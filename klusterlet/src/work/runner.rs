@@ -86,8 +86,15 @@ impl Queue {
         } else if s.pending.insert(key.to_string()) {
             s.queued.push_back(key.to_string());
         }
+        crate::telemetry::queue_depth(s.queued.len());
         drop(s);
         self.wake.notify_one();
+    }
+
+    /// Whether nothing is queued or running (a retry waiting for its delay is neither).
+    pub fn idle(&self) -> bool {
+        let s = self.state.lock().expect("queue lock");
+        s.queued.is_empty() && s.running.is_empty()
     }
 
     fn take(&self) -> Option<String> {
@@ -95,6 +102,7 @@ impl Queue {
         let key = s.queued.pop_front()?;
         s.pending.remove(&key);
         s.running.insert(key.clone());
+        crate::telemetry::queue_depth(s.queued.len());
         let more = !s.queued.is_empty();
         drop(s);
         if more {
