@@ -105,9 +105,9 @@ impl Health for AgentHealth {
     fn ready(&self) -> Result<(), String> {
         self.healthy()?;
         match &self.works_ready {
-            Some(r) if !r.load(Ordering::Relaxed) => Err(
-                "the first list of works from the hub was not read and reconciled yet".into(),
-            ),
+            Some(r) if !r.load(Ordering::Relaxed) => {
+                Err("the first list of works from the hub was not read and reconciled yet".into())
+            }
             _ => Ok(()),
         }
     }

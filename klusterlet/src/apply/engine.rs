@@ -299,10 +299,15 @@ impl Applier {
     /// Resolves the kind of the manifest and applies it by its update strategy.
     #[tracing::instrument(level = "debug", skip_all, fields(ordinal = p.ordinal, kind = %p.id.kind, namespace = ?p.id.namespace, name = %p.id.name))]
     /// [`apply_one`](Self::apply_one), timed for `klusterlet_apply_duration_seconds`.
-    async fn apply_timed(&self, work: &ManifestWork, p: Pending, crds: &WorkCrds) -> ManifestOutcome {
+    async fn apply_timed(
+        &self,
+        work: &ManifestWork,
+        p: Pending,
+        crds: &WorkCrds,
+    ) -> ManifestOutcome {
         let started = std::time::Instant::now();
         let outcome = self.apply_one(work, p, crds).await;
-        crate::telemetry::applied(started.elapsed(), None);
+        crate::telemetry::applied(started.elapsed());
         outcome
     }
 

@@ -81,7 +81,10 @@ async fn renew(session: &Session, renewal: &LeaseRenewal) -> Result<api::LeaseSt
     let auth = session.authorized().await.map_err(Renewal::Failed)?;
     let answer = tokio::time::timeout(
         HUB_CALL_TIMEOUT,
-        telemetry::hub_call("renew_lease", auth.client.renew_lease(session.cluster(), renewal)),
+        telemetry::hub_call(
+            "renew_lease",
+            auth.client.renew_lease(session.cluster(), renewal),
+        ),
     )
     .await
     .map_err(|_| Renewal::Failed(no_answer(auth.client.base_url())))?;

@@ -41,9 +41,8 @@ pub fn manifest_condition(
             now,
         )
     };
-    let verdict = |type_: &str, (status, reason, message): ocm::Verdict| {
-        set(type_, status, reason, message)
-    };
+    let verdict =
+        |type_: &str, (status, reason, message): ocm::Verdict| set(type_, status, reason, message);
     let resource_meta = match &outcome.reference {
         Some(r) => r.meta(outcome.ordinal),
         None => unresolved_meta(outcome.ordinal, work),
@@ -76,7 +75,10 @@ pub fn manifest_condition(
                 } else {
                     set(READY, "False", "ResourceNotReady", why)
                 },
-                verdict(STATUS_FEEDBACK_SYNCED, ocm::feedback_synced(!rules.is_empty(), Ok(()))),
+                verdict(
+                    STATUS_FEEDBACK_SYNCED,
+                    ocm::feedback_synced(!rules.is_empty(), Ok(())),
+                ),
             ];
             (conditions, feedback(&obj, rules))
         }
@@ -537,7 +539,8 @@ mod tests {
             ("False", "AppliedManifestFailed")
         );
         assert!(
-            a.message.starts_with("Failed to apply manifest: Forbidden: ")
+            a.message
+                .starts_with("Failed to apply manifest: Forbidden: ")
                 && a.message
                     .contains(r#"cannot patch resource "deployments" in API group "apps""#),
             "{}",

@@ -33,7 +33,10 @@ pub fn applied_failed(error: &ApplyError) -> Verdict {
     (
         "False",
         APPLIED_MANIFEST_FAILED,
-        format!("Failed to apply manifest: {}: {}", error.reason, error.message),
+        format!(
+            "Failed to apply manifest: {}: {}",
+            error.reason, error.message
+        ),
     )
 }
 

@@ -154,7 +154,13 @@ mod tests {
         ));
         // A grace of zero is the old behaviour: at once.
         assert!(matches!(
-            decide(HubAnswer::NoSuchWork, None, vanished, Duration::ZERO, vanished),
+            decide(
+                HubAnswer::NoSuchWork,
+                None,
+                vanished,
+                Duration::ZERO,
+                vanished
+            ),
             Decision::Delete(_)
         ));
         // An absurd grace never ends, and does not overflow.

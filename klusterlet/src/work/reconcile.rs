@@ -196,7 +196,7 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
     let name = work.metadata.name.clone();
     let outcomes = ctx.applier.apply_work(work).await;
     for e in outcomes.iter().filter_map(|o| o.result.as_ref().err()) {
-        metrics::counter!(telemetry::MANIFEST_FAILURES, "reason" => e.reason.clone()).increment(1);
+        telemetry::manifest_failed(&e.reason);
     }
     let previous = ctx
         .records
