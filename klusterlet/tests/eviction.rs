@@ -366,7 +366,7 @@ async fn an_agent_restart_after_a_work_vanished_deletes_nothing() {
         "the grace did not start over"
     );
     let log = fleet.agent_log();
-    let announced = log.lines().filter(|l| l.contains(KEEPING)).last().unwrap();
+    let announced = log.lines().rfind(|l| l.contains(KEEPING)).unwrap();
     assert!(announced.contains("grace_ends"), "{announced}");
 
     // The work comes back (put again): applied, and its grace is forgotten.
