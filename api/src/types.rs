@@ -418,8 +418,8 @@ pub struct ManifestResourceMeta {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusFeedbackResult {
-    /// The values read.
-    #[serde(default)]
+    /// The values read (left out when none, so an empty result is `{}` as in OCM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<FeedbackValue>,
 }
 

@@ -10,7 +10,7 @@
 //!   [`work::ledger`] (what each work applied, kept on the managed cluster).
 //! * [`apply`]: the apply engine and the update strategies.
 //! * [`status`]: readiness, feedback and the conditions reported for a work.
-//! * [`telemetry`]: `/metrics`, `/healthz` and `/livez` (`run --metrics-listen`).
+//! * [`telemetry`]: `/metrics`, `/healthz`, `/livez` and `/readyz` (`run --metrics-listen`).
 //!
 //! Dependencies point one way: `cli` -> `run` -> `work` -> (`hub`, `apply`, `status`);
 //! `status` -> `apply`; `hub` and `work` record into `telemetry`, which imports none of

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -32,7 +33,7 @@ pub struct RunArgs {
     /// in-cluster service account).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// Serve `/metrics` (Prometheus), `/healthz` and `/livez` on this address (e.g.
+    /// Serve `/metrics` (Prometheus), `/healthz`, `/livez` and `/readyz` on this address (e.g.
     /// 0.0.0.0:8080). Off by default.
     #[arg(long, env = "KLUSTERLET_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -50,6 +51,12 @@ pub struct RunArgs {
     /// A manifest failing for longer than this makes its work Degraded.
     #[arg(long, env = "KLUSTERLET_DEGRADED_AFTER", default_value = "60s", value_parser = api::parse_duration)]
     pub degraded_after: Duration,
+    /// How long the objects of a work that vanished from the hub stay when the hub does
+    /// not say it deleted the work (a restored backup, another database), counted from
+    /// when the agent first found it missing, across restarts (OCM's
+    /// appliedManifestWorkEvictionGracePeriod). A work the hub deleted goes at once.
+    #[arg(long, env = "KLUSTERLET_EVICTION_GRACE", default_value = "60m", value_parser = api::parse_duration)]
+    pub eviction_grace: Duration,
     /// Works applied at once.
     #[arg(long, env = "KLUSTERLET_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
@@ -74,10 +81,12 @@ pub struct Agent {
     metrics: Option<TcpListener>,
 }
 
-/// The agent's health for `/healthz` and `/livez` (see [`telemetry`]).
+/// The agent's health for `/healthz`, `/livez` and `/readyz` (see [`telemetry`]).
 struct AgentHealth {
     session: Arc<Session>,
     stop: watch::Receiver<bool>,
+    /// The work loop's first pass is done (`None`: no work loop).
+    works_ready: Option<Arc<AtomicBool>>,
 }
 
 impl Health for AgentHealth {
@@ -91,6 +100,16 @@ impl Health for AgentHealth {
     fn healthy(&self) -> Result<(), String> {
         self.alive()?;
         self.session.reached_recently()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.healthy()?;
+        match &self.works_ready {
+            Some(r) if !r.load(Ordering::Relaxed) => {
+                Err("the first list of works from the hub was not read and reconciled yet".into())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -133,6 +152,7 @@ impl Agent {
             let health = Arc::new(AgentHealth {
                 session: session.clone(),
                 stop: stop_rx.clone(),
+                works_ready: works.as_ref().map(WorkController::readiness),
             });
             let mut stop = stop_rx.clone();
             let stopped = async move {
@@ -217,6 +237,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         claims_interval,
         resync,
         degraded_after,
+        eviction_grace,
         concurrency,
         namespace,
         watch_wait,
@@ -241,6 +262,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         degraded_after,
         concurrency,
         wait: watch_wait,
+        eviction_grace,
     };
     let works = WorkController::new(session.clone(), kube.clone(), applier, ledger, options);
     let mut agent = Agent::new(session, kube, claims_interval).with_works(works);

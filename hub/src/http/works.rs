@@ -1,6 +1,6 @@
 //! ManifestWork handlers: extract, authorize, call the service, audit, shape the response.
 
-use api::{ListMeta, ManifestWork, StatusUpdate};
+use api::{ErrorBody, ListMeta, ManifestWork, StatusUpdate};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, caller, respond};
@@ -138,10 +139,15 @@ pub async fn get(
     match read.data {
         Some(w) => Ok(work_response(&state, StatusCode::OK, index, &who, w)),
         None => {
-            let err = Error::NotFound(format!(
-                "manifestwork {name:?} not found in cluster {cluster:?}"
-            ));
-            Ok(respond(StatusCode::NOT_FOUND, index, None, err))
+            // Says whether the hub deleted it: an agent cleans up a deleted work's objects
+            // at once, and keeps those of a work the hub never had for its eviction grace.
+            let deleted = state.hub.work_deletion(&cluster, &name).await?;
+            let body = ErrorBody {
+                code: "not_found".into(),
+                message: format!("manifestwork {name:?} not found in cluster {cluster:?}"),
+                details: deleted.map(|at| json!({ "deleted": true, "deletedAt": at })),
+            };
+            Ok(respond(StatusCode::NOT_FOUND, index, None, Json(body)))
         }
     }
 }

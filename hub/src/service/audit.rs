@@ -52,3 +52,27 @@ impl Hub {
         Ok(api::List::new("AuditList", items, index, None))
     }
 }
+
+impl Hub {
+    /// When the hub deleted this work, if it did: the newest audit entry of the work is a
+    /// `work.delete` (by a user, a token or its set). The log outlives the work, so a
+    /// missing work can be told apart from one the hub never had (a database restored
+    /// from an older backup, another database): agents clean up the first at once and
+    /// keep the second's objects for their eviction grace (docs/ocm-compatibility.md).
+    pub async fn work_deletion(
+        &self,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let target = format!("clusters/{cluster}/manifestworks/{name}");
+        let newest = self.store.list_audit(Some(&target), 1).await?;
+        Ok(newest
+            .into_iter()
+            .next()
+            .filter(|e| e.target == target && e.action == WORK_DELETE)
+            .map(|e| e.at))
+    }
+}
+
+/// The audit action of a work's deletion.
+pub const WORK_DELETE: &str = "work.delete";

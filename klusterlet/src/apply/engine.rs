@@ -230,7 +230,7 @@ impl Applier {
         if !crd_manifests.is_empty() {
             let applied = futures::stream::iter(crd_manifests)
                 .map(|p| async move {
-                    let outcome = self.apply_one(work, p, &WorkCrds::default()).await;
+                    let outcome = self.apply_timed(work, p, &WorkCrds::default()).await;
                     let established = match &outcome.result {
                         Ok(crd) => Some((
                             crd.metadata.name.clone().unwrap_or_default(),
@@ -290,7 +290,7 @@ impl Applier {
         crds: &WorkCrds,
     ) -> Vec<ManifestOutcome> {
         futures::stream::iter(pending)
-            .map(|p| self.apply_one(work, p, crds))
+            .map(|p| self.apply_timed(work, p, crds))
             .buffered(self.concurrency)
             .collect()
             .await
@@ -298,6 +298,19 @@ impl Applier {
 
     /// Resolves the kind of the manifest and applies it by its update strategy.
     #[tracing::instrument(level = "debug", skip_all, fields(ordinal = p.ordinal, kind = %p.id.kind, namespace = ?p.id.namespace, name = %p.id.name))]
+    /// [`apply_one`](Self::apply_one), timed for `klusterlet_apply_duration_seconds`.
+    async fn apply_timed(
+        &self,
+        work: &ManifestWork,
+        p: Pending,
+        crds: &WorkCrds,
+    ) -> ManifestOutcome {
+        let started = std::time::Instant::now();
+        let outcome = self.apply_one(work, p, crds).await;
+        crate::telemetry::applied(started.elapsed());
+        outcome
+    }
+
     async fn apply_one(&self, work: &ManifestWork, p: Pending, crds: &WorkCrds) -> ManifestOutcome {
         let Pending { ordinal, id } = p;
         let manifest = &work.spec.workload.manifests[ordinal as usize];

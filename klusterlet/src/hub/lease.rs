@@ -8,7 +8,7 @@ use api::{Claim, LeaseRenewal};
 use tokio::sync::watch;
 
 use super::session::{HUB_CALL_TIMEOUT, Session, log_failure, no_answer};
-use crate::{Error, sleep_or_stop};
+use crate::{Error, sleep_or_stop, telemetry};
 use api::retry::Backoff;
 
 /// The lease interval assumed until the hub says otherwise.
@@ -32,6 +32,7 @@ pub async fn lease_loop(
         let delay = match renew(&session, &renewal).await {
             Ok(status) => {
                 session.reached();
+                telemetry::lease_renewed();
                 backoff.reset();
                 refused_in_a_row = 0;
                 if renewal.claims.is_some() {
@@ -80,7 +81,10 @@ async fn renew(session: &Session, renewal: &LeaseRenewal) -> Result<api::LeaseSt
     let auth = session.authorized().await.map_err(Renewal::Failed)?;
     let answer = tokio::time::timeout(
         HUB_CALL_TIMEOUT,
-        auth.client.renew_lease(session.cluster(), renewal),
+        telemetry::hub_call(
+            "renew_lease",
+            auth.client.renew_lease(session.cluster(), renewal),
+        ),
     )
     .await
     .map_err(|_| Renewal::Failed(no_answer(auth.client.base_url())))?;

@@ -283,7 +283,10 @@ impl Session {
         let asked = Instant::now();
         let access = match tokio::time::timeout(
             HUB_CALL_TIMEOUT,
-            self.hub.credentials(&self.cluster, &assertion),
+            telemetry::hub_call(
+                "mint_token",
+                self.hub.credentials(&self.cluster, &assertion),
+            ),
         )
         .await
         .map_err(|_| no_answer(self.hub.base_url()))

@@ -1,4 +1,5 @@
-//! The conditions of a manifest (`Applied`, `Available`, `Ready`, `statusFeedback`) and
+//! The conditions of a manifest (`Applied`, `Available`, `Ready`, `StatusFeedbackSynced`,
+//! `statusFeedback`; the reasons OCM writes are in [`super::ocm`]) and
 //! of a work (`Applied`, `Available`, `Ready`, `Progressing`, `Degraded`), with messages
 //! naming the manifests at fault.
 
@@ -10,6 +11,7 @@ use kube::api::{DynamicObject, TypeMeta};
 use serde_json::Value;
 
 use super::feedback::feedback;
+use super::ocm::{self, STATUS_FEEDBACK_SYNCED};
 use super::readiness::readiness;
 use crate::apply::{ManifestId, ManifestOutcome, manifest_config};
 
@@ -39,6 +41,8 @@ pub fn manifest_condition(
             now,
         )
     };
+    let verdict =
+        |type_: &str, (status, reason, message): ocm::Verdict| set(type_, status, reason, message);
     let resource_meta = match &outcome.reference {
         Some(r) => r.meta(outcome.ordinal),
         None => unresolved_meta(outcome.ordinal, work),
@@ -71,29 +75,18 @@ pub fn manifest_condition(
                 } else {
                     set(READY, "False", "ResourceNotReady", why)
                 },
+                verdict(
+                    STATUS_FEEDBACK_SYNCED,
+                    ocm::feedback_synced(!rules.is_empty(), Ok(())),
+                ),
             ];
             (conditions, feedback(&obj, rules))
         }
         Err(e) => {
             let not_found = e.reason == "NotFound";
-            let available = if not_found {
-                set(
-                    AVAILABLE,
-                    "False",
-                    "ResourceNotAvailable",
-                    "Resource is not available".into(),
-                )
-            } else {
-                set(
-                    AVAILABLE,
-                    "Unknown",
-                    "ResourceStatusUnknown",
-                    format!("not applied: {}", e.reason),
-                )
-            };
             let conditions = vec![
-                set(APPLIED, "False", &e.reason, e.message.clone()),
-                available,
+                verdict(APPLIED, ocm::applied_failed(e)),
+                verdict(AVAILABLE, ocm::not_available(e)),
                 set(
                     READY,
                     "False",
@@ -103,6 +96,10 @@ pub fn manifest_condition(
                         "ResourceNotApplied"
                     },
                     format!("{}: {}", e.reason, e.message),
+                ),
+                verdict(
+                    STATUS_FEEDBACK_SYNCED,
+                    ocm::feedback_synced(!rules.is_empty(), Err(e)),
                 ),
             ];
             // A failed apply says nothing new about the status: keep what was read last
@@ -121,7 +118,8 @@ pub fn manifest_condition(
     ManifestCondition {
         resource_meta,
         conditions,
-        status_feedback: (!rules.is_empty()).then_some(StatusFeedbackResult { values }),
+        // OCM writes `statusFeedback` on every manifest (`{}` when it has no values).
+        status_feedback: Some(StatusFeedbackResult { values }),
     }
 }
 
@@ -538,15 +536,33 @@ mod tests {
         let a = status(&failed, APPLIED);
         assert_eq!(
             (a.status.as_str(), a.reason.as_str()),
-            ("False", "Forbidden")
+            ("False", "AppliedManifestFailed")
         );
         assert!(
             a.message
-                .contains(r#"cannot patch resource "deployments" in API group "apps""#)
+                .starts_with("Failed to apply manifest: Forbidden: ")
+                && a.message
+                    .contains(r#"cannot patch resource "deployments" in API group "apps""#),
+            "{}",
+            a.message
         );
-        assert_eq!(status(&failed, AVAILABLE).status, "Unknown");
+        let av = status(&failed, AVAILABLE);
+        assert_eq!(
+            (av.status.as_str(), av.reason.as_str()),
+            ("False", "ResourceNotAvailable")
+        );
         assert_eq!(status(&failed, READY).status, "False");
         assert_eq!(failed.status_feedback, second.status_feedback);
+        let synced = status(&failed, STATUS_FEEDBACK_SYNCED);
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            ("False", "StatusFeedbackSyncFailed")
+        );
+        let synced = status(&second, STATUS_FEEDBACK_SYNCED);
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            ("True", "StatusFeedbackSynced")
+        );
 
         // Not found (ReadOnly): not available, no feedback.
         let gone = ManifestOutcome {
@@ -586,8 +602,17 @@ mod tests {
                 namespace: String::new(),
             }
         );
-        assert_eq!(status(&m, APPLIED).reason, "UnknownKind");
-        assert!(m.status_feedback.is_none());
+        assert_eq!(status(&m, APPLIED).reason, "AppliedManifestFailed");
+        assert!(status(&m, APPLIED).message.contains("UnknownKind"));
+        // No feedback rules: OCM's `NoStatusFeedbackSynced`, and `statusFeedback: {}`.
+        assert_eq!(
+            status(&m, STATUS_FEEDBACK_SYNCED).reason,
+            "NoStatusFeedbackSynced"
+        );
+        assert_eq!(
+            serde_json::to_value(&m).unwrap()["statusFeedback"],
+            json!({})
+        );
     }
 
     #[test]
@@ -659,9 +684,13 @@ mod tests {
         );
         assert_eq!(
             applied.message,
-            "1 of 2 manifests failed to apply: Gizmo g: UnknownKind: no matches for kind \"Gizmo\""
+            "1 of 2 manifests failed to apply: Gizmo g: AppliedManifestFailed: Failed to apply manifest: UnknownKind: no matches for kind \"Gizmo\""
         );
-        assert_eq!(get(&retrying, AVAILABLE).status, "Unknown");
+        let available = get(&retrying, AVAILABLE);
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_str()),
+            ("False", "ResourcesNotAvailable")
+        );
         assert_eq!(get(&retrying, PROGRESSING).reason, "RetryingApply");
         assert_eq!(get(&retrying, DEGRADED).status, "False");
 

@@ -9,13 +9,15 @@
 //! * [`feedback`]: `WellKnownStatus` (OCM's names) and `JSONPaths` rules, with OCM's value
 //!   types `Integer`, `String`, `Boolean` and `JsonRaw`.
 //! * [`manifest_condition`]: `resourceMeta`, `Applied`, `Available`, `Ready`,
-//!   `statusFeedback` of one manifest.
+//!   `StatusFeedbackSynced`, `statusFeedback` of one manifest, with OCM's reasons
+//!   (`ocm`).
 //! * [`work_conditions`]: `Applied`, `Available`, `Ready`, `Progressing`, `Degraded` of the
 //!   work, with messages naming the manifests at fault.
 
 mod conditions;
 mod feedback;
 mod jsonpath;
+mod ocm;
 mod readiness;
 #[cfg(test)]
 mod testing;
@@ -24,4 +26,5 @@ pub use conditions::{
     APPLIED, AVAILABLE, DEGRADED, PROGRESSING, READY, describe, manifest_condition, work_conditions,
 };
 pub use feedback::{MAX_JSON_RAW_LENGTH, feedback, well_known_paths};
+pub use ocm::{APPLIED_MANIFEST_FAILED, RESOURCE_NOT_AVAILABLE, STATUS_FEEDBACK_SYNCED};
 pub use readiness::readiness;

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use api::{ListOptions, ManifestWork};
@@ -45,6 +46,9 @@ pub struct ControllerOptions {
     pub concurrency: usize,
     /// How long one blocking query waits on the hub.
     pub wait: Duration,
+    /// How long the objects of a work missing from the hub stay when the hub does not say
+    /// it deleted the work ([`super::eviction`]).
+    pub eviction_grace: Duration,
 }
 
 impl Default for ControllerOptions {
@@ -54,6 +58,7 @@ impl Default for ControllerOptions {
             degraded_after: Duration::from_secs(60),
             concurrency: 8,
             wait: Duration::from_secs(60),
+            eviction_grace: super::eviction::DEFAULT_GRACE,
         }
     }
 }
@@ -78,6 +83,8 @@ struct Shared {
     /// Until then no work is reconciled: a work missing from an empty view is not a work
     /// the hub deleted, and reconciling it as one deleted running workloads on restart.
     synced: watch::Sender<bool>,
+    /// Turns true once every work of that first list was reconciled once (`/readyz`).
+    ready: Arc<AtomicBool>,
 }
 
 /// Follows and reconciles this cluster's works.
@@ -95,17 +102,25 @@ impl WorkController {
         ledger: Ledger,
         options: ControllerOptions,
     ) -> Self {
-        let ctx = Context::new(session, applier, ledger, options.degraded_after);
+        let mut ctx = Context::new(session, applier, ledger, options.degraded_after);
+        ctx.eviction_grace = options.eviction_grace;
         let shared = Shared {
             ctx: Arc::new(ctx),
             queue: Arc::new(Queue::default()),
             options,
             synced: watch::Sender::new(false),
+            ready: Arc::new(AtomicBool::new(false)),
         };
         WorkController {
             shared: Arc::new(shared),
             kube,
         }
+    }
+
+    /// True once the first complete list of works was read from the hub and each of its
+    /// works reconciled once (applied, or failed and waiting for its retry).
+    pub fn readiness(&self) -> Arc<AtomicBool> {
+        self.shared.ready.clone()
     }
 
     /// Runs until `stop` turns true.
@@ -129,6 +144,7 @@ impl WorkController {
         ctx.index_owners().await;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(follow(shared.clone(), stop.clone()));
+        tasks.spawn(first_pass(shared.clone(), stop.clone()));
         tasks.spawn(resync(shared.clone(), kube.clone(), stop.clone()));
         for (group, version, kind, plural) in WATCHED {
             let gvk = GroupVersionKind::gvk(group, version, kind);
@@ -161,6 +177,24 @@ impl WorkController {
         .await;
         tasks.abort_all();
     }
+}
+
+/// Opens readiness once the first list's works were all reconciled once: the follower
+/// queues them before opening the gate, so an idle queue after the gate means done. Polls
+/// only until then.
+async fn first_pass(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut synced = shared.synced.subscribe();
+    tokio::select! {
+        r = synced.wait_for(|s| *s) => if r.is_err() { return },
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    while !shared.queue.idle() {
+        if sleep_or_stop(Duration::from_millis(100), &mut stop).await {
+            return;
+        }
+    }
+    shared.ready.store(true, Ordering::Relaxed);
+    tracing::info!("the first list of works is reconciled; ready");
 }
 
 /// Follows the works with blocking queries and queues what changed.
@@ -251,8 +285,7 @@ async fn list_every_work(
     let mut index = None;
     let mut items = Vec::new();
     loop {
-        let page = hub
-            .list_works(Some(cluster), &opts)
+        let page = telemetry::hub_call("list_works", hub.list_works(Some(cluster), &opts))
             .await
             .map_err(|e| crate::Error::Hub(Box::new(e)))?;
         index.get_or_insert(page.value.metadata.index.max(page.index));

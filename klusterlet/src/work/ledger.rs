@@ -40,6 +40,14 @@ pub struct Record {
     /// The work's delete option when last seen, for a work that vanished from the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_option: Option<DeleteOption>,
+    /// The work's `creationTimestamp` when last applied: a deletion the hub recorded
+    /// before it was of another work of that name ([`super::eviction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_created: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the agent first found the work missing from the hub: its eviction grace
+    /// counts from then, across restarts ([`super::eviction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vanished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Ledger failures: the managed cluster's API answered with an error.

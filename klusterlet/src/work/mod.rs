@@ -6,9 +6,11 @@
 //! * [`runner`]: the queue: dedupe, per-key backoff, requeue, the gate before the first
 //!   complete list;
 //! * [`reconcile`]: one run for one work, and the error policy;
-//! * [`ledger`]: what each work applied, kept on the managed cluster.
+//! * [`ledger`]: what each work applied, kept on the managed cluster;
+//! * [`eviction`]: when the objects of a work missing from the hub go (the grace).
 
 pub mod controller;
+pub mod eviction;
 pub mod ledger;
 pub mod reconcile;
 pub mod runner;

@@ -5,8 +5,9 @@
 //!
 //! An agent restart must never delete running workloads: objects are deleted only when
 //! the hub says the work is deleting, when the work no longer names them, or when a
-//! fresh GET of a work missing from the list answers 404; each deletion is logged at info
-//! with its reason.
+//! fresh GET of a work missing from the list answers 404 and either the hub says it
+//! deleted the work or the eviction grace ended ([`super::eviction`]); each deletion is
+//! logged at info with its reason.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -18,11 +19,13 @@ use api::{
 };
 use tokio::sync::{Mutex, RwLock};
 
+use super::eviction::{self, Decision, HubAnswer};
 use super::ledger::{Entry, Ledger, Record};
 use super::runner::Action;
 use crate::apply::{Applier, DeleteOutcome, ManifestOutcome, ResourceRef};
 use crate::hub::session::Session;
 use crate::status;
+use crate::telemetry;
 
 /// (group, kind, namespace, name) of an applied object → the works that applied it.
 pub type Owners = HashMap<(String, String, String, String), HashSet<String>>;
@@ -37,6 +40,8 @@ pub struct WorkMemory {
     /// What the last clean apply left on the cluster, to skip the next resync's apply
     /// when none of it moved.
     pub applied: Option<Applied>,
+    /// Whether this run of the agent logged the eviction grace of this vanished work.
+    grace_announced: bool,
 }
 
 /// A work's generation and the `resourceVersion` of each object its last apply returned,
@@ -60,6 +65,9 @@ pub struct Context {
     pub ledger: Ledger,
     /// A manifest failing longer than this makes its work Degraded.
     pub degraded_after: Duration,
+    /// How long the objects of a work missing from the hub stay when the hub does not say
+    /// it deleted the work.
+    pub eviction_grace: Duration,
     /// The latest view of the works, from the follower.
     pub works: RwLock<BTreeMap<String, ManifestWork>>,
     /// The ledger, cached (the ConfigMaps are the durable copy).
@@ -83,6 +91,7 @@ impl Context {
             applier,
             ledger,
             degraded_after,
+            eviction_grace: super::eviction::DEFAULT_GRACE,
             works: RwLock::new(BTreeMap::new()),
             records: RwLock::new(BTreeMap::new()),
             memory: Mutex::new(HashMap::new()),
@@ -148,6 +157,7 @@ pub async fn reconcile(ctx: &Context, name: &str) -> Result<Action, crate::Error
         Some(w) => apply(ctx, &w).await?.then_some(RETRY_CAP),
         None => match forget_vanished(ctx, name).await? {
             Vanished::StillOnTheHub => return Ok(Action::requeue_now()),
+            Vanished::InGrace(left) => return Ok(Action::requeue_after(left)),
             Vanished::Deleting => Some(DELETING_RETRY_CAP),
             Vanished::Forgotten => None,
         },
@@ -185,6 +195,9 @@ fn read_only(work: &ManifestWork, r: &ResourceRef) -> bool {
 async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error> {
     let name = work.metadata.name.clone();
     let outcomes = ctx.applier.apply_work(work).await;
+    for e in outcomes.iter().filter_map(|o| o.result.as_ref().err()) {
+        telemetry::manifest_failed(&e.reason);
+    }
     let previous = ctx
         .records
         .read()
@@ -244,9 +257,12 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
             }
         }
     }
+    // A work in view again is not vanishing any more: its grace is forgotten.
     let record = Record {
         entries,
         delete_option: work.spec.delete_option.clone(),
+        work_created: work.metadata.creation_timestamp,
+        ..Default::default()
     };
     if record != previous {
         ctx.ledger.save(&name, &record).await?;
@@ -372,9 +388,11 @@ async fn push_status(
         }
     }
     let hub = ctx.hub().await?;
-    match hub
-        .put_work_status(ctx.session.cluster(), &name, &status)
-        .await
+    match telemetry::hub_call(
+        "put_status",
+        hub.put_work_status(ctx.session.cluster(), &name, &status),
+    )
+    .await
     {
         Ok(_) => {
             ctx.memory.lock().await.entry(name).or_default().pushed = Some(status);
@@ -434,7 +452,7 @@ async fn delete_recorded(
     } else {
         let record = Record {
             entries: left,
-            delete_option: record.delete_option.clone(),
+            ..record
         };
         ctx.ledger.save(name, &record).await?;
         ctx.records.write().await.insert(name.to_string(), record);
@@ -464,9 +482,11 @@ async fn clean_up(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Err
         .any(|f| f == CLEANUP_FINALIZER)
     {
         let hub = ctx.hub().await?;
-        match hub
-            .remove_work_finalizer(ctx.session.cluster(), name, CLEANUP_FINALIZER)
-            .await
+        match telemetry::hub_call(
+            "remove_finalizer",
+            hub.remove_work_finalizer(ctx.session.cluster(), name, CLEANUP_FINALIZER),
+        )
+        .await
         {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
@@ -483,32 +503,31 @@ enum Vanished {
     StillOnTheHub,
     /// Its objects are on their way out.
     Deleting,
+    /// Its objects stay until the eviction grace ends, this much later.
+    InGrace(Duration),
     /// Nothing of it is left.
     Forgotten,
 }
 
 /// A work missing from the latest list of the works (gone from the hub without our
-/// finalizer: created before this agent joined, or force-removed): its resources go too,
-/// per the delete option it last had, but only once a fresh read from the hub answers
-/// that the work does not exist. Anything else (the work is there after all, the hub
-/// cannot be reached) deletes nothing.
+/// finalizer: created before this agent joined, deleted by a set or a user, or lost by the
+/// hub's database): its resources go too, per the delete option it last had, but only once
+/// a fresh read from the hub answers that the work does not exist, and then only when the
+/// hub says it deleted the work or the eviction grace ended ([`super::eviction`]). Anything
+/// else (the work is there after all, the hub cannot be reached) deletes nothing.
 #[tracing::instrument(level = "debug", skip_all, fields(work = name))]
 async fn forget_vanished(ctx: &Context, name: &str) -> Result<Vanished, crate::Error> {
-    let Some(option) = ctx
-        .records
-        .read()
-        .await
-        .get(name)
-        .map(|r| r.delete_option.clone())
-    else {
+    let Some(record) = ctx.records.read().await.get(name).cloned() else {
         // Nothing recorded: nothing of ours to remove.
         ctx.memory.lock().await.remove(name);
         return Ok(Vanished::Forgotten);
     };
     let hub = ctx.hub().await?;
-    match hub
-        .get_work(ctx.session.cluster(), name, &ListOptions::default())
-        .await
+    let answer = match telemetry::hub_call(
+        "get_work",
+        hub.get_work(ctx.session.cluster(), name, &ListOptions::default()),
+    )
+    .await
     {
         Ok(found) => {
             tracing::info!(
@@ -523,16 +542,54 @@ async fn forget_vanished(ctx: &Context, name: &str) -> Result<Vanished, crate::E
             // Runs again once this run is done, now with the work in view.
             return Ok(Vanished::StillOnTheHub);
         }
-        Err(e) if e.is_not_found() => {}
+        Err(e) if e.is_not_found() => HubAnswer::of(&e),
         Err(e) => return Err(crate::Error::Hub(Box::new(e))),
-    }
-    let pending = delete_recorded(
-        ctx,
-        name,
-        option.as_ref(),
-        "the work no longer exists on the hub",
-    )
-    .await?;
+    };
+    let now = chrono::Utc::now();
+    let first_seen = record.vanished_at.is_none();
+    let vanished_at = match record.vanished_at {
+        Some(at) => at,
+        None => {
+            // On the cluster before anything else: a restart must neither restart the
+            // grace nor find a record without it and start over.
+            let marked = Record {
+                vanished_at: Some(now),
+                ..record.clone()
+            };
+            ctx.ledger.save(name, &marked).await?;
+            ctx.records.write().await.insert(name.to_string(), marked);
+            now
+        }
+    };
+    let reason = match eviction::decide(
+        answer,
+        record.work_created,
+        vanished_at,
+        ctx.eviction_grace,
+        now,
+    ) {
+        Decision::Keep { until } => {
+            // Said at info once per agent run (the follower asks again on each list).
+            let announced = std::mem::replace(
+                &mut ctx
+                    .memory
+                    .lock()
+                    .await
+                    .entry(name.to_string())
+                    .or_default()
+                    .grace_announced,
+                true,
+            );
+            if first_seen || !announced {
+                tracing::info!(work = name, %vanished_at, grace_ends = %until, "the work is gone from the hub, which does not say it deleted it (a restored backup or another database?); keeping its objects until the eviction grace ends");
+            }
+            let left = (until - now).to_std().unwrap_or_default();
+            return Ok(Vanished::InGrace(left));
+        }
+        Decision::Delete(reason) => reason,
+    };
+    tracing::info!(work = name, %reason, "cleaning up a work gone from the hub");
+    let pending = delete_recorded(ctx, name, record.delete_option.as_ref(), &reason).await?;
     if pending {
         return Ok(Vanished::Deleting);
     }

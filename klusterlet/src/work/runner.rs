@@ -33,6 +33,7 @@ enum Next {
     AwaitChange,
     Now,
     Backoff { cap: Duration },
+    After(Duration),
 }
 
 impl Action {
@@ -44,6 +45,12 @@ impl Action {
     /// Run again as soon as this run is done (the reconcile learned something new).
     pub fn requeue_now() -> Self {
         Action(Next::Now)
+    }
+
+    /// Run again after `delay` (a deadline the reconcile knows, e.g. an eviction grace
+    /// ending); resets the key's backoff.
+    pub fn requeue_after(delay: Duration) -> Self {
+        Action(Next::After(delay))
     }
 
     /// Something is still pending (a retryable failure, objects on their way out): run
@@ -79,8 +86,15 @@ impl Queue {
         } else if s.pending.insert(key.to_string()) {
             s.queued.push_back(key.to_string());
         }
+        crate::telemetry::queue_depth(s.queued.len());
         drop(s);
         self.wake.notify_one();
+    }
+
+    /// Whether nothing is queued or running (a retry waiting for its delay is neither).
+    pub fn idle(&self) -> bool {
+        let s = self.state.lock().expect("queue lock");
+        s.queued.is_empty() && s.running.is_empty()
     }
 
     fn take(&self) -> Option<String> {
@@ -88,6 +102,7 @@ impl Queue {
         let key = s.queued.pop_front()?;
         s.pending.remove(&key);
         s.running.insert(key.clone());
+        crate::telemetry::queue_depth(s.queued.len());
         let more = !s.queued.is_empty();
         drop(s);
         if more {
@@ -110,6 +125,11 @@ impl Queue {
             Next::Now => {
                 s.backoff.remove(key);
                 Some(Duration::ZERO)
+            }
+            Next::After(delay) => {
+                s.backoff.remove(key);
+                // Zero would mean "now": a deadline already passed runs once more soon.
+                Some(delay.max(Duration::from_millis(1)))
             }
             Next::Backoff { cap } => Some(
                 s.backoff
@@ -252,6 +272,25 @@ mod tests {
         q.take();
         let after_reset = q.done("a", Action::retry_within(cap)).unwrap();
         assert!(after_reset <= FIRST_RETRY, "{after_reset:?}");
+    }
+
+    #[test]
+    fn requeue_after_waits_that_long_and_resets_the_backoff() {
+        let q = Queue::default();
+        let cap = Duration::from_secs(5);
+        for _ in 0..4 {
+            q.enqueue("a");
+            q.take();
+            q.done("a", Action::retry_within(cap));
+        }
+        q.enqueue("a");
+        q.take();
+        let later = Duration::from_secs(42);
+        assert_eq!(q.done("a", Action::requeue_after(later)), Some(later));
+        q.enqueue("a");
+        q.take();
+        let next = q.done("a", Action::retry_within(cap)).unwrap();
+        assert!(next <= FIRST_RETRY, "{next:?}");
     }
 
     #[test]
