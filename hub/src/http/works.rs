@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, caller, respond};
 use crate::service::access::{Action, write_receipt};
+use crate::service::executor::may_set_executor;
 use crate::service::secrets::{PlaceholderKey, mask_secrets, reject_placeholders};
 use crate::service::{Error, StoredWorks, WorkQuery, WorkWrite, Written, works};
 
@@ -118,7 +119,15 @@ pub async fn put(
     let by = caller(&who, from);
     let w = state
         .hub
-        .put_work_for(&cluster, &name, work, if_match, reads, Some(by))
+        .put_work_for(
+            &cluster,
+            &name,
+            work,
+            if_match,
+            reads,
+            may_set_executor(&who),
+            Some(by),
+        )
         .await?;
     Ok(write_response(&state, &who, w, reads))
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::Hub;
 use super::cluster_status::joined;
 use super::error::{Error, Result};
+use super::executor::check_executor_change;
 use super::preconditions::Preconditions;
 pub use super::preconditions::etag;
 use super::query::{self, Block, Indexed, Watch};
@@ -54,6 +55,9 @@ pub struct PutWork {
     pub caller_reads: bool,
     /// The set writing it (`<namespace>.<name>`, its [`SET_LABEL`] value); `None` for users.
     pub owner: Option<String>,
+    /// Whether the writer may set, change or remove `spec.executor`
+    /// ([`super::executor::may_set_executor`]; a set's works: checked when the set was written).
+    pub may_set_executor: bool,
 }
 
 fn target(cluster: &str, name: &str) -> String {
@@ -321,6 +325,12 @@ pub(super) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrit
         caller_reads: put.caller_reads,
     };
     let old = batch.tx.get_work(cluster_name, name).await?;
+    check_executor_change(
+        old.as_ref().and_then(|o| o.spec.executor.as_ref()),
+        put.work.spec.executor.as_ref(),
+        put.may_set_executor,
+        &what,
+    )?;
     let Some(old) = old else {
         pre.for_create()?;
         check_owner(None, put.owner.as_deref(), &put.work, name)?;
@@ -558,12 +568,13 @@ impl Hub {
         if_match: Option<String>,
         by: Option<Caller>,
     ) -> Result<Written<WorkWrite>> {
-        self.put_work_for(cluster, name, work, if_match, true, by)
+        self.put_work_for(cluster, name, work, if_match, true, true, by)
             .await
     }
 
     /// [`put_work`](Self::put_work) for a caller who may or may not read the work:
-    /// `caller_reads` says whether a refusal may name the current version.
+    /// `caller_reads` says whether a refusal may name the current version;
+    /// `may_set_executor` whether it may set, change or remove `spec.executor` (else 403).
     #[tracing::instrument(skip(self, work, if_match, by), fields(actor = by.as_ref().map(|b| b.actor.as_str())))]
     pub async fn put_work_for(
         &self,
@@ -572,6 +583,7 @@ impl Hub {
         mut work: ManifestWork,
         if_match: Option<String>,
         caller_reads: bool,
+        may_set_executor: bool,
         by: Option<Caller>,
     ) -> Result<Written<WorkWrite>> {
         validate_work(cluster, name, &mut work)?;
@@ -582,6 +594,7 @@ impl Hub {
             if_match,
             caller_reads,
             owner: None,
+            may_set_executor,
         };
         presented(self.writer.write_by(put, by).await?)
     }
