@@ -40,6 +40,10 @@ pub struct Record {
     /// The work's delete option when last seen, for a work that vanished from the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_option: Option<DeleteOption>,
+    /// The work's executor when last seen: its objects are deleted as it, also after the
+    /// work vanished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<api::ManifestWorkExecutor>,
 }
 
 /// Ledger failures: the managed cluster's API answered with an error.

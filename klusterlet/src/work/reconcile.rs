@@ -235,7 +235,11 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
             continue;
         }
         tracing::info!(work = %name, kind = %r.kind, namespace = %r.namespace, object = %r.name, uid = %e.uid, reason = "the work no longer names it", "deleting");
-        match ctx.applier.delete(r, &e.uid).await {
+        match ctx
+            .applier
+            .delete_as(r, &e.uid, work.spec.executor.as_ref())
+            .await
+        {
             Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
             Ok(DeleteOutcome::Deleting) => still_deleting = true,
             Err(err) => {
@@ -247,6 +251,7 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
     let record = Record {
         entries,
         delete_option: work.spec.delete_option.clone(),
+        executor: work.spec.executor.clone(),
     };
     if record != previous {
         ctx.ledger.save(&name, &record).await?;
@@ -419,7 +424,11 @@ async fn delete_recorded(
             continue;
         }
         tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, uid = %e.uid, reason, "deleting");
-        match ctx.applier.delete(&e.reference, &e.uid).await {
+        match ctx
+            .applier
+            .delete_as(&e.reference, &e.uid, record.executor.as_ref())
+            .await
+        {
             Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
             Ok(DeleteOutcome::Deleting) => left.push(e.clone()),
             Err(err) => {
@@ -435,6 +444,7 @@ async fn delete_recorded(
         let record = Record {
             entries: left,
             delete_option: record.delete_option.clone(),
+            executor: record.executor.clone(),
         };
         ctx.ledger.save(name, &record).await?;
         ctx.records.write().await.insert(name.to_string(), record);
