@@ -117,17 +117,13 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let by = caller(&who, from);
+    let rights = works::WriterRights {
+        reads,
+        executor: may_set_executor(&who),
+    };
     let w = state
         .hub
-        .put_work_for(
-            &cluster,
-            &name,
-            work,
-            if_match,
-            reads,
-            may_set_executor(&who),
-            Some(by),
-        )
+        .put_work_for(&cluster, &name, work, if_match, rights, Some(by))
         .await?;
     Ok(write_response(&state, &who, w, reads))
 }

@@ -39,6 +39,16 @@ pub struct WorkWrite {
     pub created: bool,
 }
 
+/// What the writer of a work may do besides writing it.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterRights {
+    /// It may read the work: a refusal may name the current version.
+    pub reads: bool,
+    /// It may set, change or remove `spec.executor`
+    /// ([`super::executor::may_set_executor`]).
+    pub executor: bool,
+}
+
 /// A create-or-replace of a work.
 #[derive(Debug, Clone)]
 pub struct PutWork {
@@ -568,13 +578,17 @@ impl Hub {
         if_match: Option<String>,
         by: Option<Caller>,
     ) -> Result<Written<WorkWrite>> {
-        self.put_work_for(cluster, name, work, if_match, true, true, by)
+        let rights = WriterRights {
+            reads: true,
+            executor: true,
+        };
+        self.put_work_for(cluster, name, work, if_match, rights, by)
             .await
     }
 
     /// [`put_work`](Self::put_work) for a caller who may or may not read the work:
-    /// `caller_reads` says whether a refusal may name the current version;
-    /// `may_set_executor` whether it may set, change or remove `spec.executor` (else 403).
+    /// `rights` say whether a refusal may name the current version and whether it may set,
+    /// change or remove `spec.executor` (else 403).
     #[tracing::instrument(skip(self, work, if_match, by), fields(actor = by.as_ref().map(|b| b.actor.as_str())))]
     pub async fn put_work_for(
         &self,
@@ -582,8 +596,7 @@ impl Hub {
         name: &str,
         mut work: ManifestWork,
         if_match: Option<String>,
-        caller_reads: bool,
-        may_set_executor: bool,
+        rights: WriterRights,
         by: Option<Caller>,
     ) -> Result<Written<WorkWrite>> {
         validate_work(cluster, name, &mut work)?;
@@ -592,9 +605,9 @@ impl Hub {
             name: name.into(),
             work,
             if_match,
-            caller_reads,
+            caller_reads: rights.reads,
             owner: None,
-            may_set_executor,
+            may_set_executor: rights.executor,
         };
         presented(self.writer.write_by(put, by).await?)
     }
