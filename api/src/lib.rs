@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod executor;
 pub mod fleet;
 pub mod jsonpath;
 pub mod registration;
@@ -17,5 +18,8 @@ pub mod types;
 
 pub use client::{ClientError, HubClient, Indexed, ListOptions};
 pub use config::{ClientConfig, parse_duration};
+pub use executor::{
+    EXECUTOR_SERVICE_ACCOUNT, ExecutorServiceAccount, ExecutorSubject, ManifestWorkExecutor,
+};
 pub use registration::*;
 pub use types::*;

@@ -33,6 +33,9 @@ pub enum Verb {
     /// See the data of `Secret` manifests (otherwise replaced by keyed
     /// `hmac-sha256:<hex>` placeholders).
     Secrets,
+    /// Set, change or remove a work's `spec.executor` (the identity the agent applies it
+    /// as on the managed cluster); needs `write` as well.
+    Executor,
 }
 
 /// `POST /api/v1/tokens`.
@@ -60,7 +63,7 @@ pub struct TokenRequest {
     /// Api: the clusters it may touch, by label selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_selector: Option<String>,
-    /// Api: read, write, secrets (default: read).
+    /// Api: read, write, secrets, executor (default: read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verbs: Vec<Verb>,
     /// A note for people (who it is for).

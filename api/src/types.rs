@@ -2,7 +2,7 @@
 //! `work.open-cluster-management.io/v1` and `cluster.open-cluster-management.io/v1`.
 //!
 //! Every struct keeps the fields it does not model in `extra`, so a document pushed by a
-//! user (for example with `spec.executor` or `manifestConfigs[].conditionRules`) comes back
+//! user (for example with `manifestConfigs[].conditionRules`) comes back
 //! exactly as it went in.
 
 use std::collections::BTreeMap;
@@ -176,7 +176,10 @@ pub struct ManifestWorkSpec {
     /// Per-resource options: feedback rules and update strategy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifest_configs: Vec<ManifestConfigOption>,
-    /// Spec fields we do not model (for example `executor`).
+    /// Who applies the manifests on the managed cluster (default: the agent itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<crate::executor::ManifestWorkExecutor>,
+    /// Spec fields we do not model.
     #[serde(flatten)]
     pub extra: Extra,
 }

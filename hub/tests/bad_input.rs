@@ -944,8 +944,8 @@ fn valid_work() -> impl Strategy<Value = (String, Value)> {
                 "spec": {"workload": {"manifests": manifests}},
             });
             if let Some(u) = unknown {
-                // Fields we do not model are kept as they came (spec.executor and the like).
-                doc["spec"]["executor"] = u;
+                // Fields we do not model are kept as they came.
+                doc["spec"]["futureField"] = u;
             }
             if let Some(p) = policy {
                 doc["spec"]["deleteOption"] = json!({"propagationPolicy": p});

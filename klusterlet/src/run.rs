@@ -253,9 +253,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         data_dir = %data_dir.display(),
         "starting"
     );
-    let kube = claims::kube_client(kubeconfig.as_deref()).await?;
+    let kube_config = claims::kube_config(kubeconfig.as_deref()).await?;
+    let kube = claims::client_from(kube_config.clone())?;
     let session = Arc::new(Session::new(identity)?);
-    let applier = Arc::new(Applier::new(kube.clone()).await?);
+    let applier = Arc::new(
+        Applier::new(kube.clone())
+            .await?
+            .with_executor_config(kube_config),
+    );
     let ledger = Ledger::new(kube.clone(), &namespace).await?;
     let options = ControllerOptions {
         resync,

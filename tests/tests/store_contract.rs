@@ -85,10 +85,12 @@ fn list_query(cluster: Option<&str>) -> WorkQuery {
 async fn create_read_and_round_trip(f: Fixture) {
     cluster(&f.hub, "c1", &[]).await;
     let mut w = work("w1", json!({"app": "web"}), cm("a", "1"));
-    w.spec.extra.insert(
-        "executor".into(),
-        json!({"subject": {"type": "ServiceAccount"}}),
-    );
+    w.spec.executor = Some(api::ManifestWorkExecutor::service_account(
+        "ops", "deployer",
+    ));
+    w.spec
+        .extra
+        .insert("futureField".into(), json!({"deep": true}));
     w.spec.workload.manifests[0]["unmodelled"] = json!({"deep": [1, "x", null]});
     let created = f
         .hub

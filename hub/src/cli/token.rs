@@ -71,6 +71,9 @@ pub enum VerbArg {
     Write,
     /// See the data of Secret manifests (otherwise replaced by hmac-sha256:<hex> placeholders).
     Secrets,
+    /// Set, change or remove a work's spec.executor (the ServiceAccount the agent applies
+    /// it as); with write.
+    Executor,
 }
 
 impl From<VerbArg> for Verb {
@@ -79,6 +82,7 @@ impl From<VerbArg> for Verb {
             VerbArg::Read => Verb::Read,
             VerbArg::Write => Verb::Write,
             VerbArg::Secrets => Verb::Secrets,
+            VerbArg::Executor => Verb::Executor,
         }
     }
 }
@@ -331,6 +335,7 @@ fn scope(token: &Token) -> String {
             Verb::Read => "read",
             Verb::Write => "write",
             Verb::Secrets => "secrets",
+            Verb::Executor => "executor",
         })
         .collect();
     format!("{target};verbs={}", verbs.join(","))
@@ -482,12 +487,15 @@ mod tests {
             "--clusters",
             "a,b",
             "--verbs",
-            "read,write,secrets",
+            "read,write,secrets,executor",
         ])
         .unwrap();
         assert_eq!(r.kind, TokenKind::Api);
         assert_eq!(r.clusters, ["a", "b"]);
-        assert_eq!(r.verbs, [Verb::Read, Verb::Write, Verb::Secrets]);
+        assert_eq!(
+            r.verbs,
+            [Verb::Read, Verb::Write, Verb::Secrets, Verb::Executor]
+        );
     }
 
     #[test]

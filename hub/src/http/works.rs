@@ -13,6 +13,7 @@ use serde_json::json;
 use super::extract::{Doc, ListParams, Principal, Source};
 use super::{AppState, caller, respond};
 use crate::service::access::{Action, write_receipt};
+use crate::service::executor::may_set_executor;
 use crate::service::secrets::{PlaceholderKey, mask_secrets, reject_placeholders};
 use crate::service::{Error, StoredWorks, WorkQuery, WorkWrite, Written, works};
 
@@ -117,9 +118,13 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let by = caller(&who, from);
+    let rights = works::WriterRights {
+        reads,
+        executor: may_set_executor(&who),
+    };
     let w = state
         .hub
-        .put_work_for(&cluster, &name, work, if_match, reads, Some(by))
+        .put_work_for(&cluster, &name, work, if_match, rights, Some(by))
         .await?;
     Ok(write_response(&state, &who, w, reads))
 }

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod cluster_status;
 pub mod clusters;
 pub mod error;
+pub mod executor;
 pub mod feed;
 pub mod follow;
 pub mod leases;

@@ -43,6 +43,11 @@ pub trait Namespaced:
     /// Checks a body against its path (every problem listed, with field paths) and fills
     /// in its namespace and name.
     fn validate(&mut self, namespace: &str, name: &str) -> Result<()>;
+    /// Refuses a write that sets, changes or removes an executor its writer may not
+    /// (see [`super::executor`]); objects without one pass.
+    fn check_executor(&self, _old: Option<&Self>, _may_set_executor: bool) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Who last wrote an object's spec, and the clusters they may write works to: a set's works
@@ -139,6 +144,8 @@ pub struct PutObject<T> {
     pub if_match: Option<String>,
     /// Who writes it.
     pub author: Author,
+    /// Whether the writer may set, change or remove an executor.
+    pub may_set_executor: bool,
 }
 
 /// The result of a write of a namespaced object.
@@ -164,6 +171,8 @@ impl<T: Namespaced> WriteOp for PutObject<T> {
             caller_reads: true,
         };
         let old = read_object::<T>(batch, ns, name).await?;
+        self.object
+            .check_executor(old.as_ref().map(|o| &o.object), self.may_set_executor)?;
         match &old {
             None => pre.for_create()?,
             Some(old) => {
@@ -424,6 +433,7 @@ impl Hub {
             object,
             if_match,
             author: Author::of(who),
+            may_set_executor: super::executor::may_set_executor(who),
         };
         self.writer.write_by(op, by).await
     }

@@ -136,6 +136,8 @@ impl WriteOp for SyncSet {
                 if_match: None,
                 caller_reads: true,
                 owner: Some(key.clone()),
+                // The set's author was checked when the set was written.
+                may_set_executor: true,
             };
             let r = per_cluster(works::put(batch, &put).await)?;
             if batch.next_index() != before {
@@ -164,6 +166,7 @@ impl WriteOp for SyncSet {
                     if_match: None,
                     caller_reads: true,
                     owner: Some(key.clone()),
+                    may_set_executor: true,
                 };
                 per_cluster(works::put(batch, &put).await)?.map(|_| None)
             } else {

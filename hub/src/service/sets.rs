@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::Hub;
 use super::error::{Error, Result};
+use super::executor::check_executor_change;
 use super::namespaced::{
     self, Authored, Namespaced, check_meta, not_found, read_object, target, write_object,
 };
@@ -38,6 +39,17 @@ impl Namespaced for ManifestWorkReplicaSet {
     }
     fn validate(&mut self, namespace: &str, name: &str) -> Result<()> {
         validate_set(namespace, name, self)
+    }
+    /// The set's works are written on its author's behalf: its template's executor is
+    /// the author's to set.
+    fn check_executor(&self, old: Option<&Self>, may_set_executor: bool) -> Result<()> {
+        let executor = |s: &Self| s.spec.manifest_work_template.executor.clone();
+        check_executor_change(
+            old.and_then(executor).as_ref(),
+            executor(self).as_ref(),
+            may_set_executor,
+            &format!("manifestworkreplicaset {:?}", self.metadata.name),
+        )
     }
 }
 

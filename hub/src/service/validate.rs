@@ -101,6 +101,10 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
             );
         }
     }
+    errs.extend(super::executor::validate_executor(
+        work.spec.executor.as_ref(),
+        "spec.executor",
+    ));
     if !errs.is_empty() {
         return Err(Error::invalid_fields(errs));
     }

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::Hub;
 use super::cluster_status::joined;
 use super::error::{Error, Result};
+use super::executor::check_executor_change;
 use super::preconditions::Preconditions;
 pub use super::preconditions::etag;
 use super::query::{self, Block, Indexed, Watch};
@@ -38,6 +39,16 @@ pub struct WorkWrite {
     pub created: bool,
 }
 
+/// What the writer of a work may do besides writing it.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterRights {
+    /// It may read the work: a refusal may name the current version.
+    pub reads: bool,
+    /// It may set, change or remove `spec.executor`
+    /// ([`super::executor::may_set_executor`]).
+    pub executor: bool,
+}
+
 /// A create-or-replace of a work.
 #[derive(Debug, Clone)]
 pub struct PutWork {
@@ -54,6 +65,9 @@ pub struct PutWork {
     pub caller_reads: bool,
     /// The set writing it (`<namespace>.<name>`, its [`SET_LABEL`] value); `None` for users.
     pub owner: Option<String>,
+    /// Whether the writer may set, change or remove `spec.executor`
+    /// ([`super::executor::may_set_executor`]; a set's works: checked when the set was written).
+    pub may_set_executor: bool,
 }
 
 fn target(cluster: &str, name: &str) -> String {
@@ -321,6 +335,12 @@ pub(super) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrit
         caller_reads: put.caller_reads,
     };
     let old = batch.tx.get_work(cluster_name, name).await?;
+    check_executor_change(
+        old.as_ref().and_then(|o| o.spec.executor.as_ref()),
+        put.work.spec.executor.as_ref(),
+        put.may_set_executor,
+        &what,
+    )?;
     let Some(old) = old else {
         pre.for_create()?;
         check_owner(None, put.owner.as_deref(), &put.work, name)?;
@@ -558,12 +578,17 @@ impl Hub {
         if_match: Option<String>,
         by: Option<Caller>,
     ) -> Result<Written<WorkWrite>> {
-        self.put_work_for(cluster, name, work, if_match, true, by)
+        let rights = WriterRights {
+            reads: true,
+            executor: true,
+        };
+        self.put_work_for(cluster, name, work, if_match, rights, by)
             .await
     }
 
     /// [`put_work`](Self::put_work) for a caller who may or may not read the work:
-    /// `caller_reads` says whether a refusal may name the current version.
+    /// `rights` say whether a refusal may name the current version and whether it may set,
+    /// change or remove `spec.executor` (else 403).
     #[tracing::instrument(skip(self, work, if_match, by), fields(actor = by.as_ref().map(|b| b.actor.as_str())))]
     pub async fn put_work_for(
         &self,
@@ -571,7 +596,7 @@ impl Hub {
         name: &str,
         mut work: ManifestWork,
         if_match: Option<String>,
-        caller_reads: bool,
+        rights: WriterRights,
         by: Option<Caller>,
     ) -> Result<Written<WorkWrite>> {
         validate_work(cluster, name, &mut work)?;
@@ -580,8 +605,9 @@ impl Hub {
             name: name.into(),
             work,
             if_match,
-            caller_reads,
+            caller_reads: rights.reads,
             owner: None,
+            may_set_executor: rights.executor,
         };
         presented(self.writer.write_by(put, by).await?)
     }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
 use super::error::{ApplyError, call, chain};
+use super::executor::{self, Executors};
 use super::resource::{DeleteOutcome, ManifestId, ManifestOutcome, ResourceRef, api_version};
 use super::strategy::{self, manifest_config};
 use super::{
@@ -104,6 +105,8 @@ pub struct Applier {
     discovered_at: Mutex<Instant>,
     concurrency: usize,
     crd_timeout: Duration,
+    /// Works naming an executor are checked and applied through these.
+    executors: Executors,
 }
 
 impl fmt::Debug for Applier {
@@ -121,11 +124,12 @@ impl Applier {
         let started = Instant::now();
         let discovery = discover(&client).await?;
         Ok(Applier {
-            client,
             discovery: RwLock::new(discovery),
             discovered_at: Mutex::new(started),
             concurrency: DEFAULT_CONCURRENCY,
             crd_timeout: CRD_ESTABLISHED_TIMEOUT,
+            executors: Executors::new(client.clone(), None),
+            client,
         })
     }
 
@@ -138,6 +142,13 @@ impl Applier {
     /// How long to wait for a CRD of a work to become Established.
     pub fn with_crd_timeout(mut self, timeout: Duration) -> Self {
         self.crd_timeout = timeout;
+        self
+    }
+
+    /// Applies the works that name an executor by impersonating it, with clients made from
+    /// `config` (the agent's own configuration). Without it such works are refused.
+    pub fn with_executor_config(mut self, config: kube::Config) -> Self {
+        self.executors = Executors::new(self.client.clone(), Some(config));
         self
     }
 
@@ -343,9 +354,17 @@ impl Applier {
             .update_strategy
             .cloned()
             .unwrap_or_default();
-        let result = strategy::apply_object(&self.client, &reference, &ar, manifest, &strategy)
+        let verbs = executor::apply_verbs(strategy.type_);
+        let result = match self
+            .executors
+            .client(work.spec.executor.as_ref(), &reference, verbs)
             .await
-            .map(|obj| with_types(obj, &ar));
+        {
+            Ok(client) => strategy::apply_object(&client, &reference, &ar, manifest, &strategy)
+                .await
+                .map(|obj| with_types(obj, &ar)),
+            Err(e) => Err(e),
+        };
         if let Err(e) = &result {
             tracing::debug!(resource = %reference, reason = %e.reason, message = %e.message, "apply failed");
         }
@@ -461,8 +480,19 @@ impl Applier {
     /// cluster without one a deletion never finished. The caller waits for the object
     /// itself to be gone ([`DeleteOutcome::Deleting`] until then); its dependents
     /// (ReplicaSets, Pods) go with the garbage collector, as `kubectl delete` leaves them.
-    #[tracing::instrument(level = "debug", skip_all, fields(kind = %r.kind, namespace = %r.namespace, name = %r.name, uid))]
     pub async fn delete(&self, r: &ResourceRef, uid: &str) -> Result<DeleteOutcome, ApplyError> {
+        self.delete_as(r, uid, None).await
+    }
+
+    /// [`delete`](Self::delete) as the work's executor, when it names one (checked with
+    /// a SubjectAccessReview for `delete`, then impersonated, as its apply was).
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = %r.kind, namespace = %r.namespace, name = %r.name, uid))]
+    pub async fn delete_as(
+        &self,
+        r: &ResourceRef,
+        uid: &str,
+        executor: Option<&api::ManifestWorkExecutor>,
+    ) -> Result<DeleteOutcome, ApplyError> {
         if uid.is_empty() {
             return Err(ApplyError::new(
                 "Invalid",
@@ -470,7 +500,11 @@ impl Applier {
                 false,
             ));
         }
-        let api = r.api(self.client.clone());
+        let client = self
+            .executors
+            .client(executor, r, executor::DELETE_VERBS)
+            .await?;
+        let api = r.api(client);
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             preconditions: Some(Preconditions {

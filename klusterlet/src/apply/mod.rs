@@ -22,6 +22,10 @@
 //! * `CreateOnly`: created (POST) when absent; an existing object is never written.
 //! * `ReadOnly`: only read; absent is `NotFound`.
 //!
+//! # Executor (`spec.executor`)
+//! A work naming a ServiceAccount is written (and its objects deleted) impersonating it,
+//! each write first allowed by a SubjectAccessReview; see [`executor`].
+//!
 //! # Errors
 //! Failures keep Kubernetes' own reason and message (`Forbidden`: `deployments.apps "x" is
 //! forbidden: User "y" cannot patch resource "deployments" in API group "apps" ...`). Ours
@@ -30,6 +34,7 @@
 
 mod engine;
 mod error;
+pub mod executor;
 mod resource;
 mod strategy;
 

@@ -48,7 +48,13 @@ pub enum ClaimsError {
 /// A client of the managed cluster: from `--kubeconfig` when given, otherwise `KUBECONFIG`,
 /// `~/.kube/config`, or the in-cluster service account (kube-rs' inference).
 pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClaimsError> {
-    let config = match kubeconfig {
+    client_from(kube_config(kubeconfig).await?)
+}
+
+/// The configuration [`kube_client`] makes its client from (the executor's impersonating
+/// clients are made from it too).
+pub async fn kube_config(kubeconfig: Option<&Path>) -> Result<kube::Config, ClaimsError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| config_error(Some(path), e))?;
@@ -59,7 +65,11 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Clai
         None => kube::Config::infer()
             .await
             .map_err(|e| config_error(None, e))?,
-    };
+    })
+}
+
+/// A client of the managed cluster from its configuration.
+pub fn client_from(config: kube::Config) -> Result<kube::Client, ClaimsError> {
     kube::Client::try_from(config).map_err(|e| config_error(None, e))
 }
 

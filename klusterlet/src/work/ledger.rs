@@ -48,6 +48,10 @@ pub struct Record {
     /// counts from then, across restarts ([`super::eviction`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vanished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The work's executor when last seen: its objects are deleted as it, also after the
+    /// work vanished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<api::ManifestWorkExecutor>,
 }
 
 /// Ledger failures: the managed cluster's API answered with an error.

@@ -248,7 +248,11 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
             continue;
         }
         tracing::info!(work = %name, kind = %r.kind, namespace = %r.namespace, object = %r.name, uid = %e.uid, reason = "the work no longer names it", "deleting");
-        match ctx.applier.delete(r, &e.uid).await {
+        match ctx
+            .applier
+            .delete_as(r, &e.uid, work.spec.executor.as_ref())
+            .await
+        {
             Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
             Ok(DeleteOutcome::Deleting) => still_deleting = true,
             Err(err) => {
@@ -262,6 +266,7 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
         entries,
         delete_option: work.spec.delete_option.clone(),
         work_created: work.metadata.creation_timestamp,
+        executor: work.spec.executor.clone(),
         ..Default::default()
     };
     if record != previous {
@@ -437,7 +442,11 @@ async fn delete_recorded(
             continue;
         }
         tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, uid = %e.uid, reason, "deleting");
-        match ctx.applier.delete(&e.reference, &e.uid).await {
+        match ctx
+            .applier
+            .delete_as(&e.reference, &e.uid, record.executor.as_ref())
+            .await
+        {
             Ok(DeleteOutcome::Gone) | Ok(DeleteOutcome::NotOurs) => {}
             Ok(DeleteOutcome::Deleting) => left.push(e.clone()),
             Err(err) => {

@@ -13,7 +13,9 @@
 //!   every verb on every resource, so this role is necessarily as broad as cluster-admin.
 //!   It is separate so an admin can narrow it (say, to the kinds the fleet's works use, or
 //!   to a RoleBinding per namespace); a work touching something outside it then reports
-//!   the apiserver's "forbidden" on that manifest and the others still apply.
+//!   the apiserver's "forbidden" on that manifest and the others still apply. Its two
+//!   narrow rules, `impersonate` on serviceaccounts and `create` on subjectaccessreviews,
+//!   are what works with `spec.executor` need; keep them when narrowing.
 //! * Secret `klusterlet-identity`: `agent.key` and `state.yaml` from the data dir.
 //! * Deployment `klusterlet`: one replica (two agents must never share one identity, so
 //!   the strategy is Recreate), running `klusterlet run --data-dir /var/lib/klusterlet` as
@@ -119,6 +121,11 @@ pub fn objects(identity: &Identity, args: &ManifestArgs) -> Vec<Value> {
             },
             "rules": [
                 {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                // Works with spec.executor: acting as a ServiceAccount after asking whether
+                // it may. Kept when the rule above is narrowed; never `impersonate` on
+                // users or groups (that would reach system:masters).
+                {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             ],
         }),
         json!({
@@ -305,6 +312,13 @@ mod tests {
         assert_eq!(ledger_role["metadata"]["namespace"], "agents");
         assert_eq!(ledger_role["rules"][0]["resources"], json!(["configmaps"]));
         assert_eq!(docs[6]["metadata"]["name"], "klusterlet-work");
+        // Executors: impersonating ServiceAccounts (never users or groups) and asking
+        // SubjectAccessReviews survive a narrowing of the broad rule.
+        let work_rules = docs[6]["rules"].as_array().unwrap();
+        assert!(work_rules.contains(
+            &json!({"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]})
+        ));
+        assert!(work_rules.contains(&json!({"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]})));
         for binding in [&docs[3], &docs[5], &docs[7]] {
             assert_eq!(binding["subjects"][0]["namespace"], "agents");
         }
