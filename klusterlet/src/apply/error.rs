@@ -50,6 +50,9 @@ impl ApplyError {
     pub fn from_kube(err: kube::Error) -> Self {
         match err {
             kube::Error::Api(status) => {
+                if let Some(conflict) = super::conflict::conflict_error(&status) {
+                    return conflict;
+                }
                 let code = status.code;
                 let reason = if status.reason.is_empty() {
                     reason_for_code(code).to_string()
