@@ -6,9 +6,12 @@
 //! * [`runner`]: the queue: dedupe, per-key backoff, requeue, the gate before the first
 //!   complete list;
 //! * [`reconcile`]: one run for one work, and the error policy;
-//! * [`ledger`]: what each work applied, kept on the managed cluster.
+//! * [`ledger`]: what each work applied, kept on the managed cluster;
+//! * [`shared`]: objects more than one work applied: reported on each, deleted by none
+//!   while another still has them.
 
 pub mod controller;
 pub mod ledger;
 pub mod reconcile;
 pub mod runner;
+pub mod shared;
