@@ -230,14 +230,22 @@ async fn an_autoscaler_keeps_its_replicas_while_hand_edits_are_reverted() {
         .await;
     fleet.wait_work("scaled", LIMIT, work_applied).await;
     let d = fleet.deployments().get("web").await.unwrap();
-    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2), "set on creation");
+    assert_eq!(
+        d.spec.as_ref().unwrap().replicas,
+        Some(2),
+        "set on creation"
+    );
 
     // An autoscaler, as its own field manager, takes the replicas.
     let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": ns}, "spec": {"replicas": 5}});
     fleet
         .deployments()
-        .patch("web", &PatchParams::apply("hpa").force(), &Patch::Apply(&scale))
+        .patch(
+            "web",
+            &PatchParams::apply("hpa").force(),
+            &Patch::Apply(&scale),
+        )
         .await
         .unwrap();
     // A person edits a label and an env var the work sets.
@@ -272,7 +280,10 @@ async fn an_autoscaler_keeps_its_replicas_while_hand_edits_are_reverted() {
     // the replicas, does not take them back, and reports no change.
     // (The status of the revert's own reconcile lands first.)
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = fleet.wait_work("scaled", LIMIT, work_applied).await.unwrap();
+    let settled = fleet
+        .wait_work("scaled", LIMIT, work_applied)
+        .await
+        .unwrap();
     let before = fleet.deployments().get("web").await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = fleet.deployments().get("web").await.unwrap();
@@ -287,7 +298,10 @@ async fn an_autoscaler_keeps_its_replicas_while_hand_edits_are_reverted() {
         "the agent took the replicas back: {}",
         owned_by(&after, "klusterlet")
     );
-    let later = fleet.wait_work("scaled", LIMIT, |w| w.is_some()).await.unwrap();
+    let later = fleet
+        .wait_work("scaled", LIMIT, |w| w.is_some())
+        .await
+        .unwrap();
     assert_eq!(
         later.metadata.resource_version, settled.metadata.resource_version,
         "the work's status changed: {:?}",
@@ -317,7 +331,11 @@ async fn a_field_kubectl_owns_is_a_conflict_naming_field_and_manager() {
         "metadata": {"name": "owned", "namespace": ns}, "data": {"k": "theirs"}});
     fleet
         .configmaps()
-        .patch("owned", &PatchParams::apply("kubectl"), &Patch::Apply(&theirs))
+        .patch(
+            "owned",
+            &PatchParams::apply("kubectl"),
+            &Patch::Apply(&theirs),
+        )
         .await
         .unwrap();
     let ours = json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -343,7 +361,11 @@ async fn a_field_kubectl_owns_is_a_conflict_naming_field_and_manager() {
         applied.message
     );
     let cm = fleet.configmaps().get("owned").await.unwrap();
-    assert_eq!(cm.data.unwrap()["k"], "theirs", "not taken over without force");
+    assert_eq!(
+        cm.data.unwrap()["k"],
+        "theirs",
+        "not taken over without force"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +387,11 @@ async fn an_object_of_two_works_is_reported_on_both_and_outlives_one() {
     fleet.wait_work("first", LIMIT, shared_with("second")).await;
 
     // Deleting one work leaves the object the other still applies.
-    fleet.admin.delete_work(&fleet.cluster, "first").await.unwrap();
+    fleet
+        .admin
+        .delete_work(&fleet.cluster, "first")
+        .await
+        .unwrap();
     fleet.wait_work("first", LIMIT, |w| w.is_none()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kept = fleet.configmaps().get_opt("both").await.unwrap();
@@ -381,14 +407,19 @@ async fn an_object_of_two_works_is_reported_on_both_and_outlives_one() {
         .await;
 
     // The last work to go takes it.
-    fleet.admin.delete_work(&fleet.cluster, "second").await.unwrap();
+    fleet
+        .admin
+        .delete_work(&fleet.cluster, "second")
+        .await
+        .unwrap();
     fleet.wait_work("second", LIMIT, |w| w.is_none()).await;
     fleet
-        .wait_for("the object deleted with its last work", async || {
-            match fleet.configmaps().get_opt("both").await {
+        .wait_for(
+            "the object deleted with its last work",
+            async || match fleet.configmaps().get_opt("both").await {
                 Ok(None) => Some(()),
                 _ => None,
-            }
-        })
+            },
+        )
         .await;
 }

@@ -77,7 +77,8 @@ mod tests {
         Status {
             status: None,
             code: 409,
-            message: "Apply failed with 2 conflicts: conflict with \"kubectl\" using v1: .data.a".into(),
+            message: "Apply failed with 2 conflicts: conflict with \"kubectl\" using v1: .data.a"
+                .into(),
             reason: "Conflict".into(),
             metadata: None,
             details: Some(StatusDetails {
@@ -101,7 +102,11 @@ mod tests {
     #[test]
     fn conflicts_name_each_field_and_manager() {
         let s = status(vec![
-            ("FieldManagerConflict", "conflict with \"kubectl\" using v1", ".data.a"),
+            (
+                "FieldManagerConflict",
+                "conflict with \"kubectl\" using v1",
+                ".data.a",
+            ),
             (
                 "FieldManagerConflict",
                 "conflict with \"hpa\" with subresource \"scale\" using apps/v1",
@@ -125,8 +130,9 @@ mod tests {
         let err = conflict_error(&s).unwrap();
         assert_eq!(err.reason, "Conflict");
         assert!(
-            err.message
-                .contains(".data.a (field manager \"kubectl\"), .spec.replicas (field manager \"hpa\")"),
+            err.message.contains(
+                ".data.a (field manager \"kubectl\"), .spec.replicas (field manager \"hpa\")"
+            ),
             "{}",
             err.message
         );
@@ -142,6 +148,9 @@ mod tests {
         assert_eq!(conflicts(&s)[0].manager, "odd text");
         s.code = 422;
         assert!(conflicts(&s).is_empty());
-        assert_eq!(manager_of("conflict with \"a\\\"b\" using v1").as_deref(), Some("a\"b"));
+        assert_eq!(
+            manager_of("conflict with \"a\\\"b\" using v1").as_deref(),
+            Some("a\"b")
+        );
     }
 }

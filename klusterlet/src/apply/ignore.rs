@@ -58,9 +58,8 @@ pub fn prune(
     for rule in rules {
         let on_change = rule.condition == ON_SPOKE_CHANGE;
         for path in &rule.json_paths {
-            let query = api::jsonpath::query(path).map_err(|e| {
-                ApplyError::new("Invalid", format!("ignoreFields: {e}"), false)
-            })?;
+            let query = api::jsonpath::query(path)
+                .map_err(|e| ApplyError::new("Invalid", format!("ignoreFields: {e}"), false))?;
             for node in query.query_located(body).iter() {
                 let location = node.location();
                 let pointer = location.to_json_pointer();

@@ -53,7 +53,10 @@ fn on_spoke_present_leaves_a_field_another_manager_owns_to_it() {
     prune(&mut body, Some(&spoke), &rules, "klusterlet").unwrap();
     assert!(body["spec"].get("replicas").is_none(), "{body}");
     // Every other field is still the work's.
-    assert_eq!(body["spec"]["template"]["spec"]["containers"][0]["image"], "app:2");
+    assert_eq!(
+        body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "app:2"
+    );
     assert!(body["metadata"].get("annotations").is_none());
 }
 
@@ -87,7 +90,10 @@ fn on_spoke_change_keeps_a_spoke_change_until_the_work_changes() {
     prune(&mut first, Some(&spoke), &rules, manager).unwrap();
     assert_eq!(first["spec"]["replicas"], 3);
     let annotation = first["metadata"]["annotations"][LAST_SENT_ANNOTATION].clone();
-    assert!(annotation.as_str().unwrap().contains("replicas"), "{annotation}");
+    assert!(
+        annotation.as_str().unwrap().contains("replicas"),
+        "{annotation}"
+    );
 
     // An autoscaler moves it to 6 and takes the field.
     let mut spoke = live(deployment(6, "app:1"), &[replicas_owned_by("hpa")]);
@@ -96,8 +102,7 @@ fn on_spoke_change_keeps_a_spoke_change_until_the_work_changes() {
     prune(&mut again, Some(&spoke), &rules, manager).unwrap();
     assert!(again["spec"].get("replicas").is_none(), "{again}");
     assert_eq!(
-        again["metadata"]["annotations"][LAST_SENT_ANNOTATION],
-        annotation,
+        again["metadata"]["annotations"][LAST_SENT_ANNOTATION], annotation,
         "what was last sent stays recorded"
     );
 
@@ -156,11 +161,19 @@ fn owners_are_read_from_fields_v1() {
     // An atomic map owned whole covers what is inside it.
     let mut labelled = spoke.clone();
     labelled["metadata"]["labels"] = json!({"x": "1"});
-    assert!(owned_by_others(&labelled, "/metadata/labels/x", "klusterlet"));
+    assert!(owned_by_others(
+        &labelled,
+        "/metadata/labels/x",
+        "klusterlet"
+    ));
     assert!(!owned_by_others(&spoke, "/spec/paused", "klusterlet"));
     assert!(item_key_matches("i:2", &json!(1), "2"));
     assert!(item_key_matches("v:\"a\"", &json!("a"), "0"));
-    assert!(!item_key_matches("k:{\"name\":\"x\"}", &json!({"name": "y"}), "0"));
+    assert!(!item_key_matches(
+        "k:{\"name\":\"x\"}",
+        &json!({"name": "y"}),
+        "0"
+    ));
 }
 
 #[test]

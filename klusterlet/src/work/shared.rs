@@ -25,7 +25,11 @@ fn same_object(a: &ResourceRef, b: &ResourceRef) -> bool {
 }
 
 /// The works other than `work` whose ledger records `r`, by name.
-pub fn others_naming(records: &BTreeMap<String, Record>, work: &str, r: &ResourceRef) -> Vec<String> {
+pub fn others_naming(
+    records: &BTreeMap<String, Record>,
+    work: &str,
+    r: &ResourceRef,
+) -> Vec<String> {
     records
         .iter()
         .filter(|(name, _)| name.as_str() != work)

@@ -49,7 +49,10 @@ pub fn check_ignore_fields(work: &ManifestWork, bad: &mut impl FnMut(String, Str
         if ssa.ignore_fields.len() > MAX_IGNORE_FIELDS {
             bad(
                 base.clone(),
-                format!("at most {MAX_IGNORE_FIELDS} entries, not {}", ssa.ignore_fields.len()),
+                format!(
+                    "at most {MAX_IGNORE_FIELDS} entries, not {}",
+                    ssa.ignore_fields.len()
+                ),
             );
         }
         for (j, field) in ssa.ignore_fields.iter().enumerate() {
@@ -75,7 +78,10 @@ pub fn check_ignore_fields(work: &ManifestWork, bad: &mut impl FnMut(String, Str
             if field.json_paths.len() > MAX_JSON_PATHS {
                 bad(
                     at(".jsonPaths"),
-                    format!("at most {MAX_JSON_PATHS} paths, not {}", field.json_paths.len()),
+                    format!(
+                        "at most {MAX_JSON_PATHS} paths, not {}",
+                        field.json_paths.len()
+                    ),
                 );
             }
             for (k, path) in field.json_paths.iter().enumerate() {
@@ -126,26 +132,30 @@ mod tests {
 
     #[test]
     fn good_ignore_fields_pass() {
-        let errs = refused(json!({"type": "ServerSideApply", "serverSideApply": {"ignoreFields": [
-            {"condition": "OnSpokePresent", "jsonPaths": [".spec.replicas"]},
-            {"condition": "OnSpokeChange", "jsonPaths": [".metadata.annotations.a\\.b/c", ".spec.template.spec.containers[*].image"]},
-            {"jsonPaths": [".spec.paused"]},
-        ]}}));
+        let errs = refused(
+            json!({"type": "ServerSideApply", "serverSideApply": {"ignoreFields": [
+                {"condition": "OnSpokePresent", "jsonPaths": [".spec.replicas"]},
+                {"condition": "OnSpokeChange", "jsonPaths": [".metadata.annotations.a\\.b/c", ".spec.template.spec.containers[*].image"]},
+                {"jsonPaths": [".spec.paused"]},
+            ]}}),
+        );
         assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]
     fn every_bad_entry_is_named_by_its_path() {
-        let errs = refused(json!({"type": "Update", "serverSideApply": {"ignoreFields": [
-            {"condition": "Always", "jsonPaths": [".spec.replicas"]},
-            {"condition": "OnSpokeChange"},
-            {"jsonPaths": ["spec[[", "", ".metadata.name", ".spec.ok"], "jqPathExpressions": [".x"]},
-        ]}}));
+        let errs = refused(
+            json!({"type": "Update", "serverSideApply": {"ignoreFields": [
+                {"condition": "Always", "jsonPaths": [".spec.replicas"]},
+                {"condition": "OnSpokeChange"},
+                {"jsonPaths": ["spec[[", "", ".metadata.name", ".spec.ok"], "jqPathExpressions": [".x"]},
+            ]}}),
+        );
         let base = "spec.manifestConfigs[1].updateStrategy.serverSideApply.ignoreFields";
-        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        let fields: Vec<String> = errs.iter().map(|(f, _)| f.clone()).collect();
         assert_eq!(
             fields,
-            vec![
+            [
                 base.to_string(),
                 format!("{base}[0].condition"),
                 format!("{base}[1].jsonPaths"),
@@ -154,12 +164,13 @@ mod tests {
                 format!("{base}[2].jsonPaths[1]"),
                 format!("{base}[2].jsonPaths[2]"),
             ]
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
         );
         assert!(errs[0].1.contains("ServerSideApply"), "{}", errs[0].1);
-        assert!(errs[1].1.contains("OnSpokePresent or OnSpokeChange"), "{}", errs[1].1);
+        assert!(
+            errs[1].1.contains("OnSpokePresent or OnSpokeChange"),
+            "{}",
+            errs[1].1
+        );
         assert!(errs[4].1.starts_with("not a JSONPath"), "{}", errs[4].1);
     }
 
@@ -167,9 +178,11 @@ mod tests {
     fn sizes_are_bounded() {
         let long = format!(".{}", "a".repeat(MAX_JSON_PATH_LENGTH));
         let many: Vec<String> = (0..=MAX_JSON_PATHS).map(|i| format!(".a{i}")).collect();
-        let errs = refused(json!({"type": "ServerSideApply", "serverSideApply": {"ignoreFields": [
-            {"jsonPaths": [long]}, {"jsonPaths": many},
-        ]}}));
+        let errs = refused(
+            json!({"type": "ServerSideApply", "serverSideApply": {"ignoreFields": [
+                {"jsonPaths": [long]}, {"jsonPaths": many},
+            ]}}),
+        );
         assert_eq!(errs.len(), 2, "{errs:?}");
     }
 
