@@ -3,8 +3,6 @@
 
 use kube::core::Status;
 
-use super::error::ApplyError;
-
 /// One field of the manifest another field manager owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldConflict {
@@ -44,9 +42,9 @@ fn manager_of(message: &str) -> Option<String> {
     Some(quoted)
 }
 
-/// The error of a conflicting apply: reason `Conflict`, a message naming each field and
-/// its manager, then what to do. `None` for any other answer.
-pub fn conflict_error(status: &Status) -> Option<ApplyError> {
+/// The message of a conflicting apply (reason `Conflict`): each field and its manager,
+/// then what to do. `None` for any other answer.
+pub fn conflict_message(status: &Status) -> Option<String> {
     let found = conflicts(status);
     if found.is_empty() {
         return None;
@@ -55,7 +53,7 @@ pub fn conflict_error(status: &Status) -> Option<ApplyError> {
         .iter()
         .map(|c| format!("{} (field manager {:?})", c.field, c.manager))
         .collect();
-    let message = format!(
+    Some(format!(
         "conflict: {} owned by another field manager: {}; set updateStrategy.serverSideApply.force to take them over, leave them out of the manifest, or list them in ignoreFields",
         if found.len() == 1 {
             "1 field is"
@@ -63,9 +61,7 @@ pub fn conflict_error(status: &Status) -> Option<ApplyError> {
             "fields are"
         },
         fields.join(", ")
-    );
-    // Retryable as any 409; the ServerSideApply strategy makes it final when not forced.
-    Some(ApplyError::new("Conflict", message, true))
+    ))
 }
 
 #[cfg(test)]
@@ -127,23 +123,19 @@ mod tests {
                 },
             ]
         );
-        let err = conflict_error(&s).unwrap();
-        assert_eq!(err.reason, "Conflict");
+        let message = conflict_message(&s).unwrap();
         assert!(
-            err.message.contains(
+            message.contains(
                 ".data.a (field manager \"kubectl\"), .spec.replicas (field manager \"hpa\")"
             ),
-            "{}",
-            err.message
+            "{message}"
         );
-        let from_kube = ApplyError::from_kube(kube::Error::Api(Box::new(s)));
-        assert_eq!(from_kube, err);
     }
 
     #[test]
     fn other_answers_are_not_conflicts() {
         let mut s = status(vec![]);
-        assert!(conflict_error(&s).is_none());
+        assert!(conflict_message(&s).is_none());
         s = status(vec![("FieldManagerConflict", "odd text", ".a")]);
         assert_eq!(conflicts(&s)[0].manager, "odd text");
         s.code = 422;
