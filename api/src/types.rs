@@ -341,9 +341,41 @@ pub struct ServerSideApplyConfig {
     /// Field manager name (default `klusterlet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_manager: Option<String>,
-    /// Fields we do not model (for example `ignoreFields`).
+    /// Fields another controller owns on the managed cluster (an HPA's `spec.replicas`):
+    /// left out of the apply and not counted as drift (see `docs/architecture.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_fields: Vec<IgnoreField>,
+    /// Fields we do not model.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// `OnSpokePresent`: once the managed cluster's object has the field, the work's value no
+/// longer matters (it is set when the object is created).
+pub const ON_SPOKE_PRESENT: &str = "OnSpokePresent";
+/// `OnSpokeChange`: a value changed on the managed cluster is kept until the work's own
+/// value for it changes.
+pub const ON_SPOKE_CHANGE: &str = "OnSpokeChange";
+
+/// `updateStrategy.serverSideApply.ignoreFields[]`, as OCM's work/v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoreField {
+    /// [`ON_SPOKE_PRESENT`] (the default) or [`ON_SPOKE_CHANGE`]; kept as text so an
+    /// unknown value reaches the hub's validation (422) instead of failing to parse.
+    #[serde(default = "default_ignore_condition")]
+    pub condition: String,
+    /// kubectl-style JSONPaths of the fields, e.g. `.spec.replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_paths: Vec<String>,
+    /// Fields we do not model (OCM's newer `jsonPointers`, `jqPathExpressions`: refused by
+    /// the hub rather than silently ignored).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn default_ignore_condition() -> String {
+    ON_SPOKE_PRESENT.to_string()
 }
 
 /// `status` of a ManifestWork, written by the cluster's agent.

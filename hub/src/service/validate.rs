@@ -10,6 +10,9 @@ use api::{CLUSTER_API_VERSION, FieldError, ManagedCluster, ManifestWork, WORK_AP
 
 use super::error::{Error, Result};
 
+mod ignore_fields;
+pub use ignore_fields::check_ignore_fields;
+
 /// Checks a cluster name from a path.
 pub fn validate_cluster_name(cluster: &str) -> Result<()> {
     validate_dns_label(cluster).map_err(|m| Error::invalid("cluster", m))
@@ -101,6 +104,7 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
             );
         }
     }
+    check_ignore_fields(work, &mut bad);
     errs.extend(super::executor::validate_executor(
         work.spec.executor.as_ref(),
         "spec.executor",

@@ -50,6 +50,11 @@ impl ApplyError {
     pub fn from_kube(err: kube::Error) -> Self {
         match err {
             kube::Error::Api(status) => {
+                if let Some(message) = super::conflict::conflict_message(&status) {
+                    // Retryable as any 409; the ServerSideApply strategy makes it final
+                    // when not forced.
+                    return ApplyError::new("Conflict", message, true);
+                }
                 let code = status.code;
                 let reason = if status.reason.is_empty() {
                     reason_for_code(code).to_string()
@@ -250,6 +255,33 @@ mod tests {
             ..status.clone()
         };
         assert!(!ApplyError::from_kube(kube::Error::Api(Box::new(typed_patch))).retryable);
+        // A server-side apply conflict names each field and its manager.
+        let conflict = kube::core::Status {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.k"
+                .into(),
+            details: Some(kube::core::response::StatusDetails {
+                causes: vec![kube::core::response::StatusCause {
+                    reason: "FieldManagerConflict".into(),
+                    message: "conflict with \"kubectl\" using v1".into(),
+                    field: ".data.k".into(),
+                }],
+                name: "cm".into(),
+                group: String::new(),
+                kind: "configmaps".into(),
+                uid: String::new(),
+                retry_after_seconds: 0,
+            }),
+            ..status.clone()
+        };
+        let err = ApplyError::from_kube(kube::Error::Api(Box::new(conflict)));
+        assert_eq!(err.reason, "Conflict");
+        assert!(
+            err.message.contains(".data.k (field manager \"kubectl\")"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

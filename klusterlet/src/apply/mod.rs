@@ -18,7 +18,9 @@
 //!   work's fields win and fields it never set are left alone.
 //! * `ServerSideApply`: server-side apply as `serverSideApply.fieldManager` (default
 //!   `klusterlet`), forced only with `serverSideApply.force`; a conflict with another field
-//!   manager is reported (reason `Conflict`, Kubernetes' message) and not retried.
+//!   manager is reported (reason `Conflict`, each field and its manager: [`conflict`]) and
+//!   not retried. `serverSideApply.ignoreFields` leave fields another controller owns out
+//!   of the apply ([`ignore`]).
 //! * `CreateOnly`: created (POST) when absent; an existing object is never written.
 //! * `ReadOnly`: only read; absent is `NotFound`.
 //!
@@ -32,9 +34,11 @@
 //! are `UnknownKind`, `CrdNotEstablished`, `Invalid` (a manifest that is not an object),
 //! `Unreachable` and `Timeout`.
 
+pub mod conflict;
 mod engine;
 mod error;
 pub mod executor;
+pub mod ignore;
 mod resource;
 mod strategy;
 

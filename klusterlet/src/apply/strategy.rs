@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::FIELD_MANAGER;
 use super::error::{ApplyError, call};
+use super::ignore;
 use super::resource::ResourceRef;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,7 +83,7 @@ pub(super) async fn apply_object(
     match strategy.type_ {
         UpdateStrategyType::Update => {
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            server_side_apply(&api, r, manifest, &params).await
+            server_side_apply(&api, r, &body(manifest, r), &params).await
         }
         UpdateStrategyType::ServerSideApply => {
             let config = strategy.server_side_apply.clone().unwrap_or_default();
@@ -95,7 +96,18 @@ pub(super) async fn apply_object(
             if config.force {
                 params = params.force();
             }
-            server_side_apply(&api, r, manifest, &params)
+            let mut body = body(manifest, r);
+            // Only ServerSideApply has ignoreFields, as in OCM: `Update` means the work
+            // owns every field it names.
+            if !config.ignore_fields.is_empty() {
+                let live = call(r, "get", api.get_opt(&r.name)).await?;
+                let live = live
+                    .map(|o| serde_json::to_value(&o))
+                    .transpose()
+                    .map_err(|e| ApplyError::new("InternalError", format!("{r}: {e}"), true))?;
+                ignore::prune(&mut body, live.as_ref(), &config.ignore_fields, manager)?;
+            }
+            server_side_apply(&api, r, &body, &params)
                 .await
                 .map_err(|mut e| {
                     // A conflict with another field manager stays until someone
@@ -132,11 +144,10 @@ pub(super) async fn apply_object(
 async fn server_side_apply(
     api: &Api<DynamicObject>,
     r: &ResourceRef,
-    manifest: &Value,
+    body: &Value,
     params: &PatchParams,
 ) -> Result<DynamicObject, ApplyError> {
-    let body = body(manifest, r);
-    call(r, "apply", api.patch(&r.name, params, &Patch::Apply(&body))).await
+    call(r, "apply", api.patch(&r.name, params, &Patch::Apply(body))).await
 }
 /// The manifest as sent: in the namespace it resolved to (none when cluster-scoped),
 /// without the server-set metadata a manifest copied from `kubectl get -o yaml` carries

@@ -7,10 +7,13 @@
 //!   complete list;
 //! * [`reconcile`]: one run for one work, and the error policy;
 //! * [`ledger`]: what each work applied, kept on the managed cluster;
-//! * [`eviction`]: when the objects of a work missing from the hub go (the grace).
+//! * [`eviction`]: when the objects of a work missing from the hub go (the grace);
+//! * [`shared`]: objects more than one work applied: reported on each, deleted by none
+//!   while another still has them.
 
 pub mod controller;
 pub mod eviction;
 pub mod ledger;
 pub mod reconcile;
 pub mod runner;
+pub mod shared;

@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, RwLock};
 use super::eviction::{self, Decision, HubAnswer};
 use super::ledger::{Entry, Ledger, Record};
 use super::runner::Action;
+use super::shared;
 use crate::apply::{Applier, DeleteOutcome, ManifestOutcome, ResourceRef};
 use crate::hub::session::Session;
 use crate::status;
@@ -247,6 +248,11 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
             entries.push(e.clone());
             continue;
         }
+        let others = staying_sharers(ctx, &name, r).await;
+        if !others.is_empty() {
+            tracing::info!(work = %name, kind = %r.kind, namespace = %r.namespace, object = %r.name, still_named_by = ?others, "the work no longer names it; leaving the object to the other works that applied it");
+            continue;
+        }
         tracing::info!(work = %name, kind = %r.kind, namespace = %r.namespace, object = %r.name, uid = %e.uid, reason = "the work no longer names it", "deleting");
         match ctx
             .applier
@@ -270,9 +276,16 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
         ..Default::default()
     };
     if record != previous {
+        let objects = previous.entries.iter().chain(&record.entries);
+        let sharers = shared::sharers(
+            &*ctx.records.read().await,
+            &name,
+            objects.map(|e| &e.reference),
+        );
         ctx.ledger.save(&name, &record).await?;
         ctx.records.write().await.insert(name.clone(), record);
         ctx.index_owners().await;
+        forget_clean_apply(ctx, &sharers).await;
     }
 
     let retryable_failure = outcomes
@@ -328,7 +341,7 @@ async fn push_status(
         .as_ref()
         .map(|r| r.manifests.as_slice())
         .unwrap_or_default();
-    let manifests: Vec<api::ManifestCondition> = outcomes
+    let mut manifests: Vec<api::ManifestCondition> = outcomes
         .iter()
         .map(|o| {
             status::manifest_condition(
@@ -341,6 +354,18 @@ async fn push_status(
             )
         })
         .collect();
+    {
+        let records = ctx.records.read().await;
+        for (m, o) in manifests.iter_mut().zip(outcomes) {
+            if let Some(r) = &o.reference {
+                let previous = prev_manifests
+                    .iter()
+                    .find(|p| p.resource_meta.ordinal == o.ordinal);
+                let others = shared::others_naming(&records, &name, r);
+                shared::mark_shared(m, &others, previous, work.metadata.generation, now);
+            }
+        }
+    }
     let failures: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.result.as_ref().err().map(|e| (o, e)))
@@ -441,6 +466,11 @@ async fn delete_recorded(
             tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, reason, "leaving the object on the cluster (orphaned by the delete option)");
             continue;
         }
+        let others = staying_sharers(ctx, name, &e.reference).await;
+        if !others.is_empty() {
+            tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, still_named_by = ?others, reason, "leaving the object to the other works that applied it");
+            continue;
+        }
         tracing::info!(work = name, kind = %e.reference.kind, namespace = %e.reference.namespace, object = %e.reference.name, uid = %e.uid, reason, "deleting");
         match ctx
             .applier
@@ -455,6 +485,12 @@ async fn delete_recorded(
             }
         }
     }
+    let sharers = shared::sharers(
+        &*ctx.records.read().await,
+        name,
+        record.entries.iter().map(|e| &e.reference),
+    );
+    forget_clean_apply(ctx, &sharers).await;
     if left.is_empty() {
         ctx.ledger.remove(name).await?;
         ctx.records.write().await.remove(name);
@@ -468,6 +504,33 @@ async fn delete_recorded(
     }
     ctx.index_owners().await;
     Ok(ctx.records.read().await.contains_key(name))
+}
+
+/// The other works that applied `r` and stay: on the hub and not being deleted. An
+/// object is deleted only by the last of its works to go (two works deleted together
+/// both delete it; the uid precondition makes the second a no-op).
+async fn staying_sharers(ctx: &Context, work: &str, r: &ResourceRef) -> Vec<String> {
+    let others = shared::others_naming(&*ctx.records.read().await, work, r);
+    let works = ctx.works.read().await;
+    others
+        .into_iter()
+        .filter(|w| {
+            works
+                .get(w)
+                .is_some_and(|w| w.metadata.deletion_timestamp.is_none())
+        })
+        .collect()
+}
+
+/// Makes the next resync re-apply these works (their shared objects changed hands, so
+/// their status must say so) even if none of their objects moved.
+async fn forget_clean_apply(ctx: &Context, works: &std::collections::BTreeSet<String>) {
+    let mut memory = ctx.memory.lock().await;
+    for w in works {
+        if let Some(m) = memory.get_mut(w) {
+            m.applied = None;
+        }
+    }
 }
 
 /// Cleans up a deleting work, then removes the agent's finalizer.
