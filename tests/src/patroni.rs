@@ -33,6 +33,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -250,8 +251,6 @@ impl Drop for HaProxy {
         self.daemon.stop(Duration::from_secs(2));
     }
 }
-
-use std::os::unix::process::CommandExt;
 
 /// One Patroni-managed Postgres.
 #[derive(Debug)]

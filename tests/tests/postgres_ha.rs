@@ -94,6 +94,7 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         None,
     )
     .expect("hub balancer");
+    eprintln!("postgres_ha: 3 hubs behind HAProxy on port {}", lb.port());
     let mut cfg = ClientConfig::load(&hubs[0].client_config_path()).unwrap();
     cfg.server = format!("https://localhost:{}", lb.port());
     let admin = HubClient::new(&cfg).unwrap();
@@ -107,6 +108,7 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         .wait_all_renewed(joined, Duration::from_secs(60))
         .await
         .expect("every agent renews");
+    eprintln!("postgres_ha: {AGENTS} agents joined and renewing");
 
     let mut figures = Vec::new();
     for fault in [
@@ -125,6 +127,7 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         tokio::time::sleep(Duration::from_secs(5)).await;
 
         let leader = db.leader().await.expect("a leader before the fault");
+        eprintln!("postgres_ha: {fault:?} (leader node{leader})");
         let at = Instant::now();
         match fault {
             Fault::KillPostgres => db.kill_postgres(leader).unwrap(),
