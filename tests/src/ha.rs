@@ -84,9 +84,11 @@ impl Writers {
                         let name = format!("{cluster}-w{w}-{seq:06}");
                         let work = padded_work(&cluster, &name, 300, seq * 64 + w as u64);
                         let started = Instant::now();
-                        let answer =
-                            tokio::time::timeout(Duration::from_secs(30), client.put_work(&work, None))
-                                .await;
+                        let answer = tokio::time::timeout(
+                            Duration::from_secs(30),
+                            client.put_work(&work, None),
+                        )
+                        .await;
                         let done = Instant::now();
                         let mut log = log.lock().expect("write log");
                         match answer {
@@ -102,7 +104,8 @@ impl Writers {
                             }
                             Err(_) => {
                                 log.failures.push((started, done));
-                                log.first_error.get_or_insert_with(|| "timed out after 30 s".into());
+                                log.first_error
+                                    .get_or_insert_with(|| "timed out after 30 s".into());
                             }
                         }
                     }
@@ -125,6 +128,63 @@ impl Writers {
             .filter(|a| a.started >= fault)
             .map(|a| a.done.duration_since(fault).as_secs_f64())
             .reduce(f64::min)
+    }
+
+    /// Seconds from `fault` until writes worked again: until the first acknowledged write
+    /// that started after the last write that failed or took over a second (of those
+    /// answered after `fault`). 0 when none did.
+    pub fn back_after(&self, fault: Instant) -> Option<f64> {
+        let log = self.log.lock().expect("write log");
+        let slow = Duration::from_secs(1);
+        let last_bad = log
+            .failures
+            .iter()
+            .filter(|(_, done)| *done >= fault)
+            .map(|(started, _)| *started)
+            .chain(
+                log.acks
+                    .iter()
+                    .filter(|a| a.done >= fault && a.done.duration_since(a.started) > slow)
+                    .map(|a| a.started),
+            )
+            .max();
+        let Some(last_bad) = last_bad else {
+            return Some(0.0);
+        };
+        log.acks
+            .iter()
+            .filter(|a| a.started > last_bad)
+            .map(|a| a.done.saturating_duration_since(fault).as_secs_f64())
+            .reduce(f64::min)
+    }
+
+    /// When writes failed, relative to `fault` (seconds, negative before it): the first
+    /// and last failed write's start, how many failed after it, and the slowest
+    /// acknowledgement of a write answered after it.
+    pub fn timeline(&self, fault: Instant) -> String {
+        let log = self.log.lock().expect("write log");
+        let rel = |t: Instant| {
+            if t >= fault {
+                t.duration_since(fault).as_secs_f64()
+            } else {
+                -fault.duration_since(t).as_secs_f64()
+            }
+        };
+        let starts: Vec<f64> = log.failures.iter().map(|(s, _)| rel(*s)).collect();
+        let first = starts.iter().copied().reduce(f64::min);
+        let last = starts.iter().copied().reduce(f64::max);
+        let after = log.failures.iter().filter(|(_, d)| *d >= fault).count();
+        let slowest = log
+            .acks
+            .iter()
+            .filter(|a| a.done >= fault)
+            .map(|a| a.done.duration_since(a.started).as_secs_f64())
+            .reduce(f64::max)
+            .unwrap_or(0.0);
+        format!(
+            "failed writes started {first:.1?}..{last:.1?} s, {after} answered after the \
+             fault; slowest ack after it {slowest:.2} s"
+        )
     }
 
     /// Waits until a write that started after `fault` was acknowledged, or `timeout`.
@@ -216,7 +276,9 @@ impl Reader {
                                 )
                             })
                             .collect();
-                        log.lock().expect("reader log").push(Seen { index: at, works });
+                        log.lock()
+                            .expect("reader log")
+                            .push(Seen { index: at, works });
                         index = Some(at);
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -93,8 +93,10 @@ fn signal(pid: u32, signal: &str) {
 
 /// Whether `pid` runs (a zombie counts as gone).
 fn running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        !s.lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+    })
 }
 
 /// The children of `pid`, from /proc.
@@ -167,7 +169,11 @@ impl HaProxy {
     pub fn start(listen: &str, dir: Option<&Path>) -> anyhow::Result<HaProxy> {
         let own = match dir {
             Some(_) => None,
-            None => Some(tempfile::Builder::new().prefix("fleethub-haproxy-").tempdir()?),
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("fleethub-haproxy-")
+                    .tempdir()?,
+            ),
         };
         let dir = dir
             .map(Path::to_path_buf)
@@ -656,7 +662,11 @@ postgresql:
             String::from_utf8_lossy(&out.stderr)
         );
         if !out.status.success() {
-            bail!("patronictl {} failed ({}): {text}", args.join(" "), out.status);
+            bail!(
+                "patronictl {} failed ({}): {text}",
+                args.join(" "),
+                out.status
+            );
         }
         Ok(text)
     }

@@ -67,9 +67,9 @@ impl StoreError {
                 // cannot connect now) and 25006 (read-only transaction: behind a balancer
                 // during a failover the connection reached a standby, or a demoted
                 // primary, which refuses every write alike).
-                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-                    c.starts_with("08") || c.starts_with("57P") || c == "25006"
-                }),
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25006"),
                 _ => false,
             },
             _ => false,
