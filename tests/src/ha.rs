@@ -158,6 +158,12 @@ impl Writers {
             .reduce(f64::min)
     }
 
+    /// When the last failed write was answered.
+    pub fn last_failure(&self) -> Option<Instant> {
+        let log = self.log.lock().expect("write log");
+        log.failures.iter().map(|(_, done)| *done).max()
+    }
+
     /// When writes failed, relative to `fault` (seconds, negative before it): the first
     /// and last failed write's start, how many failed after it, and the slowest
     /// acknowledgement of a write answered after it.

@@ -692,11 +692,14 @@ postgresql:
 impl Drop for PatroniCluster {
     fn drop(&mut self) {
         self.haproxy.take();
-        for i in 0..self.nodes.len() {
-            if let Some(mut p) = self.nodes[i].patroni.take() {
+        for node in &mut self.nodes {
+            if let Some(mut p) = node.patroni.take() {
                 // Patroni stops its Postgres on SIGTERM.
                 p.stop(Duration::from_secs(15));
             }
+        }
+        for i in 0..self.nodes.len() {
+            // A postmaster left behind (its Patroni was killed, or hung).
             if let Some(pm) = self.postmaster_pid(i)
                 && running(pm)
             {

@@ -174,8 +174,18 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
                 fleet.not_renewed_since(at)
             )
         });
+        // Writes are back for good only once none has failed for a while: a switchover's
+        // writes fail on and off until HAProxy has marked the old leader down and the new
+        // one up, later than the first write that went through.
+        let quiet = Duration::from_secs(3);
+        while at.elapsed() < AGENTS_BACK_WITHIN
+            && (writers.back_after(at).is_none()
+                || writers.last_failure().is_some_and(|t| t.elapsed() < quiet))
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         // A little steady load after recovery, then count.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(quiet).await;
         // From the fault until writes worked again (after the last failure), not just
         // until one went through (a switchover starts a few seconds after the command).
         let writes_back = writers.back_after(at).unwrap_or(writes_back);
