@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what this machine is missing first:
-#   1. Debian's postgresql (the tests start their own servers from its binaries),
+#   1. Debian's postgresql (the tests start their own servers from its binaries), Debian's
+#      haproxy and Patroni (PyPI, into ~/.cache/fleethub/venv) for the Postgres HA test,
 #   2. the test-cluster binaries (tests/cluster/build.sh, cached under ~/.cache/fleethub),
 #      Debian's systemd (systemd-analyze) and promtool (tests/tools/build-promtool.sh, cached),
 #   3. cargo test --workspace, with CARGO_TARGET_DIR under ~/.cache so later runs reuse
@@ -137,6 +138,35 @@ if ! id postgres >/dev/null 2>&1; then
   exit 1
 fi
 echo "run.sh: postgres binaries: $pg_bin ($("$pg_bin/postgres" --version))" >&2
+
+# --- 1b. Postgres HA: HAProxy (Debian) and Patroni (PyPI) ----------------------------
+# tests/tests/postgres_ha.rs runs Patroni-managed Postgres behind HAProxy, with the etcd
+# built below as Patroni's store. Patroni goes into the project's venv, pinned.
+phase "haproxy and patroni"
+patroni_version=4.0.6
+psycopg2_version=2.9.10
+if ! command -v haproxy >/dev/null; then
+  echo "run.sh: installing Debian's haproxy" >&2
+  apt_get update
+  apt_get install --no-install-recommends haproxy
+  # The package starts its own haproxy on port 80 where systemd runs; the tests start
+  # their own.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now haproxy >/dev/null 2>&1 || true
+  fi
+fi
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/fleethub/venv"
+if ! "$venv/bin/patroni" --version 2>/dev/null | grep -q " $patroni_version\$"; then
+  echo "run.sh: installing patroni $patroni_version into $venv" >&2
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_get update
+    apt_get install --no-install-recommends python3-venv
+  fi
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "patroni[etcd3]==$patroni_version" \
+    "psycopg2-binary==$psycopg2_version"
+fi
+echo "run.sh: $(haproxy -v | head -n 1); $("$venv/bin/patroni" --version)" >&2
 
 # --- 2. Test-cluster binaries -------------------------------------------------------
 phase "test-cluster binaries"

@@ -360,8 +360,8 @@ pub fn pgbench_path() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Who runs `initdb` and `postgres`.
-enum RunAs {
+/// Who runs `initdb` and `postgres` (also Patroni, in [`crate::patroni`]).
+pub(crate) enum RunAs {
     CurrentUser,
     /// The `postgres` system user, because we are root.
     Postgres {
@@ -371,7 +371,7 @@ enum RunAs {
 }
 
 impl RunAs {
-    fn detect() -> anyhow::Result<RunAs> {
+    pub(crate) fn detect() -> anyhow::Result<RunAs> {
         if effective_uid()? != 0 {
             return Ok(RunAs::CurrentUser);
         }
@@ -395,7 +395,7 @@ impl RunAs {
         })
     }
 
-    fn apply(&self, command: &mut Command) {
+    pub(crate) fn apply(&self, command: &mut Command) {
         if let RunAs::Postgres { uid, gid } = self {
             // std drops supplementary groups when root sets a uid.
             command.uid(*uid).gid(*gid);
@@ -416,7 +416,7 @@ fn effective_uid() -> anyhow::Result<u32> {
 
 /// A temporary directory the server's user owns. As root it lives in the system temp dir
 /// only if the `postgres` user can reach it there, else in /tmp.
-fn temp_dir_for(run_as: &RunAs) -> anyhow::Result<tempfile::TempDir> {
+pub(crate) fn temp_dir_for(run_as: &RunAs) -> anyhow::Result<tempfile::TempDir> {
     let builder = || {
         let mut builder = tempfile::Builder::new();
         builder.prefix("fleethub-pg-");
@@ -442,7 +442,7 @@ fn temp_dir_for(run_as: &RunAs) -> anyhow::Result<tempfile::TempDir> {
 }
 
 /// Whether every directory from `/` down to `path` lets other users through.
-fn world_searchable(path: &Path) -> bool {
+pub(crate) fn world_searchable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.ancestors().all(|dir| {
         dir.as_os_str().is_empty()

@@ -86,7 +86,7 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(_) => Error::Unavailable(e),
+            StoreError::Database(_) | StoreError::CommitUnknown(_) => Error::Unavailable(e),
             other => Error::Internal(other.to_string()),
         }
     }

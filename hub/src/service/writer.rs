@@ -336,6 +336,17 @@ async fn run(
         }
         match result {
             Ok(()) => jobs.into_iter().for_each(|j| j.answer(None)),
+            Err(StoreError::CommitUnknown(e)) => {
+                // The commit may have happened: retrying could apply a write twice, and
+                // answering success could acknowledge one that a failover lost. Every
+                // write of the batch is answered 503 and its caller decides (a read
+                // shows whether it landed).
+                tracing::error!(error = %e, writes = jobs.len(), "commit outcome unknown; batch answered unavailable");
+                for j in jobs {
+                    let copy = StoreError::CommitUnknown(Box::new(e.unreachable_copy()));
+                    j.answer(Some(Error::Unavailable(copy)));
+                }
+            }
             Err(e) if e.is_unreachable() => {
                 // Without a database every write fails alike. Retrying them one by one (below)
                 // would make each wait out the pool's acquire timeout in turn, so that the
@@ -354,6 +365,7 @@ async fn run(
                     let mut one = vec![job];
                     let result = commit(&*store, &feed, &mut one).await;
                     failing.store(result.is_err(), Ordering::Relaxed);
+                    // An unknown outcome here too is a 503 (`From` maps it so).
                     let failure = result.err().map(Error::from);
                     if let Some(j) = one.pop() {
                         j.answer(failure);
@@ -410,7 +422,10 @@ async fn commit(
     }
     let changes = std::mem::take(&mut batch.changes);
     let audit = std::mem::take(&mut batch.audit);
-    tx.commit(&changes, &audit).await?;
+    // Past this point the server may have committed even when we hear an error.
+    tx.commit(&changes, &audit)
+        .await
+        .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
     // The writes are durable now: a failure to publish must not fail (and so repeat) them.
     // The feed's poll catches up on its own.
     if let Err(e) = feed.publish_local(store, changes).await {

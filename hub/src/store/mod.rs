@@ -64,6 +64,12 @@ pub enum StoreError {
     /// A leadership's connection stopped answering in time, or was lost before.
     #[error("leadership lost: {0}")]
     LeadershipLost(&'static str),
+    /// Committing failed, so whether the transaction committed is unknown: the connection
+    /// may have died after the server committed (or, under synchronous replication, after
+    /// it committed locally but before a standby confirmed it, and a failover to that
+    /// standby then drops it). Its writes must be answered as failed, never retried.
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(#[source] Box<StoreError>),
 }
 
 impl StoreError {
@@ -77,11 +83,13 @@ impl StoreError {
                 | sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::WorkerCrashed => true,
-                // SQLSTATE class 08 (connection exception) and 57P (admin, crash shutdown,
-                // cannot connect now).
+                // SQLSTATE class 08 (connection exception), 57P (admin, crash shutdown,
+                // cannot connect now) and 25006 (read-only transaction: behind a balancer
+                // during a failover the connection reached a standby, or a demoted
+                // primary, which refuses every write alike).
                 sqlx::Error::Database(db) => db
                     .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25006"),
                 _ => false,
             },
             _ => false,

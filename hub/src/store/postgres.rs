@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sha2::Digest;
 use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use super::{Change, IndexStream, Leadership, NewAuditEntry, StoreError, sql::sql_store};
 
@@ -31,12 +31,31 @@ impl PgStore {
 
     /// Connects and applies migrations (sqlx serialises concurrent migrators with an
     /// advisory lock, so hubs may start together).
+    ///
+    /// The pool is set for a database that fails over (Patroni behind HAProxy, a cloud
+    /// database's endpoint): see "High availability" in docs/operations.md.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let options = options.application_name("fleethub").options([
+            // Server side: the session of a hub whose machine or network died is ended
+            // (and the change-index row lock its open write held is freed) within about
+            // ten seconds instead of the kernel's two hours. sqlx has no client-side
+            // keepalive; a balancer that cuts sessions of a failed server
+            // (`on-marked-down shutdown-sessions`) covers that side.
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // Also bounds connecting: a leader that does not answer yet fails the request
+            // with 503 after 5 s instead of holding it.
             .acquire_timeout(Duration::from_secs(5))
+            // A pooled connection is pinged before use: one that a failover cut is
+            // replaced then, instead of failing the request that drew it.
+            .test_before_acquire(true)
             .after_release(|conn, _| Box::pin(super::release_outside_transaction(conn)))
-            .connect(url)
+            .connect_with(options)
             .await?;
         super::schema::migrate(&sqlx::migrate!("../migrations/postgres"), &pool).await?;
         Ok(PgStore { pool })
