@@ -107,7 +107,7 @@ mod tests {
                     uid: format!("uid-{n}"),
                 })
                 .collect(),
-            delete_option: None,
+            ..Default::default()
         }
     }
 
