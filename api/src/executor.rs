@@ -7,7 +7,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::types::Extra;
+/// Fields not modelled, kept verbatim (as `types::Extra`, named here so this module
+/// depends on nothing else of the crate).
+type Extra = serde_json::Map<String, serde_json::Value>;
 
 /// The only executor subject type (as in OCM).
 pub const EXECUTOR_SERVICE_ACCOUNT: &str = "ServiceAccount";

@@ -10,7 +10,9 @@ use api::{CLUSTER_API_VERSION, FieldError, ManagedCluster, ManifestWork, WORK_AP
 
 use super::error::{Error, Result};
 
+mod executor;
 mod ignore_fields;
+pub use executor::validate_executor;
 pub use ignore_fields::check_ignore_fields;
 
 /// Checks a cluster name from a path.
@@ -105,7 +107,7 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
         }
     }
     check_ignore_fields(work, &mut bad);
-    errs.extend(super::executor::validate_executor(
+    errs.extend(validate_executor(
         work.spec.executor.as_ref(),
         "spec.executor",
     ));
