@@ -8,6 +8,7 @@ use api::selector::{
 };
 use api::{CLUSTER_API_VERSION, FieldError, ManagedCluster, ManifestWork, WORK_API_VERSION};
 
+use super::condition_rules::check_condition_rules;
 use super::error::{Error, Result};
 
 /// Checks a cluster name from a path.
@@ -101,6 +102,7 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
             );
         }
     }
+    errs.extend(check_condition_rules(&work.spec));
     if !errs.is_empty() {
         return Err(Error::invalid_fields(errs));
     }
