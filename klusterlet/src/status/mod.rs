@@ -12,11 +12,14 @@
 //!   `statusFeedback` of one manifest.
 //! * [`work_conditions`]: `Applied`, `Available`, `Ready`, `Progressing`, `Degraded` of the
 //!   work, with messages naming the manifests at fault.
+//! * [`rules`]: `conditionRules` (CEL and OCM's well-known `Complete`) on each manifest,
+//!   aggregated on the work.
 
 mod conditions;
 mod feedback;
 mod jsonpath;
 mod readiness;
+pub mod rules;
 #[cfg(test)]
 mod testing;
 
