@@ -5,8 +5,8 @@
 //! [`condition_rules`]),
 //! [`cluster_status`], [`secrets`], [`tokens`] and [`authn`]; then the rules of each
 //! resource ([`works`], [`work_lists`], [`clusters`], [`registration`], [`leases`],
-//! [`access`], [`audit`]), each adding its methods to [`Hub`]. A module only uses modules
-//! listed before it.
+//! [`access`], [`audit`], [`work_ttl`]), each adding its methods to [`Hub`]. A module
+//! only uses modules listed before it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,7 @@ pub mod summary;
 pub mod tokens;
 pub mod validate;
 pub mod work_lists;
+pub mod work_ttl;
 pub mod works;
 pub mod writer;
 
