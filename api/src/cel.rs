@@ -55,7 +55,10 @@ mod tests {
         let env = cel::Env::stdlib();
         assert!(compile(&env, "object.status.ready == true").is_ok());
         let e = compile(&env, "object.status.(").unwrap_err();
-        assert!(e.starts_with("CEL does not compile: line 1, column "), "{e}");
+        assert!(
+            e.starts_with("CEL does not compile: line 1, column "),
+            "{e}"
+        );
         assert_eq!(compile(&env, "  ").unwrap_err(), "empty CEL expression");
         assert!(compile(&env, &"a".repeat(MAX_CEL_LENGTH + 1)).is_err());
     }

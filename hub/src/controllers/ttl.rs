@@ -295,7 +295,10 @@ mod tests {
         s.update(key("plain"), Some(&work("plain", None, None)));
         assert!(s.wants(&change("ttl", true)));
         assert!(!s.wants(&change("plain", true)));
-        assert!(s.wants(&change("plain", false)), "a user may have added a TTL");
+        assert!(
+            s.wants(&change("plain", false)),
+            "a user may have added a TTL"
+        );
         assert!(s.wants(&change("new", false)));
         let mut cluster = change("c1", false);
         cluster.kind = ChangeKind::Cluster;

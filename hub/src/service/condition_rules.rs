@@ -194,9 +194,7 @@ mod tests {
             [format!("{AT}[0].condition")]
         );
         assert_eq!(
-            fields(rules(
-                json!([{"type": "CEL", "celExpressions": ["true"]}])
-            )),
+            fields(rules(json!([{"type": "CEL", "celExpressions": ["true"]}]))),
             [format!("{AT}[0].condition")]
         );
         assert_eq!(
@@ -238,7 +236,9 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(errors[0].0, format!("{AT}[0].celExpressions[1]"));
         assert!(
-            errors[0].1.starts_with("CEL does not compile: line 1, column "),
+            errors[0]
+                .1
+                .starts_with("CEL does not compile: line 1, column "),
             "{}",
             errors[0].1
         );

@@ -27,7 +27,11 @@ pub fn expiry(work: &ManifestWork) -> Option<DateTime<Utc>> {
     if work.metadata.deletion_timestamp.is_some() || owning_set(work).is_some() {
         return None;
     }
-    let ttl = work.spec.delete_option.as_ref()?.ttl_seconds_after_finished?;
+    let ttl = work
+        .spec
+        .delete_option
+        .as_ref()?
+        .ttl_seconds_after_finished?;
     let complete = find_condition(&work.status.conditions, COMPLETE)?;
     if !complete.is_true() || complete.observed_generation != work.metadata.generation {
         return None;
@@ -198,6 +202,10 @@ mod tests {
             .metadata
             .labels
             .insert(api::fleet::SET_LABEL.into(), "ns.set".into());
-        assert_eq!(expiry(&owned), None, "a set's works are the set's to delete");
+        assert_eq!(
+            expiry(&owned),
+            None,
+            "a set's works are the set's to delete"
+        );
     }
 }

@@ -381,9 +381,18 @@ mod tests {
             &job(json!([{"type": "Complete", "status": "True"}])),
             rule.clone(),
         );
-        assert_eq!((done.status, done.message.as_str()), ("True", "Job is finished"));
-        let failed = one(&job(json!([{"type": "Failed", "status": "True"}])), rule.clone());
-        assert_eq!(failed.status, "True", "a failed Job is finished too, as in OCM");
+        assert_eq!(
+            (done.status, done.message.as_str()),
+            ("True", "Job is finished")
+        );
+        let failed = one(
+            &job(json!([{"type": "Failed", "status": "True"}])),
+            rule.clone(),
+        );
+        assert_eq!(
+            failed.status, "True",
+            "a failed Job is finished too, as in OCM"
+        );
         let suspended = one(&job(json!([{"type": "Suspended", "status": "True"}])), rule);
         assert_eq!(suspended.status, "False");
         // No condition name: Complete.
@@ -392,7 +401,11 @@ mod tests {
             json!({"type": "WellKnownConditions", "message": "all done"}),
         );
         assert_eq!(
-            (unnamed.type_.as_str(), unnamed.status, unnamed.message.as_str()),
+            (
+                unnamed.type_.as_str(),
+                unnamed.status,
+                unnamed.message.as_str()
+            ),
             ("Complete", "True", "all done")
         );
     }
@@ -434,7 +447,10 @@ mod tests {
             }
         );
         let down = one(&deployment(0), rule);
-        assert_eq!((down.status, down.message.as_str()), ("False", "Manifest is not Up"));
+        assert_eq!(
+            (down.status, down.message.as_str()),
+            ("False", "Manifest is not Up")
+        );
 
         let with_message = json!({"type": "CEL", "condition": "Up", "message": "fixed",
             "celExpressions": ["object.status.availableReplicas >= 1"],
@@ -450,21 +466,39 @@ mod tests {
             &deployment(1),
             json!({"type": "CEL", "condition": "Ready2", "celExpressions": ["object.status.readyReplicas >= 1"]}),
         );
-        assert_eq!((missing.status, missing.reason), ("False", EXPRESSION_ERROR));
-        assert!(missing.message.contains("readyReplicas"), "{}", missing.message);
+        assert_eq!(
+            (missing.status, missing.reason),
+            ("False", EXPRESSION_ERROR)
+        );
+        assert!(
+            missing.message.contains("readyReplicas"),
+            "{}",
+            missing.message
+        );
         let not_bool = one(
             &deployment(1),
             json!({"type": "CEL", "condition": "X", "celExpressions": ["object.status.replicas"]}),
         );
-        assert_eq!((not_bool.status, not_bool.reason), ("False", EXPRESSION_ERROR));
-        assert!(not_bool.message.contains("expected a bool"), "{}", not_bool.message);
+        assert_eq!(
+            (not_bool.status, not_bool.reason),
+            ("False", EXPRESSION_ERROR)
+        );
+        assert!(
+            not_bool.message.contains("expected a bool"),
+            "{}",
+            not_bool.message
+        );
         // A stored rule that does not compile (the hub refuses new ones) says where.
         let broken = one(
             &deployment(1),
             json!({"type": "CEL", "condition": "X", "celExpressions": ["object.status.("]}),
         );
         assert_eq!(broken.status, "False");
-        assert!(broken.message.contains("line 1, column"), "{}", broken.message);
+        assert!(
+            broken.message.contains("line 1, column"),
+            "{}",
+            broken.message
+        );
         // A failing message expression keeps the result and explains itself.
         let bad_message = one(
             &deployment(1),
@@ -472,7 +506,11 @@ mod tests {
                    "messageExpression": "object.nope"}),
         );
         assert_eq!(bad_message.status, "True");
-        assert!(bad_message.message.contains("nope"), "{}", bad_message.message);
+        assert!(
+            bad_message.message.contains("nope"),
+            "{}",
+            bad_message.message
+        );
         let unknown = one(&deployment(1), json!({"type": "Later", "condition": "X"}));
         assert_eq!((unknown.status, unknown.reason), ("Unknown", INVALID));
     }
@@ -505,10 +543,16 @@ mod tests {
 
     #[test]
     fn the_work_is_complete_when_every_reporting_manifest_is() {
-        let done = manifest(&[("Applied", "True", "AppliedManifestComplete"), ("Complete", "True", EVALUATED)]);
+        let done = manifest(&[
+            ("Applied", "True", "AppliedManifestComplete"),
+            ("Complete", "True", EVALUATED),
+        ]);
         let running = manifest(&[("Complete", "False", EVALUATED)]);
         let plain = manifest(&[("Applied", "True", "AppliedManifestComplete")]);
-        let errored = manifest(&[("Complete", "False", EXPRESSION_ERROR), ("Up", "True", EVALUATED)]);
+        let errored = manifest(&[
+            ("Complete", "False", EXPRESSION_ERROR),
+            ("Up", "True", EVALUATED),
+        ]);
 
         let all = aggregate(&[done.clone(), done.clone(), plain.clone()]);
         assert_eq!(
