@@ -236,6 +236,49 @@ async fn a_finished_job_is_complete_and_its_work_deleted_after_the_ttl() {
     drop(fleet.hub);
 }
 
+/// As OCM: once its rules say the work is Complete, the agent stops applying it, so a
+/// finished Job that someone cleans up is not run again by the next resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_work_is_not_applied_again() {
+    let fleet = Fleet::start("finished").await;
+    let ns = &fleet.namespace;
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "once", "namespace": ns},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "run", "image": "busybox", "command": ["true"]}]
+        }}}
+    });
+    let configs = json!([{
+        "resourceIdentifier": {"group": "batch", "resource": "jobs", "name": "once", "namespace": ns},
+        "conditionRules": [{"type": "WellKnownConditions", "condition": "Complete"}]
+    }]);
+    fleet.put("batch", vec![job], configs, Value::Null).await;
+    fleet
+        .wait_work("batch", |w| is(w, "Complete", "True"))
+        .await;
+
+    let jobs: Api<Job> = Api::namespaced(managed().await.client(), ns);
+    jobs.delete("once", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while jobs.get_opt("once").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Job was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several resyncs (1 s here) later, the Job is still gone and the work still Complete.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        jobs.get_opt("once").await.unwrap().is_none(),
+        "the finished Job was created again\nagent log:\n{}",
+        fleet.agent_log()
+    );
+    let w = fleet.wait_work("batch", |w| w.is_some()).await;
+    assert!(is(w.as_ref(), "Complete", "True"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cel_rules_on_a_deployment_and_a_run_time_error() {
     let fleet = Fleet::start("cel").await;

@@ -12,15 +12,15 @@
 //!
 //! The work gets each rule-made condition aggregated over the manifests that report it
 //! (False wins, then Unknown, else True), so a work whose manifests are all `Complete`
-//! is `Complete`. Expressions are compiled once and cached by their text: a status pass
-//! only runs them.
+//! is `Complete`; as in OCM, the agent then stops applying it ([`work_complete`]).
+//! Expressions are compiled once and cached by their text: a status pass only runs them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use api::status::COMPLETE;
-use api::{Condition, ConditionRule, ConditionRuleType, ManifestCondition};
+use api::{Condition, ConditionRule, ConditionRuleType, ManifestCondition, ManifestWorkStatus};
 use serde_json::Value;
 
 /// The prefix of every reason a rule sets (OCM's): how rule-made conditions are told apart.
@@ -155,6 +155,13 @@ fn well_known(object: &Value) -> Option<(&'static str, &'static str)> {
 /// Whether a condition was set by a rule.
 pub fn is_rule_made(condition: &Condition) -> bool {
     condition.reason.starts_with(REASON_PREFIX)
+}
+
+/// Whether a work's status says it is `Complete` (by its rules) for this generation: OCM's
+/// agent then stops applying it.
+pub fn work_complete(status: &ManifestWorkStatus, generation: Option<i64>) -> bool {
+    api::find_condition(&status.conditions, COMPLETE)
+        .is_some_and(|c| c.is_true() && c.observed_generation == generation && is_rule_made(c))
 }
 
 /// The rule-made conditions of `previous` for this generation, kept when the object could
@@ -574,6 +581,28 @@ mod tests {
         let unknown = manifest(&[("Complete", "Unknown", INVALID)]);
         assert_eq!(aggregate(&[unknown])[0].status, "Unknown");
         assert_eq!(aggregate(&[]), []);
+    }
+
+    #[test]
+    fn a_work_complete_for_its_generation_is_finished() {
+        let status = |reason: &str, status: &str, generation: i64| ManifestWorkStatus {
+            conditions: vec![Condition {
+                type_: COMPLETE.into(),
+                status: status.into(),
+                reason: reason.into(),
+                observed_generation: Some(generation),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(work_complete(&status(AGGREGATED, "True", 2), Some(2)));
+        assert!(!work_complete(&status(AGGREGATED, "False", 2), Some(2)));
+        assert!(
+            !work_complete(&status(AGGREGATED, "True", 1), Some(2)),
+            "a new spec is applied"
+        );
+        assert!(!work_complete(&status("SomethingElse", "True", 2), Some(2)));
+        assert!(!work_complete(&ManifestWorkStatus::default(), Some(2)));
     }
 
     #[test]

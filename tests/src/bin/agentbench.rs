@@ -65,6 +65,7 @@ enum Command {
     Rules500(Rules500Args),
 }
 
+#[path = "agentbench/rules.rs"]
 mod rules;
 
 #[derive(Debug, clap::Args)]
