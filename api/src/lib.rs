@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cel;
 pub mod client;
 pub mod config;
 pub mod executor;

@@ -18,6 +18,10 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 /// Work condition: failing without prospect, or for too long.
 pub const DEGRADED: &str = "Degraded";
+/// Manifest and work condition set by `conditionRules` (OCM's): the resource finished
+/// (a Job or Pod with `WellKnownConditions`); a work is Complete when every manifest that
+/// reports it is. The hub deletes a Complete work after `ttlSecondsAfterFinished`.
+pub const COMPLETE: &str = "Complete";
 /// Work condition the hub sets while a deletion waits for the agent.
 pub const DELETING: &str = "Deleting";
 

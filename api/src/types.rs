@@ -2,7 +2,7 @@
 //! `work.open-cluster-management.io/v1` and `cluster.open-cluster-management.io/v1`.
 //!
 //! Every struct keeps the fields it does not model in `extra`, so a document pushed by a
-//! user (for example with `manifestConfigs[].conditionRules`) comes back
+//! user (for example with `manifestConfigs[].feedbackScrapeType`) comes back
 //! exactly as it went in.
 
 use std::collections::BTreeMap;
@@ -218,7 +218,7 @@ pub struct DeleteOption {
     /// The resources to orphan with `SelectivelyOrphan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selectively_orphans: Option<SelectivelyOrphan>,
-    /// Delete the work this long after it finished (stored; acted on later).
+    /// The hub deletes the work this long after it reported `Complete=True`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<i64>,
     /// Fields we do not model.
@@ -265,7 +265,50 @@ pub struct ManifestConfigOption {
     /// How to apply the resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_strategy: Option<UpdateStrategy>,
-    /// Fields we do not model (for example `conditionRules`).
+    /// Conditions the agent sets on this manifest from its live object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub condition_rules: Vec<ConditionRule>,
+    /// Fields we do not model (for example `feedbackScrapeType`).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The kind of a condition rule. Unknown names are kept (and refused by the hub) so that a
+/// stored document always reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionRuleType {
+    /// OCM's built-in `Complete` rules for Jobs and Pods.
+    WellKnownConditions,
+    /// The rule's own `celExpressions`.
+    #[serde(rename = "CEL")]
+    Cel,
+    /// Any other name, as given.
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// `manifestConfigs[].conditionRules[]`: sets the condition `condition` on the manifest
+/// from CEL expressions over its live object (`object`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionRule {
+    /// The condition type set on the manifest, e.g. `Complete`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub condition: String,
+    /// WellKnownConditions or CEL.
+    #[serde(rename = "type")]
+    pub type_: ConditionRuleType,
+    /// For CEL: all must be true for the condition to be True.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cel_expressions: Vec<String>,
+    /// The condition's message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// A CEL expression over `object` and `result` giving the message; wins over `message`
+    /// when it gives a non-empty string.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message_expression: String,
+    /// Fields we do not model.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -704,7 +747,9 @@ mod tests {
                 "executor": {"subject": {"type": "ServiceAccount"}},
                 "manifestConfigs": [{
                     "resourceIdentifier": {"group": "apps", "resource": "deployments", "name": "d", "namespace": "n"},
-                    "conditionRules": [{"type": "CEL"}],
+                    "conditionRules": [{"type": "CEL"}, {"condition": "Complete", "type": "WellKnownConditions", "future": 1},
+                        {"condition": "Up", "type": "CEL", "celExpressions": ["object.status.ready"], "message": "m",
+                         "messageExpression": "result ? 'up' : 'down'"}, {"condition": "X", "type": "Later"}],
                     "updateStrategy": {"type": "ServerSideApply", "serverSideApply": {"force": true, "ignoreFields": [{"condition": "OnSpokeChange"}]}}
                 }]
             },

@@ -1,7 +1,8 @@
 //! Controllers: loops that keep the hub's records true to the world. Each is driven by
 //! the change feed or a timer, reads and writes through the service only (its writes go
 //! through the writer like every request's), and lives as long as the [`Hub`] it serves.
-//! Placement, sets and rollouts join the lease controller here.
+//! Placement, sets and rollouts join the lease controller here, and [`ttl`] deletes works
+//! that finished.
 
 use std::sync::Arc;
 
@@ -9,9 +10,11 @@ use crate::service::Hub;
 
 pub mod fleet;
 pub mod leases;
+pub mod ttl;
 
 /// Starts every controller of `hub`; each stops once the hub is dropped.
 pub fn start(hub: &Arc<Hub>) {
     tokio::spawn(leases::run(Arc::downgrade(hub)));
     tokio::spawn(fleet::run(Arc::downgrade(hub)));
+    tokio::spawn(ttl::run(Arc::downgrade(hub)));
 }

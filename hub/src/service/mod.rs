@@ -1,11 +1,12 @@
 //! Business rules of the hub. Handlers call [`Hub`]; SQL stays in [`crate::store`].
 //!
 //! The layers, lowest first: [`error`], [`feed`] (the change index), [`cache`], [`writer`]
-//! (group commit of typed ops) and [`query`] (the one blocking read); [`validate`],
+//! (group commit of typed ops) and [`query`] (the one blocking read); [`validate`] (with
+//! [`condition_rules`]),
 //! [`cluster_status`], [`secrets`], [`tokens`] and [`authn`]; then the rules of each
 //! resource ([`works`], [`work_lists`], [`clusters`], [`registration`], [`leases`],
-//! [`access`], [`audit`]), each adding its methods to [`Hub`]. A module only uses modules
-//! listed before it.
+//! [`access`], [`audit`], [`work_ttl`]), each adding its methods to [`Hub`]. A module
+//! only uses modules listed before it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub mod authn;
 pub mod cache;
 pub mod cluster_status;
 pub mod clusters;
+pub mod condition_rules;
 pub mod error;
 pub mod executor;
 pub mod feed;
@@ -38,6 +40,7 @@ pub mod summary;
 pub mod tokens;
 pub mod validate;
 pub mod work_lists;
+pub mod work_ttl;
 pub mod works;
 pub mod writer;
 

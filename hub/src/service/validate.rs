@@ -8,6 +8,7 @@ use api::selector::{
 };
 use api::{CLUSTER_API_VERSION, FieldError, ManagedCluster, ManifestWork, WORK_API_VERSION};
 
+use super::condition_rules::check_condition_rules;
 use super::error::{Error, Result};
 
 mod executor;
@@ -107,6 +108,7 @@ pub fn validate_work(cluster: &str, name: &str, work: &mut ManifestWork) -> Resu
         }
     }
     check_ignore_fields(work, &mut bad);
+    errs.extend(check_condition_rules(&work.spec));
     errs.extend(validate_executor(
         work.spec.executor.as_ref(),
         "spec.executor",

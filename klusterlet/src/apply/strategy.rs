@@ -1,7 +1,10 @@
 //! `manifestConfigs`: which options a manifest gets, and how each update strategy writes
 //! it.
 
-use api::{FeedbackRule, ManifestConfigOption, ManifestWork, UpdateStrategy, UpdateStrategyType};
+use api::{
+    ConditionRule, FeedbackRule, ManifestConfigOption, ManifestWork, UpdateStrategy,
+    UpdateStrategyType,
+};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
@@ -16,6 +19,8 @@ pub struct ManifestConfig<'a> {
     pub feedback_rules: &'a [FeedbackRule],
     /// How to apply it (`None`: Update).
     pub update_strategy: Option<&'a UpdateStrategy>,
+    /// Conditions to set from the live object.
+    pub condition_rules: &'a [ConditionRule],
 }
 
 /// The `manifestConfigs` options of the resource `r` of `work`. A `resourceIdentifier`
@@ -34,6 +39,9 @@ pub fn manifest_config<'a>(work: &'a ManifestWork, r: &ResourceRef) -> ManifestC
         }
         if config.update_strategy.is_none() {
             config.update_strategy = option.update_strategy.as_ref();
+        }
+        if config.condition_rules.is_empty() && !option.condition_rules.is_empty() {
+            config.condition_rules = &option.condition_rules;
         }
     }
     config

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::feedback::feedback;
 use super::ocm::{self, STATUS_FEEDBACK_SYNCED};
 use super::readiness::readiness;
+use super::rules;
 use crate::apply::{ManifestId, ManifestOutcome, manifest_config};
 
 // The condition names have one home, shared with the hub and the CLI that read them.
@@ -47,17 +48,18 @@ pub fn manifest_condition(
         Some(r) => r.meta(outcome.ordinal),
         None => unresolved_meta(outcome.ordinal, work),
     };
-    let rules = outcome
+    let config = outcome
         .reference
         .as_ref()
-        .map(|r| manifest_config(work, r).feedback_rules)
+        .map(|r| manifest_config(work, r))
         .unwrap_or_default();
+    let rules = config.feedback_rules;
 
     let (conditions, values) = match &outcome.result {
         Ok(obj) => {
             let obj = typed(obj, &resource_meta);
             let (ready, why) = readiness(&obj);
-            let conditions = vec![
+            let mut conditions = vec![
                 set(
                     APPLIED,
                     "True",
@@ -80,11 +82,19 @@ pub fn manifest_condition(
                     ocm::feedback_synced(!rules.is_empty(), Ok(())),
                 ),
             ];
+            if !config.condition_rules.is_empty() {
+                let live = serde_json::to_value(&*obj).unwrap_or_default();
+                conditions.extend(
+                    rules::evaluate(&live, config.condition_rules)
+                        .into_iter()
+                        .map(|c| set(&c.type_, c.status, c.reason, c.message)),
+                );
+            }
             (conditions, feedback(&obj, rules))
         }
         Err(e) => {
             let not_found = e.reason == "NotFound";
-            let conditions = vec![
+            let mut conditions = vec![
                 verdict(APPLIED, ocm::applied_failed(e)),
                 verdict(AVAILABLE, ocm::not_available(e)),
                 set(
@@ -102,6 +112,7 @@ pub fn manifest_condition(
                     ocm::feedback_synced(!rules.is_empty(), Err(e)),
                 ),
             ];
+            conditions.extend(rules::carried_over(previous_conditions, generation));
             // A failed apply says nothing new about the status: keep what was read last
             // (the object is gone when it was not found).
             let values = if not_found {
@@ -184,7 +195,8 @@ fn unresolved_meta(ordinal: i32, work: &ManifestWork) -> ManifestResourceMeta {
 /// * `Progressing`: True while not all are ready and the agent is still at it (all applied
 ///   and waiting for readiness, or retrying failures that are not `degraded`);
 /// * `Degraded`: True with the caller's message when `degraded` is `Some` (the controller
-///   decides: a non-retryable failure, or failing for longer than `--degraded-after`).
+///   decides: a non-retryable failure, or failing for longer than `--degraded-after`);
+/// * then each condition set by `conditionRules`, aggregated ([`rules::aggregate`]).
 ///
 /// False conditions name the manifests at fault (`Kind namespace/name: reason: message`,
 /// the first few of them). A condition whose status did not change keeps its
@@ -356,7 +368,13 @@ pub fn work_conditions(
             "No manifest is failing".into(),
         ),
     };
-    vec![applied, available, ready, progressing, degraded]
+    let mut conditions = vec![applied, available, ready, progressing, degraded];
+    conditions.extend(
+        rules::aggregate(manifests)
+            .into_iter()
+            .map(|c| set(&c.type_, c.status, c.reason, c.message)),
+    );
+    conditions
 }
 
 /// `Kind namespace/name`, `Kind name`, or `manifest N` when nothing else is known.

@@ -13,12 +13,15 @@
 //!   (`ocm`).
 //! * [`work_conditions`]: `Applied`, `Available`, `Ready`, `Progressing`, `Degraded` of the
 //!   work, with messages naming the manifests at fault.
+//! * [`rules`]: `conditionRules` (CEL and OCM's well-known `Complete`) on each manifest,
+//!   aggregated on the work.
 
 mod conditions;
 mod feedback;
 mod jsonpath;
 mod ocm;
 mod readiness;
+pub mod rules;
 #[cfg(test)]
 mod testing;
 

@@ -155,6 +155,9 @@ pub async fn reconcile(ctx: &Context, name: &str) -> Result<Action, crate::Error
         Some(w) if w.metadata.deletion_timestamp.is_some() => {
             clean_up(ctx, &w).await?.then_some(DELETING_RETRY_CAP)
         }
+        // As OCM: a work its rules found Complete receives no more updates (a finished Job
+        // that was cleaned up is not run again). Its deletion still goes through above.
+        Some(w) if finished(ctx, &w).await => None,
         Some(w) => apply(ctx, &w).await?.then_some(RETRY_CAP),
         None => match forget_vanished(ctx, name).await? {
             Vanished::StillOnTheHub => return Ok(Action::requeue_now()),
@@ -167,6 +170,16 @@ pub async fn reconcile(ctx: &Context, name: &str) -> Result<Action, crate::Error
         Some(cap) => Action::retry_within(cap),
         None => Action::await_change(),
     })
+}
+
+/// Whether the status this agent last pushed (or the hub's copy) says the work is
+/// `Complete` for its current generation.
+async fn finished(ctx: &Context, work: &ManifestWork) -> bool {
+    let memory = ctx.memory.lock().await;
+    let pushed = memory
+        .get(&work.metadata.name)
+        .and_then(|m| m.pushed.as_ref());
+    status::rules::work_complete(pushed.unwrap_or(&work.status), work.metadata.generation)
 }
 
 /// A failed reconcile is logged and retried with the work's backoff.

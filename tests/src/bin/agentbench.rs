@@ -61,6 +61,30 @@ enum Command {
     /// `hub apply --wait --for Applied` of a ConfigMap work, start to exit 0, as a CI job
     /// runs it (the release `hub` binary, a new process each time).
     CiWait(CiWaitArgs),
+    /// A work of N ConfigMaps with a CEL condition rule on every manifest vs without.
+    Rules500(Rules500Args),
+}
+
+#[path = "agentbench/rules.rs"]
+mod rules;
+
+#[derive(Debug, clap::Args)]
+struct Rules500Args {
+    /// ConfigMaps in each work.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    objects: u32,
+    /// Timed pairs (without, with rules); one untimed warm-up of each comes first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    runs: u32,
+    /// The klusterlet's --resync (long, so no resync lands inside a timed run).
+    #[arg(long, default_value = "1h", value_parser = api::parse_duration)]
+    resync: Duration,
+    /// Give up on one run after this long.
+    #[arg(long, default_value = "5m", value_parser = api::parse_duration)]
+    run_limit: Duration,
+    /// The `wait` of each blocking GET that waits for Applied.
+    #[arg(long, default_value = "20ms", value_parser = api::parse_duration)]
+    get_wait: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +159,9 @@ struct IdleArgs {
     /// The klusterlet's --resync (60 s is its default; a resync inside the window counts).
     #[arg(long, default_value = "60s", value_parser = api::parse_duration)]
     resync: Duration,
+    /// Give every work's ConfigMap a CEL condition rule of its own (issue 18).
+    #[arg(long)]
+    cel_rules: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
             Command::Idle(a) => idle(a).await,
             Command::Joins(a) => joins(a).await,
             Command::CiWait(a) => ci_wait(a).await,
+            Command::Rules500(a) => rules::rules500(a).await,
         }
     };
     let (summary, report) = tokio::time::timeout(HARD_LIMIT, run)
@@ -1121,6 +1149,8 @@ async fn kubectl_version() -> String {
 #[derive(Debug, Serialize)]
 struct IdleReport {
     works: usize,
+    /// Each work's ConfigMap has a CEL condition rule (`--cel-rules`).
+    cel_rules: bool,
     resync_seconds: u64,
     window_seconds: f64,
     settle_seconds: f64,
@@ -1154,7 +1184,12 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<(String, Value)> {
     let names: Vec<String> = (0..args.works).map(|i| format!("idle-{i:05}")).collect();
     eprintln!("idle: applying {} works", names.len());
     for name in &names {
-        fleet.put(name, vec![config_map(ns, name, "v")]).await?;
+        let configs = if args.cel_rules {
+            vec![rules::cel_rule(ns, name)]
+        } else {
+            Vec::new()
+        };
+        rules::put_with(&fleet, name, vec![config_map(ns, name, "v")], configs).await?;
     }
     fleet.wait_all_applied(&names).await?;
     eprintln!(
@@ -1205,6 +1240,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<(String, Value)> {
     let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
     let report = IdleReport {
         works: names.len(),
+        cel_rules: args.cel_rules,
         resync_seconds: args.resync.as_secs(),
         window_seconds: window,
         settle_seconds: args.settle.as_secs_f64(),
@@ -1221,8 +1257,16 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<(String, Value)> {
         status_change_example: status_change_example.unwrap_or_default(),
     };
     let mut s = format!(
-        "idle: {} works applied, klusterlet --resync {} s, {:.0} s window after {:.0} s settle\n",
-        report.works, report.resync_seconds, report.window_seconds, report.settle_seconds
+        "idle: {} works applied{}, klusterlet --resync {} s, {:.0} s window after {:.0} s settle\n",
+        report.works,
+        if report.cel_rules {
+            " (a CEL rule each)"
+        } else {
+            ""
+        },
+        report.resync_seconds,
+        report.window_seconds,
+        report.settle_seconds
     );
     s += &format!(
         "klusterlet RSS {:.1} MiB (max in window {:.1}, lifetime peak {:.1}), CPU {:.2} s = {:.2} millicores\n",

@@ -12,7 +12,7 @@ use api::{FieldError, ManagedCluster};
 /// Most CEL expressions in one selector (OCM's limit).
 pub const MAX_CEL_EXPRESSIONS: usize = 64;
 /// Longest CEL expression, in bytes.
-pub const MAX_CEL_LENGTH: usize = 4096;
+pub const MAX_CEL_LENGTH: usize = api::cel::MAX_CEL_LENGTH;
 /// Most requirements in one label or claim selector.
 const MAX_REQUIREMENTS: usize = 64;
 
@@ -392,30 +392,10 @@ fn compile_requirements(
     }
 }
 
-/// Compiles one expression; the error names the line and column.
+/// Compiles one expression; the error names the line and column (one format for every
+/// CEL the hub checks, in [`api::cel::compile`]).
 fn compile_cel(text: &str) -> Result<cel::Program, String> {
-    if text.len() > MAX_CEL_LENGTH {
-        return Err(format!(
-            "{} bytes; at most {MAX_CEL_LENGTH} are allowed",
-            text.len()
-        ));
-    }
-    if text.trim().is_empty() {
-        return Err("empty CEL expression".to_string());
-    }
-    let compiled = catch_unwind(AssertUnwindSafe(|| CEL_ENV.compile(text)));
-    match compiled {
-        Ok(Ok(program)) => Ok(program),
-        Ok(Err(errors)) => {
-            let described: Vec<String> = errors
-                .errors
-                .iter()
-                .map(|e| format!("line {}, column {}: {}", e.pos.0, e.pos.1, e.msg))
-                .collect();
-            Err(format!("CEL does not compile: {}", described.join("; ")))
-        }
-        Err(_) => Err("CEL does not compile: the parser panicked".to_string()),
-    }
+    api::cel::compile(&CEL_ENV, text)
 }
 
 pub(crate) fn error(field: &str, message: impl Into<String>) -> FieldError {

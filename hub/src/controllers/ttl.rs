@@ -1,0 +1,307 @@
+//! `deleteOption.ttlSecondsAfterFinished`: deletes a work that has been `Complete` (for its
+//! current generation) for that long, through the normal deletion path, so its agent cleans
+//! up. One hub per database runs it (the lock [`LOCK`]; a single SQLite hub simply holds it).
+//!
+//! It reads every work once when it starts leading, then follows the change feed: a work
+//! written by a user is read again, and a status write is read again only for a work that
+//! has a TTL. It sleeps until the earliest expiry (or the next lock check), never polling
+//! the works.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Weak;
+use std::time::Duration;
+
+use api::ManifestWork;
+use chrono::{DateTime, Utc};
+
+use crate::service::follow::{Change, ChangeKind, Leadership};
+use crate::service::work_ttl::{expiry, has_ttl};
+use crate::service::{Hub, WorkQuery};
+
+/// The name of the lock whose holder deletes finished works.
+pub const LOCK: &str = "fleethub.ttl-after-finished";
+
+/// How often a hub without the lock tries to take it, and the leader checks it still holds
+/// it.
+const LEASE_CHECK: Duration = Duration::from_secs(2);
+
+/// How long after a failed deletion it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A work, by (cluster, name).
+type Key = (String, String);
+
+/// What the controller knows: the works with a TTL, and when each is due.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    /// Works whose spec has a TTL (their status writes matter).
+    with_ttl: BTreeSet<Key>,
+    /// When each due work expires.
+    due: BTreeMap<Key, DateTime<Utc>>,
+    /// The same, ordered by time.
+    by_time: BTreeSet<(DateTime<Utc>, Key)>,
+}
+
+impl Schedule {
+    /// Records what a work (or its absence) says now.
+    pub fn update(&mut self, key: Key, work: Option<&ManifestWork>) {
+        if let Some(at) = self.due.remove(&key) {
+            self.by_time.remove(&(at, key.clone()));
+        }
+        match work {
+            Some(w) if has_ttl(w) => {
+                if let Some(at) = expiry(w) {
+                    self.due.insert(key.clone(), at);
+                    self.by_time.insert((at, key.clone()));
+                }
+                self.with_ttl.insert(key);
+            }
+            _ => {
+                self.with_ttl.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a change to this work must be read: any write but the agent's status, and
+    /// the status of a work with a TTL.
+    pub fn wants(&self, c: &Change) -> bool {
+        c.kind == ChangeKind::Work
+            && (!c.status_only || self.with_ttl.contains(&(c.cluster.clone(), c.name.clone())))
+    }
+
+    /// The earliest expiry.
+    pub fn next(&self) -> Option<DateTime<Utc>> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    /// The works due at `now`, earliest first.
+    pub fn due_at(&self, now: DateTime<Utc>) -> Vec<Key> {
+        self.by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// How long to sleep from `now`: until the earliest expiry, at most `cap`.
+    pub fn wait(&self, now: DateTime<Utc>, cap: Duration) -> Duration {
+        match self.next() {
+            Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(cap),
+            None => cap,
+        }
+    }
+}
+
+/// While the hub lives: waits for the lock, then deletes finished works until it is lost.
+pub async fn run(hub: Weak<Hub>) {
+    loop {
+        let Some(h) = hub.upgrade() else { return };
+        match h.lead(LOCK).await {
+            Ok(Some(lock)) => {
+                tracing::info!("this hub deletes works after ttlSecondsAfterFinished");
+                drop(h);
+                lead(&hub, lock).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not try the TTL controller's lock"),
+        }
+        tokio::time::sleep(LEASE_CHECK).await;
+    }
+}
+
+async fn lead(hub: &Weak<Hub>, mut lock: Box<dyn Leadership>) {
+    let mut schedule = Schedule::default();
+    let mut seen = 0;
+    let mut loaded = false;
+    loop {
+        let Some(h) = hub.upgrade() else { return };
+        if !loaded {
+            seen = h.index();
+            match load(&h).await {
+                Ok(s) => {
+                    schedule = s;
+                    loaded = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the works for their TTL failed; will retry");
+                    drop(h);
+                    tokio::time::sleep(LEASE_CHECK).await;
+                    if lock.check().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let mut retry = false;
+        for (cluster, name) in schedule.due_at(Utc::now()) {
+            match h.expire_work(&cluster, &name).await {
+                Ok(Some(_)) => {
+                    tracing::info!(%cluster, work = %name, "deleted: Complete for ttlSecondsAfterFinished");
+                    metrics::counter!("hub_works_expired_total").increment(1);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%cluster, work = %name, error = %e, "deleting a finished work failed; will retry");
+                    retry = true;
+                    continue;
+                }
+            }
+            // Whatever it did, the deletion's own change (or the next status) says what
+            // the work is now; until then it is not due again.
+            schedule.update((cluster, name), None);
+        }
+        let mut wait = schedule.wait(Utc::now(), LEASE_CHECK);
+        if retry {
+            wait = wait.min(RETRY);
+        }
+        // Only work changes are read; the filter runs on the feed's thread and cannot see
+        // the schedule, so status writes are sorted out below.
+        let upto = h
+            .wait_for_changes(seen, Box::new(|c| c.kind == ChangeKind::Work), wait)
+            .await;
+        if lock.check().await.is_err() {
+            tracing::warn!("this hub no longer deletes works after their TTL");
+            return;
+        }
+        let Some(changes) = h.changes_between(seen, upto) else {
+            tracing::info!("the change feed moved past the TTL controller; reloading");
+            loaded = false;
+            continue;
+        };
+        seen = upto;
+        let touched: BTreeSet<Key> = changes
+            .iter()
+            .filter(|c| schedule.wants(c))
+            .map(|c| (c.cluster.clone(), c.name.clone()))
+            .collect();
+        for key in touched {
+            match h.get_work(&key.0, &key.1, None).await {
+                Ok(w) => schedule.update(key, w.data.as_ref()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a changed work failed; reloading");
+                    loaded = false;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Every work's TTL state, a page at a time.
+async fn load(hub: &Hub) -> crate::service::Result<Schedule> {
+    let mut schedule = Schedule::default();
+    let mut continue_ = None;
+    loop {
+        let page = hub
+            .list_works(WorkQuery {
+                limit: 1000,
+                continue_,
+                ..Default::default()
+            })
+            .await?;
+        for w in &page.items {
+            let key = (
+                w.metadata.namespace.clone().unwrap_or_default(),
+                w.metadata.name.clone(),
+            );
+            schedule.update(key, Some(w));
+        }
+        continue_ = page.metadata.continue_;
+        if continue_.is_none() {
+            return Ok(schedule);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::Condition;
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    fn t0() -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn work(name: &str, ttl: Option<i64>, completed: Option<DateTime<Utc>>) -> ManifestWork {
+        let mut w: ManifestWork = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "c1", "generation": 1},
+            "spec": {"deleteOption": {"propagationPolicy": "Foreground", "ttlSecondsAfterFinished": ttl}}
+        }))
+        .unwrap();
+        if let Some(at) = completed {
+            w.status.conditions.push(Condition {
+                type_: "Complete".into(),
+                status: "True".into(),
+                observed_generation: Some(1),
+                last_transition_time: Some(at),
+                ..Default::default()
+            });
+        }
+        w
+    }
+
+    fn key(name: &str) -> Key {
+        ("c1".into(), name.into())
+    }
+
+    fn change(name: &str, status_only: bool) -> Change {
+        Change {
+            index: 1,
+            kind: ChangeKind::Work,
+            cluster: "c1".into(),
+            name: name.into(),
+            labels: Default::default(),
+            prev_labels: None,
+            status_only,
+        }
+    }
+
+    #[test]
+    fn the_timer_is_armed_to_the_earliest_expiry() {
+        let mut s = Schedule::default();
+        let cap = Duration::from_secs(2);
+        assert_eq!(s.wait(t0(), cap), cap, "nothing due: only the lock check");
+        s.update(key("slow"), Some(&work("slow", Some(60), Some(t0()))));
+        s.update(key("fast"), Some(&work("fast", Some(1), Some(t0()))));
+        s.update(key("running"), Some(&work("running", Some(1), None)));
+        assert_eq!(s.next(), Some(t0() + TimeDelta::seconds(1)));
+        assert_eq!(s.wait(t0(), cap), Duration::from_secs(1));
+        assert_eq!(
+            s.wait(t0() + TimeDelta::seconds(5), cap),
+            Duration::ZERO,
+            "overdue: at once"
+        );
+        assert_eq!(s.due_at(t0()), Vec::<Key>::new());
+        assert_eq!(s.due_at(t0() + TimeDelta::seconds(1)), [key("fast")]);
+        assert_eq!(
+            s.due_at(t0() + TimeDelta::seconds(61)),
+            [key("fast"), key("slow")]
+        );
+
+        // The work was changed back to running, then deleted: no longer due.
+        s.update(key("fast"), Some(&work("fast", Some(1), None)));
+        assert_eq!(s.next(), Some(t0() + TimeDelta::seconds(60)));
+        s.update(key("slow"), None);
+        assert_eq!(s.next(), None);
+    }
+
+    #[test]
+    fn status_writes_are_read_only_for_works_with_a_ttl() {
+        let mut s = Schedule::default();
+        s.update(key("ttl"), Some(&work("ttl", Some(5), None)));
+        s.update(key("plain"), Some(&work("plain", None, None)));
+        assert!(s.wants(&change("ttl", true)));
+        assert!(!s.wants(&change("plain", true)));
+        assert!(
+            s.wants(&change("plain", false)),
+            "a user may have added a TTL"
+        );
+        assert!(s.wants(&change("new", false)));
+        let mut cluster = change("c1", false);
+        cluster.kind = ChangeKind::Cluster;
+        assert!(!s.wants(&cluster));
+    }
+}
