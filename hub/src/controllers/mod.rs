@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::service::Hub;
 
 pub mod fleet;
+pub mod leader;
 pub mod leases;
 pub mod ttl;
 

@@ -14,16 +14,13 @@ use std::time::Duration;
 use api::ManifestWork;
 use chrono::{DateTime, Utc};
 
+use super::leader::{self, LEASE_CHECK, Led};
 use crate::service::follow::{Change, ChangeKind, Leadership};
 use crate::service::work_ttl::{expiry, has_ttl};
 use crate::service::{Hub, WorkQuery};
 
 /// The name of the lock whose holder deletes finished works.
 pub const LOCK: &str = "fleethub.ttl-after-finished";
-
-/// How often a hub without the lock tries to take it, and the leader checks it still holds
-/// it.
-const LEASE_CHECK: Duration = Duration::from_secs(2);
 
 /// How long after a failed deletion it is tried again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -94,22 +91,15 @@ impl Schedule {
 
 /// While the hub lives: waits for the lock, then deletes finished works until it is lost.
 pub async fn run(hub: Weak<Hub>) {
-    loop {
-        let Some(h) = hub.upgrade() else { return };
-        match h.lead(LOCK).await {
-            Ok(Some(lock)) => {
-                tracing::info!("this hub deletes works after ttlSecondsAfterFinished");
-                drop(h);
-                lead(&hub, lock).await;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "could not try the TTL controller's lock"),
-        }
-        tokio::time::sleep(LEASE_CHECK).await;
-    }
+    let led = Led {
+        lock: LOCK,
+        does: "deletes works after ttlSecondsAfterFinished",
+        gauge: None,
+    };
+    leader::run(hub, led, lead).await;
 }
 
-async fn lead(hub: &Weak<Hub>, mut lock: Box<dyn Leadership>) {
+async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
     let mut schedule = Schedule::default();
     let mut seen = 0;
     let mut loaded = false;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use api::fleet::{ManifestWorkReplicaSet, Placement, SET_LABEL};
 use chrono::Utc;
 
+use super::leader::{self, LEASE_CHECK, Led};
 use crate::service::Hub;
 use crate::service::follow::{Change, ChangeKind, Leadership};
 use crate::service::namespaced::{get_authored, list_authored};
@@ -26,28 +27,14 @@ use world::{Key, PlacementState, SetState, WorkView, World};
 /// The name of the lock whose holder runs the fleet controllers.
 pub const LOCK: &str = "fleethub.fleet-controllers";
 
-/// How often a hub without the lock tries to take it, and the leader checks it still holds
-/// it: a dead leader's work is taken over within about this long.
-const LEASE_CHECK: Duration = Duration::from_secs(2);
-
 /// While the hub lives: waits for the lock, then runs the controllers until it is lost.
 pub async fn run(hub: Weak<Hub>) {
-    loop {
-        let Some(h) = hub.upgrade() else { return };
-        match h.lead(LOCK).await {
-            Ok(Some(lock)) => {
-                tracing::info!("this hub runs the fleet controllers");
-                metrics::gauge!("hub_fleet_controllers_leader").set(1.0);
-                drop(h);
-                lead(&hub, lock).await;
-                metrics::gauge!("hub_fleet_controllers_leader").set(0.0);
-                tracing::warn!("this hub no longer runs the fleet controllers");
-            }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, "could not try the fleet controllers' lock"),
-        }
-        tokio::time::sleep(LEASE_CHECK).await;
-    }
+    let led = Led {
+        lock: LOCK,
+        does: "runs the fleet controllers",
+        gauge: Some("hub_fleet_controllers_leader"),
+    };
+    leader::run(hub, led, lead).await;
 }
 
 fn key(c: &Change) -> Key {
@@ -77,7 +64,7 @@ struct Dirty {
     statuses: BTreeSet<Key>,
 }
 
-async fn lead(hub: &Weak<Hub>, mut lock: Box<dyn Leadership>) {
+async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
     let mut world = World::default();
     let mut seen = 0;
     let mut dirty = Dirty::default();
