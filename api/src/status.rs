@@ -33,6 +33,23 @@ pub const AGENT_JOINED: &str = "AgentJoined";
 pub const CLUSTER_ACCEPTED: &str = "HubAcceptedManagedCluster";
 /// Cluster condition: the agent renews its lease.
 pub const CLUSTER_AVAILABLE: &str = "ManagedClusterConditionAvailable";
+/// OCM's reason of a manifest's `Applied=False` when its apply failed.
+pub const APPLIED_MANIFEST_FAILED: &str = "AppliedManifestFailed";
+/// How OCM's `AppliedManifestFailed` message begins; Kubernetes' reason and message follow.
+pub const APPLIED_MANIFEST_FAILED_PREFIX: &str = "Failed to apply manifest: ";
+
+/// A manifest condition in Kubernetes' words (`Forbidden: deployments.apps "web" is
+/// forbidden: ...`), without the `AppliedManifestFailed` wrapper OCM's reason adds, for
+/// lines that already say the manifest failed to apply; any other condition as
+/// `reason: message`.
+pub fn in_kubernetes_words(reason: &str, message: &str) -> String {
+    match message.strip_prefix(APPLIED_MANIFEST_FAILED_PREFIX) {
+        Some(words) if reason == APPLIED_MANIFEST_FAILED => words.to_string(),
+        _ if reason.is_empty() => message.to_string(),
+        _ if message.is_empty() => reason.to_string(),
+        _ => format!("{reason}: {message}"),
+    }
+}
 /// Cluster condition: an agent has joined.
 pub const CLUSTER_JOINED: &str = "ManagedClusterJoined";
 
@@ -213,5 +230,20 @@ mod tests {
         assert_eq!(cluster_available(&c), Some(false));
         c.status.conditions[0].status = "True".into();
         assert_eq!(cluster_available(&c), Some(true));
+    }
+
+    #[test]
+    fn failures_read_in_kubernetes_words() {
+        let ocm = format!("{APPLIED_MANIFEST_FAILED_PREFIX}Forbidden: cannot patch");
+        assert_eq!(
+            in_kubernetes_words(APPLIED_MANIFEST_FAILED, &ocm),
+            "Forbidden: cannot patch"
+        );
+        assert_eq!(
+            in_kubernetes_words("Conflict", ".data.k"),
+            "Conflict: .data.k"
+        );
+        assert_eq!(in_kubernetes_words("Forbidden", ""), "Forbidden");
+        assert_eq!(in_kubernetes_words("", "gone"), "gone");
     }
 }

@@ -224,7 +224,8 @@ async fn server_side_apply_reports_a_conflict_unless_forced() -> anyhow::Result<
     assert_eq!(err.reason, "Conflict", "{err:?}");
     assert!(!err.retryable);
     assert!(
-        err.message.contains(r#"conflict with "other-tool""#),
+        err.message
+            .contains(r#".data.owner (field manager "other-tool")"#),
         "{}",
         err.message
     );

@@ -399,7 +399,7 @@ fn name_all(manifests: &[&ManifestCondition], type_: &str, explain: bool) -> Str
             let what = describe(&m.resource_meta);
             match api::find_condition(&m.conditions, type_) {
                 Some(c) if explain && !c.message.is_empty() => {
-                    format!("{what}: {}: {}", c.reason, c.message)
+                    format!("{what}: {}", ocm::summary(&c.reason, &c.message))
                 }
                 Some(c) if !c.reason.is_empty() => format!("{what} ({})", c.reason),
                 _ => what,
@@ -702,7 +702,7 @@ mod tests {
         );
         assert_eq!(
             applied.message,
-            "1 of 2 manifests failed to apply: Gizmo g: AppliedManifestFailed: Failed to apply manifest: UnknownKind: no matches for kind \"Gizmo\""
+            "1 of 2 manifests failed to apply: Gizmo g: UnknownKind: no matches for kind \"Gizmo\""
         );
         let available = get(&retrying, AVAILABLE);
         assert_eq!(

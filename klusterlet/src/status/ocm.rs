@@ -17,7 +17,8 @@ use crate::apply::ApplyError;
 /// The manifest condition OCM reports status feedback with.
 pub const STATUS_FEEDBACK_SYNCED: &str = "StatusFeedbackSynced";
 /// `Applied=False` of a manifest.
-pub const APPLIED_MANIFEST_FAILED: &str = "AppliedManifestFailed";
+pub use api::status::APPLIED_MANIFEST_FAILED;
+use api::status::APPLIED_MANIFEST_FAILED_PREFIX;
 /// `Available=False` of a manifest.
 pub const RESOURCE_NOT_AVAILABLE: &str = "ResourceNotAvailable";
 
@@ -34,11 +35,15 @@ pub fn applied_failed(error: &ApplyError) -> Verdict {
         "False",
         APPLIED_MANIFEST_FAILED,
         format!(
-            "Failed to apply manifest: {}: {}",
+            "{APPLIED_MANIFEST_FAILED_PREFIX}{}: {}",
             error.reason, error.message
         ),
     )
 }
+
+/// A failed manifest's condition in Kubernetes' words, for work-level summaries (one home
+/// with the CLI's: [`api::status::in_kubernetes_words`]).
+pub use api::status::in_kubernetes_words as summary;
 
 /// `Available=False` of a manifest whose apply failed.
 pub fn not_available(error: &ApplyError) -> Verdict {
@@ -133,5 +138,17 @@ mod tests {
         assert_eq!((status, reason), ("False", "StatusFeedbackSyncFailed"));
         assert!(message.starts_with("Sync status feedback failed with error"));
         assert!(message.contains("Forbidden"), "{message}");
+    }
+
+    #[test]
+    fn summaries_use_kubernetes_words() {
+        let (_, reason, message) =
+            applied_failed(&ApplyError::new("Forbidden", "cannot patch", false));
+        assert_eq!(summary(reason, &message), "Forbidden: cannot patch");
+        assert_eq!(summary("Conflict", ".data.k"), "Conflict: .data.k");
+        assert_eq!(
+            summary("ResourceNotReady", "0 of 1 ready"),
+            "ResourceNotReady: 0 of 1 ready"
+        );
     }
 }

@@ -68,9 +68,11 @@ impl ResourceReport {
     pub(crate) fn line(&self) -> String {
         let mut s = format!("{}: {}={}", self.resource(), self.condition, self.status);
         if self.condition == status::APPLIED && !self.reason.is_empty() {
-            s.push_str(&format!(": {}", self.reason));
-        }
-        if !self.message.is_empty() {
+            s.push_str(&format!(
+                ": {}",
+                status::in_kubernetes_words(&self.reason, &self.message)
+            ));
+        } else if !self.message.is_empty() {
             s.push_str(&format!(": {}", self.message));
         }
         s
@@ -236,15 +238,15 @@ pub(crate) fn evaluate(for_: WaitFor, seen: &Seen, cluster: &ClusterSeen) -> Ver
             failed
                 .iter()
                 .map(|r| {
+                    let reason = if r.reason.is_empty() {
+                        "Failed"
+                    } else {
+                        &r.reason
+                    };
                     format!(
-                        "{}: {}: {}",
+                        "{}: {}",
                         r.resource(),
-                        if r.reason.is_empty() {
-                            "Failed"
-                        } else {
-                            &r.reason
-                        },
-                        r.message
+                        status::in_kubernetes_words(reason, &r.message)
                     )
                 })
                 .collect::<Vec<_>>()
