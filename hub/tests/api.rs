@@ -233,6 +233,26 @@ async fn too_large_is_413() {
     );
 }
 
+/// A status is larger than its work (per manifest: conditions, messages, feedback), so its
+/// limit is 16 times the work's: a status body over the work limit reaches the handler
+/// (here refused 403, since only the cluster's agent writes status), one over 16 times it
+/// is 413 before.
+#[tokio::test]
+async fn status_writes_have_a_larger_limit_than_works() {
+    let api = api_with_limit(4096).await;
+    api.admin("PUT", "/api/v1/clusters/c1", Some(json!({})))
+        .await;
+    let status = |bytes: usize| {
+        json!({"status": {"conditions": [{"type": "Applied", "status": "True", "reason": "x",
+                                          "message": "m".repeat(bytes)}]}})
+    };
+    let path = "/api/v1/clusters/c1/manifestworks/w1/status";
+    let r = api.admin("PUT", path, Some(status(8192))).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = api.admin("PUT", path, Some(status(16 * 4096 + 1))).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+}
+
 #[tokio::test]
 async fn invalid_works_are_422_naming_the_field() {
     let (api, rv) = with_work().await;

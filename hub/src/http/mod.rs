@@ -106,7 +106,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/clusters/{cluster}/manifestworks/{name}/status",
-            put(works::put_status),
+            put(works::put_status).layer(DefaultBodyLimit::max(status_body_limit(
+                state.max_body_bytes,
+            ))),
         )
         .route(
             "/clusters/{cluster}/manifestworks/{name}/history",
@@ -202,6 +204,17 @@ async fn refuse_nul(req: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(req).await
+}
+
+/// How much larger than a work its status may be. An agent reports per manifest its
+/// identity, four or five conditions with messages and its feedback values: ~1.3 KiB for a
+/// ConfigMap of a few hundred bytes, so a work of 500 small manifests under the work limit
+/// had a status over it, which the hub refused (413) and the agent retried for ever.
+const STATUS_BODY_FACTOR: usize = 16;
+
+/// The body limit of a status write for a work body limit of `max_work_bytes`.
+pub fn status_body_limit(max_work_bytes: usize) -> usize {
+    max_work_bytes.saturating_mul(STATUS_BODY_FACTOR)
 }
 
 /// Counts requests by route and status and times them.
