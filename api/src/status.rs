@@ -38,16 +38,27 @@ pub const APPLIED_MANIFEST_FAILED: &str = "AppliedManifestFailed";
 /// How OCM's `AppliedManifestFailed` message begins; Kubernetes' reason and message follow.
 pub const APPLIED_MANIFEST_FAILED_PREFIX: &str = "Failed to apply manifest: ";
 
+/// Kubernetes' reason and message of a manifest condition: OCM's `AppliedManifestFailed`
+/// carries them in its message (`Failed to apply manifest: <reason>: <message>`); any other
+/// condition is its own reason and message.
+pub fn kubernetes_reason<'a>(reason: &'a str, message: &'a str) -> (&'a str, &'a str) {
+    match message.strip_prefix(APPLIED_MANIFEST_FAILED_PREFIX) {
+        Some(words) if reason == APPLIED_MANIFEST_FAILED => {
+            words.split_once(": ").unwrap_or((words, ""))
+        }
+        _ => (reason, message),
+    }
+}
+
 /// A manifest condition in Kubernetes' words (`Forbidden: deployments.apps "web" is
 /// forbidden: ...`), without the `AppliedManifestFailed` wrapper OCM's reason adds, for
 /// lines that already say the manifest failed to apply; any other condition as
 /// `reason: message`.
 pub fn in_kubernetes_words(reason: &str, message: &str) -> String {
-    match message.strip_prefix(APPLIED_MANIFEST_FAILED_PREFIX) {
-        Some(words) if reason == APPLIED_MANIFEST_FAILED => words.to_string(),
-        _ if reason.is_empty() => message.to_string(),
-        _ if message.is_empty() => reason.to_string(),
-        _ => format!("{reason}: {message}"),
+    match kubernetes_reason(reason, message) {
+        ("", message) => message.to_string(),
+        (reason, "") => reason.to_string(),
+        (reason, message) => format!("{reason}: {message}"),
     }
 }
 /// Cluster condition: an agent has joined.
@@ -245,5 +256,13 @@ mod tests {
         );
         assert_eq!(in_kubernetes_words("Forbidden", ""), "Forbidden");
         assert_eq!(in_kubernetes_words("", "gone"), "gone");
+        assert_eq!(
+            kubernetes_reason(APPLIED_MANIFEST_FAILED, &ocm),
+            ("Forbidden", "cannot patch")
+        );
+        assert_eq!(
+            kubernetes_reason("Conflict", ".data.k"),
+            ("Conflict", ".data.k")
+        );
     }
 }

@@ -34,6 +34,9 @@ pub struct ResourceReport {
 impl ResourceReport {
     pub(crate) fn from_manifest(m: &api::ManifestCondition, c: &Condition) -> Self {
         let meta = &m.resource_meta;
+        // The agent writes OCM's `AppliedManifestFailed` with Kubernetes' words in the
+        // message; scripts read Kubernetes' reason here, as before OCM's reason was used.
+        let (reason, message) = status::kubernetes_reason(&c.reason, &c.message);
         ResourceReport {
             ordinal: meta.ordinal,
             api_version: if meta.group.is_empty() {
@@ -46,8 +49,8 @@ impl ResourceReport {
             name: meta.name.clone(),
             condition: c.type_.clone(),
             status: c.status.clone(),
-            reason: c.reason.clone(),
-            message: c.message.clone(),
+            reason: reason.to_string(),
+            message: message.to_string(),
         }
     }
 
