@@ -172,6 +172,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         signing_key_max_age,
         ..
     } = args;
+    // The metrics recorder first: series the service registers at start (its writer's
+    // error counters at zero) would otherwise go to no recorder and never be served.
+    crate::http::metrics_handle();
     let store = crate::store::connect(&database_url)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&database_url)))?;
