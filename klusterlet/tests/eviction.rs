@@ -542,8 +542,16 @@ async fn status_reads_as_ocm_writes_it_and_metrics_tell_what_the_agent_did() {
         assert_eq!(m["statusFeedback"], json!({}), "{m}");
     }
 
-    // The metrics say what happened.
-    let text = fleet.wait_scrape("/metrics", 200).await;
+    // The metrics say what happened, once the agent has renewed its lease at least once
+    // (it renews every lease interval; a fast first status can come before that).
+    let deadline = Instant::now() + LIMIT;
+    let text = loop {
+        let text = fleet.wait_scrape("/metrics", 200).await;
+        if text.contains(r#"operation="renew_lease",outcome="ok""#) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let at_least = |series: &str, min: f64| {
         let v = sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
         assert!(v >= min, "{series} = {v}");
