@@ -352,7 +352,18 @@ async fn metrics_and_health_are_served_while_running() {
         .wait_work("app", LIMIT, |w| is(w, "Applied", "True"))
         .await
         .unwrap();
-    let (status, text) = fleet.scrape("/metrics").await;
+    // The status reaches the hub from inside the reconcile, which is counted when it
+    // returns: scrape until the count has caught up.
+    let deadline = Instant::now() + LIMIT;
+    let (status, text) = loop {
+        let (status, text) = fleet.scrape("/metrics").await;
+        let counted = sample(&text, "klusterlet_reconciles_total").unwrap_or_default() >= 1.0
+            && sample(&text, "klusterlet_works") == Some(1.0);
+        if (status == 200 && counted) || Instant::now() > deadline {
+            break (status, text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 200, "{text}");
     let reconciles = sample(&text, "klusterlet_reconciles_total").unwrap_or_default();
     assert!(reconciles >= 1.0, "a reconcile is counted: {text}");
