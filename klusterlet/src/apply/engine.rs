@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, RwLock};
 use super::error::{ApplyError, call, chain};
 use super::executor::{self, Executors};
 use super::resource::{DeleteOutcome, ManifestId, ManifestOutcome, ResourceRef, api_version};
-use super::strategy::{self, manifest_config};
+use super::strategy::{self, ManifestConfigs};
 use super::{
     CRD_ESTABLISHED_TIMEOUT, CRD_GROUP, DEFAULT_CONCURRENCY, MIN_DISCOVERY_INTERVAL,
     REQUEST_TIMEOUT,
@@ -233,15 +233,18 @@ impl Applier {
         }
 
         let [namespaces, crd_manifests, rest] = steps;
-        for outcome in self.apply_all(work, namespaces, &crds).await {
+        let configs = ManifestConfigs::new(work);
+        for outcome in self.apply_all(work, &configs, namespaces, &crds).await {
             let index = outcome.ordinal as usize;
             outcomes[index] = Some(outcome);
         }
 
         if !crd_manifests.is_empty() {
             let applied = futures::stream::iter(crd_manifests)
-                .map(|p| async move {
-                    let outcome = self.apply_timed(work, p, &WorkCrds::default()).await;
+                .map(|p| async {
+                    let outcome = self
+                        .apply_timed(work, &configs, p, &WorkCrds::default())
+                        .await;
                     let established = match &outcome.result {
                         Ok(crd) => Some((
                             crd.metadata.name.clone().unwrap_or_default(),
@@ -284,7 +287,7 @@ impl Applier {
             }
         }
 
-        for outcome in self.apply_all(work, rest, &crds).await {
+        for outcome in self.apply_all(work, &configs, rest, &crds).await {
             let index = outcome.ordinal as usize;
             outcomes[index] = Some(outcome);
         }
@@ -297,11 +300,12 @@ impl Applier {
     async fn apply_all(
         &self,
         work: &ManifestWork,
+        configs: &ManifestConfigs<'_>,
         pending: Vec<Pending>,
         crds: &WorkCrds,
     ) -> Vec<ManifestOutcome> {
         futures::stream::iter(pending)
-            .map(|p| self.apply_timed(work, p, crds))
+            .map(|p| self.apply_timed(work, configs, p, crds))
             .buffered(self.concurrency)
             .collect()
             .await
@@ -313,16 +317,23 @@ impl Applier {
     async fn apply_timed(
         &self,
         work: &ManifestWork,
+        configs: &ManifestConfigs<'_>,
         p: Pending,
         crds: &WorkCrds,
     ) -> ManifestOutcome {
         let started = std::time::Instant::now();
-        let outcome = self.apply_one(work, p, crds).await;
+        let outcome = self.apply_one(work, configs, p, crds).await;
         crate::telemetry::applied(started.elapsed());
         outcome
     }
 
-    async fn apply_one(&self, work: &ManifestWork, p: Pending, crds: &WorkCrds) -> ManifestOutcome {
+    async fn apply_one(
+        &self,
+        work: &ManifestWork,
+        configs: &ManifestConfigs<'_>,
+        p: Pending,
+        crds: &WorkCrds,
+    ) -> ManifestOutcome {
         let Pending { ordinal, id } = p;
         let manifest = &work.spec.workload.manifests[ordinal as usize];
         let (ar, scope) = match self.resolve_for_work(&id, crds).await {
@@ -350,7 +361,8 @@ impl Applier {
             namespace,
             name: id.name.clone(),
         };
-        let strategy = manifest_config(work, &reference)
+        let strategy = configs
+            .get(&reference)
             .update_strategy
             .cloned()
             .unwrap_or_default();

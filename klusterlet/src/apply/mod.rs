@@ -47,7 +47,7 @@ use std::time::Duration;
 pub use engine::Applier;
 pub use error::ApplyError;
 pub use resource::{DeleteOutcome, ManifestId, ManifestOutcome, ResourceRef};
-pub use strategy::{ManifestConfig, manifest_config};
+pub use strategy::{ManifestConfig, ManifestConfigs, manifest_config};
 
 /// The field manager of `Update` (and of `ServerSideApply` without a `fieldManager`).
 pub const FIELD_MANAGER: &str = "klusterlet";

@@ -14,16 +14,35 @@ use super::feedback::feedback;
 use super::ocm::{self, STATUS_FEEDBACK_SYNCED};
 use super::readiness::readiness;
 use super::rules;
-use crate::apply::{ManifestId, ManifestOutcome, manifest_config};
+use crate::apply::{ManifestConfig, ManifestId, ManifestOutcome};
 
 // The condition names have one home, shared with the hub and the CLI that read them.
 pub use api::status::{APPLIED, AVAILABLE, DEGRADED, PROGRESSING, READY};
 /// How many failing manifests a work condition's message names.
 const MAX_NAMED: usize = 5;
 
+/// The status of one manifest after an apply: its conditions (kept transition times from
+/// `previous`), its rule-made conditions and its feedback, by the work's `manifestConfigs`.
 pub fn manifest_condition(
     outcome: &ManifestOutcome,
     work: &ManifestWork,
+    previous: Option<&ManifestCondition>,
+    now: DateTime<Utc>,
+) -> ManifestCondition {
+    let config = outcome
+        .reference
+        .as_ref()
+        .map(|r| crate::apply::manifest_config(work, r))
+        .unwrap_or_default();
+    manifest_condition_with(outcome, work, config, previous, now)
+}
+
+/// [`manifest_condition`] with the manifest's config already found (a pass over a whole
+/// work indexes its configs once: [`crate::apply::ManifestConfigs`]).
+pub fn manifest_condition_with(
+    outcome: &ManifestOutcome,
+    work: &ManifestWork,
+    config: ManifestConfig<'_>,
     previous: Option<&ManifestCondition>,
     now: DateTime<Utc>,
 ) -> ManifestCondition {
@@ -48,11 +67,6 @@ pub fn manifest_condition(
         Some(r) => r.meta(outcome.ordinal),
         None => unresolved_meta(outcome.ordinal, work),
     };
-    let config = outcome
-        .reference
-        .as_ref()
-        .map(|r| manifest_config(work, r))
-        .unwrap_or_default();
     let rules = config.feedback_rules;
 
     let (conditions, values) = match &outcome.result {
@@ -440,6 +454,7 @@ fn condition(
 mod tests {
     use super::super::testing::{deployment, object, pairs, values};
     use super::*;
+
     use crate::apply::{ApplyError, ResourceRef};
     use serde_json::json;
 

@@ -26,7 +26,8 @@ pub mod rules;
 mod testing;
 
 pub use conditions::{
-    APPLIED, AVAILABLE, DEGRADED, PROGRESSING, READY, describe, manifest_condition, work_conditions,
+    APPLIED, AVAILABLE, DEGRADED, PROGRESSING, READY, describe, manifest_condition,
+    manifest_condition_with, work_conditions,
 };
 pub use feedback::{MAX_JSON_RAW_LENGTH, feedback, well_known_paths};
 pub use ocm::{APPLIED_MANIFEST_FAILED, RESOURCE_NOT_AVAILABLE, STATUS_FEEDBACK_SYNCED};

@@ -23,7 +23,7 @@ use super::eviction::{self, Decision, HubAnswer};
 use super::ledger::{Entry, Ledger, Record};
 use super::runner::Action;
 use super::shared;
-use crate::apply::{Applier, DeleteOutcome, ManifestOutcome, ResourceRef};
+use crate::apply::{Applier, DeleteOutcome, ManifestConfigs, ManifestOutcome, ResourceRef};
 use crate::hub::session::Session;
 use crate::status;
 use crate::telemetry;
@@ -196,10 +196,28 @@ fn identifies(id: &ResourceIdentifier, r: &ResourceRef) -> bool {
 }
 
 /// Whether the work observes this manifest only (ReadOnly): never recorded, never deleted.
-fn read_only(work: &ManifestWork, r: &ResourceRef) -> bool {
-    crate::apply::manifest_config(work, r)
+fn read_only(configs: &ManifestConfigs, r: &ResourceRef) -> bool {
+    configs
+        .get(r)
         .update_strategy
         .is_some_and(|s| s.type_ == UpdateStrategyType::ReadOnly)
+}
+
+/// The manifest status with this ordinal: at its own position when the statuses are in
+/// order (as this agent writes them), else found by a scan.
+fn by_ordinal(
+    manifests: &[api::ManifestCondition],
+    ordinal: i32,
+) -> Option<&api::ManifestCondition> {
+    usize::try_from(ordinal)
+        .ok()
+        .and_then(|at| manifests.get(at))
+        .filter(|m| m.resource_meta.ordinal == ordinal)
+        .or_else(|| {
+            manifests
+                .iter()
+                .find(|m| m.resource_meta.ordinal == ordinal)
+        })
 }
 
 /// Applies a work, records what it applied, deletes what it no longer names, pushes status.
@@ -223,9 +241,10 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
     // The ledger after this apply: what applied now, plus what failed now but was applied
     // before (a transient failure must not make us forget, or later delete, an object).
     let mut entries: Vec<Entry> = Vec::new();
+    let configs = ManifestConfigs::new(work);
     for o in &outcomes {
         match (&o.reference, &o.result) {
-            (Some(r), Ok(obj)) if !read_only(work, r) => {
+            (Some(r), Ok(obj)) if !read_only(&configs, r) => {
                 if let Some(uid) = obj.metadata.uid.clone() {
                     entries.push(Entry {
                         reference: r.clone(),
@@ -354,27 +373,22 @@ async fn push_status(
         .as_ref()
         .map(|r| r.manifests.as_slice())
         .unwrap_or_default();
+    let configs = ManifestConfigs::new(work);
     let mut manifests: Vec<api::ManifestCondition> = outcomes
         .iter()
         .map(|o| {
-            status::manifest_condition(
-                o,
-                work,
-                prev_manifests
-                    .iter()
-                    .find(|m| m.resource_meta.ordinal == o.ordinal),
-                now,
-            )
+            let config = o.reference.as_ref().map(|r| configs.get(r));
+            let previous = by_ordinal(prev_manifests, o.ordinal);
+            status::manifest_condition_with(o, work, config.unwrap_or_default(), previous, now)
         })
         .collect();
     {
         let records = ctx.records.read().await;
+        let sharing = shared::Sharing::of(&records);
         for (m, o) in manifests.iter_mut().zip(outcomes) {
             if let Some(r) = &o.reference {
-                let previous = prev_manifests
-                    .iter()
-                    .find(|p| p.resource_meta.ordinal == o.ordinal);
-                let others = shared::others_naming(&records, &name, r);
+                let previous = by_ordinal(prev_manifests, o.ordinal);
+                let others = sharing.others(&name, r);
                 shared::mark_shared(m, &others, previous, work.metadata.generation, now);
             }
         }

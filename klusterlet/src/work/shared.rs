@@ -7,7 +7,7 @@
 //! deleting one of them, or dropping the manifest from it, never deletes the object while
 //! another work still has it in its ledger: only the last one removes it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use api::{Condition, ManifestCondition};
 use chrono::{DateTime, Utc};
@@ -38,6 +38,56 @@ pub fn others_naming(
         .collect()
 }
 
+/// Which works recorded each object, from one view of the ledger: a pass over many
+/// objects asks it instead of scanning every work's ledger for each object (quadratic in
+/// the manifests on the cluster).
+pub struct Sharing<'a> {
+    works: HashMap<(&'a str, &'a str, &'a str, &'a str), Vec<&'a str>>,
+}
+
+impl<'a> Sharing<'a> {
+    /// Indexes `records`.
+    pub fn of(records: &'a BTreeMap<String, Record>) -> Self {
+        let mut works: HashMap<_, Vec<&str>> = HashMap::new();
+        for (name, record) in records {
+            for e in &record.entries {
+                let r = &e.reference;
+                let names = works
+                    .entry((
+                        r.group.as_str(),
+                        r.resource.as_str(),
+                        r.namespace.as_str(),
+                        r.name.as_str(),
+                    ))
+                    .or_default();
+                // A ledger lists an object once, but be exact if it does not.
+                if names.last() != Some(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        Sharing { works }
+    }
+
+    /// The works other than `work` whose ledger records `r`, by name (as
+    /// [`others_naming`]).
+    pub fn others(&self, work: &str, r: &ResourceRef) -> Vec<String> {
+        let key = (
+            r.group.as_str(),
+            r.resource.as_str(),
+            r.namespace.as_str(),
+            r.name.as_str(),
+        );
+        self.works
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|name| **name != work)
+            .map(|name| name.to_string())
+            .collect()
+    }
+}
+
 /// The works other than `work` that recorded any of `objects`: their status must be
 /// computed again when `work` starts or stops sharing with them.
 pub fn sharers<'a>(
@@ -45,9 +95,10 @@ pub fn sharers<'a>(
     work: &str,
     objects: impl IntoIterator<Item = &'a ResourceRef>,
 ) -> BTreeSet<String> {
+    let sharing = Sharing::of(records);
     objects
         .into_iter()
-        .flat_map(|r| others_naming(records, work, r))
+        .flat_map(|r| sharing.others(work, r))
         .collect()
 }
 
@@ -124,6 +175,21 @@ mod tests {
         let mut other_kind = cm("shared");
         other_kind.resource = "secrets".into();
         assert!(others_naming(&records, "a", &other_kind).is_empty());
+        // The index gives the same answers as the scan.
+        let sharing = Sharing::of(&records);
+        for (work, object) in [
+            ("a", "shared"),
+            ("a", "only-a"),
+            ("c", "shared"),
+            ("b", "none"),
+        ] {
+            assert_eq!(
+                sharing.others(work, &cm(object)),
+                others_naming(&records, work, &cm(object)),
+                "{work} {object}"
+            );
+        }
+        assert!(sharing.others("a", &other_kind).is_empty());
         assert_eq!(
             sharers(&records, "a", [&cm("shared"), &cm("only-a")]),
             BTreeSet::from(["b".to_string()])
