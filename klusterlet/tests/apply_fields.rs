@@ -4,17 +4,15 @@
 //! manager is reported with the field and the manager; an object two works apply is
 //! reported on both and survives the deletion of one of them.
 
-use std::path::Path;
-use std::process::Stdio;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use api::{Condition, HubClient, ListOptions, ManifestCondition, ManifestWork};
+use api::{Condition, ManifestCondition, ManifestWork};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
+use testkit::agent::AgentFleet;
 use testkit::cluster::{ClusterOptions, TestCluster};
-use testkit::procs::HubProcess;
 use tokio::sync::OnceCell;
 
 static MANAGED: OnceCell<TestCluster> = OnceCell::const_new();
@@ -32,113 +30,26 @@ async fn managed() -> &'static TestCluster {
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A hub, one joined cluster and its running klusterlet (resync every second).
-struct Fleet {
-    _hub: HubProcess,
-    admin: HubClient,
-    cluster: String,
-    namespace: String,
-    _agent: tokio::process::Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+struct Fleet(AgentFleet);
+
+impl Deref for Fleet {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.0
+    }
 }
 
 impl Fleet {
     async fn start(cluster: &str) -> Fleet {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let kubeconfig = managed().await.kubeconfig_path().to_path_buf();
-        let dir = tempfile::tempdir().unwrap();
-        let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
-            .await
-            .unwrap();
-        let admin = hub.client().unwrap();
-        let data = dir.path().join("agent");
-        hub.join_klusterlet(
-            Path::new(env!("CARGO_BIN_EXE_klusterlet")),
-            cluster,
-            &kubeconfig,
-            &data,
-            &[],
-        )
-        .await
-        .unwrap();
-        let namespace = format!("t-{cluster}");
-        let ns: k8s_openapi::api::core::v1::Namespace =
-            serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        match Api::<k8s_openapi::api::core::v1::Namespace>::all(managed().await.client())
-            .create(&PostParams::default(), &ns)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => panic!("creating namespace {namespace}: {e}"),
-        }
-        let log = data.with_extension("log");
-        let agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
-            .args(["run", "--kubeconfig", &kubeconfig.display().to_string()])
-            .args(["--data-dir", &data.display().to_string()])
-            .args(["--resync", "1s", "--degraded-after", "2s"])
-            .args(["--namespace", &format!("agent-{cluster}")])
-            .env("KLUSTERLET_LOG", "info,klusterlet=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Fleet {
-            _hub: hub,
-            admin,
-            cluster: cluster.to_string(),
-            namespace,
-            _agent: agent,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Fleet(AgentFleet::start(managed().await, cluster).await.unwrap())
     }
 
     async fn put(&self, name: &str, manifests: Vec<Value>, configs: Value) {
-        let mut w = ManifestWork::new(&self.cluster, name, manifests);
-        w.spec.manifest_configs = serde_json::from_value(configs).unwrap();
-        self.admin.put_work(&w, None).await.unwrap();
-    }
-
-    /// Blocks on the work (blocking queries) until `done` holds; fails after `limit`.
-    async fn wait_work(
-        &self,
-        name: &str,
-        limit: Duration,
-        done: impl Fn(Option<&ManifestWork>) -> bool,
-    ) -> Option<ManifestWork> {
-        let deadline = Instant::now() + limit;
-        let mut index = None;
-        loop {
-            let opts = ListOptions {
-                index,
-                wait: Some(Duration::from_secs(2)),
-                ..Default::default()
-            };
-            let (work, i) = match self.admin.get_work(&self.cluster, name, &opts).await {
-                Ok(r) => (Some(r.value), r.index),
-                Err(e) if e.is_not_found() => (None, 0),
-                Err(e) => panic!("reading {name}: {e}"),
-            };
-            if done(work.as_ref()) {
-                return work;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "work {name} did not get there within {limit:?}: {work:#?}\nagent log:\n{}",
-                self.agent_log()
-            );
-            index = (i > 0).then_some(i);
-            if work.is_none() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        self.0
+            .put(name, manifests, |w| {
+                w.spec.manifest_configs = serde_json::from_value(configs).unwrap()
+            })
+            .await;
     }
 
     async fn wait_for<T>(&self, what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -157,10 +68,6 @@ impl Fleet {
     }
 
     fn deployments(&self) -> Api<Deployment> {
-        Api::namespaced(MANAGED.get().unwrap().client(), &self.namespace)
-    }
-
-    fn configmaps(&self) -> Api<ConfigMap> {
         Api::namespaced(MANAGED.get().unwrap().client(), &self.namespace)
     }
 

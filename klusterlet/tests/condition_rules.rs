@@ -3,16 +3,15 @@
 //! scheduler and a KWOK node. KWOK's default pod stages finish a Job's pods (phase
 //! Succeeded) and the Job controller then marks the Job Complete, as on a real cluster.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use api::{Condition, HubClient, ListOptions, ManifestCondition, ManifestWork};
+use api::{Condition, ListOptions, ManifestCondition, ManifestWork};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
+use testkit::agent::AgentFleet;
 use testkit::cluster::{ClusterOptions, TestCluster};
-use testkit::procs::HubProcess;
 use tokio::sync::OnceCell;
 
 static MANAGED: OnceCell<TestCluster> = OnceCell::const_new();
@@ -30,105 +29,36 @@ async fn managed() -> &'static TestCluster {
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// A hub, one joined cluster and its running klusterlet.
-struct Fleet {
-    hub: HubProcess,
-    admin: HubClient,
-    cluster: String,
-    namespace: String,
-    data: PathBuf,
-    _agent: tokio::process::Child,
-    _dir: tempfile::TempDir,
+struct Fleet(AgentFleet);
+
+impl Deref for Fleet {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.0
+    }
 }
 
 impl Fleet {
     async fn start(cluster: &str) -> Fleet {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let kubeconfig = managed().await.kubeconfig_path().to_path_buf();
-        let dir = tempfile::tempdir().unwrap();
-        let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
-            .await
-            .unwrap();
-        let admin = hub.client().unwrap();
-        let data = dir.path().join("agent");
-        let bin = Path::new(env!("CARGO_BIN_EXE_klusterlet"));
-        hub.join_klusterlet(bin, cluster, &kubeconfig, &data, &[])
-            .await
-            .unwrap();
-        let namespace = format!("t-{cluster}");
-        let ns = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        match Api::<k8s_openapi::api::core::v1::Namespace>::all(managed().await.client())
-            .create(&PostParams::default(), &ns)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => panic!("creating namespace {namespace}: {e}"),
-        }
-        let agent = tokio::process::Command::new(bin)
-            .args(["run", "--kubeconfig", &kubeconfig.display().to_string()])
-            .args(["--data-dir", &data.display().to_string()])
-            .args(["--resync", "1s", "--namespace", &format!("agent-{cluster}")])
-            .env("KLUSTERLET_LOG", "info,klusterlet=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Fleet {
-            hub,
-            admin,
-            cluster: cluster.to_string(),
-            namespace,
-            data,
-            _agent: agent,
-            _dir: dir,
-        }
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+        Fleet(AgentFleet::start(managed().await, cluster).await.unwrap())
     }
 
     async fn put(&self, name: &str, manifests: Vec<Value>, configs: Value, delete: Value) {
-        let mut w = ManifestWork::new(&self.cluster, name, manifests);
-        w.spec.manifest_configs = serde_json::from_value(configs).unwrap();
-        w.spec.delete_option = serde_json::from_value(delete).unwrap();
-        self.admin.put_work(&w, None).await.unwrap();
+        self.0
+            .put(name, manifests, |w| {
+                w.spec.manifest_configs = serde_json::from_value(configs).unwrap();
+                w.spec.delete_option = serde_json::from_value(delete).unwrap();
+            })
+            .await;
     }
 
-    /// Blocks on the work until `done` holds, or fails after `limit` with the last state.
+    /// Blocks on the work until `done` holds, or fails after [`LIMIT`] with the last state.
     async fn wait_work(
         &self,
         name: &str,
         done: impl Fn(Option<&ManifestWork>) -> bool,
     ) -> Option<ManifestWork> {
-        let deadline = Instant::now() + LIMIT;
-        let mut index = None;
-        loop {
-            let opts = ListOptions {
-                index,
-                wait: Some(Duration::from_secs(5)),
-                ..Default::default()
-            };
-            let (work, i) = match self.admin.get_work(&self.cluster, name, &opts).await {
-                Ok(r) => (Some(r.value), r.index),
-                Err(e) if e.is_not_found() => (None, 0),
-                Err(e) => panic!("reading {name}: {e}"),
-            };
-            if done(work.as_ref()) {
-                return work;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "work {name} did not get there within {LIMIT:?}: {work:#?}\nagent log:\n{}",
-                self.agent_log()
-            );
-            index = (i > 0).then_some(i);
-            if work.is_none() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        self.0.wait_work(name, LIMIT, done).await
     }
 }
 
@@ -233,7 +163,7 @@ async fn a_finished_job_is_complete_and_its_work_deleted_after_the_ttl() {
     assert_eq!(deletion.actor, "controller:ttl-after-finished");
     assert_eq!(deletion.details["reason"], "ttlSecondsAfterFinished");
     assert_eq!(deletion.details["ttlSecondsAfterFinished"], 2);
-    drop(fleet.hub);
+    drop(fleet);
 }
 
 /// As OCM: once its rules say the work is Complete, the agent stops applying it, so a

@@ -9,19 +9,18 @@
 //! `spec.username`; `managedFields` name only the field manager, ours, not the user); the
 //! work's deletion removes its objects as the ServiceAccount.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::time::Duration;
 
-use api::{HubClient, ListOptions, ManifestCondition, ManifestWork, ManifestWorkExecutor};
+use api::{ManifestCondition, ManifestWork, ManifestWorkExecutor};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::core::ApiResource;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use testkit::agent::AgentFleet;
 use testkit::cluster::{ClusterOptions, TestCluster};
-use testkit::procs::HubProcess;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SA_NAMESPACE: &str = "x-ops";
@@ -66,65 +65,19 @@ async fn grant_configmaps(client: &kube::Client, namespace: &str) {
 }
 
 /// A hub, one joined cluster and its klusterlet, running as the managed cluster's admin.
-struct Fleet {
-    _hub: HubProcess,
-    admin: HubClient,
-    cluster: String,
-    log: PathBuf,
-    _agent: tokio::process::Child,
-    _dir: tempfile::TempDir,
+struct Fleet(AgentFleet);
+
+impl Deref for Fleet {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.0
+    }
 }
 
 impl Fleet {
     async fn start(managed: &TestCluster, cluster: &str) -> Fleet {
         init();
-        let dir = tempfile::tempdir().unwrap();
-        let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
-            .await
-            .unwrap();
-        let admin = hub.client().unwrap();
-        let data = dir.path().join("agent");
-        let kubeconfig = managed.kubeconfig_path();
-        hub.join_klusterlet(
-            Path::new(env!("CARGO_BIN_EXE_klusterlet")),
-            cluster,
-            kubeconfig,
-            &data,
-            &[],
-        )
-        .await
-        .unwrap();
-        let ledger = format!("agent-{cluster}");
-        create(
-            Api::<Namespace>::all(managed.client()),
-            json!({"metadata": {"name": ledger}}),
-        )
-        .await;
-        let log = data.with_extension("log");
-        let agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
-            .args(["run", "--kubeconfig", &kubeconfig.display().to_string()])
-            .args(["--data-dir", &data.display().to_string()])
-            .args(["--resync", "1s", "--degraded-after", "2s"])
-            .args(["--namespace", &ledger])
-            .env("KLUSTERLET_LOG", "info,klusterlet=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Fleet {
-            _hub: hub,
-            admin,
-            cluster: cluster.to_string(),
-            log,
-            _agent: agent,
-            _dir: dir,
-        }
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        Fleet(AgentFleet::start(managed, cluster).await.unwrap())
     }
 
     /// Blocks on the work until `done` holds, or fails after [`LIMIT`] with the last state.
@@ -133,32 +86,7 @@ impl Fleet {
         name: &str,
         done: impl Fn(Option<&ManifestWork>) -> bool,
     ) -> Option<ManifestWork> {
-        let deadline = Instant::now() + LIMIT;
-        let mut index = None;
-        loop {
-            let opts = ListOptions {
-                index,
-                wait: Some(Duration::from_secs(5)),
-                ..Default::default()
-            };
-            let (work, i) = match self.admin.get_work(&self.cluster, name, &opts).await {
-                Ok(r) => (Some(r.value), r.index),
-                Err(e) if e.is_not_found() => (None, 0),
-                Err(e) => panic!("reading {name}: {e}"),
-            };
-            if done(work.as_ref()) {
-                return work;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "work {name} did not get there within {LIMIT:?}: {work:#?}\nagent log:\n{}",
-                self.agent_log()
-            );
-            index = (i > 0).then_some(i);
-            if work.is_none() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        self.0.wait_work(name, LIMIT, done).await
     }
 }
 

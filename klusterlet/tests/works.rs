@@ -2,19 +2,17 @@
 //! `klusterlet run`, and a real managed cluster (kube-apiserver, controller-manager,
 //! scheduler and a KWOK node, so Deployments become available).
 
-use std::path::Path;
-use std::process::Stdio;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use api::{
-    Condition, DeleteOption, HubClient, ListOptions, ManifestWork, PropagationPolicy,
-    ResourceIdentifier, SelectivelyOrphan,
+    Condition, DeleteOption, ManifestWork, PropagationPolicy, ResourceIdentifier, SelectivelyOrphan,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
+use testkit::agent::{self, AgentFleet};
 use testkit::cluster::{ClusterOptions, TestCluster};
-use testkit::procs::HubProcess;
 use tokio::sync::OnceCell;
 
 static MANAGED: OnceCell<TestCluster> = OnceCell::const_new();
@@ -30,171 +28,45 @@ async fn managed() -> &'static TestCluster {
 }
 
 /// A hub, one joined cluster and its running klusterlet.
-struct Fleet {
-    hub: HubProcess,
-    admin: HubClient,
-    cluster: String,
-    namespace: String,
-    agent: Option<tokio::process::Child>,
-    data: std::path::PathBuf,
-    /// The agent's kubeconfig of the managed cluster.
-    kubeconfig: std::path::PathBuf,
-    /// The agent's `--metrics-listen` port on 127.0.0.1.
-    metrics_port: u16,
-    _dir: tempfile::TempDir,
+struct Fleet(AgentFleet);
+
+impl Deref for Fleet {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.0
+    }
 }
 
-fn init() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+impl DerefMut for Fleet {
+    fn deref_mut(&mut self) -> &mut AgentFleet {
+        &mut self.0
+    }
 }
 
 impl Fleet {
     /// Starts a hub, joins `cluster` with an auto-accept token, creates a namespace for the
     /// test in the managed cluster, and runs the klusterlet with ~1 s timings.
     async fn start(cluster: &str) -> Fleet {
-        let kubeconfig = managed().await.kubeconfig_path().to_path_buf();
-        Self::start_as(cluster, kubeconfig).await
+        Fleet(AgentFleet::start(managed().await, cluster).await.unwrap())
     }
 
     /// [`start`](Self::start) with the agent using this kubeconfig for join and run; the
     /// test namespace may exist already.
     async fn start_as(cluster: &str, kubeconfig: std::path::PathBuf) -> Fleet {
-        init();
-        let dir = tempfile::tempdir().unwrap();
-        let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
+        let mut fleet = AgentFleet::hub_only(managed().await, cluster, Some(kubeconfig))
             .await
             .unwrap();
-        let admin = hub.client().unwrap();
-        let data = dir.path().join("agent");
-        hub.join_klusterlet(
-            Path::new(env!("CARGO_BIN_EXE_klusterlet")),
-            cluster,
-            &kubeconfig,
-            &data,
-            &[],
-        )
-        .await
-        .unwrap();
-        let namespace = format!("t-{cluster}");
-        create_namespace(&namespace).await;
-        let mut fleet = Fleet {
-            hub,
-            admin,
-            cluster: cluster.to_string(),
-            namespace,
-            agent: None,
-            data,
-            kubeconfig,
-            metrics_port: testkit::procs::free_port(),
-            _dir: dir,
-        };
-        fleet.run_agent();
-        fleet
+        fleet.join().await.unwrap();
+        fleet.run_agent(&[]).unwrap();
+        Fleet(fleet)
     }
 
-    fn run_agent(&mut self) {
-        let kubeconfig = self.kubeconfig.display().to_string();
-        let ledger_ns = format!("agent-{}", self.cluster);
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
-            .args([
-                "run",
-                "--kubeconfig",
-                &kubeconfig,
-                "--data-dir",
-                &self.data.display().to_string(),
-            ])
-            .args([
-                "--resync",
-                "1s",
-                "--degraded-after",
-                "2s",
-                "--namespace",
-                &ledger_ns,
-            ])
-            .args([
-                "--metrics-listen",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .env("KLUSTERLET_LOG", "info,klusterlet=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.data.with_extension("log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
-    }
-
-    /// `GET http://127.0.0.1:{metrics port}{path}`: status and body.
+    /// `GET` of the agent's metrics port: status and body.
     async fn scrape(&self, path: &str) -> (u16, String) {
-        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
-        let response = reqwest::get(&url).await.unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
-    }
-
-    async fn kill_agent(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            c.kill().await.unwrap();
-        }
-    }
-
-    fn cm(&self, name: &str, value: &str) -> Value {
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": self.namespace}, "data": {"v": value}})
-    }
-
-    async fn put(
-        &self,
-        name: &str,
-        manifests: Vec<Value>,
-        edit: impl FnOnce(&mut ManifestWork),
-    ) -> ManifestWork {
-        let mut w = ManifestWork::new(&self.cluster, name, manifests);
-        edit(&mut w);
-        self.admin.put_work(&w, None).await.unwrap().value
-    }
-
-    /// Blocks on the work until `done` holds (blocking queries, no sleeps), or fails after
-    /// `limit` with the last state.
-    async fn wait_work(
-        &self,
-        name: &str,
-        limit: Duration,
-        done: impl Fn(Option<&ManifestWork>) -> bool,
-    ) -> Option<ManifestWork> {
-        let deadline = Instant::now() + limit;
-        let mut index = None;
-        loop {
-            let opts = ListOptions {
-                index,
-                wait: Some(Duration::from_secs(5)),
-                ..Default::default()
-            };
-            let (work, i) = match self.admin.get_work(&self.cluster, name, &opts).await {
-                Ok(r) => (Some(r.value), r.index),
-                Err(e) if e.is_not_found() => (None, 0),
-                Err(e) => panic!("reading {name}: {e}"),
-            };
-            if done(work.as_ref()) {
-                return work;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "work {name} did not get there within {limit:?}: {work:#?}\nagent log:\n{}",
-                self.agent_log()
-            );
-            index = (i > 0).then_some(i);
-            if work.is_none() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-
-    fn configmaps(&self) -> Api<ConfigMap> {
-        Api::namespaced(MANAGED.get().unwrap().client(), &self.namespace)
+        self.0
+            .scrape(path)
+            .await
+            .expect("the agent's metrics port answers")
     }
 
     async fn wait_cm(
@@ -221,16 +93,9 @@ impl Fleet {
 
 /// Creates a namespace of the managed cluster, if it does not exist yet.
 async fn create_namespace(name: &str) {
-    let ns: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match Api::<k8s_openapi::api::core::v1::Namespace>::all(managed().await.client())
-        .create(&PostParams::default(), &ns)
+    agent::create_namespace(&managed().await.client(), name)
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("creating namespace {name}: {e}"),
-    }
+        .unwrap();
 }
 
 fn condition(w: Option<&ManifestWork>, type_: &str) -> Option<Condition> {
@@ -469,7 +334,7 @@ async fn garbage_collection_survives_kill_9_and_spares_objects_it_did_not_create
         .await
         .unwrap();
     fleet.put("gc", vec![fleet.cm("a", "1")], |_| {}).await;
-    fleet.run_agent();
+    fleet.run_agent(&[]).unwrap();
     fleet.wait_cm("b", LIMIT, |c| c.is_none()).await;
     fleet
         .wait_work("gc", LIMIT, |w| is(w, "Applied", "True"))
