@@ -181,6 +181,16 @@ impl HaProxy {
     /// `bind` line is added), in `dir` (a temporary directory of its own when `None`).
     /// Waits until the port accepts connections.
     pub fn start(listen: &str, dir: Option<&Path>) -> anyhow::Result<HaProxy> {
+        Self::start_bind("", listen, dir)
+    }
+
+    /// Like [`start`](Self::start), with options after the `bind` line's address (`ssl
+    /// crt FILE alpn h2` to terminate TLS).
+    pub fn start_bind(
+        bind_options: &str,
+        listen: &str,
+        dir: Option<&Path>,
+    ) -> anyhow::Result<HaProxy> {
         let own = match dir {
             Some(_) => None,
             None => Some(
@@ -202,7 +212,7 @@ impl HaProxy {
                  defaults\n    mode tcp\n    retries 2\n    option redispatch\n    \
                  timeout client 30m\n    timeout connect 4s\n    timeout server 30m\n    \
                  timeout check 5s\n\
-                 listen balancer\n    bind 127.0.0.1:{port}\n{listen}"
+                 listen balancer\n    bind 127.0.0.1:{port} {bind_options}\n{listen}"
             ),
         )?;
         let check = Command::new("haproxy")
