@@ -67,6 +67,24 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--bin", name, "--manifest-path"])
             .arg(&manifest);
+        // What `cargo test` set for this test process. Build scripts (ring's) declare
+        // `rerun-if-env-changed` on some of them, and cargo compares its own environment:
+        // inherited, they made this build and the next `cargo test` rebuild rustls, sqlx
+        // and everything above them in turn.
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && (key.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_MANIFEST_LINKS",
+                    ]
+                    .contains(&key)
+                    || key == "OUT_DIR")
+            {
+                cmd.env_remove(key);
+            }
+        }
         if in_test {
             cmd.arg("--quiet");
         }

@@ -19,6 +19,10 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/fleethub/releases/$tag"
 bin="$dir/bin/hub"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fleethub/target}"
+# Run from a test (testkit::releases), the environment `cargo test` set would change the
+# fingerprints of build scripts that watch it (ring's) and rebuild half the dependencies.
+unset CARGO_MANIFEST_DIR CARGO_MANIFEST_PATH CARGO_MANIFEST_LINKS OUT_DIR
+for var in $(compgen -e | grep '^CARGO_PKG_' || true); do unset "$var"; done
 
 if [ -x "$bin" ]; then
   echo "$bin"
