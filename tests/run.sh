@@ -4,6 +4,7 @@
 #      haproxy and Patroni (PyPI, into ~/.cache/fleethub/venv) for the Postgres HA test,
 #   2. the test-cluster binaries (tests/cluster/build.sh, cached under ~/.cache/fleethub),
 #      Debian's systemd (systemd-analyze) and promtool (tests/tools/build-promtool.sh, cached),
+#      the previous release's hub (tests/tools/build-release.sh, cached),
 #   3. cargo test --workspace, with CARGO_TARGET_DIR under ~/.cache so later runs reuse
 #      compiled dependencies;
 #   4. (whole suite only) the klusterlet's container image, built with buildah from the
@@ -184,6 +185,15 @@ fi
 FLEETHUB_PROMTOOL="$(bash tests/tools/build-promtool.sh)"
 export FLEETHUB_PROMTOOL
 echo "run.sh: FLEETHUB_PROMTOOL=$FLEETHUB_PROMTOOL" >&2
+
+# --- 2c. The previous release's hub (tests/tests/rolling_upgrade.rs) ------------------
+# Built once from its git tag into ~/.cache/fleethub/releases/ with the tests' target dir
+# (compiled dependencies reused), then found there: a warm run pays nothing.
+phase "previous release"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fleethub/target}"
+FLEETHUB_PREVIOUS_HUB="$(bash tests/tools/build-release.sh v0.4.0)"
+export FLEETHUB_PREVIOUS_HUB
+echo "run.sh: FLEETHUB_PREVIOUS_HUB=$FLEETHUB_PREVIOUS_HUB" >&2
 
 if [ "$setup_only" -eq 1 ]; then
   exit 0

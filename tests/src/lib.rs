@@ -13,3 +13,4 @@ pub mod patroni;
 pub mod placement_bench;
 pub mod postgres;
 pub mod procs;
+pub mod releases;

@@ -67,6 +67,24 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--bin", name, "--manifest-path"])
             .arg(&manifest);
+        // What `cargo test` set for this test process. Build scripts (ring's) declare
+        // `rerun-if-env-changed` on some of them, and cargo compares its own environment:
+        // inherited, they made this build and the next `cargo test` rebuild rustls, sqlx
+        // and everything above them in turn.
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && (key.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_MANIFEST_LINKS",
+                    ]
+                    .contains(&key)
+                    || key == "OUT_DIR")
+            {
+                cmd.env_remove(key);
+            }
+        }
         if in_test {
             cmd.arg("--quiet");
         }
@@ -105,6 +123,8 @@ pub struct HubProcess {
     log: PathBuf,
     /// `ulimit -n` for the hub, when it must run with few file descriptors.
     fd_limit: Option<u64>,
+    /// Another `hub` binary than this workspace's (an earlier release).
+    bin: Option<PathBuf>,
 }
 
 impl HubProcess {
@@ -133,11 +153,32 @@ impl HubProcess {
         Self::launch(data_dir, free_port(), extra, Some(fd_limit)).await
     }
 
+    /// Like [`start_on`](Self::start_on) with another `hub` binary (an earlier release,
+    /// see [`crate::releases`]), which must take the same `serve` flags.
+    pub async fn start_binary(
+        bin: &Path,
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<HubProcess> {
+        Self::launch_binary(data_dir, port, extra, None, Some(bin.to_path_buf())).await
+    }
+
     async fn launch(
         data_dir: &Path,
         port: u16,
         extra: &[&str],
         fd_limit: Option<u64>,
+    ) -> anyhow::Result<HubProcess> {
+        Self::launch_binary(data_dir, port, extra, fd_limit, None).await
+    }
+
+    async fn launch_binary(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+        bin: Option<PathBuf>,
     ) -> anyhow::Result<HubProcess> {
         let mut args = vec![
             "serve".to_string(),
@@ -156,6 +197,7 @@ impl HubProcess {
             args,
             log: data_dir.join("hub.log"),
             fd_limit,
+            bin,
         };
         p.spawn().await?;
         Ok(p)
@@ -167,15 +209,19 @@ impl HubProcess {
             .create(true)
             .append(true)
             .open(&self.log)?;
+        let hub = match &self.bin {
+            Some(bin) => bin.clone(),
+            None => binary("hub")?,
+        };
         let mut cmd = match self.fd_limit {
             // `exec` keeps the pid, so signals and kills reach the hub itself.
             Some(n) => {
                 let mut sh = Command::new("sh");
                 sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\"", &n.to_string()])
-                    .arg(binary("hub")?);
+                    .arg(&hub);
                 sh
             }
-            None => Command::new(binary("hub")?),
+            None => Command::new(&hub),
         };
         let child = cmd
             .args(&self.args)
