@@ -90,6 +90,16 @@ pub struct ServeArgs {
     /// blocking query in flight, so theirs stay open).
     #[arg(long, env = "HUB_IDLE_TIMEOUT", default_value = "90s", value_parser = api::parse_duration)]
     pub idle_timeout: std::time::Duration,
+    /// Delete audit entries older than this (checked every minute); 0 keeps every entry.
+    /// At least 24h otherwise. A work's deletion is its audit entry, which agents read to
+    /// clean up at once: past the retention they wait for their eviction grace instead.
+    #[arg(long, env = "HUB_AUDIT_RETENTION", default_value = "0s", value_parser = api::parse_duration)]
+    pub audit_retention: std::time::Duration,
+    /// Change-log rows kept, in indexes behind the latest (blocking queries and other hubs
+    /// read the recent log; one that fell further behind re-reads what it follows).
+    /// At least 1000.
+    #[arg(long, env = "HUB_CHANGE_LOG_RETENTION", default_value_t = crate::service::retention::DEFAULT_CHANGE_LOG_INDEXES)]
+    pub change_log_retention: u64,
     /// Check the flags, the files they name and the database (reachable, its schema one
     /// this hub can serve), print what would be used, and exit: 0 when `hub serve` would
     /// start, 1 with the reason when not. Changes nothing; binds no port.

@@ -12,6 +12,7 @@ use crate::config::ServeArgs;
 use crate::http::{AppState, ClusterInfo, router};
 use crate::serve::{FdBudget, Limits, Server};
 use crate::service::authn::Auth;
+use crate::service::retention::Retention;
 use crate::service::{Hub, HubSettings};
 use crate::tls::CaBundle;
 
@@ -50,6 +51,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 struct Resolved {
     admin_token: Option<String>,
     limits: Limits,
+    retention: Retention,
     data_dir: PathBuf,
     database_url: String,
     /// `--tls-cert`/`--tls-key` read: the chain, the key and the CA clients trust.
@@ -73,6 +75,7 @@ fn resolve(args: &ServeArgs, create_data_dir: bool) -> anyhow::Result<Resolved> 
         args.idle_timeout,
         args.max_work_bytes,
     )?;
+    let retention = Retention::new(args.audit_retention, args.change_log_retention)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -105,6 +108,7 @@ fn resolve(args: &ServeArgs, create_data_dir: bool) -> anyhow::Result<Resolved> 
     Ok(Resolved {
         admin_token,
         limits,
+        retention,
         data_dir,
         database_url,
         given_tls,
@@ -150,6 +154,15 @@ pub async fn check_config(args: &ServeArgs) -> anyhow::Result<Vec<String>> {
             }
         ),
         format!("max connections: {}", resolved.limits.max_connections),
+        format!(
+            "retention: audit {}, change log {} indexes",
+            match resolved.retention.audit {
+                Some(d) if d.as_secs() % 3600 == 0 => format!("{}h", d.as_secs() / 3600),
+                Some(d) => format!("{}s", d.as_secs()),
+                None => "every entry".into(),
+            },
+            resolved.retention.change_log_indexes
+        ),
     ])
 }
 
@@ -158,6 +171,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let Resolved {
         admin_token,
         limits,
+        retention,
         data_dir,
         database_url,
         given_tls,
@@ -185,6 +199,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
             lease_interval,
             lease_grace: lease_grace.unwrap_or(lease_interval * 5),
             bootstrap_token_ttl,
+            retention,
         },
     )
     .await

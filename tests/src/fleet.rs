@@ -100,6 +100,9 @@ pub struct FleetReport {
     pub postgres_bytes_per_work: Option<f64>,
     /// Postgres: each table's growth (with indexes and TOAST) over the works created.
     pub postgres_table_bytes_per_work: std::collections::BTreeMap<String, f64>,
+    /// Postgres: the growth of each table's heap, each index and each TOAST table apart,
+    /// over the works created (where the bytes of a table go).
+    pub postgres_relation_bytes_per_work: std::collections::BTreeMap<String, f64>,
 }
 
 /// The database's size and each table's (with indexes and TOAST), in bytes.
@@ -113,6 +116,23 @@ async fn database_sizes(db: &sqlx::PgPool) -> anyhow::Result<(i64, HashMap<Strin
     .fetch_all(db)
     .await?;
     Ok((total, tables.into_iter().collect()))
+}
+
+/// The size of every table heap, index and TOAST table of the hub's schema, by name (a
+/// TOAST table by its table's name with `(toast)`).
+async fn relation_sizes(db: &sqlx::PgPool) -> anyhow::Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_relation_size(c.oid) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') \
+         UNION ALL \
+         SELECT c.relname::text || ' (toast)', pg_total_relation_size(c.reltoastrelid) \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.reltoastrelid <> 0",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Latency quantiles in milliseconds.
@@ -271,7 +291,7 @@ pub async fn run_fleet(
         None => None,
     };
     let sizes_before = match &db {
-        Some(db) => Some(database_sizes(db).await?),
+        Some(db) => Some((database_sizes(db).await?, relation_sizes(db).await?)),
         None => None,
     };
     let rss_idle = rss_mib(hub_pid)?;
@@ -360,7 +380,8 @@ pub async fn run_fleet(
     }
     let mut postgres_bytes_per_work = None;
     let mut postgres_table_bytes_per_work = std::collections::BTreeMap::new();
-    if let (Some(db), Some((total0, tables0))) = (&db, &sizes_before) {
+    let mut postgres_relation_bytes_per_work = std::collections::BTreeMap::new();
+    if let (Some(db), Some(((total0, tables0), relations0))) = (&db, &sizes_before) {
         let (total, tables) = database_sizes(db).await?;
         let per_work = |b: i64| b as f64 / works_created.max(1) as f64;
         postgres_bytes_per_work = Some(per_work(total - total0));
@@ -368,6 +389,12 @@ pub async fn run_fleet(
             let grown = size - tables0.get(&table).copied().unwrap_or(0);
             if grown != 0 {
                 postgres_table_bytes_per_work.insert(table, per_work(grown).round());
+            }
+        }
+        for (relation, size) in relation_sizes(db).await? {
+            let grown = size - relations0.get(&relation).copied().unwrap_or(0);
+            if grown != 0 {
+                postgres_relation_bytes_per_work.insert(relation, per_work(grown).round());
             }
         }
     }
@@ -421,6 +448,7 @@ pub async fn run_fleet(
         load_cpu_seconds: own_cpu,
         postgres_bytes_per_work,
         postgres_table_bytes_per_work,
+        postgres_relation_bytes_per_work,
     })
 }
 

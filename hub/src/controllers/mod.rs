@@ -11,6 +11,7 @@ use crate::service::Hub;
 pub mod fleet;
 pub mod leader;
 pub mod leases;
+pub mod retention;
 pub mod ttl;
 
 /// Starts every controller of `hub`; each stops once the hub is dropped.
@@ -18,4 +19,5 @@ pub fn start(hub: &Arc<Hub>) {
     tokio::spawn(leases::run(Arc::downgrade(hub)));
     tokio::spawn(fleet::run(Arc::downgrade(hub)));
     tokio::spawn(ttl::run(Arc::downgrade(hub)));
+    tokio::spawn(retention::run(Arc::downgrade(hub)));
 }

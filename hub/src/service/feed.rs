@@ -268,7 +268,8 @@ impl ChangeFeed {
 
 /// Keeps the feed in step with writes by other hubs on the same database: database
 /// notifications where there are any, and a slow poll as a safety net (a notification can be
-/// lost while the listening connection reconnects). Also prunes the change log.
+/// lost while the listening connection reconnects). The change log is pruned by the
+/// retention controller (`controllers::retention`).
 pub async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
     let mut listener: Option<IndexStream> = None;
     // `Ok(None)` from `listen` means the backend has nothing to listen to (SQLite: one hub
@@ -276,7 +277,6 @@ pub async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
     let mut can_listen = true;
     let mut lost = false;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
-    let mut prune = tokio::time::interval(Duration::from_secs(60));
     loop {
         if listener.is_none() && can_listen {
             // Set up again on every round until it works: sqlx's listener reconnects on its
@@ -324,14 +324,6 @@ pub async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
                         .set(if caught_up { 0.0 } else { lag as f64 });
                 }
                 index
-            }
-            _ = prune.tick() => {
-                // Keep a generous window of history for waiters that fell behind.
-                let latest = feed.latest();
-                if latest > 200_000 {
-                    let _ = store.prune_changes(latest - 200_000).await;
-                }
-                None
             }
         };
         if let Some(t) = target

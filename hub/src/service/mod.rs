@@ -32,6 +32,7 @@ pub mod preconditions;
 pub mod query;
 pub mod registration;
 pub mod replica_split;
+pub mod retention;
 pub mod secrets;
 pub mod set_render;
 pub mod set_sync;
@@ -61,6 +62,8 @@ pub struct HubSettings {
     pub lease_grace: Duration,
     /// Lifetime of bootstrap tokens created without `ttl`.
     pub bootstrap_token_ttl: Duration,
+    /// How much history (audit entries, change-log rows) is kept.
+    pub retention: retention::Retention,
 }
 
 impl Default for HubSettings {
@@ -69,6 +72,7 @@ impl Default for HubSettings {
             lease_interval: Duration::from_secs(10),
             lease_grace: Duration::from_secs(50),
             bootstrap_token_ttl: Duration::from_secs(24 * 3600),
+            retention: retention::Retention::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod schema;
 mod sql;
 mod sql_fetch;
 mod sql_objects;
+mod sql_retention;
 mod sqlite;
 
 pub use postgres::PgStore;
@@ -293,6 +294,16 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, index: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
     /// Drops change-log entries at or below `index`.
     async fn prune_changes(&self, below: u64) -> Result<u64, StoreError>;
+    /// Drops audit entries written before `before`, looking at the oldest `limit` entries
+    /// only (one bounded statement; call again while it returns `limit`).
+    async fn prune_audit(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+    /// Makes the space of the works' replaced row versions reusable now (Postgres: a
+    /// `VACUUM` of the works table; SQLite reuses freed pages by itself).
+    async fn reclaim_work_space(&self) -> Result<(), StoreError>;
     /// One work.
     async fn get_work(&self, cluster: &str, name: &str)
     -> Result<Option<ManifestWork>, StoreError>;

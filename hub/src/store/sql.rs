@@ -414,6 +414,18 @@ macro_rules! sql_store {
                 Ok(r.rows_affected())
             }
 
+            async fn prune_audit(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                $crate::store::sql_retention::prune_audit!(&self.pool, before, limit)
+            }
+
+            async fn reclaim_work_space(&self) -> Result<(), $crate::store::StoreError> {
+                $crate::store::sql_retention::reclaim_work_space!(&self.pool, Self::BACKEND)
+            }
+
             async fn get_work(
                 &self,
                 cluster: &str,

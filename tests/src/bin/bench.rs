@@ -437,8 +437,8 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         );
         if let (Some(db), Some(t)) = (r.postgres_bytes_per_work, r.works_table_bytes_per_work) {
             summary += &format!(
-                "; Postgres {db:.0} B/work (database growth while writing), works table {t:.0} B/work; growth by table (B/work): {:?}",
-                f.postgres_table_bytes_per_work
+                "; Postgres {db:.0} B/work (database growth while writing), works table {t:.0} B/work; growth by table (B/work): {:?}; by heap, index and TOAST (B/work): {:?}",
+                f.postgres_table_bytes_per_work, f.postgres_relation_bytes_per_work
             );
         }
         summary += "\n";

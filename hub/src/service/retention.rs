@@ -1,0 +1,170 @@
+//! How long the hub keeps history: audit entries (by age) and change-log rows (by index),
+//! and the pruning that enforces it.
+//!
+//! Neither kind of row is needed for a work to be served: the change log lets blocking
+//! queries and other hubs follow writes (a reader that fell behind the pruned log re-reads
+//! the store, as after any jump), and the audit log records who did what. One audit use
+//! touches agents: the 404 of a work the hub deleted says so (its newest audit entry is
+//! the deletion), so the agent cleans up at once; once that entry is pruned the 404 is a
+//! plain one and the agent keeps the work's objects for its eviction grace instead. Pruning
+//! therefore never deletes anything on a cluster sooner, only later.
+
+use std::time::Duration;
+
+use super::Hub;
+use super::error::Result;
+
+/// The shortest audit retention `hub serve` takes (besides keeping every entry).
+pub const MIN_AUDIT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// The fewest change-log indexes `hub serve` keeps.
+pub const MIN_CHANGE_LOG_INDEXES: u64 = 1_000;
+
+/// The change-log indexes kept by default (what the hub always kept before it was a
+/// setting).
+pub const DEFAULT_CHANGE_LOG_INDEXES: u64 = 200_000;
+
+/// Status writes after which the works table's replaced versions are reclaimed
+/// ([`Hub::reclaim_work_space`]).
+pub const RECLAIM_AFTER_STATUS_WRITES: usize = 500;
+
+/// Rows one prune statement deletes at most, so a first prune of a large log does not
+/// hold one long transaction.
+const PRUNE_BATCH: u32 = 10_000;
+
+/// How much history the hub keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Audit entries older than this are deleted; `None` keeps every entry.
+    pub audit: Option<Duration>,
+    /// Change-log rows more than this many indexes behind the latest are deleted.
+    pub change_log_indexes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            audit: None,
+            change_log_indexes: DEFAULT_CHANGE_LOG_INDEXES,
+        }
+    }
+}
+
+/// Why a retention setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetentionError {
+    /// An audit retention shorter than [`MIN_AUDIT_RETENTION`].
+    #[error(
+        "--audit-retention must be 0 (keep every entry) or at least 24h, not {0:?}: a shorter log loses who changed what before anyone looks"
+    )]
+    AuditTooShort(Duration),
+    /// A change-log retention below [`MIN_CHANGE_LOG_INDEXES`].
+    #[error(
+        "--change-log-retention must be at least {MIN_CHANGE_LOG_INDEXES} indexes, not {0}: blocking queries and other hubs read the recent log"
+    )]
+    ChangeLogTooShort(u64),
+}
+
+impl Retention {
+    /// The retention of `hub serve`'s flags: `audit` zero keeps every entry.
+    pub fn new(audit: Duration, change_log_indexes: u64) -> Result<Self, RetentionError> {
+        if !audit.is_zero() && audit < MIN_AUDIT_RETENTION {
+            return Err(RetentionError::AuditTooShort(audit));
+        }
+        if change_log_indexes < MIN_CHANGE_LOG_INDEXES {
+            return Err(RetentionError::ChangeLogTooShort(change_log_indexes));
+        }
+        Ok(Retention {
+            audit: (!audit.is_zero()).then_some(audit),
+            change_log_indexes,
+        })
+    }
+}
+
+/// What one prune deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Audit entries.
+    pub audit: u64,
+    /// Change-log rows.
+    pub changes: u64,
+}
+
+impl Hub {
+    /// Deletes the history older than the hub's retention: change-log rows more than
+    /// `change_log_indexes` behind the latest index, audit entries older than `audit`.
+    pub async fn prune_history(&self) -> Result<Pruned> {
+        let retention = self.settings.retention;
+        let mut pruned = Pruned::default();
+        let latest = self.feed.latest();
+        if latest > retention.change_log_indexes {
+            pruned.changes = self
+                .store
+                .prune_changes(latest - retention.change_log_indexes)
+                .await?;
+        }
+        if let Some(keep) = retention.audit {
+            let cutoff = chrono::Utc::now()
+                - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+            loop {
+                let n = self.store.prune_audit(cutoff, PRUNE_BATCH).await?;
+                pruned.audit += n;
+                if n < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+impl Hub {
+    /// Reclaims the space of the works' replaced versions once
+    /// [`RECLAIM_AFTER_STATUS_WRITES`] status writes were published after index `after`;
+    /// returns the index to count from next time (`after` when nothing was due).
+    ///
+    /// Each status write leaves the work's previous version behind (Postgres keeps old
+    /// row versions until a vacuum); an agent reports right after each apply, so half of
+    /// what a new work costs the database was such a version until autovacuum came round.
+    /// Creates leave nothing behind and do not count.
+    pub async fn reclaim_work_space(&self, after: u64) -> Result<u64> {
+        let latest = self.feed.latest();
+        let rewrites = match self.feed.changes_between(after, latest) {
+            Some(changes) => changes
+                .iter()
+                .filter(|c| c.kind == crate::store::ChangeKind::Work && c.status_only)
+                .count(),
+            // The ring no longer reaches back: more than it holds happened.
+            None => usize::MAX,
+        };
+        if rewrites < RECLAIM_AFTER_STATUS_WRITES {
+            return Ok(after);
+        }
+        self.store.reclaim_work_space().await?;
+        Ok(latest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_validated() {
+        assert_eq!(
+            Retention::new(Duration::ZERO, DEFAULT_CHANGE_LOG_INDEXES).unwrap(),
+            Retention::default()
+        );
+        let r = Retention::new(Duration::from_secs(30 * 24 * 3600), 5_000).unwrap();
+        assert_eq!(r.audit, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(r.change_log_indexes, 5_000);
+        assert_eq!(
+            Retention::new(Duration::from_secs(3600), 5_000),
+            Err(RetentionError::AuditTooShort(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            Retention::new(Duration::ZERO, 999),
+            Err(RetentionError::ChangeLogTooShort(999))
+        );
+    }
+}
