@@ -76,6 +76,23 @@ pub async fn run(args: RestoreArgs) -> i32 {
         eprintln!("hub restore: --from FILE is required");
         return 2;
     };
+    if !from.is_file() {
+        eprintln!("hub restore: {}: no such file", from.display());
+        return 2;
+    }
+    if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        // A fresh machine: the data dir as `hub serve` makes it, private.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        if let Err(e) = builder.create(dir) {
+            eprintln!("hub restore: cannot create {}: {e}", dir.display());
+            return 1;
+        }
+    }
     match backup::restore(&from, &database).await {
         Ok(done) => {
             let schema = done.info.schema.iter().max().copied().unwrap_or(0);
