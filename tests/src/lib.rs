@@ -4,6 +4,7 @@
 //! [`placement_bench`]) and of the high-availability tests ([`ha`]).
 #![forbid(unsafe_code)]
 
+pub mod backup_bench;
 pub mod cluster;
 pub mod fleet;
 pub mod ha;
