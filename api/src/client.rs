@@ -18,7 +18,10 @@ use crate::types::{
     StatusUpdate, WorkSummary,
 };
 
+mod epoch;
 mod fleet;
+
+pub use epoch::EpochTracker;
 
 /// What went wrong talking to the hub.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,8 @@ pub struct Indexed<T> {
     pub value: T,
     /// The change index; pass it back as `index` to block until something changes.
     pub index: u64,
+    /// The index epoch (`X-Hub-Epoch`); indexes of two epochs are not comparable.
+    pub epoch: Option<String>,
 }
 
 /// Query options of list and get calls.
@@ -111,6 +116,8 @@ pub struct ListOptions {
     pub index: Option<u64>,
     /// How long to block at most.
     pub wait: Option<Duration>,
+    /// The epoch `index` belongs to; the client fills it in from what it saw last.
+    pub epoch: Option<String>,
 }
 
 impl ListOptions {
@@ -134,6 +141,9 @@ impl ListOptions {
         if let Some(w) = self.wait {
             q.push(("wait", format!("{}ms", w.as_millis())));
         }
+        if let Some(e) = self.epoch.as_ref().filter(|_| self.index.is_some()) {
+            q.push(("epoch", e.clone()));
+        }
         q
     }
 
@@ -149,6 +159,7 @@ pub struct HubClient {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    epoch: EpochTracker,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -210,6 +221,7 @@ impl HubClient {
             base,
             http,
             token: config.token.clone(),
+            epoch: EpochTracker::default(),
         })
     }
 
@@ -218,6 +230,28 @@ impl HubClient {
         HubClient {
             token,
             ..self.clone()
+        }
+    }
+
+    /// What this client (and its clones) saw of the hub's index epoch.
+    pub fn epochs(&self) -> &EpochTracker {
+        &self.epoch
+    }
+
+    /// The query of a read with these options: a blocking one carries the epoch its
+    /// index belongs to, and an index of an epoch that ended is lowered ([`epoch`]).
+    fn query(&self, opts: &ListOptions) -> Vec<(&'static str, String)> {
+        match opts.index {
+            Some(index) if opts.epoch.is_none() => {
+                let (index, epoch) = self.epoch.blocking_params(index);
+                ListOptions {
+                    index: Some(index),
+                    epoch,
+                    ..opts.clone()
+                }
+                .query()
+            }
+            _ => opts.query(),
         }
     }
 
@@ -258,6 +292,14 @@ impl HubClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let epoch = resp
+            .headers()
+            .get("x-hub-epoch")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if status.is_success() {
+            self.epoch.observe(epoch.as_deref(), index);
+        }
         let bytes = resp
             .bytes()
             .await
@@ -272,7 +314,11 @@ impl HubClient {
         }
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Decode(format!("{e} (HTTP {status})")))?;
-        Ok(Indexed { value, index })
+        Ok(Indexed {
+            value,
+            index,
+            epoch,
+        })
     }
 
     async fn json<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -332,7 +378,7 @@ impl HubClient {
     ) -> Result<Indexed<ManifestWork>, ClientError> {
         let mut rb = self
             .request(Method::GET, &Self::work_path(cluster, name))
-            .query(&opts.query());
+            .query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }
@@ -349,7 +395,7 @@ impl HubClient {
             Some(c) => format!("/api/v1/clusters/{}/manifestworks", seg(c)),
             None => "/api/v1/manifestworks".to_string(),
         };
-        let mut rb = self.request(Method::GET, &path).query(&opts.query());
+        let mut rb = self.request(Method::GET, &path).query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }
@@ -430,7 +476,7 @@ impl HubClient {
     ) -> Result<Indexed<List<ManagedCluster>>, ClientError> {
         let mut rb = self
             .request(Method::GET, "/api/v1/clusters")
-            .query(&opts.query());
+            .query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }
@@ -472,7 +518,7 @@ impl HubClient {
     ) -> Result<Indexed<ManagedCluster>, ClientError> {
         let mut rb = self
             .request(Method::GET, &format!("/api/v1/clusters/{}", seg(name)))
-            .query(&opts.query());
+            .query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }
@@ -496,6 +542,7 @@ impl HubClient {
             base,
             http,
             token: None,
+            epoch: EpochTracker::default(),
         })
     }
 
@@ -544,7 +591,7 @@ impl HubClient {
     ) -> Result<Indexed<Registration>, ClientError> {
         let mut rb = self
             .request(Method::GET, &format!("/api/v1/registrations/{}", seg(id)))
-            .query(&opts.query());
+            .query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }
@@ -566,7 +613,7 @@ impl HubClient {
     ) -> Result<Indexed<List<Registration>>, ClientError> {
         let mut rb = self
             .request(Method::GET, "/api/v1/registrations")
-            .query(&opts.query());
+            .query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }
@@ -664,7 +711,7 @@ impl HubClient {
         name: Option<&str>,
         opts: &ListOptions,
     ) -> Result<Indexed<List<WorkSummary>>, ClientError> {
-        let mut query = opts.query();
+        let mut query = self.query(opts);
         if let Some(n) = name {
             query.push(("name", n.to_string()));
         }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod http;
+pub mod restore;
 pub mod serve;
 pub mod server;
 pub mod service;

@@ -27,6 +27,17 @@ struct Cli {
 enum Command {
     /// Run the hub server.
     Serve(Box<ServeArgs>),
+    /// Put a backup (`hub backup`) in place of the hub's SQLite database; the hub stopped.
+    ///
+    /// Checks the file is a fleethub database whose schema this hub knows, moves the
+    /// replaced database aside (hub.db.replaced-<time>) and gives the restored one a new
+    /// index epoch, so clients list again from scratch. With --new-epoch, only renews the
+    /// epoch (after pg_restore or a point-in-time recovery of Postgres).
+    ///
+    /// Exit codes: 0 restored; 1 a hub serves from the database, or writing failed;
+    /// 2 usage error or bad input (no such file, not a fleethub database, damaged, a
+    /// schema newer than this hub, a Postgres URL without --new-epoch).
+    Restore(hub::restore::RestoreArgs),
     #[command(flatten)]
     Client(hub::cli::ClientCommand),
 }
@@ -79,6 +90,10 @@ async fn main() {
                     1
                 }
             }
+        }
+        Command::Restore(args) => {
+            init_tracing(LogFormat::Pretty, "warn");
+            hub::restore::run(args).await
         }
         Command::Client(cmd) => {
             init_tracing(LogFormat::Pretty, "warn");

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod backup_bench;
 pub mod cluster;
 pub mod fleet;
 pub mod ha;

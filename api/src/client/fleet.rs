@@ -28,7 +28,7 @@ impl HubClient {
         path: &str,
         opts: &ListOptions,
     ) -> Result<Indexed<T>, ClientError> {
-        let mut rb = self.request(Method::GET, path).query(&opts.query());
+        let mut rb = self.request(Method::GET, path).query(&self.query(opts));
         if let Some(t) = opts.blocking_timeout() {
             rb = rb.timeout(t);
         }

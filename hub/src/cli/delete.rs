@@ -378,6 +378,7 @@ where
                 last = Indexed {
                     value: v.value,
                     index,
+                    epoch: v.epoch,
                 };
             }
             Err(e) if e.is_not_found() => return Ok(None),

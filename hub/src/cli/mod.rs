@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 pub mod apply;
 pub mod audit;
+pub mod backup;
 pub mod completion;
 pub mod config;
 pub mod delete;
@@ -167,6 +168,19 @@ pub enum ClientCommand {
     /// Exit codes: 0 revoked; 1 the hub refused (e.g. no such cluster); 2 usage error; 4
     /// the hub is unreachable or answered 5xx, 401 or 403.
     Revoke(Box<revoke::RevokeArgs>),
+    /// Back up the hub's database while it serves: a consistent copy, written to --to.
+    ///
+    /// The running hub copies its SQLite database (one read transaction: writers go on)
+    /// and streams it; the file is written with mode 0600 and put in place only once
+    /// complete. It holds every work (Secret data included), token hashes and the hub's
+    /// keys. Admin token only. A hub on Postgres answers that pg_dump or pg_basebackup
+    /// are the tools (docs/operations.md). Restore with `hub restore --from FILE`, the
+    /// hub stopped.
+    ///
+    /// Exit codes: 0 written; 1 the hub refused (e.g. it runs on Postgres); 2 usage error,
+    /// FILE exists (without --force) or cannot be written; 4 the hub is unreachable,
+    /// answered 5xx, 401 or 403, or the copy arrived incomplete.
+    Backup(Box<backup::BackupArgs>),
     /// Placements beyond get/describe/delete: `hub placement preview -f FILE` shows
     /// what a Placement would choose, and why, without storing it.
     ///
@@ -194,6 +208,7 @@ pub async fn run(command: ClientCommand) -> i32 {
         ClientCommand::Accept(args) => registration::accept(*args).await,
         ClientCommand::Deny(args) => registration::deny(*args).await,
         ClientCommand::Revoke(args) => revoke::run(*args).await,
+        ClientCommand::Backup(args) => backup::run(*args).await,
         ClientCommand::Placement(args) => fleet::run(*args).await,
     };
     match result {

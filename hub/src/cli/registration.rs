@@ -203,7 +203,9 @@ async fn decide(
     let mut seen = std::collections::BTreeSet::new();
     names.retain(|n| seen.insert(n.clone()));
     let client = connection.client()?;
-    let Indexed { value: list, index } = client.list_registrations(&ListOptions::default()).await?;
+    let Indexed {
+        value: list, index, ..
+    } = client.list_registrations(&ListOptions::default()).await?;
     let start = index;
     let mut code = 0;
     let mut waiting = Vec::new();
@@ -251,6 +253,7 @@ async fn decide(
             let Indexed {
                 value: list,
                 index: now,
+                ..
             } = client.list_registrations(&opts).await?;
             // Never go back: a missing header must not turn into a busy loop at 0.
             index = index.max(now);

@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::service::authn::Auth;
 use crate::service::{Caller, Hub};
 
+mod backup;
 mod clusters;
 pub mod error;
 pub mod extract;
@@ -142,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/registrations/{id}/accept", post(registration::accept))
         .route("/registrations/{id}/deny", post(registration::deny))
         .route("/audit", get(registration::audit))
+        .route("/backup", get(backup::get))
         .route("/placements", get(fleet::list_all::<api::fleet::Placement>))
         .route("/placements/preview", post(fleet::preview))
         .route(
@@ -184,6 +186,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            backup::epoch,
+        ))
         .layer(axum::middleware::from_fn(refuse_nul))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))

@@ -16,6 +16,7 @@ use crate::store::Store;
 pub mod access;
 pub mod audit;
 pub mod authn;
+pub mod backup;
 pub mod cache;
 pub mod cluster_status;
 pub mod clusters;
@@ -92,6 +93,9 @@ pub struct Hub {
     cache: Arc<cache::ClusterCache>,
     /// The key of the placeholders that stand for secret data in masked reads.
     placeholder_key: secrets::PlaceholderKey,
+    /// The database's index epoch ([`backup`]), read once: a restore happens with the
+    /// hubs stopped.
+    epoch: String,
 }
 
 impl Hub {
@@ -105,6 +109,7 @@ impl Hub {
     pub async fn start_with(store: Arc<dyn Store>, settings: HubSettings) -> Result<Arc<Hub>> {
         let feed = ChangeFeed::new(store.current_index().await?);
         let placeholder_key = secrets::load_or_create_key(&*store).await?;
+        let epoch = backup::load_or_create_epoch(&*store).await?;
         let writer = Writer::start(store.clone(), feed.clone());
         tokio::spawn(feed::follow(store.clone(), feed.clone()));
         let hub = Arc::new(Hub {
@@ -115,6 +120,7 @@ impl Hub {
             settings,
             lease_book: Default::default(),
             placeholder_key,
+            epoch,
         });
         Ok(hub)
     }

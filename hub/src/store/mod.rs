@@ -11,6 +11,7 @@ use api::{ManagedCluster, ManifestWork};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub mod backup;
 mod postgres;
 mod schema;
 mod sql;
@@ -65,6 +66,14 @@ pub enum StoreError {
     /// A leadership's connection stopped answering in time, or was lost before.
     #[error("leadership lost: {0}")]
     LeadershipLost(&'static str),
+    /// This backend is backed up with its own tools, not by the hub.
+    #[error(
+        "this hub stores its data in {backend}: back it up with pg_dump or pg_basebackup (docs/operations.md, \"Backup and restore\")"
+    )]
+    BackupUnsupported {
+        /// The backend.
+        backend: &'static str,
+    },
     /// Committing failed, so whether the transaction committed is unknown: the connection
     /// may have died after the server committed (or, under synchronous replication, after
     /// it committed locally but before a standby confirmed it, and a failover to that
@@ -402,6 +411,9 @@ pub trait Store: Send + Sync + 'static {
     /// its own (not pooled), so it dies with this hub's session; on SQLite, where one hub
     /// owns the file, always granted.
     async fn lead(&self, name: &str) -> Result<Option<Box<dyn Leadership>>, StoreError>;
+    /// A consistent copy of the whole database, taken while serving ([`backup`]); only
+    /// the embedded SQLite backend makes one.
+    async fn snapshot(&self) -> Result<backup::Snapshot, StoreError>;
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
 }

@@ -164,6 +164,13 @@ impl PgStore {
     /// Takes the advisory lock of `name` on a connection of its own: a pooled one would go
     /// back to the pool (and to other queries) still holding it, and the lock must die with
     /// this hub's session, which is what lets another hub take over.
+    /// Postgres is backed up with its own tools.
+    async fn snapshot_impl(&self) -> Result<super::backup::Snapshot, StoreError> {
+        Err(StoreError::BackupUnsupported {
+            backend: Self::BACKEND,
+        })
+    }
+
     async fn lead_impl(&self, name: &str) -> Result<Option<Box<dyn Leadership>>, StoreError> {
         let options = (*self.pool.connect_options())
             .clone()

@@ -785,6 +785,12 @@ macro_rules! sql_store {
                 self.lead_impl(name).await
             }
 
+            async fn snapshot(
+                &self,
+            ) -> Result<$crate::store::backup::Snapshot, $crate::store::StoreError> {
+                self.snapshot_impl().await
+            }
+
             fn backend(&self) -> &'static str {
                 Self::BACKEND
             }

@@ -13,6 +13,8 @@ use super::{IndexStream, Leadership, StoreError, sql::sql_store};
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file, beside which backups are staged.
+    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -31,13 +33,14 @@ impl SqliteStore {
             // Reads map the file instead of copying each page with read(2): a full list of
             // 10,000 works is 12 MB of pages.
             .pragma("mmap_size", "268435456");
+        let path = opts.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .after_release(|conn, _| Box::pin(super::release_outside_transaction(conn)))
             .connect_with(opts)
             .await?;
         super::schema::migrate(&sqlx::migrate!("../migrations/sqlite"), &pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, path })
     }
 
     /// Where the database stands against our migrations, changing nothing: opened
@@ -78,6 +81,10 @@ impl SqliteStore {
 
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {
         Ok(None)
+    }
+
+    async fn snapshot_impl(&self) -> Result<super::backup::Snapshot, StoreError> {
+        super::backup::snapshot(&self.pool, &self.path).await
     }
 
     /// One hub owns a SQLite file, so it always leads.

@@ -201,6 +201,7 @@ async fn first_pass(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let cluster = shared.ctx.session.cluster().to_string();
     let mut index = 0u64;
+    let mut epoch: Option<String> = None;
     let mut first = true;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
@@ -210,6 +211,8 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let opts = ListOptions {
             index: (index > 0).then_some(index),
             wait: Some(shared.options.wait),
+            // The hub answers at once when this is not its epoch any more.
+            epoch: epoch.clone(),
             ..Default::default()
         };
         let result = tokio::select! {
@@ -217,8 +220,14 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         match result {
-            Ok((listed_index, items)) => {
+            Ok((listed_index, listed_epoch, items)) => {
                 backoff.reset();
+                let previous_index = index;
+                // A restored hub: another epoch, or an index below the one seen.
+                let restored = !first
+                    && (listed_index < index
+                        || (epoch.is_some() && listed_epoch.is_some() && epoch != listed_epoch));
+                epoch = listed_epoch.or(epoch);
                 shared.ctx.session.reached();
                 metrics::gauge!(telemetry::WORKS).set(items.len() as f64);
                 index = listed_index;
@@ -237,6 +246,24 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     if moved || first {
                         changed.push(name.clone());
                     }
+                }
+                if restored {
+                    let again = super::restore::compare(
+                        &works,
+                        &fresh,
+                        &mut *shared.ctx.memory.lock().await,
+                    );
+                    tracing::info!(
+                        previous_index,
+                        index = listed_index,
+                        reapply = again.reapply.len(),
+                        repush = again.repush.len(),
+                        "the hub's database was restored (its index epoch changed or its index went back): applying again only what differs, pushing stale statuses again"
+                    );
+                    changed.extend(again.reapply);
+                    changed.extend(again.repush);
+                    changed.sort();
+                    changed.dedup();
                 }
                 // Works gone from the hub without our finalizer (created before this agent
                 // joined, or force-removed): clean up what the ledger holds for them.
@@ -280,15 +307,17 @@ async fn list_every_work(
     shared: &Shared,
     cluster: &str,
     mut opts: ListOptions,
-) -> Result<(u64, Vec<ManifestWork>), crate::Error> {
+) -> Result<(u64, Option<String>, Vec<ManifestWork>), crate::Error> {
     let hub = shared.ctx.session.authorized().await?.client;
     let mut index = None;
+    let mut epoch = None;
     let mut items = Vec::new();
     loop {
         let page = telemetry::hub_call("list_works", hub.list_works(Some(cluster), &opts))
             .await
             .map_err(|e| crate::Error::Hub(Box::new(e)))?;
         index.get_or_insert(page.value.metadata.index.max(page.index));
+        epoch = epoch.or(page.epoch);
         items.extend(page.value.items);
         match page.value.metadata.continue_.filter(|c| !c.is_empty()) {
             // Later pages are not blocking queries.
@@ -298,7 +327,7 @@ async fn list_every_work(
                     ..Default::default()
                 }
             }
-            None => return Ok((index.unwrap_or_default(), items)),
+            None => return Ok((index.unwrap_or_default(), epoch, items)),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! * [`reconcile`]: one run for one work, and the error policy;
 //! * [`ledger`]: what each work applied, kept on the managed cluster;
 //! * [`eviction`]: when the objects of a work missing from the hub go (the grace);
+//! * [`restore`]: what to do again when the hub's database was restored from a backup;
 //! * [`shared`]: objects more than one work applied: reported on each, deleted by none
 //!   while another still has them.
 
@@ -15,5 +16,6 @@ pub mod controller;
 pub mod eviction;
 pub mod ledger;
 pub mod reconcile;
+pub mod restore;
 pub mod runner;
 pub mod shared;

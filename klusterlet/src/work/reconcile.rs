@@ -45,6 +45,19 @@ pub struct WorkMemory {
     grace_announced: bool,
 }
 
+impl WorkMemory {
+    /// After a restore of the hub's database: whether the hub's copy of the status is not
+    /// what this agent last pushed; then forgets the push, so the next reconcile pushes
+    /// the status again instead of finding it unchanged.
+    pub fn forget_stale_push(&mut self, on_hub: &ManifestWorkStatus) -> bool {
+        let stale = self.pushed.as_ref().is_some_and(|p| p != on_hub);
+        if stale {
+            self.pushed = None;
+        }
+        stale
+    }
+}
+
 /// A work's generation and the `resourceVersion` of each object its last apply returned,
 /// kept only when every manifest applied and nothing was left to delete.
 #[derive(Clone)]

@@ -51,6 +51,29 @@ enum Command {
     /// against creating the same works directly, re-deciding placements after a label
     /// change, and failover when a chosen cluster's agent falls silent.
     Placement(PlacementArgs),
+    /// Backup while serving (issue 19): a SQLite hub holding --works works answers a
+    /// paced write load without, then during, `GET /api/v1/backup`; write latencies of
+    /// both windows, the backup's time and size.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BackupArgs {
+    /// Works stored before measuring.
+    #[arg(long, default_value_t = 100_000)]
+    works: usize,
+    /// Approximate JSON size of each work.
+    #[arg(long, default_value_t = 1024)]
+    work_bytes: usize,
+    /// Writes per second of the steady load.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Concurrent writers of the steady load.
+    #[arg(long, default_value_t = 8)]
+    writers: u32,
+    /// Length of the baseline window.
+    #[arg(long, default_value = "10s", value_parser = api::parse_duration)]
+    baseline: Duration,
 }
 
 /// The measures of `bench placement`.
@@ -317,6 +340,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Creates(args) => args,
         Command::Fleet(args) => return fleet(&args).await,
         Command::Placement(args) => return placement(&args).await,
+        Command::Backup(args) => {
+            let report = testkit::backup_bench::run(&testkit::backup_bench::BackupBench {
+                works: args.works,
+                work_bytes: args.work_bytes,
+                rate: args.rate,
+                writers: args.writers,
+                baseline: args.baseline,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
     };
     let report = creates(&args).await?;
     let table = markdown(&report);

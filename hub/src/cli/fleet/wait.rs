@@ -317,6 +317,7 @@ pub async fn wait_set(
                         last = api::Indexed {
                             value: found.value,
                             index,
+                            epoch: found.epoch,
                         };
                     }
                     Err(e) if e.is_not_found() => {

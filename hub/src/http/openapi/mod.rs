@@ -47,6 +47,8 @@ enum Body {
     Json(Shape),
     /// `text/plain`.
     Text,
+    /// A file of this media type.
+    File(&'static str),
 }
 
 /// One operation of the API.
@@ -481,6 +483,17 @@ const OPERATIONS: &[Operation] = &[
         errors: &[503],
         caller: Caller::Token,
     },
+    Operation {
+        method: "GET",
+        path: "/api/v1/backup",
+        id: "backup",
+        summary: "A consistent copy of the SQLite database, taken while serving (admin; 409 on Postgres)",
+        body: None,
+        query: &[],
+        ok: &[(200, Body::File("application/vnd.sqlite3"))],
+        errors: &[409, 503],
+        caller: Caller::Token,
+    },
 ];
 
 /// A query parameter some handler reads.
@@ -674,6 +687,7 @@ fn operation(route: &Operation, generator: &mut SchemaGenerator) -> Value {
                 "text/plain",
                 named(generator, "text", json_schema!({"type": "string"})),
             ),
+            Body::File(media) => (*media, json_schema!({"type": "string", "format": "binary"})),
         };
         op["responses"][code.to_string()] = json!({
             "description": "OK",
