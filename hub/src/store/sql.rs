@@ -407,11 +407,7 @@ macro_rules! sql_store {
             }
 
             async fn prune_changes(&self, below: u64) -> Result<u64, $crate::store::StoreError> {
-                let r = sqlx::query("DELETE FROM changes WHERE idx <= $1")
-                    .bind(below as i64)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(r.rows_affected())
+                $crate::store::sql_retention::prune_changes!(&self.pool, below)
             }
 
             async fn prune_audit(

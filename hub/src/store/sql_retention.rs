@@ -1,5 +1,17 @@
-//! The pruning statement of the audit log, the same on both backends: stamped into
-//! [`sql_store`](super::sql::sql_store).
+//! The pruning statements of the change log and the audit log, the same on both backends:
+//! stamped into [`sql_store`](super::sql::sql_store).
+
+/// Deletes the change-log rows at or below the index `$below`; evaluates to the number
+/// deleted.
+macro_rules! prune_changes {
+    ($executor:expr, $below:expr) => {{
+        let r = sqlx::query("DELETE FROM changes WHERE idx <= $1")
+            .bind($below as i64)
+            .execute($executor)
+            .await?;
+        Ok(r.rows_affected())
+    }};
+}
 
 /// Deletes, among the oldest `$limit` audit entries, those written before `$before`;
 /// evaluates to the number deleted.
@@ -41,4 +53,5 @@ macro_rules! reclaim_work_space {
 }
 
 pub(crate) use prune_audit;
+pub(crate) use prune_changes;
 pub(crate) use reclaim_work_space;
