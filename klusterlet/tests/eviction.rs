@@ -2,16 +2,16 @@
 //! harness managed cluster): the eviction grace of a work that vanished from the hub, the
 //! status as OCM's work agent writes it, and the agent's `/metrics` and `/readyz`.
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use api::{HubClient, ListOptions, ManagedCluster, ManifestWork};
+use api::{ListOptions, ManagedCluster, ManifestWork};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
+use testkit::agent::AgentFleet;
 use testkit::cluster::{ClusterOptions, TestCluster};
-use testkit::procs::HubProcess;
 use tokio::sync::OnceCell;
 
 static MANAGED: OnceCell<TestCluster> = OnceCell::const_new();
@@ -31,42 +31,29 @@ const LIMIT: Duration = Duration::from_secs(60);
 const KEEPING: &str = "keeping its objects until the eviction grace ends";
 
 /// A hub, one joined cluster, and its klusterlet (started by the test).
-struct Fleet {
-    hub: HubProcess,
-    admin: HubClient,
-    cluster: String,
-    namespace: String,
-    agent: Option<tokio::process::Child>,
-    data: PathBuf,
-    kubeconfig: PathBuf,
-    metrics_port: u16,
-    dir: tempfile::TempDir,
+struct Fleet(AgentFleet);
+
+impl Deref for Fleet {
+    type Target = AgentFleet;
+    fn deref(&self) -> &AgentFleet {
+        &self.0
+    }
+}
+
+impl DerefMut for Fleet {
+    fn deref_mut(&mut self) -> &mut AgentFleet {
+        &mut self.0
+    }
 }
 
 impl Fleet {
-    /// A hub and a test namespace; `before_join` runs before the cluster joins (the
-    /// cluster record exists when it is `Some`).
+    /// A hub and a test namespace, the cluster joined; `pre_joined` works are written
+    /// before it joins (the cluster record exists then).
     async fn start(cluster: &str, pre_joined: Option<&[Value]>) -> Fleet {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let kubeconfig = managed().await.kubeconfig_path().to_path_buf();
-        let dir = tempfile::tempdir().unwrap();
-        let hub = HubProcess::start(&dir.path().join("hub"), &["--lease-interval", "1s"])
+        let fleet = AgentFleet::hub_only(managed().await, cluster, None)
             .await
             .unwrap();
-        let admin = hub.client().unwrap();
-        let namespace = format!("t-{cluster}");
-        create_namespace(&namespace).await;
-        let fleet = Fleet {
-            hub,
-            admin,
-            cluster: cluster.to_string(),
-            namespace,
-            agent: None,
-            data: dir.path().join("agent"),
-            kubeconfig,
-            metrics_port: testkit::procs::free_port(),
-            dir,
-        };
+        let fleet = Fleet(fleet);
         if let Some(manifests) = pre_joined {
             // A work written before the cluster has an agent carries no finalizer: its
             // deletion removes it from the hub at once, unseen by the agent.
@@ -77,63 +64,13 @@ impl Fleet {
                 .unwrap();
             fleet.put("early", manifests.to_vec()).await;
         }
-        fleet
-            .hub
-            .join_klusterlet(
-                Path::new(env!("CARGO_BIN_EXE_klusterlet")),
-                cluster,
-                &fleet.kubeconfig,
-                &fleet.data,
-                &[],
-            )
-            .await
-            .unwrap();
+        fleet.join().await.unwrap();
         fleet
     }
 
     /// Runs the agent (its log appends to one file across restarts).
     fn run_agent(&mut self, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_klusterlet"))
-            .args(["run", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--resync", "1s", "--degraded-after", "2s", "--namespace"])
-            .arg(self.ledger_namespace())
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
-            .args(extra)
-            .env("KLUSTERLET_LOG", "info,klusterlet=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
-    }
-
-    async fn kill_agent(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            c.kill().await.unwrap();
-        }
-    }
-
-    fn ledger_namespace(&self) -> String {
-        format!("agent-{}", self.cluster)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.data.with_extension("log")
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        self.0.run_agent(extra).unwrap();
     }
 
     fn cm(&self, name: &str) -> Value {
@@ -141,12 +78,7 @@ impl Fleet {
     }
 
     async fn put(&self, name: &str, manifests: Vec<Value>) -> ManifestWork {
-        let w = ManifestWork::new(&self.cluster, name, manifests);
-        self.admin.put_work(&w, None).await.unwrap().value
-    }
-
-    fn configmaps(&self) -> Api<ConfigMap> {
-        Api::namespaced(MANAGED.get().unwrap().client(), &self.namespace)
+        self.0.put(name, manifests, |_| {}).await
     }
 
     async fn cm_exists(&self, name: &str) -> bool {
@@ -250,14 +182,6 @@ impl Fleet {
         })
     }
 
-    /// `GET http://127.0.0.1:{metrics port}{path}`: status and body, `None` while the
-    /// port is not up yet.
-    async fn scrape(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
-        let response = reqwest::get(&url).await.ok()?;
-        Some((response.status().as_u16(), response.text().await.ok()?))
-    }
-
     async fn wait_scrape(&self, path: &str, status: u16) -> String {
         let deadline = Instant::now() + LIMIT;
         loop {
@@ -284,19 +208,6 @@ fn db_files(dir: &Path) -> Vec<PathBuf> {
                 .is_some_and(|n| n.starts_with("hub.db"))
         })
         .collect()
-}
-
-async fn create_namespace(name: &str) {
-    let ns: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match Api::<k8s_openapi::api::core::v1::Namespace>::all(managed().await.client())
-        .create(&PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("creating namespace {name}: {e}"),
-    }
 }
 
 fn is(w: Option<&ManifestWork>, type_: &str, status: &str) -> bool {
