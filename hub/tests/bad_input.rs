@@ -20,7 +20,8 @@
 //! * bad manifests: not objects, or without `apiVersion`, `kind` or `metadata.name`;
 //! * duplicate keys, in JSON and in YAML, at the top and nested;
 //! * big documents: long strings, thousands of labels or manifests, bodies over the limit;
-//! * a NUL (`%00`) in path segments and query values of reads and writes.
+//! * a NUL (`%00`) in path segments and query values of reads and writes;
+//! * an `epoch` that is not 1 to 64 lowercase hex digits, on blocking reads.
 //!
 //! Every answer must be a 2xx or a 4xx whose body is the JSON `ErrorBody` with the code
 //! that belongs to its status (and for 422 the list of bad fields); never a 5xx, a panic
@@ -1030,4 +1031,68 @@ fn nul_in_path_or_query_is_400() {
             Ok(())
         },
     );
+}
+
+/// `epoch` (the database history a client's `index` belongs to, see `X-Hub-Epoch`) that
+/// is not 1 to 64 lowercase hex digits: uppercase, other letters, too long, spaces,
+/// unicode, a NUL, punctuation. Each is a 400 with the JSON error, on lists and single
+/// reads alike, and never blocks.
+#[test]
+fn a_malformed_epoch_is_400() {
+    let f = Fixture::new();
+    let epoch = prop_oneof![
+        "[A-F]{1,8}",
+        "[g-z]{1,8}",
+        "[0-9a-f]{65,80}",
+        "[0-9a-f]{0,4}[ ,;/+~!*'()-][0-9a-f]{0,4}",
+        "[0-9a-f]{0,4}[é日\u{0}][0-9a-f]{0,4}",
+    ];
+    let targets = proptest::sample::select(vec![
+        "/api/v1/clusters/c1/manifestworks?index=5&wait=30s&epoch=",
+        "/api/v1/clusters/c1/manifestworks/w1?index=5&wait=30s&epoch=",
+        "/api/v1/manifestworks?index=5&epoch=",
+        "/api/v1/clusters?epoch=",
+    ]);
+    run(64, (targets, epoch), |(target, epoch)| {
+        let encoded: String = url::form_urlencoded::byte_serialize(epoch.as_bytes()).collect();
+        let uri = format!("{target}{encoded}");
+        let a = f.call("GET", &uri, None, b"");
+        check_refused(&a)?;
+        prop_assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}: {}", uri, a.text());
+        // The message names what is wrong: the epoch, or the NUL the hub refuses anywhere.
+        let said = a.text();
+        prop_assert!(
+            said.contains("epoch") || said.contains("NUL"),
+            "{}: {}",
+            uri,
+            said
+        );
+        Ok(())
+    });
+}
+
+/// A well-formed epoch of another history (the database was restored since the client
+/// last read) answers a blocking read at once, with the full list, instead of waiting for
+/// changes past an index that belongs to the other history.
+#[test]
+fn another_epoch_answers_a_blocking_read_at_once() {
+    let f = Fixture::new();
+    let a = f.call(
+        "GET",
+        "/api/v1/clusters?index=999999&wait=300s&epoch=0123456789abcdef",
+        None,
+        b"",
+    );
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let body = a.json();
+    let names: Vec<&str> = body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|c| c["metadata"]["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, vec!["c1"], "{}", a.text());
 }
