@@ -37,8 +37,8 @@ const SET_PUT: &[(u16, Body)] = &[
 const EXPLANATION: &[(u16, Body)] = &[(200, Body::Json(of::<PlacementExplanation>))];
 /// Errors of a fleet object write: not found, conflict, too large, invalid, database down.
 const WRITE: &[u16] = &[404, 409, 412, 413, 422, 503];
-const LIST_QUERY: &[super::Query] = &[LabelSelector, Index, Wait];
-const BLOCKING_GET: &[super::Query] = &[Index, Wait];
+const LIST_QUERY: &[super::Query] = &[LabelSelector, Index, Wait, Epoch];
+const BLOCKING_GET: &[super::Query] = &[Index, Wait, Epoch];
 
 /// The operations, appended to the document's table.
 pub(super) const OPERATIONS: &[Operation] = &[

@@ -110,9 +110,9 @@ const LIST: &[(u16, Body)] = &[(200, Body::Json(list))];
 const TEXT: &[(u16, Body)] = &[(200, Body::Text)];
 
 use Query::*;
-const LIST_QUERY: &[Query] = &[LabelSelector, Index, Wait];
-const WORK_LIST_QUERY: &[Query] = &[LabelSelector, Limit, Continue, Index, Wait];
-const BLOCKING_GET: &[Query] = &[Index, Wait];
+const LIST_QUERY: &[Query] = &[LabelSelector, Index, Wait, Epoch];
+const WORK_LIST_QUERY: &[Query] = &[LabelSelector, Limit, Continue, Index, Wait, Epoch];
+const BLOCKING_GET: &[Query] = &[Index, Wait, Epoch];
 /// Errors of a write that takes a body: too large, invalid, conflicting, database down.
 const BODY_WRITE: &[u16] = &[404, 409, 413, 422, 503];
 /// Errors of an operation on one named object.
@@ -335,7 +335,15 @@ const OPERATIONS: &[Operation] = &[
         id: "listAllWorks",
         summary: "List works across clusters (labelSelector, clusterSelector, limit, continue, index, wait)",
         body: None,
-        query: &[LabelSelector, ClusterSelector, Limit, Continue, Index, Wait],
+        query: &[
+            LabelSelector,
+            ClusterSelector,
+            Limit,
+            Continue,
+            Index,
+            Wait,
+            Epoch,
+        ],
         ok: LIST,
         errors: &[503],
         caller: Caller::Token,
@@ -346,7 +354,7 @@ const OPERATIONS: &[Operation] = &[
         id: "summarizeWorks",
         summary: "Per work name across clusters: applied/available/ready/degraded/progressing/unknown counts and failing resources (name, labelSelector, clusterSelector, index, wait)",
         body: None,
-        query: &[WorkName, LabelSelector, ClusterSelector, Index, Wait],
+        query: &[WorkName, LabelSelector, ClusterSelector, Index, Wait, Epoch],
         ok: LIST,
         errors: &[503],
         caller: Caller::Token,
@@ -508,6 +516,7 @@ enum Query {
     Continue,
     Index,
     Wait,
+    Epoch,
     Force,
     /// `name` of the finalizer to remove.
     Finalizer,
@@ -571,6 +580,12 @@ impl Query {
                 false,
                 json!({"type": "string", "pattern": "^ *([0-9]+|([0-9]+(\\.[0-9]*)?(ms|s|m|h))+) *$"}),
                 "how long to block with `index`: `250ms`, `30s`, `5m`, `1m30s`, or seconds (default 60 s, at most 300 s)",
+            ),
+            Epoch => (
+                "epoch",
+                false,
+                json!({"type": "string", "pattern": "^[0-9a-f]{1,64}$"}),
+                "the `X-Hub-Epoch` the `index` was read in; another one (the database was restored since) answers at once, from scratch",
             ),
             Force => (
                 "force",
