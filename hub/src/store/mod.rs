@@ -11,6 +11,7 @@ use api::{ManagedCluster, ManifestWork};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+mod pg_batch;
 mod postgres;
 mod schema;
 mod sql;
