@@ -288,14 +288,7 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
         executor: work.spec.executor.clone(),
         ..Default::default()
     };
-    // The ledger write and the status push go out together (each is a round trip to a
-    // different server; in series they were a third of write → Applied): the status reads
-    // only the other works' records, and a failed ledger write still fails this reconcile,
-    // which is retried and writes it, before the record counts as saved here.
-    let save = async {
-        if record == previous {
-            return Ok(None);
-        }
+    if record != previous {
         let objects = previous.entries.iter().chain(&record.entries);
         let sharers = shared::sharers(
             &*ctx.records.read().await,
@@ -303,19 +296,15 @@ async fn apply(ctx: &Context, work: &ManifestWork) -> Result<bool, crate::Error>
             objects.map(|e| &e.reference),
         );
         ctx.ledger.save(&name, &record).await?;
-        Ok::<_, crate::Error>(Some(sharers))
-    };
-    let (saved, pushed) = tokio::join!(save, push_status(ctx, work, &outcomes));
-    if let Some(sharers) = saved? {
         ctx.records.write().await.insert(name.clone(), record);
         ctx.index_owners().await;
         forget_clean_apply(ctx, &sharers).await;
     }
-    pushed?;
 
     let retryable_failure = outcomes
         .iter()
         .any(|o| o.result.as_ref().is_err_and(|e| e.retryable));
+    push_status(ctx, work, &outcomes).await?;
     // Only a clean apply may let the next resync skip this work.
     let clean = !still_deleting && !unresolved && outcomes.iter().all(|o| o.result.is_ok());
     let applied = clean
