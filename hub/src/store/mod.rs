@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub mod backup;
+mod pg_batch;
 mod postgres;
 mod schema;
 mod sql;

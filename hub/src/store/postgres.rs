@@ -8,6 +8,7 @@ use sha2::Digest;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
+use super::pg_batch::{self, BatchConn};
 use super::{Change, IndexStream, Leadership, NewAuditEntry, StoreError, sql::sql_store};
 
 /// The channel on which hubs announce committed indexes to each other.
@@ -24,6 +25,8 @@ static INSTANCE: std::sync::LazyLock<String> =
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The writer's connection between batches (see `pg_batch`).
+    writer: pg_batch::Slot,
 }
 
 impl PgStore {
@@ -58,7 +61,10 @@ impl PgStore {
             .connect_with(options)
             .await?;
         super::schema::migrate(&sqlx::migrate!("../migrations/postgres"), &pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            writer: Default::default(),
+        })
     }
 
     /// Where the database stands against our migrations, changing nothing.
@@ -81,57 +87,41 @@ impl PgStore {
         report
     }
 
-    /// Begins a write batch: one round trip begins the transaction and takes the index row
+    /// Begins a write batch: one round trip begins the transaction, takes the index row
     /// lock (every hub's writer queues here, which is what makes indexes follow commit
-    /// order), and one more reads the index with the batch's works and clusters. Under
-    /// load each round trip waits for the database to be scheduled, so the writer's
-    /// round trips, not the statements, bound the create rate.
+    /// order) and, in a statement of its own so that it sees what the previous holder
+    /// committed, reads the index with the batch's works and clusters (`pg_batch`).
     async fn begin_batch(
         &self,
         works: &[(String, String)],
         clusters: &[String],
     ) -> Result<PgTx, StoreError> {
-        // The lock is its own statement: the reads must come after it, in a statement of
-        // their own, to see what the previous holder committed.
-        let tx = self
-            .pool
-            .begin_with("BEGIN; SELECT 1 FROM hub_index WHERE id = 1 FOR UPDATE")
-            .await?;
-        let mut tx = PgTx::new(tx, 0);
-        let works: BTreeSet<&(String, String)> = works.iter().collect();
-        let clusters: BTreeSet<&String> = clusters.iter().collect();
-        let (cs, ns): (Vec<&str>, Vec<&str>) =
-            works.iter().map(|(c, n)| (c.as_str(), n.as_str())).unzip();
-        let names: Vec<&str> = clusters.iter().map(|c| c.as_str()).collect();
-        let rows: Vec<(i16, String, String, String)> = sqlx::query_as(
-            "SELECT 0::int2, '', '', value::text FROM hub_index WHERE id = 1 \
-             UNION ALL \
-             SELECT 1::int2, w.cluster, w.name, w.object \
-             FROM UNNEST($1::text[], $2::text[]) AS k (cluster, name) \
-             JOIN works w ON w.cluster = k.cluster AND w.name = k.name \
-             UNION ALL \
-             SELECT 2::int2, c.name, '', c.object FROM clusters c WHERE c.name = ANY($3::text[])",
-        )
-        .bind(cs)
-        .bind(ns)
-        .bind(names)
-        .fetch_all(&mut *tx.tx)
-        .await?;
-        for k in works {
-            tx.works.insert(k.clone(), None);
+        let works: BTreeSet<(&str, &str)> = works
+            .iter()
+            .map(|(c, n)| (c.as_str(), n.as_str()))
+            .collect();
+        let clusters: BTreeSet<&str> = clusters.iter().map(String::as_str).collect();
+        let works: Vec<(&str, &str)> = works.into_iter().collect();
+        let clusters: Vec<&str> = clusters.into_iter().collect();
+        let sql = pg_batch::begin_sql(&works, &clusters)?;
+        let (conn, rows) = BatchConn::begin(&self.pool, &self.writer, &sql).await?;
+        let rows = pg_batch::begin_rows(rows)?;
+        let mut tx = PgTx::new(conn, 0);
+        for (c, n) in works {
+            tx.works.insert((c.to_string(), n.to_string()), None);
         }
         for c in clusters {
-            tx.clusters.insert(c.clone(), None);
+            tx.clusters.insert(c.to_string(), None);
         }
         for (kind, a, b, object) in rows {
-            match kind {
-                0 => {
+            match kind.as_str() {
+                "0" => {
                     tx.base = object.parse().map_err(|_| StoreError::Corrupt {
                         what: "hub_index".into(),
                         source: serde::de::Error::custom(format!("index {object:?}")),
                     })?
                 }
-                1 => {
+                "1" => {
                     let w = super::decode(&format!("work {a}/{b}"), &object)?;
                     tx.works.insert((a, b), Some(w));
                 }
@@ -345,6 +335,17 @@ impl PgTx {
         .await?;
         Ok(())
     }
+
+    /// [`Self::finish`], then `COMMIT`, which leaves the connection to the writer's next
+    /// batch (`pg_batch`).
+    async fn finish_and_commit(
+        mut self: Box<Self>,
+        changes: &[Change],
+        audit: &[NewAuditEntry],
+    ) -> Result<(), StoreError> {
+        self.finish(changes, audit).await?;
+        self.tx.commit().await
+    }
 }
 
-sql_store!(store: PgStore, tx: PgTx, db: sqlx::Postgres);
+sql_store!(store: PgStore, tx: PgTx, conn: BatchConn, db: sqlx::Postgres);

@@ -4,12 +4,13 @@
 //! round trips with statements SQLite lacks) and how to listen.
 
 /// Implements [`Store`](super::Store) for `$store` and [`WriteTx`](super::WriteTx) for
-/// `$tx` over the sqlx database `$db`. The backend module provides
+/// `$tx` over the sqlx database `$db`, whose transaction is held in a `$conn` (a connection
+/// inside it). The backend module provides
 /// `$store::begin_batch(works, clusters)` (a `$tx` holding the index lock, with those
-/// read), `$tx::finish(changes, audit)` (the batch's last statements before COMMIT),
+/// read), `$tx::finish_and_commit(changes, audit)` (the batch's last statements and COMMIT),
 /// `$store::listen_impl`, `$store::lead_impl` and `$store::BACKEND`.
 macro_rules! sql_store {
-    (store: $store:ident, tx: $tx:ident, db: $db:ty) => {
+    (store: $store:ident, tx: $tx:ident, conn: $conn:ty, db: $db:ty) => {
         $crate::store::sql_fetch::sql_fetch!($db);
         $crate::store::sql_objects::sql_objects!($db);
 
@@ -20,7 +21,7 @@ macro_rules! sql_store {
         /// instead of 3N round trips: under load the writer's serial round trips, not the
         /// database, bounded the create rate.
         pub struct $tx {
-            tx: sqlx::Transaction<'static, $db>,
+            tx: $conn,
             base: u64,
             /// Works as this transaction sees them (`None`: known not to exist).
             works: std::collections::HashMap<(String, String), Option<api::ManifestWork>>,
@@ -32,7 +33,7 @@ macro_rules! sql_store {
             undo: Option<$crate::store::Undo>,
         }
         impl $tx {
-            fn new(tx: sqlx::Transaction<'static, $db>, base: u64) -> Self {
+            fn new(tx: $conn, base: u64) -> Self {
                 $tx {
                     tx,
                     base,
@@ -349,13 +350,11 @@ macro_rules! sql_store {
             }
 
             async fn commit(
-                mut self: Box<Self>,
+                self: Box<Self>,
                 changes: &[$crate::store::Change],
                 audit: &[$crate::store::NewAuditEntry],
             ) -> Result<(), $crate::store::StoreError> {
-                self.finish(changes, audit).await?;
-                self.tx.commit().await?;
-                Ok(())
+                self.finish_and_commit(changes, audit).await
             }
         }
 

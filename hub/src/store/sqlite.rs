@@ -218,4 +218,16 @@ impl SqliteTx {
     }
 }
 
-sql_store!(store: SqliteStore, tx: SqliteTx, db: sqlx::Sqlite);
+impl SqliteTx {
+    async fn finish_and_commit(
+        mut self: Box<Self>,
+        changes: &[super::Change],
+        audit: &[super::NewAuditEntry],
+    ) -> Result<(), StoreError> {
+        self.finish(changes, audit).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+sql_store!(store: SqliteStore, tx: SqliteTx, conn: sqlx::Transaction<'static, sqlx::Sqlite>, db: sqlx::Sqlite);

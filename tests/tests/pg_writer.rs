@@ -1,0 +1,113 @@
+//! The Postgres writer's kept connection (issue 20, `hub/src/store/pg_batch.rs`): batches
+//! reuse one connection without the pool's test, so what the test used to catch must still
+//! be caught: a connection the server cut between two writes, and a batch that read many
+//! works at once.
+
+use std::sync::Arc;
+
+use api::{ManagedCluster, ManifestWork};
+use hub::service::Hub;
+use serde_json::json;
+use testkit::postgres::TestPostgres;
+
+async fn hub(url: &str) -> Arc<Hub> {
+    Hub::start(hub::store::connect(url).await.unwrap())
+        .await
+        .unwrap()
+}
+
+fn work(name: &str, value: &str) -> ManifestWork {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"workload": {"manifests": [{"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"},
+            // Text that would end a naive quote of the statement, should it ever get there.
+            "data": {"v": value, "q": "it's $f$ $f1$ \\ '; DROP TABLE works; --"}}]}}
+    }))
+    .unwrap()
+}
+
+/// Ends every other session of the database, as a failover or a balancer's
+/// `shutdown-sessions` does.
+async fn cut_sessions(url: &str) -> u64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    n as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_right_after_the_writers_connection_was_cut_succeeds() {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let hub = hub(&url).await;
+    hub.put_cluster("c1", ManagedCluster::new("c1", Default::default()), None)
+        .await
+        .unwrap();
+    hub.put_work("c1", "before", work("before", "1"), None, None)
+        .await
+        .unwrap();
+
+    // Within the second the writer keeps its connection, without the pool's test.
+    assert!(cut_sessions(&url).await >= 1, "the hub had sessions to cut");
+    let after = hub
+        .put_work("c1", "after", work("after", "2"), None, None)
+        .await;
+    assert!(
+        after.is_ok(),
+        "a write after the connection was cut is not refused: {after:?}"
+    );
+
+    for (name, value) in [("before", "1"), ("after", "2")] {
+        let got = hub.get_work("c1", name, None).await.unwrap().data.unwrap();
+        let data = &got.spec.workload.manifests[0]["data"];
+        assert_eq!(data["v"], value, "{name} was stored");
+        assert_eq!(data["q"], "it's $f$ $f1$ \\ '; DROP TABLE works; --");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_read_and_replace_many_works_at_once() {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let hub = hub(&url).await;
+    for c in ["c1", "c2"] {
+        hub.put_cluster(c, ManagedCluster::new(c, Default::default()), None)
+            .await
+            .unwrap();
+    }
+    // 64 writers at once, twice over the same names: the second round's batches prefetch
+    // works that exist, in two clusters, and replace them.
+    for round in ["1", "2"] {
+        let writes = (0..64).map(|i| {
+            let hub = hub.clone();
+            let (cluster, name) = (format!("c{}", i % 2 + 1), format!("w{i}"));
+            tokio::spawn(async move {
+                hub.put_work(&cluster, &name, work(&name, round), None, None)
+                    .await
+                    .map(|w| w.value.work.metadata.generation)
+            })
+        });
+        for (i, w) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let generation = w.unwrap().unwrap();
+            assert_eq!(
+                generation,
+                Some(if round == "1" { 1 } else { 2 }),
+                "w{i}, round {round}: the second write saw the first"
+            );
+        }
+    }
+    let got = hub.get_work("c2", "w63", None).await.unwrap().data.unwrap();
+    assert_eq!(got.spec.workload.manifests[0]["data"]["v"], "2");
+}
