@@ -13,7 +13,7 @@ use crate::service::Hub;
 const EVERY: Duration = Duration::from_secs(60);
 
 /// How often the status writes since the last reclaim are counted.
-const RECLAIM_CHECK: Duration = Duration::from_secs(5);
+const RECLAIM_CHECK: Duration = Duration::from_secs(2);
 
 /// While the hub lives: prunes its history every [`EVERY`], reclaims space when due.
 pub async fn run(hub: Weak<Hub>) {

@@ -280,6 +280,9 @@ struct ListRun {
     body_ms: LatencyMs,
     /// Request to the parsed list.
     latency_ms: LatencyMs,
+    /// Each list's latency to the parsed list, in the order they ran: says whether a slow
+    /// one was a one-off (an autovacuum, a checkpoint) or a trend.
+    each_ms: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -874,6 +877,7 @@ async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Resu
             "a list returned {listed} works, not {works_listed}"
         );
     }
+    let each_ms = parsed.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     let (body, latency) = (Latencies::new(bodies), Latencies::new(parsed));
     let ms = |l: &Latencies, q: f64| l.quantile(q).as_secs_f64() * 1e3;
     eprintln!(
@@ -890,6 +894,7 @@ async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Resu
         response_bytes,
         body_ms: (&body).into(),
         latency_ms: (&latency).into(),
+        each_ms,
     })
 }
 
