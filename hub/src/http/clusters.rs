@@ -31,10 +31,11 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Error> {
     let Query(params) = params?;
-    let list = state
+    let mut list = state
         .hub
         .list_clusters_for(&who, &params.selector()?, params.block()?)
         .await?;
+    list.metadata.epoch = Some(state.hub.epoch().to_string());
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,

@@ -35,7 +35,8 @@ pub async fn create_token(
 /// `GET /api/v1/tokens` (admin): without secrets.
 pub async fn list_tokens(State(state): State<AppState>, who: Principal) -> Result<Response, Error> {
     who.require_admin()?;
-    let list = state.hub.list_tokens().await?;
+    let mut list = state.hub.list_tokens().await?;
+    list.metadata.epoch = Some(state.hub.epoch().to_string());
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,
@@ -90,7 +91,8 @@ pub async fn list_registrations(
 ) -> Result<Response, Error> {
     let Query(params) = params?;
     who.require_admin()?;
-    let list = state.hub.list_registrations(params.block()?).await?;
+    let mut list = state.hub.list_registrations(params.block()?).await?;
+    list.metadata.epoch = Some(state.hub.epoch().to_string());
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,
@@ -194,7 +196,8 @@ pub async fn audit_list(
     target: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Response, Error> {
-    let list = state.hub.list_audit(target, limit).await?;
+    let mut list = state.hub.list_audit(target, limit).await?;
+    list.metadata.epoch = Some(state.hub.epoch().to_string());
     Ok(respond(
         StatusCode::OK,
         list.metadata.index,

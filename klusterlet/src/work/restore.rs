@@ -149,8 +149,11 @@ mod tests {
         // A deletion the restored hub no longer has is a difference too.
         let fresh = views(&[work("deleting", "u-del", "1", 1)]);
         let mut before = views(&[work("deleting", "u-del", "1", 1)]);
-        before.get_mut("deleting").unwrap().metadata.deletion_timestamp =
-            Some(t("2026-01-01T10:00:00Z"));
+        before
+            .get_mut("deleting")
+            .unwrap()
+            .metadata
+            .deletion_timestamp = Some(t("2026-01-01T10:00:00Z"));
         assert_eq!(compare(&before, &fresh, &mut memory).reapply, ["deleting"]);
     }
 
