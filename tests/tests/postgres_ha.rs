@@ -180,7 +180,14 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         let mut seen_down = false;
         let mut writes_back = None;
         let mut agents_back = None;
-        while at.elapsed() < AGENTS_BACK_WITHIN && (writes_back.is_none() || agents_back.is_none())
+        // A node kill or a switchover moves the leader: poll until Patroni shows the new
+        // one too (writes may come back first, when HAProxy's check of the new leader
+        // falls between two of our polls). A postmaster kill may never show a change.
+        let leader_moves = matches!(fault, Fault::KillNode | Fault::Switchover);
+        while at.elapsed() < AGENTS_BACK_WITHIN
+            && (writes_back.is_none()
+                || agents_back.is_none()
+                || (leader_moves && leader_back.is_none()))
         {
             if leader_back.is_none() && fault != Fault::KillHub {
                 match db.leader().await {
