@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, caller, respond};
+use super::{AppState, caller, list_response, respond};
 use crate::service::Error;
 
 type IdPath = Result<Path<String>, PathRejection>;
@@ -35,14 +35,8 @@ pub async fn create_token(
 /// `GET /api/v1/tokens` (admin): without secrets.
 pub async fn list_tokens(State(state): State<AppState>, who: Principal) -> Result<Response, Error> {
     who.require_admin()?;
-    let mut list = state.hub.list_tokens().await?;
-    list.metadata.epoch = Some(state.hub.epoch().to_string());
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    let list = state.hub.list_tokens().await?;
+    Ok(list_response(&state, list))
 }
 
 /// `DELETE /api/v1/tokens/{id}` (admin).
@@ -91,14 +85,8 @@ pub async fn list_registrations(
 ) -> Result<Response, Error> {
     let Query(params) = params?;
     who.require_admin()?;
-    let mut list = state.hub.list_registrations(params.block()?).await?;
-    list.metadata.epoch = Some(state.hub.epoch().to_string());
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    let list = state.hub.list_registrations(params.block()?).await?;
+    Ok(list_response(&state, list))
 }
 
 /// `GET /api/v1/registrations/{id}`: the admin, or the joining agent proving itself with
@@ -196,12 +184,6 @@ pub async fn audit_list(
     target: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Response, Error> {
-    let mut list = state.hub.list_audit(target, limit).await?;
-    list.metadata.epoch = Some(state.hub.epoch().to_string());
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    let list = state.hub.list_audit(target, limit).await?;
+    Ok(list_response(state, list))
 }

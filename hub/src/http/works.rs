@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, caller, respond};
+use super::{AppState, caller, list_response, respond};
 use crate::service::access::{Action, write_receipt};
 use crate::service::executor::may_set_executor;
 use crate::service::secrets::{PlaceholderKey, mask_secrets, reject_placeholders};
@@ -387,12 +387,6 @@ pub async fn summary(
         ignore_status_changes: false,
         scope: state.hub.readable_clusters(&who).await?,
     };
-    let mut body = state.hub.summarize_works(query, name.as_deref()).await?;
-    body.metadata.epoch = Some(state.hub.epoch().to_string());
-    Ok(respond(
-        StatusCode::OK,
-        body.metadata.index,
-        None,
-        Json(body),
-    ))
+    let body = state.hub.summarize_works(query, name.as_deref()).await?;
+    Ok(list_response(&state, body))
 }
