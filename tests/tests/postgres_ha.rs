@@ -161,10 +161,11 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
 
         let leader = db.leader().await.expect("a leader before the fault");
         let at = Instant::now();
+        let at_wall = chrono::Utc::now();
         // Wall-clock time, to find the fault in the kept logs.
         eprintln!(
             "postgres_ha: {fault:?} (leader node{leader}) at {}",
-            chrono::Utc::now().format("%H:%M:%S%.3f UTC")
+            at_wall.format("%H:%M:%S%.3f UTC")
         );
         match fault {
             Fault::KillPostgres => db.kill_postgres(leader).unwrap(),
@@ -250,6 +251,15 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         );
         assert!(verdict.acked > 0, "{fault:?}: nothing acknowledged");
         assert!(verdict.clean(), "{fault:?}: {verdict:?}");
+        // Every agent kept renewing, so no cluster may have been marked unavailable (with
+        // the unreachable taint, which moves placements), not even for a moment: the
+        // Available condition is True and has not changed since before the fault.
+        let flipped = flipped_clusters(&admin, at_wall).await;
+        assert!(
+            flipped.is_empty(),
+            "{fault:?}: {} clusters were marked unavailable although their agents renewed: {flipped:?}",
+            flipped.len()
+        );
         figures.push(Figures {
             fault,
             leader_back,
@@ -296,6 +306,25 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
     drop(logs);
     drop(lb);
     drop(hubs);
+}
+
+/// The simulated agents' clusters whose Available condition is not True, or changed after
+/// `since`.
+async fn flipped_clusters(admin: &HubClient, since: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    let list = admin
+        .list_clusters(&Default::default())
+        .await
+        .expect("list clusters")
+        .value;
+    list.items
+        .iter()
+        .filter(|c| c.metadata.name.starts_with("ha-agent-"))
+        .filter(|c| {
+            c.condition(api::status::CLUSTER_AVAILABLE)
+                .is_none_or(|a| !a.is_true() || a.last_transition_time.is_none_or(|t| t > since))
+        })
+        .map(|c| c.metadata.name.clone())
+        .collect()
 }
 
 fn load_average() -> String {
