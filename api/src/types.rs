@@ -660,6 +660,11 @@ pub struct ListMeta {
     /// The change index this list is consistent with; pass as `index` to block.
     #[serde(default)]
     pub index: u64,
+    /// The index epoch `index` belongs to, the same as the response's `X-Hub-Epoch`:
+    /// indexes of two epochs are not comparable (a restore of the hub's database starts a
+    /// new one). Absent from lists that are not the hub's answer (the CLI's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// A list of objects: `ManifestWorkList`, `ManagedClusterList`, `TokenList`.
@@ -682,7 +687,11 @@ impl<T> List<T> {
         List {
             api_version: "v1".to_string(),
             kind: kind.to_string(),
-            metadata: ListMeta { continue_, index },
+            metadata: ListMeta {
+                continue_,
+                index,
+                epoch: None,
+            },
             items,
         }
     }

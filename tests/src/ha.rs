@@ -12,9 +12,11 @@
 //!   every half second after a failure, as a klusterlet backs off.
 //! * [`Reader`]: one blocking reader of the writers' cluster, recording every answer.
 //!
-//! [`Verdict::check`] reads every acknowledged work back and compares with the reader.
+//! [`Verdict::check`] reads every acknowledged work back and compares with the reader;
+//! [`KeptLogs`] keeps the logs of the processes under test after the rig is gone.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,11 +40,20 @@ pub struct Ack {
     pub done: Instant,
 }
 
+/// One failed write.
+#[derive(Debug, Clone)]
+struct Failure {
+    started: Instant,
+    done: Instant,
+    /// Which writer (each keeps one connection, so one hub behind the balancer).
+    writer: usize,
+    error: String,
+}
+
 #[derive(Default)]
 struct WriteLog {
     acks: Vec<Ack>,
-    /// (started, answered) of every failed write.
-    failures: Vec<(Instant, Instant)>,
+    failures: Vec<Failure>,
     first_error: Option<String>,
 }
 
@@ -91,23 +102,26 @@ impl Writers {
                         .await;
                         let done = Instant::now();
                         let mut log = log.lock().expect("write log");
-                        match answer {
-                            Ok(Ok(put)) => log.acks.push(Ack {
-                                name,
-                                index: put.index,
-                                started,
-                                done,
-                            }),
-                            Ok(Err(e)) => {
-                                log.failures.push((started, done));
-                                log.first_error.get_or_insert_with(|| e.to_string());
+                        let error = match answer {
+                            Ok(Ok(put)) => {
+                                log.acks.push(Ack {
+                                    name,
+                                    index: put.index,
+                                    started,
+                                    done,
+                                });
+                                continue;
                             }
-                            Err(_) => {
-                                log.failures.push((started, done));
-                                log.first_error
-                                    .get_or_insert_with(|| "timed out after 30 s".into());
-                            }
-                        }
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => "timed out after 30 s".to_string(),
+                        };
+                        log.first_error.get_or_insert_with(|| error.clone());
+                        log.failures.push(Failure {
+                            started,
+                            done,
+                            writer: w,
+                            error,
+                        });
                     }
                 })
             });
@@ -139,8 +153,8 @@ impl Writers {
         let last_bad = log
             .failures
             .iter()
-            .filter(|(_, done)| *done >= fault)
-            .map(|(started, _)| *started)
+            .filter(|f| f.done >= fault)
+            .map(|f| f.started)
             .chain(
                 log.acks
                     .iter()
@@ -161,12 +175,14 @@ impl Writers {
     /// When the last failed write was answered.
     pub fn last_failure(&self) -> Option<Instant> {
         let log = self.log.lock().expect("write log");
-        log.failures.iter().map(|(_, done)| *done).max()
+        log.failures.iter().map(|f| f.done).max()
     }
 
     /// When writes failed, relative to `fault` (seconds, negative before it): the first
     /// and last failed write's start, how many failed after it, and the slowest
-    /// acknowledgement of a write answered after it.
+    /// acknowledgement of a write answered after it; then the same per writer, with its
+    /// last error. Each writer keeps one connection to one hub behind the balancer, so a
+    /// writer failing alone points at one hub.
     pub fn timeline(&self, fault: Instant) -> String {
         let log = self.log.lock().expect("write log");
         let rel = |t: Instant| {
@@ -176,10 +192,26 @@ impl Writers {
                 -fault.duration_since(t).as_secs_f64()
             }
         };
-        let starts: Vec<f64> = log.failures.iter().map(|(s, _)| rel(*s)).collect();
+        let starts: Vec<f64> = log.failures.iter().map(|f| rel(f.started)).collect();
         let first = starts.iter().copied().reduce(f64::min);
         let last = starts.iter().copied().reduce(f64::max);
-        let after = log.failures.iter().filter(|(_, d)| *d >= fault).count();
+        let after = log.failures.iter().filter(|f| f.done >= fault).count();
+        let mut writers: BTreeMap<usize, Vec<&Failure>> = BTreeMap::new();
+        for f in log.failures.iter().filter(|f| f.done >= fault) {
+            writers.entry(f.writer).or_default().push(f);
+        }
+        let per_writer: String = writers
+            .iter()
+            .map(|(w, fs)| {
+                let first = fs.iter().map(|f| rel(f.started)).reduce(f64::min);
+                let last = fs.iter().map(|f| rel(f.started)).reduce(f64::max);
+                let error = fs.last().map_or("", |f| f.error.as_str());
+                format!(
+                    "\n  writer {w}: {} failed, started {first:.1?}..{last:.1?} s, last: {error}",
+                    fs.len()
+                )
+            })
+            .collect();
         let slowest = log
             .acks
             .iter()
@@ -189,7 +221,7 @@ impl Writers {
             .unwrap_or(0.0);
         format!(
             "failed writes started {first:.1?}..{last:.1?} s, {after} answered after the \
-             fault; slowest ack after it {slowest:.2} s"
+             fault; slowest ack after it {slowest:.2} s{per_writer}"
         )
     }
 
@@ -544,6 +576,68 @@ impl Fleet {
         for t in self.tasks {
             t.abort();
             let _ = t.await;
+        }
+    }
+}
+
+/// Names the directory into which [`KeptLogs`] copies the rig's logs after every run.
+pub const LOG_DIR_ENV: &str = "FLEETHUB_HA_LOG_DIR";
+
+/// The logs of a rig's processes (hubs, HAProxy, Patroni), copied out before the rig
+/// removes its directories: into `$FLEETHUB_HA_LOG_DIR` after every run when it is set,
+/// else, only when the test fails, into a directory of the system's temporary directory.
+/// Either way the test's output says where, since the cause of a slow or failed run is
+/// in them and the rig deletes the originals.
+///
+/// Declare it after the rig's processes: it copies when dropped, so it must be dropped
+/// (unwinding included) before they are.
+#[derive(Debug, Default)]
+pub struct KeptLogs {
+    files: Vec<(String, PathBuf)>,
+}
+
+impl KeptLogs {
+    /// Nothing kept yet.
+    pub fn new() -> KeptLogs {
+        KeptLogs::default()
+    }
+
+    /// Keeps the file `path` as `name` (a file name, such as `hub0.log`).
+    pub fn add(&mut self, name: impl Into<String>, path: impl AsRef<Path>) {
+        self.files.push((name.into(), path.as_ref().to_path_buf()));
+    }
+
+    /// Copies every file into `dir` (created if needed); a file that does not exist (a
+    /// process that never logged) is skipped.
+    pub fn copy_to(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, path) in &self.files {
+            if path.exists() {
+                std::fs::copy(path, dir.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the logs go at drop, if anywhere: `$FLEETHUB_HA_LOG_DIR`, else (only while
+    /// a test fails) `fleethub-ha-logs-<pid>` in the temporary directory.
+    fn destination() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os(LOG_DIR_ENV).filter(|d| !d.is_empty()) {
+            return Some(PathBuf::from(dir));
+        }
+        std::thread::panicking()
+            .then(|| std::env::temp_dir().join(format!("fleethub-ha-logs-{}", std::process::id())))
+    }
+}
+
+impl Drop for KeptLogs {
+    fn drop(&mut self) {
+        let Some(dir) = Self::destination() else {
+            return;
+        };
+        match self.copy_to(&dir) {
+            Ok(()) => eprintln!("the rig's logs are kept in {}", dir.display()),
+            Err(e) => eprintln!("keeping the rig's logs in {} failed: {e}", dir.display()),
         }
     }
 }

@@ -208,8 +208,9 @@ impl HaProxy {
         fs::write(
             &config,
             format!(
-                "global\n    maxconn 4000\n\
-                 defaults\n    mode tcp\n    retries 2\n    option redispatch\n    \
+                "global\n    maxconn 4000\n    log stderr format iso local0 info\n\
+                 defaults\n    mode tcp\n    log global\n    option log-health-checks\n    \
+                 retries 2\n    option redispatch\n    \
                  timeout client 30m\n    timeout connect 4s\n    timeout server 30m\n    \
                  timeout check 5s\n\
                  listen balancer\n    bind 127.0.0.1:{port} {bind_options}\n{listen}"
@@ -268,6 +269,11 @@ impl HaProxy {
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.daemon.child.id()
+    }
+
+    /// Its log file: connections and health-check changes, with timestamps.
+    pub fn log_path(&self) -> &Path {
+        &self.daemon.log
     }
 
     /// What it logged (servers going up and down).
@@ -694,6 +700,24 @@ postgresql:
             );
         }
         Ok(text)
+    }
+
+    /// Every log file of the rig, each with a file name to keep it under (for
+    /// [`crate::ha::KeptLogs`]): each node's Patroni (with its Postgres' output), the
+    /// HAProxy in front and etcd.
+    pub fn log_files(&self) -> Vec<(String, PathBuf)> {
+        let mut files: Vec<(String, PathBuf)> = self
+            .nodes
+            .iter()
+            .map(|n| (format!("patroni-{}.log", n.name), n.dir.join("patroni.log")))
+            .collect();
+        if let Some(h) = &self.haproxy {
+            files.push(("haproxy-postgres.log".into(), h.daemon.log.clone()));
+        }
+        if let Some(etcd) = &self.etcd {
+            files.push(("etcd.log".into(), etcd.log.clone()));
+        }
+        files
     }
 
     /// The last lines of every node's Patroni log and of HAProxy's, for failure messages.

@@ -59,18 +59,30 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The epoch the hub sends.
+/// The epoch the hub sends; every list also says it in `metadata.epoch`, the same.
 async fn epoch_of(client: &HubClient) -> String {
-    let resp = client
-        .request(reqwest::Method::GET, "/api/v1/clusters")
-        .send()
-        .await
-        .unwrap();
-    resp.headers()
-        .get("x-hub-epoch")
-        .and_then(|v| v.to_str().ok())
-        .expect("X-Hub-Epoch on every answer")
-        .to_string()
+    let mut epoch = None;
+    for list in ["/api/v1/clusters", "/api/v1/manifestworks"] {
+        let resp = client
+            .request(reqwest::Method::GET, list)
+            .send()
+            .await
+            .unwrap();
+        let header = resp
+            .headers()
+            .get("x-hub-epoch")
+            .and_then(|v| v.to_str().ok())
+            .expect("X-Hub-Epoch on every answer")
+            .to_string();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["metadata"]["epoch"], header.as_str(), "{list}: {body}");
+        assert!(
+            epoch.as_ref().is_none_or(|e| *e == header),
+            "one epoch per hub"
+        );
+        epoch = Some(header);
+    }
+    epoch.unwrap()
 }
 
 fn config_map_work(cluster: &str, namespace: &str, name: &str, value: &str) -> ManifestWork {

@@ -17,11 +17,16 @@
 //! Each must lose no acknowledged write (every one read back), show the blocking reader no
 //! duplicate or missing change, and come back within generous bounds; the seconds are
 //! printed (`postgres_ha:` lines, run with `--nocapture`) for docs/benchmarks.md.
+//!
+//! `FLEETHUB_HA_FAULTS` (a comma-separated list of `postgres`, `node`, `switchover`, `hub`)
+//! runs those faults in that order instead, to repeat one; `FLEETHUB_HA_LOG_DIR` keeps the
+//! hubs', HAProxys' and Patroni's logs there (they are kept in a temporary directory when
+//! the test fails, and the output says where).
 
 use std::time::{Duration, Instant};
 
 use api::{ClientConfig, HubClient, ManagedCluster};
-use testkit::ha::{Fleet, Reader, Verdict, Writers};
+use testkit::ha::{Fleet, KeptLogs, Reader, Verdict, Writers};
 use testkit::patroni::{HaProxy, PatroniCluster};
 use testkit::procs::HubProcess;
 
@@ -44,6 +49,29 @@ enum Fault {
     KillNode,
     Switchover,
     KillHub,
+}
+
+/// The faults to run: `FLEETHUB_HA_FAULTS`, else each once.
+fn faults() -> Vec<Fault> {
+    let Ok(list) = std::env::var("FLEETHUB_HA_FAULTS") else {
+        return vec![
+            Fault::KillPostgres,
+            Fault::KillNode,
+            Fault::Switchover,
+            Fault::KillHub,
+        ];
+    };
+    list.split(',')
+        .map(|f| match f.trim() {
+            "postgres" => Fault::KillPostgres,
+            "node" => Fault::KillNode,
+            "switchover" => Fault::Switchover,
+            "hub" => Fault::KillHub,
+            other => panic!(
+                "FLEETHUB_HA_FAULTS: unknown fault {other:?} (postgres, node, switchover, hub)"
+            ),
+        })
+        .collect()
 }
 
 struct Figures {
@@ -96,6 +124,15 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
     )
     .expect("hub balancer");
     eprintln!("postgres_ha: 3 hubs behind HAProxy on port {}", lb.port());
+    // Declared after every process of the rig: dropped (and so copied) before they stop.
+    let mut logs = KeptLogs::new();
+    for (name, path) in db.log_files() {
+        logs.add(name, path);
+    }
+    for (i, d) in dirs.iter().enumerate() {
+        logs.add(format!("hub{i}.log"), d.path().join("hub.log"));
+    }
+    logs.add("haproxy-hubs.log", lb.log_path());
     let mut cfg = ClientConfig::load(&hubs[0].client_config_path()).unwrap();
     cfg.server = format!("https://localhost:{}", lb.port());
     let admin = HubClient::new(&cfg).unwrap();
@@ -112,13 +149,8 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
     eprintln!("postgres_ha: {AGENTS} agents joined and renewing");
 
     let mut figures = Vec::new();
-    for fault in [
-        Fault::KillPostgres,
-        Fault::KillNode,
-        Fault::Switchover,
-        Fault::KillHub,
-    ] {
-        let cluster = format!("ha-{fault:?}").to_lowercase();
+    for (round, fault) in faults().into_iter().enumerate() {
+        let cluster = format!("ha-{round}-{fault:?}").to_lowercase();
         admin
             .put_cluster(&ManagedCluster::new(&cluster, Default::default()))
             .await
@@ -128,8 +160,13 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         tokio::time::sleep(Duration::from_secs(5)).await;
 
         let leader = db.leader().await.expect("a leader before the fault");
-        eprintln!("postgres_ha: {fault:?} (leader node{leader})");
         let at = Instant::now();
+        let at_wall = chrono::Utc::now();
+        // Wall-clock time, to find the fault in the kept logs.
+        eprintln!(
+            "postgres_ha: {fault:?} (leader node{leader}) at {}",
+            at_wall.format("%H:%M:%S%.3f UTC")
+        );
         match fault {
             Fault::KillPostgres => db.kill_postgres(leader).unwrap(),
             Fault::KillNode => db.kill_node(leader).unwrap(),
@@ -144,7 +181,14 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         let mut seen_down = false;
         let mut writes_back = None;
         let mut agents_back = None;
-        while at.elapsed() < AGENTS_BACK_WITHIN && (writes_back.is_none() || agents_back.is_none())
+        // A node kill or a switchover moves the leader: poll until Patroni shows the new
+        // one too (writes may come back first, when HAProxy's check of the new leader
+        // falls between two of our polls). A postmaster kill may never show a change.
+        let leader_moves = matches!(fault, Fault::KillNode | Fault::Switchover);
+        while at.elapsed() < AGENTS_BACK_WITHIN
+            && (writes_back.is_none()
+                || agents_back.is_none()
+                || (leader_moves && leader_back.is_none()))
         {
             if leader_back.is_none() && fault != Fault::KillHub {
                 match db.leader().await {
@@ -207,6 +251,15 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         );
         assert!(verdict.acked > 0, "{fault:?}: nothing acknowledged");
         assert!(verdict.clean(), "{fault:?}: {verdict:?}");
+        // Every agent kept renewing, so no cluster may have been marked unavailable (with
+        // the unreachable taint, which moves placements), not even for a moment: the
+        // Available condition is True and has not changed since before the fault.
+        let flipped = flipped_clusters(&admin, at_wall).await;
+        assert!(
+            flipped.is_empty(),
+            "{fault:?}: {} clusters were marked unavailable although their agents renewed: {flipped:?}",
+            flipped.len()
+        );
         figures.push(Figures {
             fault,
             leader_back,
@@ -250,8 +303,28 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         "agents back after {} s",
         hub_kill.agents_back
     );
+    drop(logs);
     drop(lb);
     drop(hubs);
+}
+
+/// The simulated agents' clusters whose Available condition is not True, or changed after
+/// `since`.
+async fn flipped_clusters(admin: &HubClient, since: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    let list = admin
+        .list_clusters(&Default::default())
+        .await
+        .expect("list clusters")
+        .value;
+    list.items
+        .iter()
+        .filter(|c| c.metadata.name.starts_with("ha-agent-"))
+        .filter(|c| {
+            c.condition(api::status::CLUSTER_AVAILABLE)
+                .is_none_or(|a| !a.is_true() || a.last_transition_time.is_none_or(|t| t > since))
+        })
+        .map(|c| c.metadata.name.clone())
+        .collect()
 }
 
 fn load_average() -> String {

@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, caller, respond};
+use super::{AppState, caller, list_response, respond};
 use crate::service::Error;
 use crate::service::access::Action;
 use crate::service::works::etag;
@@ -35,12 +35,7 @@ pub async fn list(
         .hub
         .list_clusters_for(&who, &params.selector()?, params.block()?)
         .await?;
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    Ok(list_response(&state, list))
 }
 
 /// `GET /api/v1/clusters/{cluster}`.

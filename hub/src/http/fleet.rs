@@ -71,15 +71,18 @@ struct ListBody<T> {
     items: Vec<T>,
 }
 
+/// `at`: the index the list is consistent with and its epoch.
 fn list_body<T: Serialize>(
     api_version: &'static str,
     kind: &'static str,
-    index: u64,
+    at: (u64, &str),
     items: Vec<T>,
 ) -> Response {
+    let (index, epoch) = at;
     let metadata = ListMeta {
         continue_: None,
         index,
+        epoch: Some(epoch.to_string()),
     };
     respond(
         StatusCode::OK,
@@ -159,7 +162,12 @@ async fn list<T: Shown>(
         .list_namespaced::<T>(ns, &params.selector()?, params.block()?)
         .await?;
     let items: Vec<T> = read.data.into_iter().map(|o| o.shown(state, who)).collect();
-    Ok(list_body(T::API_VERSION, T::LIST_KIND, read.index, items))
+    Ok(list_body(
+        T::API_VERSION,
+        T::LIST_KIND,
+        (read.index, state.hub.epoch()),
+        items,
+    ))
 }
 
 /// `GET /api/v1/namespaces/{ns}/placements` and `.../manifestworkreplicasets`.
@@ -266,7 +274,7 @@ pub async fn decisions(
     Ok(list_body(
         PLACEMENT_API_VERSION,
         "PlacementDecisionList",
-        read.index,
+        (read.index, state.hub.epoch()),
         read.data,
     ))
 }

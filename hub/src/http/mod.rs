@@ -57,6 +57,14 @@ pub fn respond(
     resp
 }
 
+/// A list's answer: its index in `X-Hub-Index` (and `metadata.index`) and its index epoch
+/// in `metadata.epoch`, the value the epoch middleware sends as `X-Hub-Epoch`, so that a
+/// list kept without its headers still says which history its index belongs to.
+fn list_response<T: serde::Serialize>(state: &AppState, mut list: api::List<T>) -> Response {
+    list.metadata.epoch = Some(state.hub.epoch().to_string());
+    respond(StatusCode::OK, list.metadata.index, None, Json(list))
+}
+
 /// Who writes, for the audit entry that commits with the write.
 fn caller(who: &extract::Principal, source: String) -> Caller {
     Caller {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, caller, respond};
+use super::{AppState, caller, list_response, respond};
 use crate::service::Error;
 
 type IdPath = Result<Path<String>, PathRejection>;
@@ -36,12 +36,7 @@ pub async fn create_token(
 pub async fn list_tokens(State(state): State<AppState>, who: Principal) -> Result<Response, Error> {
     who.require_admin()?;
     let list = state.hub.list_tokens().await?;
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    Ok(list_response(&state, list))
 }
 
 /// `DELETE /api/v1/tokens/{id}` (admin).
@@ -91,12 +86,7 @@ pub async fn list_registrations(
     let Query(params) = params?;
     who.require_admin()?;
     let list = state.hub.list_registrations(params.block()?).await?;
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    Ok(list_response(&state, list))
 }
 
 /// `GET /api/v1/registrations/{id}`: the admin, or the joining agent proving itself with
@@ -195,10 +185,5 @@ pub async fn audit_list(
     limit: Option<&str>,
 ) -> Result<Response, Error> {
     let list = state.hub.list_audit(target, limit).await?;
-    Ok(respond(
-        StatusCode::OK,
-        list.metadata.index,
-        None,
-        Json(list),
-    ))
+    Ok(list_response(state, list))
 }

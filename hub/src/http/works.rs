@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{Doc, ListParams, Principal, Source};
-use super::{AppState, caller, respond};
+use super::{AppState, caller, list_response, respond};
 use crate::service::access::{Action, write_receipt};
 use crate::service::executor::may_set_executor;
 use crate::service::secrets::{PlaceholderKey, mask_secrets, reject_placeholders};
@@ -227,7 +227,7 @@ async fn list_with(
     };
     let page = state.hub.list_stored_works(query).await?;
     let mask = (!who.sees_secrets()).then(|| state.hub.placeholder_key());
-    let body = work_list_body(&page, mask)?;
+    let body = work_list_body(&page, state.hub.epoch(), mask)?;
     Ok(respond(
         StatusCode::OK,
         page.index,
@@ -240,11 +240,16 @@ async fn list_with(
 /// work's text, most of them as stored (see [`works::listed_json`]), in chunks of about
 /// 64 KiB. Parsing 10,000 works and serializing them again took most of a full list's
 /// time; chunks rather than one buffer keep the copy in memory the allocator reuses.
-fn work_list_body(page: &StoredWorks, mask: Option<&PlaceholderKey>) -> Result<Body, Error> {
+fn work_list_body(
+    page: &StoredWorks,
+    epoch: &str,
+    mask: Option<&PlaceholderKey>,
+) -> Result<Body, Error> {
     const CHUNK: usize = 64 * 1024;
     let meta = ListMeta {
         continue_: page.continue_.clone(),
         index: page.index,
+        epoch: Some(epoch.to_string()),
     };
     let meta = serde_json::to_vec(&meta).map_err(|e| Error::Internal(e.to_string()))?;
     let mut chunks = Vec::new();
@@ -383,10 +388,5 @@ pub async fn summary(
         scope: state.hub.readable_clusters(&who).await?,
     };
     let body = state.hub.summarize_works(query, name.as_deref()).await?;
-    Ok(respond(
-        StatusCode::OK,
-        body.metadata.index,
-        None,
-        Json(body),
-    ))
+    Ok(list_response(&state, body))
 }

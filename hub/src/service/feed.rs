@@ -244,13 +244,25 @@ impl ChangeFeed {
             None => self.latest.subscribe(),
         };
         let mut checked = after;
+        let mut catch_up = None;
         loop {
             // What woke us counts even if `latest` has not caught up with it yet.
             let notified = *rx.borrow_and_update();
             let latest = self.latest().max(notified);
-            // An index from the future (say, a restored database) is answered at once.
+            // An index this feed has not reached: first give the feed [`CATCH_UP`] to get
+            // there (another hub on the database answered it), then answer (a restored
+            // database, whose history is behind).
             if after > latest {
-                return latest;
+                let until = *catch_up
+                    .get_or_insert_with(|| (tokio::time::Instant::now() + CATCH_UP).min(deadline));
+                if tokio::time::Instant::now() >= until {
+                    return latest;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return self.latest() },
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+                continue;
             }
             if latest > checked {
                 if self.any_since(checked, latest, &filter) {
@@ -265,6 +277,15 @@ impl ChangeFeed {
         }
     }
 }
+
+/// How long a wait for an index past this feed's gives the feed to reach it. Behind a
+/// balancer that routes each request anew (HAProxy in `mode http`), a client's next
+/// blocking query can reach a hub whose feed is a notification behind the hub that
+/// answered the last one: answered at once, the client saw its index go backwards. The
+/// feed polls the store every second, so this also covers a lost notification; an index
+/// that is really ahead (a restored database, asked without the client's epoch) is
+/// answered after it.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Keeps the feed in step with writes by other hubs on the same database: database
 /// notifications where there are any, and a slow poll as a safety net (a notification can be
@@ -399,6 +420,51 @@ mod tests {
         }
         let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         assert_eq!(woke.expect("woken at once").unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_index_another_hub_reached_waits_for_the_feed_to_get_there() {
+        let feed = ChangeFeed::new(5);
+        let f2 = feed.clone();
+        // The caller saw index 6 from another hub; this one's feed is at 5.
+        let waiter = tokio::spawn(async move {
+            f2.wait(
+                6,
+                None,
+                Box::new(|_: &Change| true),
+                Duration::from_secs(30),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "answered below the caller's index");
+        feed.push(vec![change(6, "c1")]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "index 6 is what the caller saw: it waits for a change past it"
+        );
+        feed.push(vec![change(7, "c1")]);
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(woke.expect("woken by the change past 6").unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn an_index_no_hub_reaches_is_answered_after_the_catch_up() {
+        // A restored database: its history is behind the caller's index.
+        let feed = ChangeFeed::new(5);
+        let started = tokio::time::Instant::now();
+        let got = feed
+            .wait(
+                100,
+                None,
+                Box::new(|_: &Change| true),
+                Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(got, 5);
+        let took = started.elapsed();
+        assert!(took >= CATCH_UP && took < CATCH_UP * 3, "{took:?}");
     }
 
     #[tokio::test]

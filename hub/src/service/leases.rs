@@ -24,6 +24,25 @@ pub(super) struct LeaseBook {
     pending: Mutex<HashMap<String, DateTime<Utc>>>,
     /// What the lease check knows of each cluster, by resource version.
     facts: Mutex<HashMap<String, LeaseFacts>>,
+    /// The last time this hub could not read or write leases in the store (a database
+    /// failover, an outage): see [`counted_from`].
+    store_lost_at: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// When a lease's grace counts from: its last renewal the hub knows of, but no earlier
+/// than the last time the store could not be reached. While the database is away, agents'
+/// renewals reach the hubs, which cannot write them, and another hub cannot see them: the
+/// stored lease times are as old as the outage is long. Without this floor every hub would
+/// mark every cluster of the fleet unavailable (with the unreachable taint, which moves
+/// placements) the moment the database came back from an outage longer than the grace,
+/// although each agent kept renewing. So an outage stops the clock, as the Kubernetes node
+/// lifecycle controller counts from its own observations: a cluster whose agent is really
+/// gone is marked a grace after the database is back.
+fn counted_from(
+    last_lease: Option<DateTime<Utc>>,
+    store_lost_at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    last_lease.max(store_lost_at)
 }
 
 /// Sets the lease-driven availability (and the unreachable taint), and fresh claims.
@@ -227,6 +246,7 @@ impl Hub {
         match self.store.renew_leases(&rows).await {
             Ok(()) => Ok(rows.len()),
             Err(e) => {
+                self.note_store_lost();
                 let mut pending = self.lease_book.pending.lock().expect("lease lock");
                 for (cluster, at) in rows {
                     pending.entry(cluster).or_insert(at);
@@ -282,15 +302,23 @@ impl Hub {
     #[tracing::instrument(skip(self))]
     pub async fn expired_leases(&self) -> Result<Vec<String>> {
         let now = Utc::now();
-        let leases = self.leases().await?;
-        let facts = self.current_lease_facts().await?;
+        let read =
+            async { Ok::<_, Error>((self.leases().await?, self.current_lease_facts().await?)) };
+        let (leases, facts) = read.await.inspect_err(|_| self.note_store_lost())?;
+        let lost = *self.lease_book.store_lost_at.lock().expect("lease lock");
         Ok(facts
             .into_iter()
             .filter(|(name, f)| {
-                f.expired(leases.get(name).copied(), self.settings.lease_grace, now)
+                let last = leases.get(name).copied().or(f.joined_at);
+                f.expired(counted_from(last, lost), self.settings.lease_grace, now)
             })
             .map(|(name, _)| name)
             .collect())
+    }
+
+    /// Records that the store could not be reached now (see [`counted_from`]).
+    fn note_store_lost(&self) {
+        *self.lease_book.store_lost_at.lock().expect("lease lock") = Some(Utc::now());
     }
 
     /// Marks a cluster whose lease ran out as unavailable, with the unreachable taint.
@@ -312,4 +340,55 @@ pub fn with_lease(
 ) -> ManagedCluster {
     cluster.status.last_lease_time = leases.get(&cluster.metadata.name).copied();
     cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn joined(at: &str) -> LeaseFacts {
+        LeaseFacts {
+            resource_version: 1,
+            joined_at: Some(t(at)),
+            marked: false,
+        }
+    }
+
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+    #[test]
+    fn an_outage_of_the_store_restarts_the_grace_from_its_end() {
+        let facts = joined("2026-01-01T09:00:00Z");
+        let renewed = Some(t("2026-01-01T10:00:00Z"));
+        // 20 s later, past the 15 s grace: without an outage the lease ran out.
+        let now = t("2026-01-01T10:00:20Z");
+        assert!(facts.expired(counted_from(renewed, None), GRACE, now));
+        // The store was unreachable until 10:00:19: renewals may have reached other hubs
+        // that could not write them, so the grace counts from then.
+        let lost = Some(t("2026-01-01T10:00:19Z"));
+        assert!(!facts.expired(counted_from(renewed, lost), GRACE, now));
+        // An agent that is really gone is marked a grace after the outage.
+        assert!(facts.expired(
+            counted_from(renewed, lost),
+            GRACE,
+            t("2026-01-01T10:00:35Z")
+        ));
+        // An outage long ago changes nothing for a lease renewed since.
+        let long_ago = Some(t("2026-01-01T09:30:00Z"));
+        assert_eq!(counted_from(renewed, long_ago), renewed);
+    }
+
+    #[test]
+    fn a_cluster_that_never_renewed_still_counts_from_its_joining() {
+        let facts = joined("2026-01-01T10:00:10Z");
+        let lost = Some(t("2026-01-01T10:00:00Z"));
+        let since = counted_from(None.or(facts.joined_at), lost);
+        assert_eq!(since, Some(t("2026-01-01T10:00:10Z")));
+        assert!(!facts.expired(since, GRACE, t("2026-01-01T10:00:24Z")));
+        assert!(facts.expired(since, GRACE, t("2026-01-01T10:00:26Z")));
+    }
 }

@@ -56,6 +56,15 @@ impl WorkMemory {
         }
         stale
     }
+
+    /// A memory whose last accepted push was `status` (for the restore module's tests).
+    #[cfg(test)]
+    pub(crate) fn pushed(status: ManifestWorkStatus) -> WorkMemory {
+        WorkMemory {
+            pushed: Some(status),
+            ..Default::default()
+        }
+    }
 }
 
 /// A work's generation and the `resourceVersion` of each object its last apply returned,

@@ -816,4 +816,16 @@ mod tests {
         assert_eq!(ordinal["minimum"], json!(i32::MIN), "{ordinal}");
         assert_eq!(ordinal["maximum"], json!(i32::MAX), "{ordinal}");
     }
+
+    #[test]
+    fn a_list_says_its_index_epoch() {
+        let doc = document();
+        let epoch = &doc["components"]["schemas"]["ListMeta"]["properties"]["epoch"];
+        assert!(
+            epoch["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("X-Hub-Epoch")),
+            "{epoch}"
+        );
+    }
 }
