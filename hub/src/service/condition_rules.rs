@@ -1,8 +1,8 @@
 //! What a work's `manifestConfigs[].conditionRules` and `deleteOption.ttlSecondsAfterFinished`
 //! may say. Every CEL expression is compiled here, so an expression that does not parse is
 //! refused with its line and column instead of failing later on every cluster; the verdict
-//! is remembered by the text's digest ([`compiled`]), so a work PUT again does not parse its
-//! rules again.
+//! is remembered by the text's digest (module `compiled`), so a work PUT again does not
+//! parse its rules again.
 
 mod compiled;
 
