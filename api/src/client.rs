@@ -433,6 +433,30 @@ impl HubClient {
         .await
     }
 
+    /// [`put_work_status`](Self::put_work_status) for a caller that does not need the work
+    /// the hub answers with (the agent): the answer is skipped over, not built, and the
+    /// status is sent without a copy. Gives the hub's index of the write.
+    pub async fn put_work_status_receipt(
+        &self,
+        cluster: &str,
+        name: &str,
+        status: &ManifestWorkStatus,
+    ) -> Result<u64, ClientError> {
+        /// [`StatusUpdate`], borrowed.
+        #[derive(Serialize)]
+        struct Body<'a> {
+            status: &'a ManifestWorkStatus,
+        }
+        let written: Indexed<serde::de::IgnoredAny> = self
+            .json(
+                Method::PUT,
+                &format!("{}/status", Self::work_path(cluster, name)),
+                &Body { status },
+            )
+            .await?;
+        Ok(written.index)
+    }
+
     /// Removes a finalizer from a work (the cluster's agent).
     pub async fn remove_work_finalizer(
         &self,

@@ -1,10 +1,14 @@
 //! What a work's `manifestConfigs[].conditionRules` and `deleteOption.ttlSecondsAfterFinished`
 //! may say. Every CEL expression is compiled here, so an expression that does not parse is
-//! refused with its line and column instead of failing later on every cluster.
+//! refused with its line and column instead of failing later on every cluster; the verdict
+//! is remembered by the text's digest (module `compiled`), so a work PUT again does not
+//! parse its rules again.
+
+mod compiled;
 
 use std::collections::BTreeSet;
 
-use api::cel::{MAX_CEL_EXPRESSIONS, compile, stdlib};
+use api::cel::MAX_CEL_EXPRESSIONS;
 use api::selector::validate_label_key;
 use api::status::{APPLIED, AVAILABLE, COMPLETE, DEGRADED, DELETING, PROGRESSING, READY};
 use api::{ConditionRuleType, FieldError, ManifestWorkSpec};
@@ -108,7 +112,7 @@ pub fn check_condition_rules(spec: &ManifestWorkSpec) -> Vec<FieldError> {
                         );
                     }
                     for (k, text) in rule.cel_expressions.iter().enumerate() {
-                        if let Err(m) = compile(stdlib(), text) {
+                        if let Err(m) = compiled::check(text) {
                             bad(format!("{at}.celExpressions[{k}]"), m);
                         }
                     }
@@ -119,7 +123,7 @@ pub fn check_condition_rules(spec: &ManifestWorkSpec) -> Vec<FieldError> {
                 ),
             }
             if !rule.message_expression.is_empty()
-                && let Err(m) = compile(stdlib(), &rule.message_expression)
+                && let Err(m) = compiled::check(&rule.message_expression)
             {
                 bad(format!("{at}.messageExpression"), m);
             }

@@ -504,11 +504,13 @@ async fn put_status(batch: &mut Batch<'_>, put: &PutStatus) -> Result<WorkWrite>
     if status == old.status {
         return outcome(old, false);
     }
-    let mut work = old.clone();
+    // Only the status changes, so the work is moved, not cloned (a copy of a 500-manifest
+    // work's spec and status per report), and its labels are the old ones too.
+    let mut work = old;
     work.status = status;
     work.metadata.resource_version = Some(batch.next_index().to_string());
     batch.tx.put_work(&work, batch.next_index()).await?;
-    batch.record_work(&put.cluster, &put.name, Some(&old), Some(&work), true);
+    batch.record_work(&put.cluster, &put.name, Some(&work), Some(&work), true);
     outcome(work, false)
 }
 

@@ -469,7 +469,7 @@ async fn push_status(
     let hub = ctx.hub().await?;
     match telemetry::hub_call(
         "put_status",
-        hub.put_work_status(ctx.session.cluster(), &name, &status),
+        hub.put_work_status_receipt(ctx.session.cluster(), &name, &status),
     )
     .await
     {

@@ -82,9 +82,17 @@ struct Rules500Args {
     /// Give up on one run after this long.
     #[arg(long, default_value = "5m", value_parser = api::parse_duration)]
     run_limit: Duration,
-    /// The `wait` of each blocking GET that waits for Applied.
-    #[arg(long, default_value = "20ms", value_parser = api::parse_duration)]
+    /// The `wait` of each blocking GET that waits for Applied. It returns as soon as the
+    /// status lands; a short one polls the whole work meanwhile (at 20 ms, ~40 reads of a
+    /// work that is 3× bigger with rules: the hub's and this bench's CPU, not the apply).
+    #[arg(long, default_value = "30s", value_parser = api::parse_duration)]
     get_wait: Duration,
+    /// Give each run's rules texts no earlier run used (the work's name in each
+    /// expression), so the hub validates and the agent compiles all of them: the cold
+    /// case. Without it, every run after the warm-up has the same 500 texts, as a work
+    /// updated to a new generation has.
+    #[arg(long)]
+    fresh_expressions: bool,
 }
 
 #[derive(Debug, clap::Args)]
