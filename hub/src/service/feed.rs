@@ -38,6 +38,11 @@ pub struct ChangeFeed {
     inner: Mutex<Inner>,
     /// Serialises catch-up reads, so two publishers never race past a gap.
     publish: tokio::sync::Mutex<()>,
+    /// Whether this hub is its database's only writer (SQLite: one hub per file). Then an
+    /// index past the feed's can only come from another history (a database restored by
+    /// copying its files back), never from a hub a notification ahead, and is answered at
+    /// once rather than after [`CATCH_UP`].
+    sole_writer: std::sync::atomic::AtomicBool,
 }
 
 impl ChangeFeed {
@@ -52,7 +57,14 @@ impl ChangeFeed {
                 floor: start,
             }),
             publish: tokio::sync::Mutex::new(()),
+            sole_writer: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks this hub as its database's only writer (see [`Self::wait`]).
+    pub fn set_sole_writer(&self) {
+        self.sole_writer
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The last index published: every change at or below it is visible in the store.
@@ -251,8 +263,14 @@ impl ChangeFeed {
             let latest = self.latest().max(notified);
             // An index this feed has not reached: first give the feed [`CATCH_UP`] to get
             // there (another hub on the database answered it), then answer (a restored
-            // database, whose history is behind).
+            // database, whose history is behind). A sole writer answers at once: nobody
+            // else can have answered it, and while it waited its own writes (an agent's
+            // lease) could reach that index in the other history, so that the client never
+            // saw its index go back and never listed again.
             if after > latest {
+                if self.sole_writer.load(std::sync::atomic::Ordering::Relaxed) {
+                    return latest;
+                }
                 let until = *catch_up
                     .get_or_insert_with(|| (tokio::time::Instant::now() + CATCH_UP).min(deadline));
                 if tokio::time::Instant::now() >= until {
@@ -311,7 +329,10 @@ pub async fn follow(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) {
                     }
                     listener = Some(l);
                 }
-                Ok(None) => can_listen = false,
+                Ok(None) => {
+                    can_listen = false;
+                    feed.set_sole_writer();
+                }
                 Err(e) => {
                     if !lost {
                         tracing::warn!(error = %e, "cannot listen for other hubs' writes; polling until it works");
@@ -465,6 +486,25 @@ mod tests {
         assert_eq!(got, 5);
         let took = started.elapsed();
         assert!(took >= CATCH_UP && took < CATCH_UP * 3, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sole_writer_answers_an_index_from_another_history_at_once() {
+        // SQLite, its files copied back from a backup: only another history has index 100.
+        let feed = ChangeFeed::new(5);
+        feed.set_sole_writer();
+        let got = tokio::time::timeout(
+            CATCH_UP / 4,
+            feed.wait(
+                100,
+                None,
+                Box::new(|_: &Change| true),
+                Duration::from_secs(60),
+            ),
+        )
+        .await
+        .expect("answered before any catch-up");
+        assert_eq!(got, 5, "the client sees its index go back and lists again");
     }
 
     #[tokio::test]
