@@ -18,6 +18,20 @@ struct Fixture {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Fixture {
+    /// Stores cluster `name` (works need their cluster).
+    async fn cluster(&self, name: &str) {
+        self.hub
+            .put_cluster(
+                name,
+                api::ManagedCluster::new(name, Default::default()),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+}
+
 async fn start(url: String, dir: Option<tempfile::TempDir>, retention: Retention) -> Fixture {
     let store = hub::store::connect(&url).await.unwrap();
     let hub = Hub::start_with(
@@ -92,14 +106,7 @@ async fn backdate(url: &str, target: &str, age: Duration) {
 /// the work's 404 a plain one (the agent then waits for its eviction grace: later, never
 /// sooner).
 async fn old_audit_entries_are_pruned(f: Fixture) {
-    f.hub
-        .put_cluster(
-            "c1",
-            api::ManagedCluster::new("c1", Default::default()),
-            None,
-        )
-        .await
-        .unwrap();
+    f.cluster("c1").await;
     for name in ["old", "new"] {
         f.hub
             .put_work("c1", name, work(name), None, caller())
@@ -133,14 +140,7 @@ async fn old_audit_entries_are_pruned(f: Fixture) {
 
 /// With the default retention (keep every entry) nothing is pruned, however old.
 async fn the_default_keeps_every_entry(f: Fixture) {
-    f.hub
-        .put_cluster(
-            "c1",
-            api::ManagedCluster::new("c1", Default::default()),
-            None,
-        )
-        .await
-        .unwrap();
+    f.cluster("c1").await;
     f.hub
         .put_work("c1", "w", work("w"), None, caller())
         .await
@@ -163,14 +163,7 @@ async fn the_default_keeps_every_entry(f: Fixture) {
 
 /// Change-log rows more than the retention behind the latest index go; the works stay.
 async fn the_change_log_keeps_its_last_indexes(f: Fixture) {
-    f.hub
-        .put_cluster(
-            "c1",
-            api::ManagedCluster::new("c1", Default::default()),
-            None,
-        )
-        .await
-        .unwrap();
+    f.cluster("c1").await;
     for i in 0..1_100 {
         let name = format!("w{i:04}");
         f.hub
