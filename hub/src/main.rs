@@ -1,5 +1,8 @@
 //! The `hub` binary: `hub serve` runs the hub; every other verb is a client of one.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `allocator` makes one call into mimalloc, allowed there alone.
+#![deny(unsafe_code)]
+
+mod allocator;
 
 use std::io::IsTerminal;
 
@@ -54,13 +57,29 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    allocator::purge_freed_pages_at_once();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hub: could not start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run());
+    std::process::exit(code);
+}
+
+/// The command line's verb, run; its exit code.
+async fn run() -> i32 {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse_from(hub::cli::connection::hoist_connection_flags(
         std::env::args_os().collect(),
     ));
-    let code = match cli.command {
+    match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info,tower_http=info,sqlx=warn");
             if hub::config::admin_token_on_command_line(std::env::args_os()) {
@@ -99,6 +118,5 @@ async fn main() {
             init_tracing(LogFormat::Pretty, "warn");
             hub::cli::run(cmd).await
         }
-    };
-    std::process::exit(code);
+    }
 }

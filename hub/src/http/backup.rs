@@ -5,8 +5,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tokio::io::AsyncReadExt;
 
 use super::extract::{Principal, Source};
@@ -49,31 +48,32 @@ pub async fn get(
     Ok(resp)
 }
 
-/// Sends `X-Hub-Epoch` with every response, and answers a blocking read at once when the
-/// caller's `epoch` is not this database's: its `index` belongs to another history (a
-/// restore happened), so waiting for changes past it could sit on changes it never saw.
-pub async fn epoch(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let ours = state.hub.epoch().to_string();
-    if let Some(query) = req.uri().query() {
-        let mut theirs = None;
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            if k == "epoch" {
-                theirs = Some(v.into_owned());
-            }
-        }
-        if let Some(theirs) = theirs.filter(|t| !t.is_empty()) {
-            if let Err(e) = check_epoch(&theirs) {
-                return with_epoch(e.into_response(), &ours);
-            }
-            if theirs != ours {
-                strip_index(&mut req);
-            }
+/// Admits a request by its `epoch` parameter, for the edge middleware (`super::edge`), which
+/// sends `ours` as `X-Hub-Epoch` with every response ([`with_epoch`]): a blocking read whose
+/// `epoch` is not this database's is answered at once (its `index` and `wait` are dropped),
+/// because its `index` belongs to another history (a restore happened) and waiting for
+/// changes past it could sit on changes it never saw. A malformed epoch is refused.
+pub(super) fn admit_epoch(ours: &str, req: &mut Request) -> Result<(), Error> {
+    let Some(query) = req.uri().query() else {
+        return Ok(());
+    };
+    let mut theirs = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "epoch" {
+            theirs = Some(v.into_owned());
         }
     }
-    with_epoch(next.run(req).await, &ours)
+    if let Some(theirs) = theirs.filter(|t| !t.is_empty()) {
+        check_epoch(&theirs)?;
+        if theirs != ours {
+            strip_index(req);
+        }
+    }
+    Ok(())
 }
 
-fn with_epoch(mut resp: Response, epoch: &str) -> Response {
+/// `resp` with `X-Hub-Epoch: epoch`.
+pub(super) fn with_epoch(mut resp: Response, epoch: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(epoch) {
         resp.headers_mut().insert("x-hub-epoch", v);
     }

@@ -50,7 +50,11 @@ pub fn respond(
 ) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert("x-hub-index", HeaderValue::from(index));
+    let mut index = HeaderValue::from(index);
+    // "Never indexed" in HTTP/2's header compression: a value new with nearly every
+    // answer only churns the connection's HPACK table (~2 KiB each of 10,000 agents).
+    index.set_sensitive(true);
+    h.insert("x-hub-index", index);
     if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
         h.insert(axum::http::header::ETAG, tag);
     }
@@ -194,30 +198,43 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            backup::epoch,
-        ))
-        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every request's way in and out: counts and times it, refuses a NUL in its URI, admits
+/// it by its index epoch, and sends ours (`X-Hub-Epoch`) with the answer.
+///
+/// One middleware rather than one per concern: each `from_fn` layer boxes its own future
+/// and the next service's for every request, and 10,000 agents each hold a blocking read
+/// parked in the hub all the time (~2.7 KiB per agent less; docs/benchmarks.md). It sits
+/// outside the panic catcher, so a panic's 500 is counted and carries the epoch too.
+async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let tracked = Tracked::start(&req);
+    let epoch = state.hub.epoch().to_string();
+    let resp = match refuse_nul(&req).and_then(|()| backup::admit_epoch(&epoch, &mut req)) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused.into_response(),
+    };
+    let resp = backup::with_epoch(resp, &epoch);
+    tracked.finish(&resp);
+    resp
 }
 
 /// Refuses a NUL character (`%00`) anywhere in the path or the query with a 400. No name,
 /// id, selector or token may hold one, and Postgres cannot even compare text with one: the
 /// query fails, which used to surface as a 503.
-async fn refuse_nul(req: Request, next: Next) -> Response {
+fn refuse_nul(req: &Request) -> Result<(), crate::service::Error> {
     let uri = req.uri();
     if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
-        return crate::service::Error::Malformed(
+        return Err(crate::service::Error::Malformed(
             "the path or query holds a NUL character (%00)".into(),
-        )
-        .into_response();
+        ));
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// How much larger than a work its status may be. An agent reports per manifest its
@@ -231,25 +248,36 @@ pub fn status_body_limit(max_work_bytes: usize) -> usize {
     max_work_bytes.saturating_mul(STATUS_BODY_FACTOR)
 }
 
-/// Counts requests by route and status and times them.
-async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", resp.status().as_u16().to_string()),
-    ];
-    metrics::counter!("hub_http_requests_total", &labels).increment(1);
-    metrics::histogram!("hub_http_request_duration_seconds", &labels[..2])
-        .record(start.elapsed().as_secs_f64());
-    resp
+/// A request being counted by route and status and timed.
+struct Tracked {
+    route: String,
+    method: String,
+    start: Instant,
+}
+
+impl Tracked {
+    fn start(req: &Request) -> Tracked {
+        Tracked {
+            route: req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "unmatched".into()),
+            method: req.method().to_string(),
+            start: Instant::now(),
+        }
+    }
+
+    fn finish(self, resp: &Response) {
+        let labels = [
+            ("route", self.route),
+            ("method", self.method),
+            ("status", resp.status().as_u16().to_string()),
+        ];
+        metrics::counter!("hub_http_requests_total", &labels).increment(1);
+        metrics::histogram!("hub_http_request_duration_seconds", &labels[..2])
+            .record(self.start.elapsed().as_secs_f64());
+    }
 }
 
 /// A panic is a bug of ours: log it, answer the usual 500 body, keep serving.

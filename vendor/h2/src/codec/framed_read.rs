@@ -18,6 +18,10 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
+/// What the read buffer takes when reading starts again into a released buffer
+/// (tokio-util's own default); a frame's length reserves the rest.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
@@ -439,7 +443,20 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            let read = self.inner.read_buffer_mut();
+            if read.capacity() == 0 {
+                read.reserve(READ_BUFFER_CAPACITY);
+            }
+            let polled = Pin::new(&mut self.inner).poll_next(cx);
+            let read = self.inner.read_buffer_mut();
+            if polled.is_pending() && read.is_empty() {
+                // fleethub: nothing half-read is waiting in the buffer, so give its
+                // memory back until the peer sends again; an idle connection (an
+                // agent's blocking read, most of the time) then holds no read buffer.
+                // Frames already split off it keep their bytes alive themselves.
+                *read = BytesMut::new();
+            }
+            let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

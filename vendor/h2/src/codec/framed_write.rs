@@ -60,10 +60,14 @@ enum Next<B> {
     Continuation(frame::Continuation),
 }
 
-/// Initialize the connection with this amount of write buffer.
+/// Take this amount of write buffer when a frame is buffered into an empty one.
 ///
 /// The minimum MAX_FRAME_SIZE is 16kb, so always be able to send a HEADERS
 /// frame that big.
+///
+/// fleethub: the buffer is no longer allocated with the connection and kept for its
+/// life; it is taken when a frame is buffered and given back once everything buffered
+/// has been written (`Encoder::release_buffer`), so an idle connection holds none.
 const DEFAULT_BUFFER_CAPACITY: usize = 16 * 1_024;
 
 /// Chain payloads bigger than this when vectored I/O is enabled. The remote
@@ -93,7 +97,7 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -168,6 +172,7 @@ where
                 ControlFlow::Break => break,
             }
         }
+        self.encoder.release_buffer();
 
         tracing::trace!("flushing buffer");
         // Flush the upstream
@@ -223,6 +228,10 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        if self.buf.get_ref().capacity() - self.buf.get_ref().len() < self.min_buffer_capacity {
+            // Only an empty, released buffer gets here (`has_capacity`).
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +316,22 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // An empty buffer always has room: `buffer` takes its capacity then.
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (self.buf.get_ref().is_empty()
+                || self.buf.get_ref().capacity() - self.buf.get_ref().len()
+                    >= self.min_buffer_capacity)
+    }
+
+    /// Gives the buffer's memory back once everything in it has been written: a
+    /// connection waiting for its peer (an agent's blocking read, most of the time)
+    /// should not hold 16 KiB it may not need for minutes.
+    fn release_buffer(&mut self) {
+        if self.next.is_none() && self.buf.get_ref().is_empty() && self.buf.get_ref().capacity() > 0
+        {
+            *self.buf.get_mut() = BytesMut::new();
+            self.buf.set_position(0);
+        }
     }
 
     fn is_empty(&self) -> bool {

@@ -158,7 +158,10 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // fleethub: no 4 KiB up front. Decoded strings are split off this buffer
+            // and the dynamic table keeps them, which pinned the whole 4 KiB for the
+            // connection's life; now each string takes what it needs when decoded.
+            buffer: BytesMut::new(),
         }
     }
 
