@@ -52,6 +52,9 @@ pub struct FleetLoad {
     pub postgres_url: Option<String>,
     /// How long to wait, after the writers stop, for the last statuses.
     pub drain: Duration,
+    /// After the drain, how long the fleet stays joined and renewing, writing nothing,
+    /// before the hub's settled RSS is read (the median of samples over its last 5 s).
+    pub settle: Duration,
 }
 
 /// What one `bench fleet` run measured.
@@ -91,6 +94,10 @@ pub struct FleetReport {
     /// end, in MiB.
     pub hub_rss_mib_idle_fleet: f64,
     pub hub_rss_mib_peak: f64,
+    /// The hub's resident memory once the fleet has stayed joined and renewing, with no
+    /// writes, for `settle`: the median of samples over its last 5 s, in MiB. The idle
+    /// figure comes 2 s after the last join and moves with the joins' garbage.
+    pub hub_rss_mib_settled: f64,
     /// The hub's CPU during the write phase, in seconds and in millicores.
     pub hub_cpu_seconds: f64,
     pub hub_millicores: f64,
@@ -186,6 +193,20 @@ pub fn raise_open_file_limit() -> anyhow::Result<u64> {
 }
 
 /// The resident set of a process, in MiB.
+/// The median of `pid`'s RSS sampled every 250 ms over the last 5 s (at most) of `settle`.
+async fn settled_rss_mib(pid: u32, settle: Duration) -> anyhow::Result<f64> {
+    let window = settle.min(Duration::from_secs(5));
+    tokio::time::sleep(settle - window).await;
+    let mut samples = vec![rss_mib(pid)?];
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        samples.push(rss_mib(pid)?);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
 pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
@@ -373,6 +394,8 @@ pub async fn run_fleet(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Still joined and renewing (the agents stop below), writing nothing.
+    let rss_settled = settled_rss_mib(hub_pid, load.settle).await?;
     let _ = stop_tx.send(true);
     sampler.abort();
     for a in agents {
@@ -443,6 +466,7 @@ pub async fn run_fleet(
         lease_failures,
         hub_rss_mib_idle_fleet: (rss_idle * 10.0).round() / 10.0,
         hub_rss_mib_peak: (peak * 10.0).round() / 10.0,
+        hub_rss_mib_settled: (rss_settled * 10.0).round() / 10.0,
         hub_cpu_seconds: hub_cpu,
         hub_millicores: hub_cpu * 1000.0 / write_seconds,
         load_cpu_seconds: own_cpu,

@@ -165,6 +165,10 @@ struct FleetArgs {
     /// After the writers stop, how long to wait for the last statuses.
     #[arg(long, default_value = "30s", value_parser = api::parse_duration)]
     drain: Duration,
+    /// After the drain, how long the fleet stays joined and renewing, writing nothing,
+    /// before the hub's settled RSS is read (the median over the last 5 s of it).
+    #[arg(long, default_value = "15s", value_parser = api::parse_duration)]
+    settle: Duration,
     /// Print the report as JSON on stdout (the summary goes to stderr then).
     #[arg(long)]
     json: bool,
@@ -400,6 +404,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         aligned_leases: args.aligned_leases,
         postgres_url: None,
         drain: args.drain,
+        settle: args.settle,
     };
     let lease = format!("{}ms", args.lease_interval.as_millis());
     let hub_args = ["--lease-interval", lease.as_str()];
@@ -448,7 +453,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
         summary += &format!(
             "fleet on {}: {}/{} agents joined in {:.1} s; {} works at {:.1}/s (asked {:.0}/s), {} failed; \
              write → status p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={}, {} missing); \
-             leases {} ok, {} failed; hub RSS {:.1} MiB with the fleet idle, peak {:.1} MiB; \
+             leases {} ok, {} failed; hub RSS {:.1} MiB with the fleet idle, peak {:.1} MiB, settled {:.1} MiB; \
              hub CPU {:.0} millicores; load generator CPU {:.1} s; p99 per 5 s of writes (ms): {:?}; last status {:.2} s after the first write",
             r.backend,
             f.joined,
@@ -468,6 +473,7 @@ async fn fleet(args: &FleetArgs) -> anyhow::Result<()> {
             f.lease_failures,
             f.hub_rss_mib_idle_fleet,
             f.hub_rss_mib_peak,
+            f.hub_rss_mib_settled,
             f.hub_millicores,
             f.load_cpu_seconds,
             f.write_to_status_p99_ms_by_5s,

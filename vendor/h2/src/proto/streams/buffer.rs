@@ -82,6 +82,12 @@ impl Deque {
         match self.indices {
             Some(mut idxs) => {
                 let mut slot = buf.slab.remove(idxs.head);
+                if buf.slab.is_empty() {
+                    // fleethub: no frame of any stream is buffered, so no `Deque` holds
+                    // an index into the slab: give its memory back (a few hundred bytes
+                    // per slot, kept for the connection's life before) until one is.
+                    buf.slab = Slab::new();
+                }
 
                 if idxs.head == idxs.tail {
                     assert!(slot.next.is_none());
