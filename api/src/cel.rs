@@ -3,6 +3,8 @@
 //! work condition rules use it to refuse bad expressions with 422, and the klusterlet to
 //! explain one it cannot run.
 
+pub mod shape;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, LazyLock};
 

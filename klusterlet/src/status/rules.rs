@@ -14,6 +14,8 @@
 //! (False wins, then Unknown, else True), so a work whose manifests are all `Complete`
 //! is `Complete`; as in OCM, the agent then stops applying it ([`work_complete`]).
 //! Expressions are compiled once and cached by their text: a status pass only runs them.
+//! A text is compiled through its shape (`api::cel::shape`): the 500 rules of a templated
+//! work that differ only in a name cost one parse, not 500.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -226,7 +228,7 @@ pub fn aggregate(manifests: &[ManifestCondition]) -> Vec<RuleCondition> {
 }
 
 /// A program compiled from one expression text, or why it did not compile.
-type Compiled = Arc<Result<cel::Program, String>>;
+type Compiled = Arc<Result<api::cel::shape::Runnable, String>>;
 
 struct Cached {
     program: Compiled,
@@ -248,7 +250,7 @@ fn program(text: &str) -> Compiled {
     if cache.len() >= MAX_CACHED {
         cache.retain(|_, c| std::mem::take(&mut c.used));
     }
-    let program = Arc::new(api::cel::compile(api::cel::stdlib(), text));
+    let program = Arc::new(api::cel::shape::compile(text));
     cache.insert(
         text.to_string(),
         Cached {
@@ -530,6 +532,20 @@ mod tests {
         let second = program(text);
         assert!(Arc::ptr_eq(&first, &second));
         assert!(cached(text));
+    }
+
+    #[test]
+    fn texts_of_one_shape_keep_their_own_literals() {
+        // Compiled through one shape, each text still compares with its own name.
+        let rule = |name: &str| {
+            json!({"type": "CEL", "condition": "Mine",
+                   "celExpressions": [format!("object.metadata.name == '{name}' && object.kind == \"Deployment\"")],
+                   "messageExpression": format!("result ? 'is {name}' : \"isn't {name}\"")})
+        };
+        let mine = one(&deployment(1), rule("d"));
+        assert_eq!((mine.status, mine.message.as_str()), ("True", "is d"));
+        let other = one(&deployment(1), rule("e"));
+        assert_eq!((other.status, other.message.as_str()), ("False", "isn't e"));
     }
 
     fn manifest(conditions: &[(&str, &str, &str)]) -> ManifestCondition {
