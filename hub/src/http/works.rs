@@ -214,9 +214,6 @@ async fn list_with(
     cluster: Option<String>,
     params: ListParams,
 ) -> Result<Response, Error> {
-    // Awaited before the query is built, so that none of its parts lives across this
-    // await: each one would take room in every parked blocking read's future.
-    let scope = state.hub.readable_clusters(&who).await?;
     let query = WorkQuery {
         cluster,
         selector: params.selector()?,
@@ -226,7 +223,7 @@ async fn list_with(
         block: params.block()?,
         // A cluster's agent is not woken by its own status writes.
         ignore_status_changes: matches!(who, Principal::Agent { .. }),
-        scope,
+        scope: state.hub.readable_clusters(&who).await?,
     };
     let page = state.hub.list_stored_works(query).await?;
     let mask = (!who.sees_secrets()).then(|| state.hub.placeholder_key());
