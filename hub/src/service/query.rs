@@ -76,8 +76,6 @@ where
     // Taken before the read: a change racing the read is then past the index reported,
     // and the caller's next blocking query sees it.
     let index = feed.latest();
-    // Boxed: a store read's future is large, and inline it would size every parked
-    // blocking read by it for as long as it waits (each of 10,000 agents holds one).
-    let data = Box::pin(read()).await?;
+    let data = read().await?;
     Ok(Indexed { data, index })
 }
