@@ -205,7 +205,18 @@ impl DeframerVecBuffer {
         // we get a message with a length field out of range here,
         // we do a zero length read.  That looks like an EOF to
         // the next layer up, which is fine.
-        let new_bytes = rd.read(&mut self.buf[self.used..])?;
+        let new_bytes = match rd.read(&mut self.buf[self.used..]) {
+            Ok(n) => n,
+            Err(err) => {
+                // fleethub: with nothing buffered (the peer is silent: `WouldBlock`, most
+                // of the time), give the 4 KiB back until it sends again instead of
+                // holding it for the connection's life; `prepare_read` takes it again.
+                if self.used == 0 {
+                    self.buf = Vec::new();
+                }
+                return Err(err);
+            }
+        };
         self.used += new_bytes;
         Ok(new_bytes)
     }
