@@ -78,6 +78,18 @@ impl<T> FramedRead<T> {
         self.inner.get_ref()
     }
 
+    /// fleethub: gives the read buffer's memory back if nothing half-read waits in it,
+    /// until the peer sends again (`poll_next` takes it again then); frames already
+    /// split off it keep their bytes alive themselves. Called when the connection goes
+    /// idle: an agent's connection, waiting on a blocking read most of the time, then
+    /// holds no read buffer.
+    pub fn release_idle_buffer(&mut self) {
+        let read = self.inner.read_buffer_mut();
+        if read.is_empty() && read.capacity() > 0 {
+            *read = BytesMut::new();
+        }
+    }
+
     pub fn get_mut(&mut self) -> &mut T {
         self.inner.get_mut()
     }
@@ -447,16 +459,7 @@ where
             if read.capacity() == 0 {
                 read.reserve(READ_BUFFER_CAPACITY);
             }
-            let polled = Pin::new(&mut self.inner).poll_next(cx);
-            let read = self.inner.read_buffer_mut();
-            if polled.is_pending() && read.is_empty() {
-                // fleethub: nothing half-read is waiting in the buffer, so give its
-                // memory back until the peer sends again; an idle connection (an
-                // agent's blocking read, most of the time) then holds no read buffer.
-                // Frames already split off it keep their bytes alive themselves.
-                *read = BytesMut::new();
-            }
-            let bytes = match ready!(polled) {
+            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

@@ -157,6 +157,13 @@ where
         self.framed_write().flush(cx)
     }
 
+    /// fleethub: gives back the memory of the read and write buffers that hold nothing;
+    /// for a connection gone idle (everything written, nothing to read).
+    pub fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffer();
+        self.framed_write().release_idle_buffer();
+    }
+
     /// Shutdown the send half
     pub fn shutdown(&mut self, cx: &mut Context) -> Poll<io::Result<()>> {
         self.framed_write().shutdown(cx)

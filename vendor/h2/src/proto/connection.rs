@@ -356,6 +356,9 @@ where
                                 continue;
                             }
 
+                            // fleethub: nothing to read, everything written: the
+                            // connection waits for its peer, maybe for minutes.
+                            self.codec.release_idle_buffers();
                             return Poll::Pending;
                         }
                     };
