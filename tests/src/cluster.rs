@@ -522,7 +522,16 @@ impl TestCluster {
                     .await
                     .is_ok()
                 {
-                    return Ok(client_url);
+                    // The answer may come from another process: a port found free can be
+                    // taken (by a concurrent test's etcd) before this etcd binds it, and
+                    // this one then exits at once with "address already in use", which
+                    // the check above turns into a retry on fresh ports. Seen in CI: both
+                    // apiservers then found no etcd.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if self.processes[index].exited().is_none() {
+                        return Ok(client_url);
+                    }
+                    continue;
                 }
                 if Instant::now() > deadline {
                     return Err(self.failure(
