@@ -522,11 +522,11 @@ impl TestCluster {
                     .await
                     .is_ok()
                 {
-                    // The answer may come from another process: a port found free can be
-                    // taken (by a concurrent test's etcd) before this etcd binds it, and
-                    // this one then exits at once with "address already in use", which
-                    // the check above turns into a retry on fresh ports. Seen in CI: both
-                    // apiservers then found no etcd.
+                    // Ours must still run once the port answered: the answer may come
+                    // from another process (a port found free can be taken before this
+                    // etcd binds it; it then exits with "address already in use", which
+                    // the check above retries on fresh ports), or this etcd may die at
+                    // once (a full disk). Seen in CI: two apiservers then found no etcd.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     if self.processes[index].exited().is_none() {
                         return Ok(client_url);
