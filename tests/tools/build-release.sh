@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the `hub` binary of an earlier release (a git tag of this repository) into
+# Builds the `hub` binary of an earlier release (a git tag of this repository, or the
+# commit recorded for it below) into
 # ~/.cache/fleethub/releases/<tag>/bin/hub when missing, and prints its path. The rolling
 # upgrade test (tests/tests/rolling_upgrade.rs) runs it beside the current hub.
 #
@@ -28,8 +29,12 @@ if [ -x "$bin" ]; then
   echo "$bin"
   exit 0
 fi
-commit="$(git -C "$repo" rev-parse --verify --quiet "$tag^{commit}")" || {
-  echo "build-release: no tag $tag in $repo (git fetch --tags)" >&2
+# Each release's commit, for a clone that came without tags (a checkout made from the
+# branch alone has the commits but not the tags that name them).
+declare -A released=([v0.4.0]=54e14962f4660f3f4cc6b30e28de73c5407d8c66)
+commit="$(git -C "$repo" rev-parse --verify --quiet "$tag^{commit}")" ||
+  commit="$(git -C "$repo" rev-parse --verify --quiet "${released[$tag]:-none}^{commit}")" || {
+  echo "build-release: no tag $tag in $repo, nor its known commit (git fetch --tags)" >&2
   exit 1
 }
 echo "build-release: building hub $tag ($commit) into $dir (a few minutes the first time)" >&2
