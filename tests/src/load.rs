@@ -590,6 +590,18 @@ impl CpuTime {
     }
 }
 
+/// The page faults a process has taken that read nothing from disk (`minflt` in
+/// `/proc/<pid>/stat`): each is a page the kernel mapped (and zeroed) on first touch, e.g.
+/// again after the allocator gave it back.
+pub fn minor_faults(pid: u32) -> anyhow::Result<u64> {
+    let fields = stat_fields(pid)?;
+    // Counting from the state field (3): minflt is 10.
+    Ok(fields
+        .get(10 - 3)
+        .with_context(|| format!("/proc/{pid}/stat is short"))?
+        .parse()?)
+}
+
 /// CPU time the whole machine has spent busy (all CPUs), from `/proc/stat`: user (with
 /// nice) and kernel (with interrupts and steal). Over a run, its difference less the
 /// time of the processes measured is what other processes and kernel threads took.

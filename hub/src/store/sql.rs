@@ -8,7 +8,8 @@
 /// inside it). The backend module provides
 /// `$store::begin_batch(works, clusters)` (a `$tx` holding the index lock, with those
 /// read), `$tx::finish_and_commit(changes, audit)` (the batch's last statements and COMMIT),
-/// `$store::listen_impl`, `$store::lead_impl` and `$store::BACKEND`.
+/// `$store::listen_impl`, `$store::lead_impl`, `$store::key_order_reader` with
+/// `$store::end_key_order_read` (the connection a list reads through) and `$store::BACKEND`.
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, conn: $conn:ty, db: $db:ty) => {
         $crate::store::sql_fetch::sql_fetch!($db);
@@ -436,6 +437,9 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> Result<Vec<$crate::store::StoredWork>, $crate::store::StoreError> {
                 let (after_cluster, after_name) = after.unwrap_or(("", ""));
+                // Both queries ask for the primary key's order from a point in it, which
+                // its index answers in order; the reader makes sure the plan uses it.
+                let mut reader = self.key_order_reader().await?;
                 let rows: Vec<(String, String, String)> = match cluster {
                     Some(c) => {
                         sqlx::query_as(
@@ -445,22 +449,25 @@ macro_rules! sql_store {
                         .bind(c)
                         .bind(if after_cluster == c { after_name } else { "" })
                         .bind(limit as i64)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *reader)
                         .await?
                     }
                     None => {
+                        // A row comparison, not `cluster > $1 OR (cluster = $1 AND ...)`:
+                        // the same order, and one range of the index to scan.
                         sqlx::query_as(
                             "SELECT cluster, name, object FROM works \
-                             WHERE cluster > $1 OR (cluster = $1 AND name > $2) \
+                             WHERE (cluster, name) > ($1, $2) \
                              ORDER BY cluster, name LIMIT $3",
                         )
                         .bind(after_cluster)
                         .bind(after_name)
                         .bind(limit as i64)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *reader)
                         .await?
                     }
                 };
+                Self::end_key_order_read(reader).await?;
                 Ok(rows
                     .into_iter()
                     .map(|(cluster, name, object)| $crate::store::StoredWork {

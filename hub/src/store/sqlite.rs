@@ -79,6 +79,21 @@ impl SqliteStore {
         Ok((tx, v as u64))
     }
 
+    /// The connection a list reads through: any pooled one, as SQLite's planner always
+    /// walks the primary key for a list's order.
+    async fn key_order_reader(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Ends a list's read (see [`SqliteStore::key_order_reader`]): the connection goes back.
+    async fn end_key_order_read(
+        _reader: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {
         Ok(None)
     }

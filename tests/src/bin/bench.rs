@@ -21,7 +21,7 @@ use serde::Serialize;
 use testkit::load::{
     Connections, Cpu, CpuTime, CreateLoad, CreateReport, Latencies, MetricSummary, PgActivity,
     PgProbe, PgbenchInserts, PgbenchLoad, PgbenchReport, create_works, machine_cpu, metric_summary,
-    scrape_metrics,
+    minor_faults, scrape_metrics,
 };
 use testkit::postgres::{PostgresOptions, TestPostgres};
 use testkit::procs::HubProcess;
@@ -287,6 +287,17 @@ struct ListRun {
     /// Each list's latency to the parsed list, in the order they ran: says whether a slow
     /// one was a one-off (an autovacuum, a checkpoint) or a trend.
     each_ms: Vec<f64>,
+    /// Each list's time to the whole body received (before the client's parse), in the
+    /// same order: a slow list whose body was quick was slow in the client.
+    each_body_ms: Vec<f64>,
+    /// The hub's CPU time per list (user and kernel, ms), over the timed lists: unlike the
+    /// latency, it hardly moves with what else the machine runs.
+    hub_cpu_ms_per_list: f64,
+    /// Postgres's CPU time per list (ms; 0 on SQLite, which runs inside the hub).
+    postgres_cpu_ms_per_list: f64,
+    /// The hub's minor page faults per list: pages it had to map again (a list's buffers
+    /// given back to the kernel between lists show here).
+    hub_minor_faults_per_list: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -850,14 +861,28 @@ async fn run_hub(
         conn.close().await.ok();
     }
     if lists > 0 {
-        run.list = Some(list_works(&client, &load.cluster, lists as usize).await?);
+        run.list = Some(
+            list_works(
+                &client,
+                &load.cluster,
+                lists as usize,
+                (hub_pid, postmaster),
+            )
+            .await?,
+        );
     }
     Ok(run)
 }
 
 /// Lists every work of `cluster` in one request, `n` times (after one untimed warm-up):
 /// the latency to the parsed list, as `hub get works` sees it, and to the body alone.
-async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Result<ListRun> {
+/// `pids` are the hub's and the postmaster's, whose CPU and page faults the lists cost.
+async fn list_works(
+    client: &HubClient,
+    cluster: &str,
+    n: usize,
+    (hub_pid, postmaster): (u32, Option<u32>),
+) -> anyhow::Result<ListRun> {
     let path = format!("/api/v1/clusters/{cluster}/manifestworks");
     let fetch = || async {
         let started = Instant::now();
@@ -874,6 +899,7 @@ async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Resu
     };
     let (works_listed, response_bytes, ..) = fetch().await?;
     let (mut bodies, mut parsed) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (cpu_before, faults_before) = (cpu_snapshot(hub_pid, postmaster)?, minor_faults(hub_pid)?);
     for _ in 0..n {
         let (listed, _, received, done) = fetch().await?;
         bodies.push(received);
@@ -883,12 +909,19 @@ async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Resu
             "a list returned {listed} works, not {works_listed}"
         );
     }
-    let each_ms = parsed.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let cpu = cpu_snapshot(hub_pid, postmaster)?.since(&cpu_before);
+    let per_list = |v: f64| v / n.max(1) as f64;
+    let hub_cpu_ms_per_list = per_list(cpu.hub.total() * 1e3);
+    let postgres_cpu_ms_per_list = per_list(cpu.postgres.total() * 1e3);
+    let hub_minor_faults_per_list = per_list((minor_faults(hub_pid)? - faults_before) as f64);
+    let ms_each = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let (each_ms, each_body_ms) = (ms_each(&parsed), ms_each(&bodies));
     let (body, latency) = (Latencies::new(bodies), Latencies::new(parsed));
     let ms = |l: &Latencies, q: f64| l.quantile(q).as_secs_f64() * 1e3;
     eprintln!(
         "  list of {works_listed} works ({response_bytes} bytes) x{n}: p50 {:.1} ms, p99 {:.1} ms \
-         (body received: p50 {:.1} ms, p99 {:.1} ms)",
+         (body received: p50 {:.1} ms, p99 {:.1} ms); per list: hub CPU {hub_cpu_ms_per_list:.1} ms, \
+         Postgres CPU {postgres_cpu_ms_per_list:.1} ms, hub minor faults {hub_minor_faults_per_list:.0}",
         ms(&latency, 0.5),
         ms(&latency, 0.99),
         ms(&body, 0.5),
@@ -901,6 +934,10 @@ async fn list_works(client: &HubClient, cluster: &str, n: usize) -> anyhow::Resu
         body_ms: (&body).into(),
         latency_ms: (&latency).into(),
         each_ms,
+        each_body_ms,
+        hub_cpu_ms_per_list,
+        postgres_cpu_ms_per_list,
+        hub_minor_faults_per_list,
     })
 }
 
