@@ -17,8 +17,7 @@ use super::{AppState, caller, list_response, respond};
 use crate::service::access::{Action, write_receipt};
 use crate::service::executor::may_set_executor;
 use crate::service::secrets::{PlaceholderKey, mask_secrets, reject_placeholders};
-use crate::service::{Error, StoredWorks, WorkQuery, WorkWrite, Written, works};
-use crate::store::StoredWork;
+use crate::service::{Error, StoredWork, StoredWorks, WorkQuery, WorkWrite, Written, works};
 
 type WorkPath = Result<Path<(String, String)>, PathRejection>;
 

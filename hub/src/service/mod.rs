@@ -46,6 +46,7 @@ pub mod work_ttl;
 pub mod works;
 pub mod writer;
 
+pub use crate::store::StoredWork;
 pub use error::{Error, Result};
 use feed::ChangeFeed;
 pub use query::{Block, DEFAULT_WAIT, Indexed, MAX_WAIT};

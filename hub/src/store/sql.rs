@@ -437,8 +437,6 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> Result<Vec<$crate::store::StoredWork>, $crate::store::StoreError> {
                 let (after_cluster, after_name) = after.unwrap_or(("", ""));
-                // Both queries ask for the primary key's order from a point in it, which
-                // its index answers in order; the reader makes sure the plan uses it.
                 let mut reader = self.key_order_reader().await?;
                 let rows: Vec<(String, String, String)> = match cluster {
                     Some(c) => {
@@ -453,8 +451,7 @@ macro_rules! sql_store {
                         .await?
                     }
                     None => {
-                        // A row comparison, not `cluster > $1 OR (cluster = $1 AND ...)`:
-                        // the same order, and one range of the index to scan.
+                        // A row comparison is one range of the key's index; an `OR` is not.
                         sqlx::query_as(
                             "SELECT cluster, name, object FROM works \
                              WHERE (cluster, name) > ($1, $2) \
