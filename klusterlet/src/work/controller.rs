@@ -203,13 +203,18 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut index = 0u64;
     let mut epoch: Option<String> = None;
     let mut first = true;
+    // After a failure the next list answers at once instead of waiting past the index: a
+    // hub restarted on a database restored by copying its files keeps its epoch, and this
+    // agent's lease renewals can carry the restored index past ours before we ask again,
+    // so a blocking list would wait its whole `wait` before showing the works it lost.
+    let mut failed = false;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         if *stop.borrow() {
             return;
         }
         let opts = ListOptions {
-            index: (index > 0).then_some(index),
+            index: (index > 0 && !failed).then_some(index),
             wait: Some(shared.options.wait),
             // The hub answers at once when this is not its epoch any more.
             epoch: epoch.clone(),
@@ -222,6 +227,7 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match result {
             Ok((listed_index, listed_epoch, items)) => {
                 backoff.reset();
+                failed = false;
                 let previous_index = index;
                 // A restored hub: another epoch, or an index below the one seen.
                 let restored = !first
@@ -283,6 +289,7 @@ async fn follow(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 shared.synced.send_replace(true);
             }
             Err(e) => {
+                failed = true;
                 if e.is_transient() {
                     shared.ctx.session.unreachable();
                 }
