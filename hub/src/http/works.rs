@@ -271,22 +271,16 @@ fn work_list_body(
     head.extend_from_slice(br#"{"apiVersion":"v1","kind":"ManifestWorkList","metadata":"#);
     head.extend_from_slice(&meta);
     head.extend_from_slice(br#","items":["#);
-    let chunks = ListChunks {
-        head: Some(head),
-        items: page.items.into_iter(),
-        first: true,
-        done: false,
-    };
     Ok(Body::from_stream(futures::stream::iter(
-        chunks.map(Ok::<_, std::convert::Infallible>),
+        ListChunks::new(head, page.items).map(Ok::<_, std::convert::Infallible>),
     )))
 }
 
 /// A list's body, made a chunk at a time as the connection asks for the next (hyper
 /// buffers a few hundred KiB per stream). Each work's text is dropped once copied. Built
-/// all at once, a list of 10,000 works held its 14 MB twice, and each list's chunks were
-/// pages the allocator had given back after the previous list: ~3,500 page faults per
-/// list. Made as sent, the same few chunks' memory is used again and again.
+/// all at once, a list of 10,000 works held its 14 MB twice (works and chunks); made as
+/// sent, it holds them once, and takes ~4,500 fresh pages per list instead of ~6,600
+/// (docs/benchmarks.md, "Issue 20, target 3").
 struct ListChunks {
     /// The envelope up to the first item, not yet sent.
     head: Option<Vec<u8>>,
@@ -301,6 +295,16 @@ struct ListChunks {
 impl ListChunks {
     /// A chunk's size, unless one work's text is larger.
     const SIZE: usize = 64 * 1024;
+
+    /// The chunks of `head` (the envelope up to the first item) and `items`, then `]}`.
+    fn new(head: Vec<u8>, items: Vec<StoredWork>) -> Self {
+        ListChunks {
+            head: Some(head),
+            items: items.into_iter(),
+            first: true,
+            done: false,
+        }
+    }
 }
 
 impl Iterator for ListChunks {
@@ -459,13 +463,7 @@ mod tests {
     }
 
     fn chunks_of(items: Vec<StoredWork>) -> Vec<Bytes> {
-        ListChunks {
-            head: Some(br#"{"items":["#.to_vec()),
-            items: items.into_iter(),
-            first: true,
-            done: false,
-        }
-        .collect()
+        ListChunks::new(br#"{"items":["#.to_vec(), items).collect()
     }
 
     /// The chunks join into the list's JSON with every work once, in order, whatever the

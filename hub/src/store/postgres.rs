@@ -139,8 +139,8 @@ impl PgStore {
     /// index gives as it is scanned, but without statistics (a cluster's works written in
     /// the last minute, before autovacuum analyzed them), and with them once one cluster
     /// holds most of the table, the planner chose to collect the rows and sort them
-    /// instead: for 10,000 works of 1.4 KB an on-disk sort of 14 MB, 22–40 ms against
-    /// 3.5–5 ms for the index scan (`EXPLAIN ANALYZE`, docs/benchmarks.md). `SET LOCAL`
+    /// instead: for 10,000 works of 1.4 KB an on-disk sort of 14 MB, 22–42 ms against
+    /// 3.5–5.2 ms for the index scan (`EXPLAIN ANALYZE`, docs/benchmarks.md). `SET LOCAL`
     /// ends with the transaction, so no other query on the connection is affected.
     async fn key_order_reader(
         &self,
