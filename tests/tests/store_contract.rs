@@ -1296,6 +1296,7 @@ fn fleet_change(index: u64, kind: ObjectKind, namespace: &str, name: &str) -> Ch
         labels: Default::default(),
         prev_labels: None,
         status_only: false,
+        has_ttl: None,
     }
 }
 
@@ -1507,6 +1508,47 @@ async fn fleet_object_changes_are_logged_by_kind(f: Fixture) {
         ]
     );
     assert_eq!(store.current_index().await.unwrap(), base + 4);
+}
+
+/// Each work change says whether the work, as written, has a `ttlSecondsAfterFinished`
+/// (what lets the TTL controller skip reading the others); other kinds say nothing.
+async fn work_changes_say_whether_the_work_has_a_ttl(f: Fixture) {
+    cluster(&f.hub, "c1", &[]).await;
+    let base = f.hub.store().current_index().await.unwrap();
+    let mut with_ttl = work("ttl", json!({}), cm("a", "1"));
+    with_ttl.spec.delete_option = Some(
+        serde_json::from_value(
+            json!({"propagationPolicy": "Foreground", "ttlSecondsAfterFinished": 60}),
+        )
+        .unwrap(),
+    );
+    f.hub
+        .put_work("c1", "ttl", with_ttl, None, None)
+        .await
+        .unwrap();
+    let plain = work("plain", json!({}), cm("b", "1"));
+    f.hub
+        .put_work("c1", "plain", plain, None, None)
+        .await
+        .unwrap();
+    f.hub.delete_work("c1", "ttl", None).await.unwrap();
+    cluster(&f.hub, "c2", &[]).await;
+
+    let log = f.hub.store().changes_since(base, 100).await.unwrap();
+    let got: Vec<(ChangeKind, &str, Option<bool>)> = log
+        .iter()
+        .map(|c| (c.kind, c.name.as_str(), c.has_ttl))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ChangeKind::Work, "ttl", Some(true)),
+            (ChangeKind::Work, "plain", Some(false)),
+            (ChangeKind::Work, "ttl", Some(false)),
+            (ChangeKind::Cluster, "c2", None),
+        ],
+        "a deleted work has no TTL left to run"
+    );
 }
 
 /// An undone op's fleet-object writes are gone, whatever it wrote first (its savepoint is
@@ -1845,7 +1887,8 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
     a_refused_op_leaves_no_trace_in_its_batch, fleet_objects_put_get_list_delete,
     fleet_object_changes_are_logged_by_kind, an_undone_op_leaves_no_fleet_object,
-    a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads);
+    a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads,
+    work_changes_say_whether_the_work_has_a_ttl);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
@@ -1854,4 +1897,5 @@ contract!(postgres: create_read_and_round_trip, generation_and_resource_version,
     assertion_ids_are_single_use_until_purged, unusable_ids_are_not_found,
     a_refused_op_leaves_no_trace_in_its_batch, fleet_objects_put_get_list_delete,
     fleet_object_changes_are_logged_by_kind, an_undone_op_leaves_no_fleet_object,
-    a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads);
+    a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads,
+    work_changes_say_whether_the_work_has_a_ttl);

@@ -3,9 +3,9 @@
 //! up. One hub per database runs it (the lock [`LOCK`]; a single SQLite hub simply holds it).
 //!
 //! It reads every work once when it starts leading, then follows the change feed: a work
-//! written by a user is read again, and a status write is read again only for a work that
-//! has a TTL. It sleeps until the earliest expiry (or the next lock check), never polling
-//! the works.
+//! written by a user is read again when its change says it has a TTL (each work change
+//! records that), and a status write only for a work that has one. It sleeps until the
+//! earliest expiry (or the next lock check), never polling the works.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Weak;
@@ -59,11 +59,30 @@ impl Schedule {
         }
     }
 
-    /// Whether a change to this work must be read: any write but the agent's status, and
-    /// the status of a work with a TTL.
-    pub fn wants(&self, c: &Change) -> bool {
-        c.kind == ChangeKind::Work
-            && (!c.status_only || self.with_ttl.contains(&(c.cluster.clone(), c.name.clone())))
+    /// What a run of changes asks of the controller: the works to read again, and the works
+    /// known without a read to have no TTL now (their change says so, and none of the run
+    /// needs a read, which would show the latest state anyway).
+    ///
+    /// A user's write is read only when its change says the work has a TTL, or does not say
+    /// (recorded by an older hub); an agent's status write only for a work with a TTL. Reading
+    /// every written work cost a database read per create.
+    pub fn plan(&self, changes: &[Change]) -> Plan {
+        let mut plan = Plan::default();
+        for c in changes.iter().filter(|c| c.kind == ChangeKind::Work) {
+            let key = (c.cluster.clone(), c.name.clone());
+            let read = if c.status_only {
+                self.with_ttl.contains(&key) || c.has_ttl == Some(true)
+            } else {
+                c.has_ttl != Some(false)
+            };
+            if read {
+                plan.no_ttl.remove(&key);
+                plan.read.insert(key);
+            } else if !c.status_only && !plan.read.contains(&key) {
+                plan.no_ttl.insert(key);
+            }
+        }
+        plan
     }
 
     /// The earliest expiry.
@@ -87,6 +106,15 @@ impl Schedule {
             None => cap,
         }
     }
+}
+
+/// What [`Schedule::plan`] found in a run of changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Works to read again.
+    pub read: BTreeSet<Key>,
+    /// Works whose latest change says they have no TTL.
+    pub no_ttl: BTreeSet<Key>,
 }
 
 /// While the hub lives: waits for the lock, then deletes finished works until it is lost.
@@ -160,12 +188,11 @@ async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
             continue;
         };
         seen = upto;
-        let touched: BTreeSet<Key> = changes
-            .iter()
-            .filter(|c| schedule.wants(c))
-            .map(|c| (c.cluster.clone(), c.name.clone()))
-            .collect();
-        for key in touched {
+        let Plan { read, no_ttl } = schedule.plan(&changes);
+        for key in no_ttl {
+            schedule.update(key, None);
+        }
+        for key in read {
             match h.get_work(&key.0, &key.1, None).await {
                 Ok(w) => schedule.update(key, w.data.as_ref()),
                 Err(e) => {
@@ -237,7 +264,7 @@ mod tests {
         ("c1".into(), name.into())
     }
 
-    fn change(name: &str, status_only: bool) -> Change {
+    fn change(name: &str, status_only: bool, has_ttl: Option<bool>) -> Change {
         Change {
             index: 1,
             kind: ChangeKind::Work,
@@ -246,7 +273,12 @@ mod tests {
             labels: Default::default(),
             prev_labels: None,
             status_only,
+            has_ttl,
         }
+    }
+
+    fn keys(names: &[&str]) -> BTreeSet<Key> {
+        names.iter().map(|n| key(n)).collect()
     }
 
     #[test]
@@ -283,15 +315,58 @@ mod tests {
         let mut s = Schedule::default();
         s.update(key("ttl"), Some(&work("ttl", Some(5), None)));
         s.update(key("plain"), Some(&work("plain", None, None)));
-        assert!(s.wants(&change("ttl", true)));
-        assert!(!s.wants(&change("plain", true)));
-        assert!(
-            s.wants(&change("plain", false)),
-            "a user may have added a TTL"
-        );
-        assert!(s.wants(&change("new", false)));
-        let mut cluster = change("c1", false);
+        let plan = s.plan(&[
+            change("ttl", true, Some(true)),
+            change("plain", true, Some(false)),
+        ]);
+        assert_eq!(plan.read, keys(&["ttl"]));
+        assert_eq!(plan.no_ttl, keys(&[]), "a status write says nothing new");
+        let mut cluster = change("c1", false, None);
         cluster.kind = ChangeKind::Cluster;
-        assert!(!s.wants(&cluster));
+        assert_eq!(s.plan(&[cluster]), Plan::default());
+    }
+
+    #[test]
+    fn a_users_write_is_read_only_when_its_change_says_ttl_or_does_not_say() {
+        let mut s = Schedule::default();
+        s.update(key("had"), Some(&work("had", Some(5), None)));
+        let plan = s.plan(&[
+            change("plain", false, Some(false)),
+            change("added", false, Some(true)),
+            change("old-hub", false, None),
+            change("had", false, Some(false)),
+        ]);
+        assert_eq!(plan.read, keys(&["added", "old-hub"]));
+        assert_eq!(
+            plan.no_ttl,
+            keys(&["had", "plain"]),
+            "a TTL removed (or the work deleted) is known without a read"
+        );
+        for key in plan.no_ttl {
+            s.update(key, None);
+        }
+        assert!(
+            s.plan(&[change("had", true, None)]).read.is_empty(),
+            "its status writes are no longer read"
+        );
+    }
+
+    #[test]
+    fn a_read_wins_over_an_earlier_or_later_no_ttl_of_the_same_work() {
+        let s = Schedule::default();
+        for run in [
+            [
+                change("w", false, Some(false)),
+                change("w", false, Some(true)),
+            ],
+            [
+                change("w", false, Some(true)),
+                change("w", false, Some(false)),
+            ],
+        ] {
+            let plan = s.plan(&run);
+            assert_eq!(plan.read, keys(&["w"]), "the read shows the latest state");
+            assert!(plan.no_ttl.is_empty());
+        }
     }
 }

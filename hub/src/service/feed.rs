@@ -391,6 +391,7 @@ mod tests {
             labels: Default::default(),
             prev_labels: None,
             status_only: false,
+            has_ttl: None,
         }
     }
 

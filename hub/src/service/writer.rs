@@ -110,11 +110,16 @@ impl Batch<'_> {
         status_only: bool,
     ) {
         let labels = new.map(|w| w.metadata.labels.clone()).unwrap_or_default();
-        let prev = old
+        let prev_labels = old
             .map(|w| &w.metadata.labels)
             .filter(|l| **l != labels)
             .cloned();
-        self.push(ChangeKind::Work, cluster, name, labels, prev, status_only);
+        self.push(Change {
+            prev_labels,
+            status_only,
+            has_ttl: Some(new.is_some_and(super::work_ttl::has_ttl)),
+            ..self.change(ChangeKind::Work, cluster, name, labels)
+        });
     }
 
     /// Records a change to a cluster at `next_index()`.
@@ -125,23 +130,20 @@ impl Batch<'_> {
         new: Option<&ManagedCluster>,
     ) {
         let labels = new.map(|c| c.metadata.labels.clone()).unwrap_or_default();
-        let prev = old
+        let prev_labels = old
             .map(|c| &c.metadata.labels)
             .filter(|l| **l != labels)
             .cloned();
-        self.push(ChangeKind::Cluster, name, name, labels, prev, false);
+        self.push(Change {
+            prev_labels,
+            ..self.change(ChangeKind::Cluster, name, name, labels)
+        });
     }
 
     /// Records a change to a registration at `next_index()`.
     pub fn record_registration(&mut self, cluster: &str, id: &str) {
-        self.push(
-            ChangeKind::Registration,
-            cluster,
-            id,
-            Default::default(),
-            None,
-            false,
-        );
+        let change = self.change(ChangeKind::Registration, cluster, id, Default::default());
+        self.push(change);
     }
 
     /// Records a change to a namespaced fleet object (Placement, its decisions, a
@@ -155,7 +157,10 @@ impl Batch<'_> {
         labels: std::collections::BTreeMap<String, String>,
         status_only: bool,
     ) {
-        self.push(kind.into(), namespace, name, labels, None, status_only);
+        self.push(Change {
+            status_only,
+            ..self.change(kind.into(), namespace, name, labels)
+        });
     }
 
     /// Adds an audit entry that commits with the batch (an op auditing more than its
@@ -164,24 +169,29 @@ impl Batch<'_> {
         self.audit.push(entry);
     }
 
-    fn push(
-        &mut self,
+    /// A change at `next_index()` with no previous labels, not status-only, nothing known
+    /// of a TTL: what the `record_*` methods start from.
+    fn change(
+        &self,
         kind: ChangeKind,
         cluster: &str,
         name: &str,
         labels: std::collections::BTreeMap<String, String>,
-        prev_labels: Option<std::collections::BTreeMap<String, String>>,
-        status_only: bool,
-    ) {
-        self.changes.push(Change {
+    ) -> Change {
+        Change {
             index: self.next,
             kind,
             cluster: cluster.to_string(),
             name: name.to_string(),
             labels,
-            prev_labels,
-            status_only,
-        });
+            prev_labels: None,
+            status_only: false,
+            has_ttl: None,
+        }
+    }
+
+    fn push(&mut self, change: Change) {
+        self.changes.push(change);
         self.next += 1;
     }
 

@@ -261,6 +261,10 @@ pub struct Change {
     pub prev_labels: Option<BTreeMap<String, String>>,
     /// Only the status changed (the agent's own writes; does not wake the agent).
     pub status_only: bool,
+    /// For a work: whether it has a `ttlSecondsAfterFinished` as written, so that the TTL
+    /// controller reads again only the works that do. `None`: not a work, or not known (a
+    /// change recorded by a hub older than this field).
+    pub has_ttl: Option<bool>,
 }
 
 /// A stream of indexes committed by other hubs sharing the database.

@@ -306,6 +306,7 @@ impl PgTx {
             Vec::new(),
             Vec::new(),
             Vec::new(),
+            Vec::new(),
         );
         for c in changes {
             log.0.push(c.index as i64);
@@ -315,6 +316,7 @@ impl PgTx {
             log.4.push(super::labels_json(&c.labels));
             log.5.push(c.prev_labels.as_ref().map(super::labels_json));
             log.6.push(c.status_only);
+            log.7.push(c.has_ttl);
         }
         let last = changes.last().map(|c| c.index as i64);
         sqlx::query(
@@ -327,13 +329,14 @@ impl PgTx {
                  INSERT INTO audit (at, actor, action, target, source, details) \
                  SELECT $5, * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
              ), changes_written AS ( \
-                 INSERT INTO changes (idx, kind, cluster, name, labels, prev_labels, status_only) \
+                 INSERT INTO changes (idx, kind, cluster, name, labels, prev_labels, status_only, \
+                                      has_ttl) \
                  SELECT * FROM UNNEST($11::int8[], $12::int2[], $13::text[], $14::text[], \
-                                      $15::text[], $16::text[], $17::bool[]) \
+                                      $15::text[], $16::text[], $17::bool[], $18::bool[]) \
              ), index_moved AS ( \
-                 UPDATE hub_index SET value = $18 WHERE id = 1 AND $18::int8 IS NOT NULL \
+                 UPDATE hub_index SET value = $19 WHERE id = 1 AND $19::int8 IS NOT NULL \
              ) \
-             SELECT pg_notify($19, $20) WHERE $18::int8 IS NOT NULL",
+             SELECT pg_notify($20, $21) WHERE $19::int8 IS NOT NULL",
         )
         .bind(works.0)
         .bind(works.1)
@@ -352,6 +355,7 @@ impl PgTx {
         .bind(log.4)
         .bind(log.5)
         .bind(log.6)
+        .bind(log.7)
         .bind(last)
         .bind(CHANNEL)
         .bind(format!("{} {}", *INSTANCE, last.unwrap_or_default()))

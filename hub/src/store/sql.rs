@@ -381,26 +381,26 @@ macro_rules! sql_store {
                 index: u64,
                 limit: u32,
             ) -> Result<Vec<$crate::store::Change>, $crate::store::StoreError> {
-                let rows: Vec<(i64, i32, String, String, String, Option<String>, bool)> =
-                    sqlx::query_as(
-                        "SELECT idx, CAST(kind AS INTEGER), cluster, name, labels, prev_labels, status_only \
-                         FROM changes WHERE idx > $1 ORDER BY idx LIMIT $2",
-                    )
-                    .bind(index as i64)
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await?;
+                type Row = (i64, i32, String, String, String, Option<String>, bool, Option<bool>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT idx, CAST(kind AS INTEGER), cluster, name, labels, prev_labels, status_only, \
+                     has_ttl FROM changes WHERE idx > $1 ORDER BY idx LIMIT $2",
+                )
+                .bind(index as i64)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(idx, kind, cluster, name, labels, prev, status_only)| {
+                    .map(|(idx, kind, cluster, name, labels, prev, status_only, has_ttl)| {
                         $crate::store::Change {
                             index: idx as u64,
                             kind: $crate::store::ChangeKind::from_stored(kind),
-                            cluster,
-                            name,
+                            cluster, name,
                             labels: $crate::store::parse_labels(&labels),
                             prev_labels: prev.as_deref().map($crate::store::parse_labels),
                             status_only,
+                            has_ttl,
                         }
                     })
                     .collect())

@@ -212,7 +212,7 @@ impl SqliteTx {
         if let Some(last) = changes.last() {
             // One multi-row insert per batch keeps the round trips per write low.
             let mut qb: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(
-                "INSERT INTO changes (idx, kind, cluster, name, labels, prev_labels, status_only) ",
+                "INSERT INTO changes (idx, kind, cluster, name, labels, prev_labels, status_only, has_ttl) ",
             );
             qb.push_values(changes, |mut b, c| {
                 b.push_bind(c.index as i64)
@@ -221,7 +221,8 @@ impl SqliteTx {
                     .push_bind(c.name.clone())
                     .push_bind(super::labels_json(&c.labels))
                     .push_bind(c.prev_labels.as_ref().map(super::labels_json))
-                    .push_bind(c.status_only);
+                    .push_bind(c.status_only)
+                    .push_bind(c.has_ttl);
             });
             qb.build().execute(&mut *self.tx).await?;
             sqlx::query("UPDATE hub_index SET value = $1 WHERE id = 1")
