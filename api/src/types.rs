@@ -157,6 +157,11 @@ impl ManifestWork {
         }
     }
 
+    /// `spec.deleteOption.ttlSecondsAfterFinished`, when set.
+    pub fn ttl_seconds_after_finished(&self) -> Option<i64> {
+        self.spec.delete_option.as_ref()?.ttl_seconds_after_finished
+    }
+
     /// The work's condition of this type, if any.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         find_condition(&self.status.conditions, type_)

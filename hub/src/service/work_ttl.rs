@@ -27,11 +27,7 @@ pub fn expiry(work: &ManifestWork) -> Option<DateTime<Utc>> {
     if work.metadata.deletion_timestamp.is_some() || owning_set(work).is_some() {
         return None;
     }
-    let ttl = work
-        .spec
-        .delete_option
-        .as_ref()?
-        .ttl_seconds_after_finished?;
+    let ttl = work.ttl_seconds_after_finished()?;
     let complete = find_condition(&work.status.conditions, COMPLETE)?;
     if !complete.is_true() || complete.observed_generation != work.metadata.generation {
         return None;
@@ -44,12 +40,7 @@ pub fn expiry(work: &ManifestWork) -> Option<DateTime<Utc>> {
 
 /// Whether the work's spec asks for deletion after finishing (whatever its status).
 pub fn has_ttl(work: &ManifestWork) -> bool {
-    work.metadata.deletion_timestamp.is_none()
-        && work
-            .spec
-            .delete_option
-            .as_ref()
-            .is_some_and(|d| d.ttl_seconds_after_finished.is_some())
+    work.metadata.deletion_timestamp.is_none() && work.ttl_seconds_after_finished().is_some()
 }
 
 /// Deletes a work whose TTL after finishing ran out, if it still has.
@@ -93,11 +84,7 @@ impl WriteOp for ExpireWork {
             Some(at) if at <= batch.now => {}
             _ => return Ok(not_due),
         }
-        let ttl = work
-            .spec
-            .delete_option
-            .as_ref()
-            .and_then(|d| d.ttl_seconds_after_finished);
+        let ttl = work.ttl_seconds_after_finished();
         let completed =
             find_condition(&work.status.conditions, COMPLETE).and_then(|c| c.last_transition_time);
         let deleted = delete(batch, &self.cluster, &self.name, None).await?;

@@ -117,7 +117,7 @@ impl Batch<'_> {
         self.push(Change {
             prev_labels,
             status_only,
-            has_ttl: Some(new.is_some_and(super::work_ttl::has_ttl)),
+            has_ttl: Some(new.is_some_and(|w| w.ttl_seconds_after_finished().is_some())),
             ..self.change(ChangeKind::Work, cluster, name, labels)
         });
     }

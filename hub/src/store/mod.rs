@@ -261,9 +261,9 @@ pub struct Change {
     pub prev_labels: Option<BTreeMap<String, String>>,
     /// Only the status changed (the agent's own writes; does not wake the agent).
     pub status_only: bool,
-    /// For a work: whether it has a `ttlSecondsAfterFinished` as written, so that the TTL
-    /// controller reads again only the works that do. `None`: not a work, or not known (a
-    /// change recorded by a hub older than this field).
+    /// For a work: whether its spec, as written, has a `ttlSecondsAfterFinished` (false once
+    /// it is gone), so that the TTL controller reads again only the works that do. `None`:
+    /// not a work, or not known (a change recorded by a hub older than this field).
     pub has_ttl: Option<bool>,
 }
 
