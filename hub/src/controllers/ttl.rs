@@ -315,12 +315,15 @@ mod tests {
         let mut s = Schedule::default();
         s.update(key("ttl"), Some(&work("ttl", Some(5), None)));
         s.update(key("plain"), Some(&work("plain", None, None)));
-        let plan = s.plan(&[
-            change("ttl", true, Some(true)),
-            change("plain", true, Some(false)),
-        ]);
+        // Recorded by an older hub (`None`): the schedule alone says which to read.
+        let plan = s.plan(&[change("ttl", true, None), change("plain", true, None)]);
         assert_eq!(plan.read, keys(&["ttl"]));
         assert_eq!(plan.no_ttl, keys(&[]), "a status write says nothing new");
+        let plan = s.plan(&[
+            change("plain", true, Some(false)),
+            change("unseen", true, Some(true)),
+        ]);
+        assert_eq!(plan.read, keys(&["unseen"]), "its change says it has a TTL");
         let mut cluster = change("c1", false, None);
         cluster.kind = ChangeKind::Cluster;
         assert_eq!(s.plan(&[cluster]), Plan::default());
