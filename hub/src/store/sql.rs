@@ -381,29 +381,7 @@ macro_rules! sql_store {
                 index: u64,
                 limit: u32,
             ) -> Result<Vec<$crate::store::Change>, $crate::store::StoreError> {
-                type Row = (i64, i32, String, String, String, Option<String>, bool, Option<bool>);
-                let rows: Vec<Row> = sqlx::query_as(
-                    "SELECT idx, CAST(kind AS INTEGER), cluster, name, labels, prev_labels, status_only, \
-                     has_ttl FROM changes WHERE idx > $1 ORDER BY idx LIMIT $2",
-                )
-                .bind(index as i64)
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(idx, kind, cluster, name, labels, prev, status_only, has_ttl)| {
-                        $crate::store::Change {
-                            index: idx as u64,
-                            kind: $crate::store::ChangeKind::from_stored(kind),
-                            cluster, name,
-                            labels: $crate::store::parse_labels(&labels),
-                            prev_labels: prev.as_deref().map($crate::store::parse_labels),
-                            status_only,
-                            has_ttl,
-                        }
-                    })
-                    .collect())
+                fetch_changes(&self.pool, index, limit).await
             }
 
             async fn prune_changes(&self, below: u64) -> Result<u64, $crate::store::StoreError> {

@@ -1,9 +1,9 @@
-//! The single-row reads and the audit insert that both the store and its write
-//! transactions use, through a pool or a transaction: stamped out per database by
+//! The single-row reads, the change log's read and the audit insert that the store and its
+//! write transactions use, through a pool or a transaction: stamped out per database by
 //! [`sql_store`](super::sql::sql_store), which invokes [`sql_fetch`] first.
 
-/// Defines `fetch_work`, `fetch_cluster`, `insert_audit`, `fetch_registration` and
-/// `fetch_agent` over the sqlx database `$db`.
+/// Defines `fetch_work`, `fetch_cluster`, `fetch_changes`, `insert_audit`,
+/// `fetch_registration` and `fetch_agent` over the sqlx database `$db`.
 macro_rules! sql_fetch {
     ($db:ty) => {
         /// One work, through a pool or a transaction.
@@ -35,7 +35,38 @@ macro_rules! sql_fetch {
                 .transpose()
         }
 
-        /// One registration, through a pool or a transaction.
+        /// Up to `limit` changes after `index`, in index order.
+        async fn fetch_changes<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            index: u64,
+            limit: u32,
+        ) -> Result<Vec<$crate::store::Change>, $crate::store::StoreError> {
+            type Row = (i64, i32, String, String, String, Option<String>, bool, Option<bool>);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT idx, CAST(kind AS INTEGER), cluster, name, labels, prev_labels, \
+                 status_only, has_ttl FROM changes WHERE idx > $1 ORDER BY idx LIMIT $2",
+            )
+            .bind(index as i64)
+            .bind(limit as i64)
+            .fetch_all(e)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(idx, kind, cluster, name, labels, prev, status_only, has_ttl)| {
+                    $crate::store::Change {
+                        index: idx as u64,
+                        kind: $crate::store::ChangeKind::from_stored(kind),
+                        cluster,
+                        name,
+                        labels: $crate::store::parse_labels(&labels),
+                        prev_labels: prev.as_deref().map($crate::store::parse_labels),
+                        status_only,
+                        has_ttl,
+                    }
+                })
+                .collect())
+        }
+
         /// One audit entry, on the pool or inside the transaction of the change it records.
         async fn insert_audit<'e, E: sqlx::Executor<'e, Database = $db>>(
             e: E,
@@ -55,6 +86,7 @@ macro_rules! sql_fetch {
             Ok(())
         }
 
+        /// One registration, through a pool or a transaction.
         async fn fetch_registration<'e, E: sqlx::Executor<'e, Database = $db>>(
             e: E,
             id: &str,
