@@ -475,6 +475,83 @@ async fn selectors_and_pages(f: Fixture) {
     ));
 }
 
+/// Lists longer than a backend reads at once (SQLite reads 128 works per statement): every
+/// work once, in key order, each key with its own document, however pages and clusters
+/// fall against those groups.
+async fn long_lists_keep_key_order_and_documents(f: Fixture) {
+    let sizes = [("a", 200), ("b", 130)];
+    for (c, n) in sizes {
+        cluster(&f.hub, c, &[]).await;
+        let puts = (0..n).map(|i| {
+            let name = format!("w{i:03}");
+            let w = work(&name, json!({}), cm("a", &format!("{c}/{name}")));
+            let hub = f.hub.clone();
+            async move { hub.put_work(c, &name, w, None, None).await.unwrap() }
+        });
+        futures::future::join_all(puts).await;
+    }
+    let store = f.hub.store();
+    let keys = |works: &[hub::store::StoredWork]| -> Vec<(String, String)> {
+        for w in works {
+            let doc: ManifestWork = w.decode().unwrap();
+            let value = &doc.spec.workload.manifests[0]["data"]["v"];
+            let key = format!("{}/{}", w.cluster, w.name);
+            assert_eq!(doc.metadata.name, w.name, "{key} carries another document");
+            assert_eq!(
+                value.as_str(),
+                Some(key.as_str()),
+                "{key} carries another document"
+            );
+        }
+        works
+            .iter()
+            .map(|w| (w.cluster.clone(), w.name.clone()))
+            .collect()
+    };
+    let expected: Vec<(String, String)> = sizes
+        .iter()
+        .flat_map(|(c, n)| (0..*n).map(move |i| (c.to_string(), format!("w{i:03}"))))
+        .collect();
+
+    let all = store.list_works(None, None, u32::MAX).await.unwrap();
+    assert_eq!(keys(&all), expected);
+    let a = store.list_works(Some("a"), None, u32::MAX).await.unwrap();
+    assert_eq!(keys(&a), expected[..200]);
+    // Another cluster's key as the start: the cluster's list from its first work.
+    let b = store
+        .list_works(Some("b"), Some(("a", "w150")), u32::MAX)
+        .await
+        .unwrap();
+    assert_eq!(keys(&b), expected[200..]);
+    // A start inside a group, and a limit that ends exactly on one.
+    let mid = store
+        .list_works(Some("a"), Some(("a", "w071")), 128)
+        .await
+        .unwrap();
+    assert_eq!(keys(&mid), expected[72..200]);
+    let past = store
+        .list_works(Some("a"), Some(("a", "w199")), 128)
+        .await
+        .unwrap();
+    assert!(past.is_empty());
+    // Pages of 129 across clusters: the pages join into the whole list.
+    let mut paged = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let from = after.as_ref().map(|(c, n)| (c.as_str(), n.as_str()));
+        let page = store.list_works(None, from, 129).await.unwrap();
+        assert!(page.len() <= 129);
+        paged.extend(keys(&page));
+        match page.last() {
+            Some(last) if page.len() == 129 => {
+                after = Some((last.cluster.clone(), last.name.clone()))
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(paged, expected);
+}
+
 async fn cluster_deletion(f: Fixture) {
     cluster(&f.hub, "gone", &[]).await;
     f.hub
@@ -1888,7 +1965,7 @@ contract!(sqlite: create_read_and_round_trip, generation_and_resource_version, o
     a_refused_op_leaves_no_trace_in_its_batch, fleet_objects_put_get_list_delete,
     fleet_object_changes_are_logged_by_kind, an_undone_op_leaves_no_fleet_object,
     a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads,
-    work_changes_say_whether_the_work_has_a_ttl);
+    work_changes_say_whether_the_work_has_a_ttl, long_lists_keep_key_order_and_documents);
 contract!(postgres: create_read_and_round_trip, generation_and_resource_version, optimistic_concurrency,
     deletion_with_and_without_finalizers, status_writes_never_roll_back, selectors_and_pages,
     cluster_deletion, blocking_queries, concurrent_writers_and_a_blocking_reader, data_survives_a_restart,
@@ -1898,4 +1975,4 @@ contract!(postgres: create_read_and_round_trip, generation_and_resource_version,
     a_refused_op_leaves_no_trace_in_its_batch, fleet_objects_put_get_list_delete,
     fleet_object_changes_are_logged_by_kind, an_undone_op_leaves_no_fleet_object,
     a_refused_op_leaves_no_fleet_object_in_its_batch, the_only_hub_leads,
-    work_changes_say_whether_the_work_has_a_ttl);
+    work_changes_say_whether_the_work_has_a_ttl, long_lists_keep_key_order_and_documents);

@@ -20,6 +20,7 @@ mod sql_fetch;
 mod sql_objects;
 mod sql_retention;
 mod sqlite;
+mod sqlite_list;
 
 pub use postgres::PgStore;
 pub use schema::SchemaReport;

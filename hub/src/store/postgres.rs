@@ -151,11 +151,51 @@ impl PgStore {
             .await?)
     }
 
-    /// Ends a list's read (see [`PgStore::key_order_reader`]).
-    async fn end_key_order_read(
-        reader: sqlx::Transaction<'static, sqlx::Postgres>,
-    ) -> Result<(), StoreError> {
-        Ok(reader.commit().await?)
+    /// A list's read (see [`Store::list_works`](super::Store::list_works)), through
+    /// [`PgStore::key_order_reader`].
+    async fn list_works_impl(
+        &self,
+        cluster: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<super::StoredWork>, StoreError> {
+        let (after_cluster, after_name) = after.unwrap_or(("", ""));
+        let mut reader = self.key_order_reader().await?;
+        let rows: Vec<(String, String, String)> = match cluster {
+            Some(c) => {
+                sqlx::query_as(
+                    "SELECT cluster, name, object FROM works \
+                     WHERE cluster = $1 AND name > $2 ORDER BY name LIMIT $3",
+                )
+                .bind(c)
+                .bind(if after_cluster == c { after_name } else { "" })
+                .bind(limit as i64)
+                .fetch_all(&mut *reader)
+                .await?
+            }
+            None => {
+                // A row comparison is one range of the key's index; an `OR` is not.
+                sqlx::query_as(
+                    "SELECT cluster, name, object FROM works \
+                     WHERE (cluster, name) > ($1, $2) \
+                     ORDER BY cluster, name LIMIT $3",
+                )
+                .bind(after_cluster)
+                .bind(after_name)
+                .bind(limit as i64)
+                .fetch_all(&mut *reader)
+                .await?
+            }
+        };
+        reader.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(cluster, name, object)| super::StoredWork {
+                cluster,
+                name,
+                object,
+            })
+            .collect())
     }
 
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {

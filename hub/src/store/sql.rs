@@ -8,8 +8,8 @@
 /// inside it). The backend module provides
 /// `$store::begin_batch(works, clusters)` (a `$tx` holding the index lock, with those
 /// read), `$tx::finish_and_commit(changes, audit)` (the batch's last statements and COMMIT),
-/// `$store::listen_impl`, `$store::lead_impl`, `$store::key_order_reader` with
-/// `$store::end_key_order_read` (the connection a list reads through) and `$store::BACKEND`.
+/// `$store::listen_impl`, `$store::lead_impl`, `$store::list_works_impl` (a list's read,
+/// which each backend's client library makes fast its own way) and `$store::BACKEND`.
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, conn: $conn:ty, db: $db:ty) => {
         $crate::store::sql_fetch::sql_fetch!($db);
@@ -414,43 +414,7 @@ macro_rules! sql_store {
                 after: Option<(&str, &str)>,
                 limit: u32,
             ) -> Result<Vec<$crate::store::StoredWork>, $crate::store::StoreError> {
-                let (after_cluster, after_name) = after.unwrap_or(("", ""));
-                let mut reader = self.key_order_reader().await?;
-                let rows: Vec<(String, String, String)> = match cluster {
-                    Some(c) => {
-                        sqlx::query_as(
-                            "SELECT cluster, name, object FROM works \
-                             WHERE cluster = $1 AND name > $2 ORDER BY name LIMIT $3",
-                        )
-                        .bind(c)
-                        .bind(if after_cluster == c { after_name } else { "" })
-                        .bind(limit as i64)
-                        .fetch_all(&mut *reader)
-                        .await?
-                    }
-                    None => {
-                        // A row comparison is one range of the key's index; an `OR` is not.
-                        sqlx::query_as(
-                            "SELECT cluster, name, object FROM works \
-                             WHERE (cluster, name) > ($1, $2) \
-                             ORDER BY cluster, name LIMIT $3",
-                        )
-                        .bind(after_cluster)
-                        .bind(after_name)
-                        .bind(limit as i64)
-                        .fetch_all(&mut *reader)
-                        .await?
-                    }
-                };
-                Self::end_key_order_read(reader).await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(cluster, name, object)| $crate::store::StoredWork {
-                        cluster,
-                        name,
-                        object,
-                    })
-                    .collect())
+                self.list_works_impl(cluster, after, limit).await
             }
 
             async fn count_works(&self) -> Result<u64, $crate::store::StoreError> {

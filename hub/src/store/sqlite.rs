@@ -79,19 +79,14 @@ impl SqliteStore {
         Ok((tx, v as u64))
     }
 
-    /// The connection a list reads through: any pooled one, as SQLite's planner always
-    /// walks the primary key for a list's order.
-    async fn key_order_reader(
+    /// A list's read: a group of works per statement (see [`super::sqlite_list`]).
+    async fn list_works_impl(
         &self,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.acquire().await?)
-    }
-
-    /// Ends a list's read (see [`SqliteStore::key_order_reader`]): the connection goes back.
-    async fn end_key_order_read(
-        _reader: sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    ) -> Result<(), StoreError> {
-        Ok(())
+        cluster: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<super::StoredWork>, StoreError> {
+        super::sqlite_list::list_works(&self.pool, cluster, after, limit).await
     }
 
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {
