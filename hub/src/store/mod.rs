@@ -20,7 +20,6 @@ mod sql_fetch;
 mod sql_objects;
 mod sql_retention;
 mod sqlite;
-mod sqlite_list;
 
 pub use postgres::PgStore;
 pub use schema::SchemaReport;
@@ -280,6 +279,19 @@ pub struct StoredWork {
     pub name: String,
     /// The document, as the hub serialized it when it wrote the work.
     pub object: String,
+}
+
+/// Where a list of works starts (see [`Store::list_works`]): after `after`; in one
+/// cluster's list, at its first work when `after` is another cluster's key.
+fn list_start<'a>(
+    cluster: Option<&'a str>,
+    after: Option<(&'a str, &'a str)>,
+) -> (&'a str, &'a str) {
+    match (cluster, after) {
+        (Some(c), Some((ac, an))) if ac == c => (c, an),
+        (Some(c), _) => (c, ""),
+        (None, after) => after.unwrap_or(("", "")),
+    }
 }
 
 impl StoredWork {

@@ -159,43 +159,10 @@ impl PgStore {
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<super::StoredWork>, StoreError> {
-        let (after_cluster, after_name) = after.unwrap_or(("", ""));
         let mut reader = self.key_order_reader().await?;
-        let rows: Vec<(String, String, String)> = match cluster {
-            Some(c) => {
-                sqlx::query_as(
-                    "SELECT cluster, name, object FROM works \
-                     WHERE cluster = $1 AND name > $2 ORDER BY name LIMIT $3",
-                )
-                .bind(c)
-                .bind(if after_cluster == c { after_name } else { "" })
-                .bind(limit as i64)
-                .fetch_all(&mut *reader)
-                .await?
-            }
-            None => {
-                // A row comparison is one range of the key's index; an `OR` is not.
-                sqlx::query_as(
-                    "SELECT cluster, name, object FROM works \
-                     WHERE (cluster, name) > ($1, $2) \
-                     ORDER BY cluster, name LIMIT $3",
-                )
-                .bind(after_cluster)
-                .bind(after_name)
-                .bind(limit as i64)
-                .fetch_all(&mut *reader)
-                .await?
-            }
-        };
+        let works = fetch_works_after(&mut *reader, cluster, after, limit).await?;
         reader.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(cluster, name, object)| super::StoredWork {
-                cluster,
-                name,
-                object,
-            })
-            .collect())
+        Ok(works)
     }
 
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {

@@ -2,7 +2,7 @@
 //! write transactions use, through a pool or a transaction: stamped out per database by
 //! [`sql_store`](super::sql::sql_store), which invokes [`sql_fetch`] first.
 
-/// Defines `fetch_work`, `fetch_cluster`, `fetch_changes`, `insert_audit`,
+/// Defines `fetch_work`, `fetch_works_after`, `fetch_cluster`, `fetch_changes`, `insert_audit`,
 /// `fetch_registration` and `fetch_agent` over the sqlx database `$db`.
 macro_rules! sql_fetch {
     ($db:ty) => {
@@ -20,6 +20,40 @@ macro_rules! sql_fetch {
                     .await?;
             row.map(|(o,)| $crate::store::decode(&format!("work {cluster}/{name}"), &o))
                 .transpose()
+        }
+
+        /// Works in key order after `after`, at most `limit`, a row each: the read behind
+        /// [`Store::list_works`]($crate::store::Store::list_works) (see
+        /// [`list_start`]($crate::store::list_start) for where it starts).
+        async fn fetch_works_after<'e, E: sqlx::Executor<'e, Database = $db>>(
+            e: E,
+            cluster: Option<&str>,
+            after: Option<(&str, &str)>,
+            limit: u32,
+        ) -> Result<Vec<$crate::store::StoredWork>, $crate::store::StoreError> {
+            let (from_cluster, from_name) = $crate::store::list_start(cluster, after);
+            let sql = if cluster.is_some() {
+                "SELECT cluster, name, object FROM works \
+                 WHERE cluster = $1 AND name > $2 ORDER BY name LIMIT $3"
+            } else {
+                // A row comparison is one range of the key's index; an `OR` is not.
+                "SELECT cluster, name, object FROM works \
+                 WHERE (cluster, name) > ($1, $2) ORDER BY cluster, name LIMIT $3"
+            };
+            let rows: Vec<(String, String, String)> = sqlx::query_as(sql)
+                .bind(from_cluster)
+                .bind(from_name)
+                .bind(limit as i64)
+                .fetch_all(e)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(cluster, name, object)| $crate::store::StoredWork {
+                    cluster,
+                    name,
+                    object,
+                })
+                .collect())
         }
 
         /// One cluster, through a pool or a transaction.

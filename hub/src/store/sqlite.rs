@@ -9,6 +9,8 @@ use sqlx::sqlite::{
 
 use super::{IndexStream, Leadership, StoreError, sql::sql_store};
 
+mod list;
+
 /// ManifestWorks, clusters and settings in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -79,14 +81,14 @@ impl SqliteStore {
         Ok((tx, v as u64))
     }
 
-    /// A list's read: a group of works per statement (see [`super::sqlite_list`]).
+    /// A list's read: a group of works per statement (see [`list`]).
     async fn list_works_impl(
         &self,
         cluster: Option<&str>,
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<super::StoredWork>, StoreError> {
-        super::sqlite_list::list_works(&self.pool, cluster, after, limit).await
+        list::list_works(&self.pool, cluster, after, limit).await
     }
 
     async fn listen_impl(&self) -> Result<Option<IndexStream>, StoreError> {

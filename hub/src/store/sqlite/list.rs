@@ -10,7 +10,8 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::{StoreError, StoredWork};
+use super::fetch_works_after;
+use crate::store::{StoreError, StoredWork, list_start};
 
 /// Works per statement: enough that the hand-offs no longer count, few enough that a
 /// group's text (about 180 KB for works of 1.4 KB) stays small beside the list.
@@ -38,13 +39,7 @@ const ALL_CLUSTERS: &str = "SELECT count(*), group_concat(cluster, char(30)), \
      FROM (SELECT cluster, name, object FROM works \
      WHERE (cluster, name) > ($1, $2) ORDER BY cluster, name LIMIT $3)";
 
-/// The same ranges, a row per work: for a group whose texts do not split.
-const ONE_CLUSTER_ROWS: &str = "SELECT cluster, name, object FROM works \
-     WHERE cluster = $1 AND name > $2 ORDER BY name LIMIT $3";
-const ALL_CLUSTERS_ROWS: &str = "SELECT cluster, name, object FROM works \
-     WHERE (cluster, name) > ($1, $2) ORDER BY cluster, name LIMIT $3";
-
-/// A list's read (see [`Store::list_works`](super::Store::list_works)): a group of works
+/// A list's read (see [`Store::list_works`](crate::store::Store::list_works)): a group of works
 /// per statement, all in one transaction, so that the page is one snapshot of the table
 /// as a single statement's rows were.
 pub(super) async fn list_works(
@@ -53,18 +48,14 @@ pub(super) async fn list_works(
     after: Option<(&str, &str)>,
     limit: u32,
 ) -> Result<Vec<StoredWork>, StoreError> {
-    let mut from = match (cluster, after) {
-        (Some(c), Some((ac, an))) if ac == c => (c.to_string(), an.to_string()),
-        (Some(c), _) => (c.to_string(), String::new()),
-        (None, Some((ac, an))) => (ac.to_string(), an.to_string()),
-        (None, None) => (String::new(), String::new()),
-    };
+    let (c, n) = list_start(cluster, after);
+    let mut from = (c.to_string(), n.to_string());
     let mut tx = pool.begin().await?;
     let mut works = Vec::new();
     let mut left = limit;
     while left > 0 {
         let want = left.min(GROUP);
-        let group = read_group(&mut tx, cluster.is_some(), &from, want).await?;
+        let group = read_group(&mut tx, cluster, &from, want).await?;
         let got = group.len() as u32;
         works.extend(group);
         match works.last() {
@@ -82,14 +73,14 @@ pub(super) async fn list_works(
 /// Up to `want` works after `from`, read as one row when they split, else row by row.
 async fn read_group(
     conn: &mut SqliteConnection,
-    one_cluster: bool,
+    cluster: Option<&str>,
     from: &(String, String),
     want: u32,
 ) -> Result<Vec<StoredWork>, StoreError> {
-    let (joined, rows) = if one_cluster {
-        (ONE_CLUSTER, ONE_CLUSTER_ROWS)
+    let joined = if cluster.is_some() {
+        ONE_CLUSTER
     } else {
-        (ALL_CLUSTERS, ALL_CLUSTERS_ROWS)
+        ALL_CLUSTERS
     };
     let row = sqlx::query(joined)
         .bind(&from.0)
@@ -107,20 +98,7 @@ async fn read_group(
         from = ?from,
         "a group of stored works did not split by its separator; reading it row by row"
     );
-    let rows: Vec<(String, String, String)> = sqlx::query_as(rows)
-        .bind(&from.0)
-        .bind(&from.1)
-        .bind(want as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(cluster, name, object)| StoredWork {
-            cluster,
-            name,
-            object,
-        })
-        .collect())
+    fetch_works_after(conn, cluster, Some((&from.0, &from.1)), want).await
 }
 
 /// The `count` works of a group from its joined clusters, names and objects (`None`
