@@ -1,9 +1,10 @@
-//! The single-row reads, the change log's read and the audit insert that the store and its
-//! write transactions use, through a pool or a transaction: stamped out per database by
+//! The single-row reads, the row-by-row read of a list, the change log's read and the audit
+//! insert that the store and its write transactions use, through a pool or a transaction:
+//! stamped out per database by
 //! [`sql_store`](super::sql::sql_store), which invokes [`sql_fetch`] first.
 
-/// Defines `fetch_work`, `fetch_works_after`, `fetch_cluster`, `fetch_changes`, `insert_audit`,
-/// `fetch_registration` and `fetch_agent` over the sqlx database `$db`.
+/// Defines `fetch_work`, `fetch_works_after`, `fetch_cluster`, `fetch_changes`,
+/// `insert_audit`, `fetch_registration` and `fetch_agent` over the sqlx database `$db`.
 macro_rules! sql_fetch {
     ($db:ty) => {
         /// One work, through a pool or a transaction.

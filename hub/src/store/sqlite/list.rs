@@ -39,9 +39,9 @@ const ALL_CLUSTERS: &str = "SELECT count(*), group_concat(cluster, char(30)), \
      FROM (SELECT cluster, name, object FROM works \
      WHERE (cluster, name) > ($1, $2) ORDER BY cluster, name LIMIT $3)";
 
-/// A list's read (see [`Store::list_works`](crate::store::Store::list_works)): a group of works
-/// per statement, all in one transaction, so that the page is one snapshot of the table
-/// as a single statement's rows were.
+/// A list's read (see [`Store::list_works`](crate::store::Store::list_works)): a group of
+/// works per statement, all in one transaction, so that the page is one snapshot of the
+/// table as a single statement's rows were.
 pub(super) async fn list_works(
     pool: &SqlitePool,
     cluster: Option<&str>,
@@ -114,12 +114,7 @@ fn split(count: i64, [clusters, names, objects]: [Option<&str>; 3]) -> Option<Ve
         parts(names, count)?,
         parts(objects, count)?,
     );
-    let ascending = clusters
-        .iter()
-        .zip(&names)
-        .collect::<Vec<_>>()
-        .windows(2)
-        .all(|w| w[0] < w[1]);
+    let ascending = (1..count).all(|i| (clusters[i - 1], names[i - 1]) < (clusters[i], names[i]));
     ascending.then(|| {
         clusters
             .into_iter()
