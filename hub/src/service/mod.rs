@@ -111,7 +111,8 @@ impl Hub {
         let feed = ChangeFeed::new(store.current_index().await?);
         let placeholder_key = secrets::load_or_create_key(&*store).await?;
         let epoch = backup::load_or_create_epoch(&*store).await?;
-        let writer = Writer::start(store.clone(), feed.clone());
+        let writer = Writer::start(store.clone(), feed.clone())
+            .map_err(|e| Error::Internal(format!("could not start the writer's thread: {e}")))?;
         tokio::spawn(feed::follow(store.clone(), feed.clone()));
         let hub = Arc::new(Hub {
             cache: Arc::new(cache::ClusterCache::new(store.clone(), feed.clone())),

@@ -11,6 +11,19 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use super::pg_batch::{self, BatchConn};
 use super::{Change, IndexStream, Leadership, NewAuditEntry, StoreError, sql::sql_store};
 
+/// A pool of at most `max` connections, set for a database that fails over.
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        // Also bounds connecting: a leader that does not answer yet fails the request
+        // with 503 after 5 s instead of holding it.
+        .acquire_timeout(Duration::from_secs(5))
+        // A pooled connection is pinged before use: one that a failover cut is
+        // replaced then, instead of failing the request that drew it.
+        .test_before_acquire(true)
+        .after_release(|conn, _| Box::pin(super::release_outside_transaction(conn)))
+}
+
 /// The channel on which hubs announce committed indexes to each other.
 const CHANNEL: &str = "hub_changes";
 
@@ -25,6 +38,8 @@ static INSTANCE: std::sync::LazyLock<String> =
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The writer's pool (see [`PgStore::connect`]).
+    writer_pool: PgPool,
     /// The writer's connection between batches (see `pg_batch`).
     writer: pg_batch::Slot,
 }
@@ -49,20 +64,16 @@ impl PgStore {
             ("tcp_keepalives_interval", "2"),
             ("tcp_keepalives_count", "3"),
         ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            // Also bounds connecting: a leader that does not answer yet fails the request
-            // with 503 after 5 s instead of holding it.
-            .acquire_timeout(Duration::from_secs(5))
-            // A pooled connection is pinged before use: one that a failover cut is
-            // replaced then, instead of failing the request that drew it.
-            .test_before_acquire(true)
-            .after_release(|conn, _| Box::pin(super::release_outside_transaction(conn)))
-            .connect_with(options)
-            .await?;
+        // The writer's own (`pg_batch`): it runs on a thread and runtime of its own, and a
+        // connection's socket is served by the runtime that opened it, so the writer's are
+        // opened by the writer, as it first needs them. (The readiness probe's write, run
+        // only while writes fail, may open one elsewhere; it works all the same.)
+        let writer_pool = pool_options(2).connect_lazy_with(options.clone());
+        let pool = pool_options(16).connect_with(options).await?;
         super::schema::migrate(&sqlx::migrate!("../migrations/postgres"), &pool).await?;
         Ok(PgStore {
             pool,
+            writer_pool,
             writer: Default::default(),
         })
     }
@@ -104,7 +115,7 @@ impl PgStore {
         let works: Vec<(&str, &str)> = works.into_iter().collect();
         let clusters: Vec<&str> = clusters.into_iter().collect();
         let sql = pg_batch::begin_sql(&works, &clusters)?;
-        let (conn, rows) = BatchConn::begin(&self.pool, &self.writer, &sql).await?;
+        let (conn, rows) = BatchConn::begin(&self.writer_pool, &self.writer, &sql).await?;
         let rows = pg_batch::begin_rows(rows)?;
         let mut tx = PgTx::new(conn, 0);
         for (c, n) in works {
