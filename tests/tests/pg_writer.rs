@@ -1,7 +1,8 @@
 //! The Postgres writer's kept connection (issue 20, `hub/src/store/pg_batch.rs`): batches
 //! reuse one connection without the pool's test, so what the test used to catch must still
 //! be caught: a connection the server cut between two writes, and a batch that read many
-//! works at once.
+//! works at once. The writer runs on a runtime of its own with a pool of its own, whose
+//! sessions operators can tell apart and count (docs/operations.md budgets 2).
 
 use std::sync::Arc;
 
@@ -110,4 +111,59 @@ async fn batches_read_and_replace_many_works_at_once() {
     }
     let got = hub.get_work("c2", "w63", None).await.unwrap().data.unwrap();
     assert_eq!(got.spec.workload.manifests[0]["data"]["v"], "2");
+}
+
+/// The sessions of the database named `name` in `pg_stat_activity`.
+async fn sessions_named(url: &str, name: &str) -> i64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_writes_through_at_most_two_sessions_of_its_own() {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let hub = hub(&url).await;
+    assert_eq!(
+        sessions_named(&url, "fleethub writer").await,
+        0,
+        "the writer opens its sessions as it first writes"
+    );
+    hub.put_cluster("c1", ManagedCluster::new("c1", Default::default()), None)
+        .await
+        .unwrap();
+    // Many writers at once, and a cut in the middle: the writer replaces its session.
+    for round in 0..3 {
+        let writes = (0..32).map(|i| {
+            let hub = hub.clone();
+            let name = format!("w{round}-{i}");
+            tokio::spawn(async move {
+                hub.put_work("c1", &name, work(&name, "v"), None, None)
+                    .await
+                    .map(|_| ())
+            })
+        });
+        for w in futures::future::join_all(writes).await {
+            w.unwrap().unwrap();
+        }
+        let writer = sessions_named(&url, "fleethub writer").await;
+        assert!(
+            (1..=2).contains(&writer),
+            "round {round}: {writer} writer sessions, budgeted 2"
+        );
+        if round == 1 {
+            cut_sessions(&url).await;
+        }
+    }
+    assert_eq!(hub.count_works().await.unwrap(), 96);
 }

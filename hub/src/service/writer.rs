@@ -279,13 +279,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on a thread of its own, with a runtime of its own.
+    /// Starts the writer: on a thread and a runtime of its own when the store
+    /// [asks for it](Store::writer_apart), else as a task of the caller's runtime.
     ///
     /// The writer's cycle is a few round trips to the database, and under load each reply
     /// could wait its turn behind the request tasks that the shared runtime's workers were
-    /// polling. On its own thread the kernel wakes the writer as its reply lands: 2–9 %
-    /// more creates per second on a busy 2-core machine (docs/benchmarks.md). It ends when
-    /// every handle is dropped.
+    /// polling. On its own thread the kernel wakes the writer as its reply lands: a median
+    /// 6 % more creates per second on Postgres on a busy 2-core machine (docs/benchmarks.md).
+    /// Either way it ends when every handle is dropped.
     pub fn start(store: Arc<dyn Store>, feed: Arc<ChangeFeed>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(4096);
         let failing = Arc::new(AtomicBool::new(false));
@@ -293,13 +294,18 @@ impl Writer {
         for kind in ["unreachable", "failed"] {
             metrics::counter!("hub_write_errors_total", "kind" => kind).increment(0);
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let apart = store.writer_apart();
         let writing = run(store, feed, rx, failing.clone());
-        std::thread::Builder::new()
-            .name("hub-writer".into())
-            .spawn(move || runtime.block_on(writing))?;
+        if apart {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name("hub-writer".into())
+                .spawn(move || runtime.block_on(writing))?;
+        } else {
+            tokio::spawn(writing);
+        }
         Ok(Writer { tx, failing })
     }
 

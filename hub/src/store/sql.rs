@@ -9,7 +9,8 @@
 /// `$store::begin_batch(works, clusters)` (a `$tx` holding the index lock, with those
 /// read), `$tx::finish_and_commit(changes, audit)` (the batch's last statements and COMMIT),
 /// `$store::listen_impl`, `$store::lead_impl`, `$store::list_works_impl` (a list's read,
-/// which each backend's client library makes fast its own way) and `$store::BACKEND`.
+/// which each backend's client library makes fast its own way), `$store::BACKEND` and
+/// `$store::WRITER_APART` (see [`Store::writer_apart`](super::Store::writer_apart)).
 macro_rules! sql_store {
     (store: $store:ident, tx: $tx:ident, conn: $conn:ty, db: $db:ty) => {
         $crate::store::sql_fetch::sql_fetch!($db);
@@ -367,6 +368,10 @@ macro_rules! sql_store {
                 clusters: &[String],
             ) -> Result<Box<dyn $crate::store::WriteTx>, $crate::store::StoreError> {
                 Ok(Box::new(self.begin_batch(works, clusters).await?))
+            }
+
+            fn writer_apart(&self) -> bool {
+                Self::WRITER_APART
             }
 
             async fn current_index(&self) -> Result<u64, $crate::store::StoreError> {

@@ -21,6 +21,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
+    /// sqlx runs each SQLite connection on a thread of its own already; a writer apart cost
+    /// 2–5 % of the create rate (docs/benchmarks.md).
+    const WRITER_APART: bool = false;
 
     /// Opens (creating when missing) and migrates the database.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
