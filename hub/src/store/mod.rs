@@ -315,10 +315,10 @@ pub trait Store: Send + Sync + 'static {
         works: &[(String, String)],
         clusters: &[String],
     ) -> Result<Box<dyn WriteTx>, StoreError>;
-    /// Whether the writer should run on a thread and runtime of its own: where its round
+    /// Whether the writer should run on a thread and runtime of its own: yes where its round
     /// trips are sockets (Postgres), whose replies would otherwise wait behind request
-    /// tasks; not where the driver's own threads do the I/O (SQLite), which that would
-    /// only add a hop to.
+    /// tasks; no where the driver's own threads do the I/O (SQLite): there it would only
+    /// add a hop.
     fn writer_apart(&self) -> bool;
     /// The last committed change index.
     async fn current_index(&self) -> Result<u64, StoreError>;
