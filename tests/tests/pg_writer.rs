@@ -167,3 +167,83 @@ async fn the_writer_writes_through_at_most_two_sessions_of_its_own() {
     }
     assert_eq!(hub.count_works().await.unwrap(), 96);
 }
+
+/// Rows that sequential scans of `works` have read, as the statistics show them after
+/// every other session of the database ended (a session reports its counts as it ends, or
+/// after a while idle).
+async fn works_rows_scanned(url: &str) -> i64 {
+    cut_sessions(url).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    // The ended sessions report as they exit: read until the count holds still.
+    let mut last = -1;
+    for _ in 0..50 {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'works'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if n == last {
+            return n;
+        }
+        last = n;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    last
+}
+
+/// The batch's reads run a plan Postgres keeps for the writer's session (issue 20): one
+/// made while `works` was small, and analyzed as small, must still look works up by key
+/// once the table has grown, not scan all of it for each write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_look_works_up_by_key_after_the_table_grew() {
+    let pg = TestPostgres::shared().await.unwrap();
+    let url = pg.fresh_database().await.unwrap();
+    let hub = hub(&url).await;
+    hub.put_cluster("c1", ManagedCluster::new("c1", Default::default()), None)
+        .await
+        .unwrap();
+    hub.put_work("c1", "w0", work("w0", "v"), None, None)
+        .await
+        .unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE works")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let before = works_rows_scanned(&url).await;
+    // The writer's new session plans its reads now, with statistics of one work.
+    hub.put_work("c1", "w1", work("w1", "v"), None, None)
+        .await
+        .unwrap();
+    // Then the table grows by 20,000 works (written past the hub: only their number
+    // matters here) without a new ANALYZE, as in the minute before autovacuum's.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO works (cluster, name, resource_version, object) \
+         SELECT 'c2', 'bulk-' || i, 1, '{}' FROM generate_series(1, 20000) AS i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    for i in 2..22 {
+        let name = format!("w{i}");
+        hub.put_work("c1", &name, work(&name, "v"), None, None)
+            .await
+            .unwrap();
+    }
+    let scanned = works_rows_scanned(&url).await - before;
+    assert!(
+        scanned < 20_000,
+        "20 writes read {scanned} rows of works by sequential scans; a lookup by key reads none"
+    );
+    assert_eq!(hub.count_works().await.unwrap(), 20_022);
+}

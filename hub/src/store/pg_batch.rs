@@ -8,7 +8,8 @@
 //!
 //! 1. one simple query: `BEGIN`, the index row lock, and (a statement of its own, so that
 //!    it sees what the lock's previous holder committed) the index with the batch's works
-//!    and clusters ([`begin_sql`]);
+//!    and clusters, read by a statement prepared once per connection ([`begin_sql`],
+//!    [`PREPARE_READS`]);
 //! 2. the batch's writes, one prepared statement with bound parameters (`PgTx::finish`);
 //! 3. `COMMIT`.
 //!
@@ -180,31 +181,47 @@ fn text_array<'a>(
     Ok(())
 }
 
-/// The batch's first query: `BEGIN`, the index lock, then the index, the works and the
-/// clusters (rows of four text columns: `0` and the index, `1`, cluster, name and the
-/// work, or `2`, the name and the cluster; the lock's own row has one column).
+/// The batch's reads, prepared on each of the writer's connections as it opens (its pool's
+/// `after_connect`): the index, the works named by the first two arrays (clusters and
+/// names, pairwise) and the clusters named by the third, as rows of four text columns: `0`
+/// and the index, `1`, cluster, name and the work, or `2`, the name and the cluster.
+///
+/// Written out in every batch's text, this statement was parsed, analyzed and planned
+/// again each time: 27 % of Postgres's CPU under a stream of creates (docs/benchmarks.md).
+/// Prepared, it runs a plan kept for the session, which [`begin_sql`] makes generic and
+/// free of sequential scans: left to itself Postgres planned every run afresh (a generic
+/// plan, costed for ten keys per array, looked dearer than a custom one for the batch's
+/// few), and a plan made while a table was small, or analyzed when it was, scanned the
+/// whole table for each key long after it had grown. Each key is a lookup by primary key
+/// (the `LIMIT 1` subquery keeps it one: a join could still hash a scanned table).
+pub(super) const PREPARE_READS: &str = "PREPARE fleethub_batch_reads (text[], text[], text[]) AS \
+     SELECT '0'::text, ''::text, ''::text, value::text FROM hub_index WHERE id = 1 \
+     UNION ALL SELECT '1', k.cluster, k.name, w.object \
+         FROM UNNEST($1, $2) AS k (cluster, name), LATERAL (SELECT object FROM works \
+             WHERE cluster = k.cluster AND name = k.name LIMIT 1) AS w \
+     UNION ALL SELECT '2', k.name, '', c.object \
+         FROM UNNEST($3) AS k (name), LATERAL (SELECT object FROM clusters \
+             WHERE name = k.name LIMIT 1) AS c";
+
+/// The batch's first query: `BEGIN`, the index lock, then (a statement of its own, so that
+/// it sees what the lock's previous holder committed) [`PREPARE_READS`] for the index, the
+/// works and the clusters; the lock's own row has one column.
+///
+/// The planner settings hold only around the `EXECUTE` (`SET LOCAL`, then back to their
+/// defaults), so the batch's other statements are planned as usual.
 pub(super) fn begin_sql(works: &[(&str, &str)], clusters: &[&str]) -> Result<String, StoreError> {
     let mut sql = String::with_capacity(512 + 40 * (works.len() + clusters.len()));
     sql.push_str(
         "BEGIN; SELECT 1 FROM hub_index WHERE id = 1 FOR UPDATE; \
-         SELECT '0'::text, ''::text, ''::text, value::text FROM hub_index WHERE id = 1",
+         SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+         EXECUTE fleethub_batch_reads (",
     );
-    if !works.is_empty() {
-        sql.push_str(" UNION ALL SELECT '1', w.cluster, w.name, w.object FROM UNNEST(");
-        text_array(&mut sql, works.iter().map(|(c, _)| *c))?;
-        sql.push_str(", ");
-        text_array(&mut sql, works.iter().map(|(_, n)| *n))?;
-        sql.push_str(
-            ") AS k (cluster, name) JOIN works w ON w.cluster = k.cluster AND w.name = k.name",
-        );
-    }
-    if !clusters.is_empty() {
-        sql.push_str(
-            " UNION ALL SELECT '2', c.name, '', c.object FROM clusters c WHERE c.name = ANY(",
-        );
-        text_array(&mut sql, clusters.iter().copied())?;
-        sql.push(')');
-    }
+    text_array(&mut sql, works.iter().map(|(c, _)| *c))?;
+    sql.push_str(", ");
+    text_array(&mut sql, works.iter().map(|(_, n)| *n))?;
+    sql.push_str(", ");
+    text_array(&mut sql, clusters.iter().copied())?;
+    sql.push_str("); SET LOCAL plan_cache_mode TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT");
     Ok(sql)
 }
 

@@ -71,9 +71,15 @@ impl PgStore {
         // connection's socket is served by the runtime that opened it, so the writer's are
         // opened by the writer, as it first needs them. (The readiness probe's write, run
         // only while writes fail, may open one elsewhere; it works all the same.) Named
-        // apart in `pg_stat_activity`.
-        let writer_pool =
-            pool_options(2).connect_lazy_with(options.clone().application_name("fleethub writer"));
+        // apart in `pg_stat_activity`. Each prepares the batch's reads as it opens.
+        let writer_pool = pool_options(2)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(pg_batch::PREPARE_READS).execute(conn).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options.clone().application_name("fleethub writer"));
         let pool = pool_options(16).connect_with(options).await?;
         super::schema::migrate(&sqlx::migrate!("../migrations/postgres"), &pool).await?;
         Ok(PgStore {
