@@ -14,8 +14,8 @@ use std::time::Duration;
 use api::ManifestWork;
 use chrono::{DateTime, Utc};
 
-use super::leader::{self, LEASE_CHECK, Led};
-use crate::service::follow::{Change, ChangeKind, Leadership};
+use super::leader::{self, LEASE_CHECK, Lease, Led};
+use crate::service::follow::{Change, ChangeKind};
 use crate::service::work_ttl::{expiry, has_ttl};
 use crate::service::{Hub, WorkQuery};
 
@@ -127,7 +127,7 @@ pub async fn run(hub: Weak<Hub>) {
     leader::run(hub, led, lead).await;
 }
 
-async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
+async fn lead(hub: Weak<Hub>, mut lease: Lease) {
     let mut schedule = Schedule::default();
     let mut seen = 0;
     let mut loaded = false;
@@ -144,7 +144,7 @@ async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
                     tracing::warn!(error = %e, "reading the works for their TTL failed; will retry");
                     drop(h);
                     tokio::time::sleep(LEASE_CHECK).await;
-                    if lock.check().await.is_err() {
+                    if !lease.still_held().await {
                         return;
                     }
                     continue;
@@ -178,7 +178,7 @@ async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
         let upto = h
             .wait_for_changes(seen, Box::new(|c| c.kind == ChangeKind::Work), wait)
             .await;
-        if lock.check().await.is_err() {
+        if !lease.still_held().await {
             tracing::warn!("this hub no longer deletes works after their TTL");
             return;
         }

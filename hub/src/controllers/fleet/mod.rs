@@ -12,9 +12,9 @@ use std::time::Duration;
 use api::fleet::{ManifestWorkReplicaSet, Placement, SET_LABEL};
 use chrono::Utc;
 
-use super::leader::{self, LEASE_CHECK, Led};
+use super::leader::{self, LEASE_CHECK, Lease, Led};
 use crate::service::Hub;
-use crate::service::follow::{Change, ChangeKind, Leadership};
+use crate::service::follow::{Change, ChangeKind};
 use crate::service::namespaced::{get_authored, list_authored};
 
 mod decide;
@@ -64,7 +64,7 @@ struct Dirty {
     statuses: BTreeSet<Key>,
 }
 
-async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
+async fn lead(hub: Weak<Hub>, mut lease: Lease) {
     let mut world = World::default();
     let mut seen = 0;
     let mut dirty = Dirty::default();
@@ -84,7 +84,7 @@ async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
                     tracing::warn!(error = %e, "loading the fleet failed; will retry");
                     drop(h);
                     tokio::time::sleep(LEASE_CHECK).await;
-                    if lock.check().await.is_err() {
+                    if !lease.still_held().await {
                         return;
                     }
                     continue;
@@ -103,7 +103,7 @@ async fn lead(hub: Weak<Hub>, mut lock: Box<dyn Leadership>) {
             wait = wait.min(Duration::from_millis(500));
         }
         let upto = h.wait_for_changes(seen, Box::new(interesting), wait).await;
-        if lock.check().await.is_err() {
+        if !lease.still_held().await {
             return;
         }
         let Some(changes) = h.changes_between(seen, upto) else {
