@@ -8,8 +8,8 @@
 //!
 //! 1. one simple query: `BEGIN`, the index row lock, and (a statement of its own, so that
 //!    it sees what the lock's previous holder committed) the index with the batch's works
-//!    and clusters, read by a statement prepared once per connection ([`begin_sql`],
-//!    [`PREPARE_READS`]);
+//!    and clusters, the lock and the reads prepared once per connection ([`begin_sql`],
+//!    [`PREPARE`]);
 //! 2. the batch's writes, one prepared statement with bound parameters (`PgTx::finish`);
 //! 3. `COMMIT`.
 //!
@@ -181,20 +181,23 @@ fn text_array<'a>(
     Ok(())
 }
 
-/// The batch's reads, prepared on each of the writer's connections as it opens (its pool's
-/// `after_connect`): the index, the works named by the first two arrays (clusters and
-/// names, pairwise) and the clusters named by the third, as rows of four text columns: `0`
-/// and the index, `1`, cluster, name and the work, or `2`, the name and the cluster.
+/// The batch's lock and reads, prepared on each of the writer's connections as it opens
+/// (its pool's `after_connect`): the lock of the index row; then the index, the works named
+/// by the first two arrays (clusters and names, pairwise) and the clusters named by the
+/// third, as rows of four text columns: `0` and the index, `1`, cluster, name and the
+/// work, or `2`, the name and the cluster.
 ///
-/// Written out in every batch's text, this statement was parsed, analyzed and planned
-/// again each time: 27 % of Postgres's CPU under a stream of creates (docs/benchmarks.md).
-/// Prepared, it runs a plan kept for the session, which [`begin_sql`] makes generic and
+/// Written out in every batch's text, the reads were parsed, analyzed and planned again
+/// each time: 27 % of Postgres's CPU under a stream of creates (docs/benchmarks.md).
+/// Prepared, they run plans kept for the session, which [`begin_sql`] makes generic and
 /// free of sequential scans: left to itself Postgres planned every run afresh (a generic
 /// plan, costed for ten keys per array, looked dearer than a custom one for the batch's
 /// few), and a plan made while a table was small, or analyzed when it was, scanned the
 /// whole table for each key long after it had grown. Each key is a lookup by primary key
 /// (the `LIMIT 1` subquery keeps it one: a join could still hash a scanned table).
-pub(super) const PREPARE_READS: &str = "PREPARE fleethub_batch_reads (text[], text[], text[]) AS \
+pub(super) const PREPARE: &str = "PREPARE fleethub_index_lock AS \
+         SELECT 1 FROM hub_index WHERE id = 1 FOR UPDATE; \
+     PREPARE fleethub_batch_reads (text[], text[], text[]) AS \
      SELECT '0'::text, ''::text, ''::text, value::text FROM hub_index WHERE id = 1 \
      UNION ALL SELECT '1', k.cluster, k.name, w.object \
          FROM UNNEST($1, $2) AS k (cluster, name), LATERAL (SELECT object FROM works \
@@ -204,16 +207,16 @@ pub(super) const PREPARE_READS: &str = "PREPARE fleethub_batch_reads (text[], te
              WHERE name = k.name LIMIT 1) AS c";
 
 /// The batch's first query: `BEGIN`, the index lock, then (a statement of its own, so that
-/// it sees what the lock's previous holder committed) [`PREPARE_READS`] for the index, the
-/// works and the clusters; the lock's own row has one column.
+/// it sees what the lock's previous holder committed) the index, the works and the clusters
+/// ([`PREPARE`]); the lock's own row has one column.
 ///
-/// The planner settings hold only around the `EXECUTE` (`SET LOCAL`, then back to their
+/// The planner settings hold only around the `EXECUTE`s (`SET LOCAL`, then back to their
 /// defaults), so the batch's other statements are planned as usual.
 pub(super) fn begin_sql(works: &[(&str, &str)], clusters: &[&str]) -> Result<String, StoreError> {
     let mut sql = String::with_capacity(512 + 40 * (works.len() + clusters.len()));
     sql.push_str(
-        "BEGIN; SELECT 1 FROM hub_index WHERE id = 1 FOR UPDATE; \
-         SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+         SET LOCAL enable_seqscan = off; EXECUTE fleethub_index_lock; \
          EXECUTE fleethub_batch_reads (",
     );
     text_array(&mut sql, works.iter().map(|(c, _)| *c))?;

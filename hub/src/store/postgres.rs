@@ -71,11 +71,11 @@ impl PgStore {
         // connection's socket is served by the runtime that opened it, so the writer's are
         // opened by the writer, as it first needs them. (The readiness probe's write, run
         // only while writes fail, may open one elsewhere; it works all the same.) Named
-        // apart in `pg_stat_activity`. Each prepares the batch's reads as it opens.
+        // apart in `pg_stat_activity`. Each prepares the batch's lock and reads as it opens.
         let writer_pool = pool_options(2)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::raw_sql(pg_batch::PREPARE_READS).execute(conn).await?;
+                    sqlx::raw_sql(pg_batch::PREPARE).execute(conn).await?;
                     Ok(())
                 })
             })
