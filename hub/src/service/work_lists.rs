@@ -70,7 +70,7 @@ impl Hub {
 
     /// The same list as [`Hub::list_works`], with each work as stored: a large list is served
     /// without parsing and serializing every document again (see [`super::works::listed_json`]).
-    #[tracing::instrument(skip(self, q), fields(cluster = q.cluster.as_deref(), blocking = q.block.is_some(), limit = q.limit))]
+    #[tracing::instrument(level = "debug", skip(self, q), fields(cluster = q.cluster.as_deref(), blocking = q.block.is_some(), limit = q.limit))]
     pub async fn list_stored_works(&self, q: WorkQuery) -> Result<StoredWorks> {
         if let Some(c) = &q.cluster {
             validate_cluster_name(c)?;
@@ -188,7 +188,7 @@ impl Hub {
 
     /// Per work name across the clusters of `q` (the caller's scope), how many clusters
     /// applied, made available and made ready it; blocking like a list of works.
-    #[tracing::instrument(skip(self, q))]
+    #[tracing::instrument(level = "debug", skip(self, q))]
     pub async fn summarize_works(
         &self,
         q: WorkQuery,
