@@ -875,6 +875,57 @@ async fn secret_placeholders_are_keyed_and_cover_every_copy() {
         r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
         "4711"
     );
+
+    // A write that stores the clear work answers it masked, like a read.
+    let mut updated = work.clone();
+    updated["spec"]["workload"]["manifests"][0]["stringData"]["pin"] = json!("1234");
+    let r = as_token("PUT", W, Some(updated)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let text = r.body.to_string();
+    for leak in ["1234", "4711", "NDcxMQ"] {
+        assert!(
+            !text.contains(leak),
+            "the write's answer shows {leak:?}: {text}"
+        );
+    }
+    let r = api.admin("GET", W, None).await;
+    assert_eq!(
+        r.body["spec"]["workload"]["manifests"][0]["stringData"]["pin"],
+        "1234"
+    );
+}
+
+/// A create's and a replace's answers are the work as a read then shows it, headers too.
+#[tokio::test]
+async fn a_writes_answer_is_the_work_as_stored() {
+    let api = api().await;
+    api.admin("PUT", "/api/v1/clusters/c1", Some(json!({})))
+        .await;
+    let mut work = json!({
+        "metadata": {"name": "w1", "labels": {"app": "a"}},
+        "spec": {"workload": {"manifests": [
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "cm", "namespace": "default"}, "data": {"k": "v \"q\" \u{e9}"}}
+        ]}}
+    });
+    for expected in [StatusCode::CREATED, StatusCode::OK] {
+        let written = api.admin("PUT", W, Some(work.clone())).await;
+        assert_eq!(written.status, expected, "{}", written.body);
+        let read = api.admin("GET", W, None).await;
+        assert_eq!(written.body, read.body);
+        for h in ["etag", "x-hub-index"] {
+            assert!(
+                written.headers.get(h).is_some(),
+                "the write's answer has no {h}"
+            );
+        }
+        assert_eq!(written.headers.get("etag"), read.headers.get("etag"));
+        assert_eq!(
+            written.headers.get("content-type").unwrap(),
+            "application/json"
+        );
+        work["spec"]["workload"]["manifests"][0]["data"]["k"] = json!("changed");
+    }
 }
 
 /// The OpenAPI document and the router agree: every path the router serves is documented,

@@ -41,6 +41,9 @@ pub struct WorkWrite {
     pub gone: bool,
     /// Whether the write created it.
     pub created: bool,
+    /// `work`'s JSON as the write stored it, when the write stored `work` (an answer can be
+    /// sent without serializing the work again).
+    pub stored: Option<std::sync::Arc<str>>,
 }
 
 /// What the writer of a work may do besides writing it.
@@ -277,6 +280,7 @@ fn outcome(work: ManifestWork, gone: bool) -> Result<WorkWrite> {
         work,
         gone,
         created: false,
+        stored: None,
     })
 }
 
@@ -365,12 +369,13 @@ pub(super) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrit
         if !joined {
             mark_no_agent(&mut work, cluster_name, batch.now);
         }
-        batch.tx.put_work(&work, batch.next_index()).await?;
+        let stored = batch.tx.put_work(&work, batch.next_index()).await?;
         batch.record_work(cluster_name, name, None, Some(&work), false);
         return Ok(WorkWrite {
             work,
             gone: false,
             created: true,
+            stored: Some(stored),
         });
     };
     if old.metadata.deletion_timestamp.is_some() {
@@ -398,9 +403,12 @@ pub(super) async fn put(batch: &mut Batch<'_>, put: &PutWork) -> Result<WorkWrit
         return outcome(old, false);
     }
     work.metadata.resource_version = Some(batch.next_index().to_string());
-    batch.tx.put_work(&work, batch.next_index()).await?;
+    let stored = batch.tx.put_work(&work, batch.next_index()).await?;
     batch.record_work(cluster_name, name, Some(&old), Some(&work), false);
-    outcome(work, false)
+    Ok(WorkWrite {
+        stored: Some(stored),
+        ..outcome(work, false)?
+    })
 }
 
 /// Says on a work written for a cluster without a joined agent that nothing applies it

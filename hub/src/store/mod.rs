@@ -454,8 +454,13 @@ pub trait WriteTx: Send {
     ) -> Result<Option<ManifestWork>, StoreError>;
     /// The names of every work of a cluster.
     async fn work_names(&mut self, cluster: &str) -> Result<Vec<String>, StoreError>;
-    /// Inserts or replaces a work (its resourceVersion is the index of this change).
-    async fn put_work(&mut self, work: &ManifestWork, index: u64) -> Result<(), StoreError>;
+    /// Inserts or replaces a work (its resourceVersion is the index of this change); its
+    /// JSON as stored, which is what a read of it answers before any masking.
+    async fn put_work(
+        &mut self,
+        work: &ManifestWork,
+        index: u64,
+    ) -> Result<std::sync::Arc<str>, StoreError>;
     /// Removes a work.
     async fn delete_work(&mut self, cluster: &str, name: &str) -> Result<(), StoreError>;
     /// One cluster, as this transaction sees it.
@@ -609,7 +614,7 @@ impl Undo {
 /// A work's key: (cluster, name).
 type WorkKey = (String, String);
 /// A held-back work upsert: (resourceVersion, JSON).
-type Upsert = (i64, String);
+type Upsert = (i64, std::sync::Arc<str>);
 
 fn labels_json(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())

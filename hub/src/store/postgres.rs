@@ -370,7 +370,7 @@ impl PgTx {
         .bind(works.0)
         .bind(works.1)
         .bind(works.2)
-        .bind(works.3)
+        .bind(works.3.iter().map(|o| &**o).collect::<Vec<&str>>())
         .bind(chrono::Utc::now().to_rfc3339())
         .bind(entries.0)
         .bind(entries.1)

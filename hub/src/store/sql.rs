@@ -30,7 +30,7 @@ macro_rules! sql_store {
             /// Clusters as this transaction sees them.
             clusters: std::collections::HashMap<String, Option<api::ManagedCluster>>,
             /// Work upserts not yet sent: key → (resourceVersion, JSON).
-            pending: std::collections::BTreeMap<(String, String), (i64, String)>,
+            pending: std::collections::BTreeMap<(String, String), (i64, std::sync::Arc<str>)>,
             /// How to undo the current op, between `begin_op` and its end.
             undo: Option<$crate::store::Undo>,
         }
@@ -63,7 +63,11 @@ macro_rules! sql_store {
             }
 
             /// Holds back (`Some`) or drops (`None`) a work upsert (journaled inside an op).
-            fn set_pending(&mut self, key: (String, String), upsert: Option<(i64, String)>) {
+            fn set_pending(
+                &mut self,
+                key: (String, String),
+                upsert: Option<(i64, std::sync::Arc<str>)>,
+            ) {
                 if let Some(u) = &mut self.undo {
                     u.pending.push((key.clone(), self.pending.get(&key).cloned()));
                 }
@@ -104,7 +108,7 @@ macro_rules! sql_store {
                     b.push_bind(cluster)
                         .push_bind(name)
                         .push_bind(rv)
-                        .push_bind(object);
+                        .push_bind(object.to_string());
                 });
                 qb.push(
                     " ON CONFLICT (cluster, name) DO UPDATE \
@@ -153,20 +157,21 @@ macro_rules! sql_store {
                 &mut self,
                 work: &api::ManifestWork,
                 index: u64,
-            ) -> Result<(), $crate::store::StoreError> {
-                let object = serde_json::to_string(work).map_err(|source| {
+            ) -> Result<std::sync::Arc<str>, $crate::store::StoreError> {
+                let object: std::sync::Arc<str> = serde_json::to_string(work).map_err(|source| {
                     $crate::store::StoreError::Corrupt {
                         what: format!("work {}", work.metadata.name),
                         source,
                     }
-                })?;
+                })?
+                .into();
                 let key = (
                     work.metadata.namespace.clone().unwrap_or_default(),
                     work.metadata.name.clone(),
                 );
                 self.cache_work(key.clone(), Some(work.clone()));
-                self.set_pending(key, Some((index as i64, object)));
-                Ok(())
+                self.set_pending(key, Some((index as i64, object.clone())));
+                Ok(object)
             }
 
             async fn delete_work(
