@@ -1,10 +1,10 @@
 //! A Postgres write batch in three round trips, on a connection the writer keeps.
 //!
-//! The create rate is bound by the writer's serial round trips, each waiting for the other
-//! process to be scheduled on a busy machine, not by what Postgres executes (issue 20's
-//! profile: ~1.7 ms of statements in a ~4.3 ms batch). A batch cost five: the pool's ping
-//! on acquire, `BEGIN` with the index lock, the prefetch, the batch's writes, `COMMIT`.
-//! Now:
+//! Each of the writer's serial round trips waits for the other process to be scheduled on
+//! a busy machine (issue 20's first profile: ~1.7 ms of statements in a ~4.3 ms batch), and
+//! each statement Postgres parses and plans is CPU the request tasks need too. A batch
+//! cost five round trips: the pool's ping on acquire, `BEGIN` with the index lock, the
+//! prefetch, the batch's writes, `COMMIT`. Now:
 //!
 //! 1. one simple query: `BEGIN`, the index row lock, and (a statement of its own, so that
 //!    it sees what the lock's previous holder committed) the index with the batch's works
