@@ -17,6 +17,22 @@ async fn hub(url: &str) -> Arc<Hub> {
         .unwrap()
 }
 
+/// A hub on a fresh database with cluster `c1`.
+async fn hub_with_c1(url: &str) -> Arc<Hub> {
+    let hub = hub(url).await;
+    hub.put_cluster("c1", ManagedCluster::new("c1", Default::default()), None)
+        .await
+        .unwrap();
+    hub
+}
+
+/// A session of our own on the database.
+async fn session(url: &str) -> sqlx::PgConnection {
+    <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap()
+}
+
 fn work(name: &str, value: &str) -> ManifestWork {
     serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -31,9 +47,7 @@ fn work(name: &str, value: &str) -> ManifestWork {
 /// Ends every other session of the database, as a failover or a balancer's
 /// `shutdown-sessions` does.
 async fn cut_sessions(url: &str) -> u64 {
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap();
+    let mut conn = session(url).await;
     let (n,): (i64,) = sqlx::query_as(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid()",
@@ -48,10 +62,7 @@ async fn cut_sessions(url: &str) -> u64 {
 async fn a_write_right_after_the_writers_connection_was_cut_succeeds() {
     let pg = TestPostgres::shared().await.unwrap();
     let url = pg.fresh_database().await.unwrap();
-    let hub = hub(&url).await;
-    hub.put_cluster("c1", ManagedCluster::new("c1", Default::default()), None)
-        .await
-        .unwrap();
+    let hub = hub_with_c1(&url).await;
     hub.put_work("c1", "before", work("before", "1"), None, None)
         .await
         .unwrap();
@@ -115,9 +126,7 @@ async fn batches_read_and_replace_many_works_at_once() {
 
 /// The sessions of the database named `name` in `pg_stat_activity`.
 async fn sessions_named(url: &str, name: &str) -> i64 {
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap();
+    let mut conn = session(url).await;
     let (n,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM pg_stat_activity \
          WHERE datname = current_database() AND application_name = $1",
@@ -173,9 +182,7 @@ async fn the_writer_writes_through_at_most_two_sessions_of_its_own() {
 /// after a while idle).
 async fn works_rows_scanned(url: &str) -> i64 {
     cut_sessions(url).await;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap();
+    let mut conn = session(url).await;
     // The ended sessions report as they exit: read until the count holds still.
     let mut last = -1;
     for _ in 0..50 {
@@ -201,16 +208,11 @@ async fn works_rows_scanned(url: &str) -> i64 {
 async fn batch_reads_look_works_up_by_key_after_the_table_grew() {
     let pg = TestPostgres::shared().await.unwrap();
     let url = pg.fresh_database().await.unwrap();
-    let hub = hub(&url).await;
-    hub.put_cluster("c1", ManagedCluster::new("c1", Default::default()), None)
-        .await
-        .unwrap();
+    let hub = hub_with_c1(&url).await;
     hub.put_work("c1", "w0", work("w0", "v"), None, None)
         .await
         .unwrap();
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = session(&url).await;
     sqlx::query("ANALYZE works")
         .execute(&mut conn)
         .await
@@ -223,9 +225,7 @@ async fn batch_reads_look_works_up_by_key_after_the_table_grew() {
         .unwrap();
     // Then the table grows by 20,000 works (written past the hub: only their number
     // matters here) without a new ANALYZE, as in the minute before autovacuum's.
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = session(&url).await;
     sqlx::query(
         "INSERT INTO works (cluster, name, resource_version, object) \
          SELECT 'c2', 'bulk-' || i, 1, '{}' FROM generate_series(1, 20000) AS i",
