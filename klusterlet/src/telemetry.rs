@@ -216,11 +216,20 @@ pub fn router(health: Arc<dyn Health>) -> Router {
         .with_state(health)
 }
 
-/// Binds `addr` (before anything else starts, so a taken port fails the start).
+/// Binds `addr` (before anything else starts, so a taken port fails the start), and
+/// installs the recorder.
+///
+/// The recorder must be in place before the first metric: a count recorded without it is
+/// lost for good. Installed when the metrics port was first served, from a task of its
+/// own, it was sometimes not there yet when the agent's first list, status report and
+/// reconcile were counted (building it calibrates a clock, up to ~200 ms on a busy
+/// machine), and `/metrics` never showed them.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Error> {
-    TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::Error::Listen { addr, source })
+        .map_err(|source| crate::Error::Listen { addr, source })?;
+    recorder();
+    Ok(listener)
 }
 
 /// Serves the metrics port on `listener` until `shutdown` completes.
