@@ -17,6 +17,12 @@ async fn hub(url: &str) -> Arc<Hub> {
         .unwrap()
 }
 
+/// A fresh database on the shared test server.
+async fn fresh_url() -> String {
+    let pg = TestPostgres::shared().await.unwrap();
+    pg.fresh_database().await.unwrap()
+}
+
 /// A hub on a fresh database with cluster `c1`.
 async fn hub_with_c1(url: &str) -> Arc<Hub> {
     let hub = hub(url).await;
@@ -60,8 +66,7 @@ async fn cut_sessions(url: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_right_after_the_writers_connection_was_cut_succeeds() {
-    let pg = TestPostgres::shared().await.unwrap();
-    let url = pg.fresh_database().await.unwrap();
+    let url = fresh_url().await;
     let hub = hub_with_c1(&url).await;
     hub.put_work("c1", "before", work("before", "1"), None, None)
         .await
@@ -87,8 +92,7 @@ async fn a_write_right_after_the_writers_connection_was_cut_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_read_and_replace_many_works_at_once() {
-    let pg = TestPostgres::shared().await.unwrap();
-    let url = pg.fresh_database().await.unwrap();
+    let url = fresh_url().await;
     let hub = hub(&url).await;
     for c in ["c1", "c2"] {
         hub.put_cluster(c, ManagedCluster::new(c, Default::default()), None)
@@ -140,8 +144,7 @@ async fn sessions_named(url: &str, name: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_writes_through_at_most_two_sessions_of_its_own() {
-    let pg = TestPostgres::shared().await.unwrap();
-    let url = pg.fresh_database().await.unwrap();
+    let url = fresh_url().await;
     let hub = hub(&url).await;
     assert_eq!(
         sessions_named(&url, "fleethub writer").await,
@@ -206,8 +209,7 @@ async fn works_rows_scanned(url: &str) -> i64 {
 /// once the table has grown, not scan all of it for each write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_reads_look_works_up_by_key_after_the_table_grew() {
-    let pg = TestPostgres::shared().await.unwrap();
-    let url = pg.fresh_database().await.unwrap();
+    let url = fresh_url().await;
     let hub = hub_with_c1(&url).await;
     hub.put_work("c1", "w0", work("w0", "v"), None, None)
         .await

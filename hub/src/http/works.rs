@@ -21,17 +21,29 @@ use crate::service::{Error, StoredWork, StoredWorks, WorkQuery, WorkWrite, Writt
 
 type WorkPath = Result<Path<(String, String)>, PathRejection>;
 
+/// A work's answer, Secret data masked for a caller without the `secrets` verb. `stored`,
+/// the work's JSON as the write just stored it, is sent as is when nothing is masked
+/// (instead of serializing the work again).
 fn work_response(
     state: &AppState,
     status: StatusCode,
     index: u64,
     who: &Principal,
     mut work: ManifestWork,
+    stored: Option<std::sync::Arc<str>>,
 ) -> Response {
-    if !who.sees_secrets() {
+    let etag = work.metadata.resource_version.as_deref().map(works::etag);
+    if who.sees_secrets() {
+        if let Some(json) = stored {
+            let body = (
+                [(header::CONTENT_TYPE, "application/json")],
+                Bytes::copy_from_slice(json.as_bytes()),
+            );
+            return respond(status, index, etag, body);
+        }
+    } else {
         mask_secrets(state.hub.placeholder_key(), &mut work);
     }
-    let etag = work.metadata.resource_version.as_deref().map(works::etag);
     respond(status, index, etag, Json(work))
 }
 
@@ -44,7 +56,11 @@ fn write_response(
     reads: bool,
 ) -> Response {
     let Written { value: w, index } = written;
-    let work = if reads { w.work } else { write_receipt(w.work) };
+    let (work, stored) = if reads {
+        (w.work, w.stored)
+    } else {
+        (write_receipt(w.work), None)
+    };
     let status = if w.created {
         StatusCode::CREATED
     } else if work.metadata.deletion_timestamp.is_some() && !w.gone {
@@ -52,18 +68,7 @@ fn write_response(
     } else {
         StatusCode::OK
     };
-    match w.stored {
-        // The work as stored is the answer when nothing is held back from this caller.
-        Some(json) if reads && who.sees_secrets() => {
-            let etag = work.metadata.resource_version.as_deref().map(works::etag);
-            let body = (
-                [(header::CONTENT_TYPE, "application/json")],
-                Bytes::copy_from_slice(json.as_bytes()),
-            );
-            respond(status, index, etag, body)
-        }
-        _ => work_response(state, status, index, who, work),
-    }
+    work_response(state, status, index, who, work, stored)
 }
 
 /// Whether `who`, already allowed to write `cluster`'s works, may also read them.
@@ -123,6 +128,7 @@ pub async fn put(
             state.hub.index(),
             &who,
             work,
+            None,
         ));
     }
     let reads = reads(&state, &who, &cluster).await?;
@@ -155,7 +161,7 @@ pub async fn get(
     let read = state.hub.get_work(&cluster, &name, params.block()?).await?;
     let index = read.index;
     match read.data {
-        Some(w) => Ok(work_response(&state, StatusCode::OK, index, &who, w)),
+        Some(w) => Ok(work_response(&state, StatusCode::OK, index, &who, w, None)),
         None => {
             // Says whether the hub deleted it: an agent cleans up a deleted work's objects
             // at once, and keeps those of a work the hub never had for its eviction grace.
@@ -390,6 +396,7 @@ pub async fn put_status(
         w.index,
         &who,
         w.value.work,
+        w.value.stored,
     ))
 }
 
@@ -426,6 +433,7 @@ pub async fn remove_finalizer(
         w.index,
         &who,
         w.value.work,
+        w.value.stored,
     ))
 }
 
