@@ -517,6 +517,39 @@ async fn lists_labels_and_deletion_over_http() {
     assert!(text.contains("hub_works_stored"), "{text}");
 }
 
+/// Requests are counted by route, method and status. A client may send any token as a
+/// method; each used to become a series of its own, kept in memory for good, so that
+/// anyone could grow the hub without end. Methods outside HTTP's standard ones count as
+/// `other`. (Bad inputs: invented methods on a route and on no route.)
+#[tokio::test]
+async fn invented_methods_are_counted_as_other() {
+    let (api, _) = with_work().await;
+    for method in ["BREW", "WHEN", "X-1"] {
+        for uri in ["/api/v1/clusters/c1", "/no/such/route"] {
+            let r = api.admin(method, uri, None).await;
+            assert!(r.status.is_client_error(), "{method} {uri}: {}", r.status);
+        }
+    }
+    assert_eq!(
+        api.admin("GET", "/api/v1/clusters/c1", None).await.status,
+        StatusCode::OK
+    );
+    let r = api.admin("GET", "/metrics", None).await;
+    let text = r.body.as_str().unwrap();
+    let counted = |method: &str| {
+        text.lines().any(|l| {
+            l.starts_with("hub_http_requests_total{")
+                && l.contains("route=\"/api/v1/clusters/{cluster}\"")
+                && l.contains(&format!("method=\"{method}\""))
+        })
+    };
+    assert!(counted("other"), "{text}");
+    assert!(counted("GET"), "{text}");
+    for method in ["BREW", "WHEN", "X-1"] {
+        assert!(!text.contains(&format!("method=\"{method}\"")), "{text}");
+    }
+}
+
 /// A list serves most works as their stored text; each item must still read exactly as a
 /// GET of that work does: with the `Deleting` condition of a work being deleted, and
 /// unchanged where the text merely mentions `deletionTimestamp` or `Secret`.

@@ -1,11 +1,11 @@
 //! The REST API v1: router, shared state, system endpoints, serving over TLS.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ pub mod extract;
 mod fleet;
 mod openapi;
 mod registration;
+mod tracked;
 mod works;
 
 pub use api::ClusterInfo;
@@ -213,7 +214,7 @@ pub fn router(state: AppState) -> Router {
 /// parked in the hub all the time (~2.7 KiB per agent less; docs/benchmarks.md). It sits
 /// outside the panic catcher, so a panic's 500 is counted and carries the epoch too.
 async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let tracked = Tracked::start(&req);
+    let tracked = tracked::Tracked::start(&req);
     let epoch = state.hub.epoch().to_string();
     let resp = match refuse_nul(&req).and_then(|()| backup::admit_epoch(&epoch, &mut req)) {
         Ok(()) => next.run(req).await,
@@ -246,38 +247,6 @@ const STATUS_BODY_FACTOR: usize = 16;
 /// The body limit of a status write for a work body limit of `max_work_bytes`.
 pub fn status_body_limit(max_work_bytes: usize) -> usize {
     max_work_bytes.saturating_mul(STATUS_BODY_FACTOR)
-}
-
-/// A request being counted by route and status and timed.
-struct Tracked {
-    route: String,
-    method: String,
-    start: Instant,
-}
-
-impl Tracked {
-    fn start(req: &Request) -> Tracked {
-        Tracked {
-            route: req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "unmatched".into()),
-            method: req.method().to_string(),
-            start: Instant::now(),
-        }
-    }
-
-    fn finish(self, resp: &Response) {
-        let labels = [
-            ("route", self.route),
-            ("method", self.method),
-            ("status", resp.status().as_u16().to_string()),
-        ];
-        metrics::counter!("hub_http_requests_total", &labels).increment(1);
-        metrics::histogram!("hub_http_request_duration_seconds", &labels[..2])
-            .record(self.start.elapsed().as_secs_f64());
-    }
 }
 
 /// A panic is a bug of ours: log it, answer the usual 500 body, keep serving.
