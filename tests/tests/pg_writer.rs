@@ -249,3 +249,177 @@ async fn batch_reads_look_works_up_by_key_after_the_table_grew() {
     );
     assert_eq!(hub.count_works().await.unwrap(), 20_022);
 }
+
+/// Transactions of the database that rolled back (a failed write batch is one).
+async fn rollbacks(url: &str) -> i64 {
+    let mut conn = session(url).await;
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    n
+}
+
+/// Holds the index lock from a session of our own until the returned sender is dropped
+/// or sent to: the writer's next batch waits for it, and every write queued meanwhile
+/// lands in the batch after that one, in the order queued.
+async fn hold_the_index_lock(url: &str) -> tokio::sync::oneshot::Sender<()> {
+    let mut conn = session(url).await;
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM hub_index WHERE id = 1 FOR UPDATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = released.await;
+        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+    });
+    release
+}
+
+/// A batch inserts the works it read as absent without `ON CONFLICT` (issue 20). In one
+/// batch: a work created and written again; one created, then sent early by a cluster's
+/// deletion (which lists the cluster's works, so the batch's held-back inserts go first),
+/// then written again; one deleted and created again; a replace; a create. Each lands as
+/// written, and no batch fails (a failed batch is retried one write at a time and would
+/// still land, so the database's count of rolled-back transactions is what tells).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_works_are_plain_inserts_and_batches_still_land() {
+    let url = fresh_url().await;
+    let hub = hub_with_c1(&url).await;
+    hub.put_cluster("d1", ManagedCluster::new("d1", Default::default()), None)
+        .await
+        .unwrap();
+    for name in ["old", "gone"] {
+        hub.put_work("c1", name, work(name, "1"), None, None)
+            .await
+            .unwrap();
+    }
+    // Statistics reach pg_stat_database as sessions report: let them settle first.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let before = rollbacks(&url).await;
+    let release = hold_the_index_lock(&url).await;
+    let put = |name: &'static str, value: &'static str| {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            hub.put_work("c1", name, work(name, value), None, None)
+                .await
+                .map(|_| ())
+        })
+    };
+    // The first write's batch waits for the lock; the rest queue behind it, in this order.
+    let mut writes = vec![put("plug", "1")];
+    let queue = |writes: &mut Vec<_>, w| writes.push(w);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for (name, value) in [("twice", "a"), ("twice", "b"), ("early", "a")] {
+        queue(&mut writes, put(name, value));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let one = hub.clone();
+    queue(
+        &mut writes,
+        tokio::spawn(async move { one.delete_cluster("d1", false, None).await.map(|_| ()) }),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    queue(&mut writes, put("early", "b"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let one = hub.clone();
+    queue(
+        &mut writes,
+        tokio::spawn(async move { one.delete_work("c1", "gone", None).await.map(|_| ()) }),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for (name, value) in [("gone", "2"), ("old", "2"), ("new", "1")] {
+        queue(&mut writes, put(name, value));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    release.send(()).unwrap();
+    for w in futures::future::join_all(writes).await {
+        w.unwrap().unwrap();
+    }
+    for (name, value) in [
+        ("twice", "b"),
+        ("early", "b"),
+        ("gone", "2"),
+        ("old", "2"),
+        ("new", "1"),
+    ] {
+        let w = hub.get_work("c1", name, None).await.unwrap().data.unwrap();
+        assert_eq!(w.spec.workload.manifests[0]["data"]["v"], value, "{name}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(
+        rollbacks(&url).await - before,
+        0,
+        "a write batch failed and was retried one write at a time"
+    );
+}
+
+/// Should a work the batch read as absent exist by its insert after all (written past
+/// the index lock, which no hub does), the plain insert fails rather than overwrite it,
+/// and nothing of the batch commits; read again, the work is replaced as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_inserted_past_the_lock_fails_the_batch_instead_of_being_overwritten() {
+    let url = fresh_url().await;
+    let store = hub::store::connect(&url).await.unwrap();
+    let key = [("c1".to_string(), "w1".to_string())];
+    let mut tx = store.begin_write(&key, &[]).await.unwrap();
+    assert!(tx.get_work("c1", "w1").await.unwrap().is_none());
+    let mut theirs = work("w1", "theirs");
+    theirs.metadata.namespace = Some("c1".into());
+    let mut conn = session(&url).await;
+    sqlx::query(
+        "INSERT INTO works (cluster, name, resource_version, object) VALUES ('c1', 'w1', 7, $1)",
+    )
+    .bind(serde_json::to_string(&theirs).unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut ours = work("w1", "ours");
+    ours.metadata.namespace = Some("c1".into());
+    tx.put_work(&ours, 1).await.unwrap();
+    let change = hub::store::Change {
+        index: 1,
+        kind: hub::store::ChangeKind::Work,
+        cluster: "c1".into(),
+        name: "w1".into(),
+        labels: Default::default(),
+        prev_labels: None,
+        status_only: false,
+        has_ttl: Some(false),
+    };
+    let err = tx
+        .commit(std::slice::from_ref(&change), &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    let (rv, index): (i64, String) = sqlx::query_as(
+        "SELECT w.resource_version, i.value::text FROM works w, hub_index i \
+         WHERE w.cluster = 'c1' AND w.name = 'w1' AND i.id = 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rv, index.as_str()),
+        (7, "0"),
+        "nothing of the failed batch committed"
+    );
+    let mut tx = store.begin_write(&key, &[]).await.unwrap();
+    let read = tx.get_work("c1", "w1").await.unwrap().unwrap();
+    assert_eq!(read.spec.workload.manifests[0]["data"]["v"], "theirs");
+    tx.put_work(&ours, 1).await.unwrap();
+    tx.commit(&[change], &[]).await.unwrap();
+    let (object,): (String,) =
+        sqlx::query_as("SELECT object FROM works WHERE cluster = 'c1' AND name = 'w1'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(object.contains("ours"), "{object}");
+}

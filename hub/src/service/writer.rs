@@ -450,10 +450,10 @@ async fn commit(
     }
     let changes = std::mem::take(&mut batch.changes);
     let audit = std::mem::take(&mut batch.audit);
-    // Past this point the server may have committed even when we hear an error.
-    tx.commit(&changes, &audit)
-        .await
-        .map_err(|e| StoreError::CommitUnknown(Box::new(e)))?;
+    // An error of COMMIT itself is `CommitUnknown`: the server may have committed. One
+    // before it (a row the database refused) failed the batch and nothing of it committed,
+    // so its writes are retried one by one like any other failed batch's.
+    tx.commit(&changes, &audit).await?;
     // The writes are durable now: a failure to publish must not fail (and so repeat) them.
     // The feed's poll catches up on its own.
     if let Err(e) = feed.publish_local(store, changes).await {

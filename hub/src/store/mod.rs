@@ -516,7 +516,9 @@ pub trait WriteTx: Send {
     /// Undoes everything the op wrote and cached: the rest of the batch still commits.
     async fn undo_op(&mut self) -> Result<(), StoreError>;
     /// Records the changes and the audit entries of the writes, advances the index to the
-    /// last change, tells other hubs, commits.
+    /// last change, tells other hubs, commits. An error of `COMMIT` itself is
+    /// [`StoreError::CommitUnknown`] (the server may have committed); any other error
+    /// came before `COMMIT` was sent, and nothing of the batch committed.
     async fn commit(
         self: Box<Self>,
         changes: &[Change],
@@ -576,7 +578,7 @@ async fn release_outside_transaction<C: sqlx::Connection>(
 #[derive(Default)]
 struct Undo {
     sent: bool,
-    works: Vec<(WorkKey, Option<Option<ManifestWork>>)>,
+    works: Vec<(WorkKey, Option<Option<CachedWork>>)>,
     clusters: Vec<(String, Option<Option<ManagedCluster>>)>,
     pending: Vec<(WorkKey, Option<Upsert>)>,
 }
@@ -586,7 +588,7 @@ impl Undo {
     /// when the op began.
     fn restore(
         self,
-        works: &mut std::collections::HashMap<WorkKey, Option<ManifestWork>>,
+        works: &mut std::collections::HashMap<WorkKey, Option<CachedWork>>,
         clusters: &mut std::collections::HashMap<String, Option<ManagedCluster>>,
         pending: &mut BTreeMap<WorkKey, Upsert>,
     ) {
@@ -613,6 +615,25 @@ impl Undo {
 
 /// A work's key: (cluster, name).
 type WorkKey = (String, String);
+
+/// A work as a write transaction holds it: as it read it, or as the JSON it wrote, decoded
+/// only should the batch read it again. Most never do, and keeping a copy of each written
+/// work cost the writer a deep clone per write (docs/benchmarks.md).
+#[derive(Clone)]
+enum CachedWork {
+    Read(Box<ManifestWork>),
+    Written(std::sync::Arc<str>),
+}
+
+impl CachedWork {
+    /// The work of `key`.
+    fn work(&self, (cluster, name): &WorkKey) -> Result<ManifestWork, StoreError> {
+        match self {
+            CachedWork::Read(w) => Ok((**w).clone()),
+            CachedWork::Written(json) => decode(&format!("work {cluster}/{name}"), json),
+        }
+    }
+}
 /// A held-back work upsert: (resourceVersion, JSON).
 type Upsert = (i64, std::sync::Arc<str>);
 

@@ -26,11 +26,17 @@ macro_rules! sql_store {
             tx: $conn,
             base: u64,
             /// Works as this transaction sees them (`None`: known not to exist).
-            works: std::collections::HashMap<(String, String), Option<api::ManifestWork>>,
+            works: std::collections::HashMap<(String, String), Option<$crate::store::CachedWork>>,
             /// Clusters as this transaction sees them.
             clusters: std::collections::HashMap<String, Option<api::ManagedCluster>>,
             /// Work upserts not yet sent: key → (resourceVersion, JSON).
             pending: std::collections::BTreeMap<(String, String), (i64, std::sync::Arc<str>)>,
+            /// Works this transaction read as absent (under the index lock, which every
+            /// writer of works holds) and sent nothing for since: their held-back upserts
+            /// may be plain inserts. A key leaves it when a statement for it is sent (and
+            /// does not come back, even when its savepoint is rolled back: an upsert is
+            /// always right, a plain insert only for a row surely absent).
+            absent: std::collections::HashSet<(String, String)>,
             /// How to undo the current op, between `begin_op` and its end.
             undo: Option<$crate::store::Undo>,
         }
@@ -42,12 +48,17 @@ macro_rules! sql_store {
                     works: Default::default(),
                     clusters: Default::default(),
                     pending: Default::default(),
+                    absent: Default::default(),
                     undo: None,
                 }
             }
 
             /// Caches a work as this transaction sees it (journaled inside an op).
-            fn cache_work(&mut self, key: (String, String), work: Option<api::ManifestWork>) {
+            fn cache_work(
+                &mut self,
+                key: (String, String),
+                work: Option<$crate::store::CachedWork>,
+            ) {
                 if let Some(u) = &mut self.undo {
                     u.works.push((key.clone(), self.works.get(&key).cloned()));
                 }
@@ -101,6 +112,9 @@ macro_rules! sql_store {
                         .extend(self.pending.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
                 }
                 let pending = std::mem::take(&mut self.pending);
+                for key in pending.keys() {
+                    self.absent.remove(key);
+                }
                 let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                     "INSERT INTO works (cluster, name, resource_version, object) ",
                 );
@@ -132,10 +146,14 @@ macro_rules! sql_store {
             ) -> Result<Option<api::ManifestWork>, $crate::store::StoreError> {
                 let key = (cluster.to_string(), name.to_string());
                 if let Some(w) = self.works.get(&key) {
-                    return Ok(w.clone());
+                    return w.as_ref().map(|w| w.work(&key)).transpose();
                 }
                 let w = fetch_work(&mut *self.tx, cluster, name).await?;
-                self.cache_work(key, w.clone());
+                if w.is_none() {
+                    // As this transaction sees it now, under the index lock.
+                    self.absent.insert(key.clone());
+                }
+                self.cache_work(key, w.clone().map(|w| $crate::store::CachedWork::Read(Box::new(w))));
                 Ok(w)
             }
 
@@ -169,7 +187,10 @@ macro_rules! sql_store {
                     work.metadata.namespace.clone().unwrap_or_default(),
                     work.metadata.name.clone(),
                 );
-                self.cache_work(key.clone(), Some(work.clone()));
+                self.cache_work(
+                    key.clone(),
+                    Some($crate::store::CachedWork::Written(object.clone())),
+                );
                 self.set_pending(key, Some((index as i64, object.clone())));
                 Ok(object)
             }
@@ -181,6 +202,7 @@ macro_rules! sql_store {
             ) -> Result<(), $crate::store::StoreError> {
                 let key = (cluster.to_string(), name.to_string());
                 self.set_pending(key.clone(), None);
+                self.absent.remove(&key);
                 self.cache_work(key, None);
                 self.before_write().await?;
                 sqlx::query("DELETE FROM works WHERE cluster = $1 AND name = $2")

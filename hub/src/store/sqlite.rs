@@ -158,7 +158,8 @@ impl SqliteTx {
             }
             for (c, n, o) in rows {
                 let w = super::decode(&format!("work {c}/{n}"), &o)?;
-                self.works.insert((c, n), Some(w));
+                self.works
+                    .insert((c, n), Some(super::CachedWork::Read(Box::new(w))));
             }
         }
         let clusters: std::collections::BTreeSet<&String> = clusters
@@ -241,8 +242,7 @@ impl SqliteTx {
         audit: &[super::NewAuditEntry],
     ) -> Result<(), StoreError> {
         self.finish(changes, audit).await?;
-        self.tx.commit().await?;
-        Ok(())
+        (self.tx.commit().await).map_err(|e| StoreError::CommitUnknown(Box::new(e.into())))
     }
 }
 
