@@ -423,3 +423,76 @@ async fn a_work_inserted_past_the_lock_fails_the_batch_instead_of_being_overwrit
             .unwrap();
     assert!(object.contains("ours"), "{object}");
 }
+
+/// `VACUUM`s of `works` run by a session (the hub's), not by autovacuum, so far; statistics
+/// settle as sessions report.
+async fn works_vacuums(url: &str) -> i64 {
+    let mut conn = session(url).await;
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'works'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    n
+}
+
+/// The works' replaced versions are reclaimed once 200 status writes add up, however many
+/// checks they are spread over: each check counts only what was published since the one
+/// before (issue 20), and a check with too few does not vacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_add_up_across_checks_to_a_reclaim() {
+    use hub::service::retention::{RECLAIM_AFTER_STATUS_WRITES, StatusWrites};
+    let url = fresh_url().await;
+    let hub = hub_with_c1(&url).await;
+    hub.put_work("c1", "w", work("w", "v"), None, None)
+        .await
+        .unwrap();
+    let status = |i: usize| api::ManifestWorkStatus {
+        conditions: vec![api::Condition {
+            type_: "Applied".into(),
+            status: "True".into(),
+            reason: "Applied".into(),
+            message: format!("report {i}"),
+            observed_generation: Some(1),
+            last_transition_time: None,
+        }],
+        ..Default::default()
+    };
+    let mut count = StatusWrites::after(hub.index());
+    let before = works_vacuums(&url).await;
+    let first = RECLAIM_AFTER_STATUS_WRITES * 3 / 4;
+    for i in 0..first {
+        hub.put_work_status("c1", "w", status(i)).await.unwrap();
+        // Creates in between do not count.
+        if i % 50 == 0 {
+            let name = format!("n{i}");
+            hub.put_work("c1", &name, work(&name, "v"), None, None)
+                .await
+                .unwrap();
+        }
+    }
+    hub.reclaim_work_space(&mut count).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        works_vacuums(&url).await,
+        before,
+        "{first} status writes: not yet"
+    );
+    for i in first..RECLAIM_AFTER_STATUS_WRITES {
+        hub.put_work_status("c1", "w", status(i)).await.unwrap();
+    }
+    hub.reclaim_work_space(&mut count).await.unwrap();
+    let mut vacuums = before;
+    for _ in 0..20 {
+        vacuums = works_vacuums(&url).await;
+        if vacuums > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(
+        vacuums > before,
+        "200 status writes over two checks: vacuumed"
+    );
+    assert_eq!(count, StatusWrites::after(hub.index()), "counting afresh");
+}

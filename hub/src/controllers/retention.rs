@@ -8,6 +8,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use crate::service::Hub;
+use crate::service::retention::StatusWrites;
 
 /// How often the history is pruned.
 const EVERY: Duration = Duration::from_secs(60);
@@ -22,8 +23,8 @@ pub async fn run(hub: Weak<Hub>) {
     for t in [&mut prune, &mut reclaim] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
-    let mut reclaimed_at = match hub.upgrade() {
-        Some(h) => h.index(),
+    let mut status_writes = match hub.upgrade() {
+        Some(h) => StatusWrites::after(h.index()),
         None => return,
     };
     loop {
@@ -33,15 +34,12 @@ pub async fn run(hub: Weak<Hub>) {
         };
         let Some(h) = hub.upgrade() else { return };
         if !due {
-            match h.reclaim_work_space(reclaimed_at).await {
-                Ok(next) => reclaimed_at = next,
-                Err(e) => {
-                    // Counted afresh: a database that refuses (say, a hub role that does
-                    // not own the table) is asked again after as many writes, not every
-                    // few seconds.
-                    tracing::debug!(error = %e, "reclaiming the works' space failed");
-                    reclaimed_at = h.index();
-                }
+            if let Err(e) = h.reclaim_work_space(&mut status_writes).await {
+                // Counted afresh: a database that refuses (say, a hub role that does not
+                // own the table) is asked again after as many writes, not every few
+                // seconds.
+                tracing::debug!(error = %e, "reclaiming the works' space failed");
+                status_writes = StatusWrites::after(h.index());
             }
             continue;
         }

@@ -211,24 +211,39 @@ impl ChangeFeed {
     /// The changes after `after` and at or below `upto`, oldest first; `None` when the ring
     /// no longer reaches back to `after` (the caller must re-read what it follows).
     pub fn changes_between(&self, after: u64, upto: u64) -> Option<Vec<Change>> {
+        self.walk_between(after, upto, |changes| changes.cloned().collect())
+    }
+
+    /// How many of the changes after `after` and at or below `upto` pass `filter`; `None`
+    /// when the ring no longer reaches back to `after`. Nothing is copied: a count over
+    /// the whole ring holds the feed's lock (and so the writer's publish) for microseconds.
+    pub fn count_between(
+        &self,
+        after: u64,
+        upto: u64,
+        filter: impl Fn(&Change) -> bool,
+    ) -> Option<usize> {
+        self.walk_between(after, upto, |changes| changes.filter(|c| filter(c)).count())
+    }
+
+    /// `f` of the changes after `after` and at or below `upto`, under the feed's lock.
+    fn walk_between<R>(
+        &self,
+        after: u64,
+        upto: u64,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Change>) -> R,
+    ) -> Option<R> {
         let inner = self.inner.lock().expect("feed lock");
         if after >= upto {
-            return Some(Vec::new());
+            return Some(f(&mut std::iter::empty()));
         }
         let first = inner.ring.front().map(|c| c.index)?;
         if first > after + 1 || after < inner.floor {
             return None;
         }
         let skip = (after + 1).saturating_sub(first) as usize;
-        Some(
-            inner
-                .ring
-                .iter()
-                .skip(skip)
-                .take_while(|c| c.index <= upto)
-                .cloned()
-                .collect(),
-        )
+        let mut changes = inner.ring.iter().skip(skip).take_while(|c| c.index <= upto);
+        Some(f(&mut changes))
     }
 
     /// Waits until a change after `after` passes `filter`, or `wait` runs out. Returns the
@@ -393,6 +408,28 @@ mod tests {
             status_only: false,
             has_ttl: None,
         }
+    }
+
+    #[test]
+    fn changes_are_counted_between_two_indexes_without_the_ring_behind_them() {
+        let feed = ChangeFeed::new(0);
+        feed.push(
+            (1..=10)
+                .map(|i| Change {
+                    status_only: i % 3 == 0,
+                    ..change(i, "c1")
+                })
+                .collect(),
+        );
+        let status = |c: &Change| c.status_only;
+        assert_eq!(feed.count_between(0, 10, status), Some(3));
+        assert_eq!(feed.count_between(3, 9, status), Some(2), "6 and 9");
+        assert_eq!(feed.count_between(9, 9, status), Some(0));
+        assert_eq!(
+            feed.changes_between(3, 6).map(|c| c.len()),
+            Some(3),
+            "the same walk copies"
+        );
     }
 
     #[tokio::test]

@@ -634,6 +634,7 @@ impl CachedWork {
         }
     }
 }
+
 /// A held-back work upsert: (resourceVersion, JSON).
 type Upsert = (i64, std::sync::Arc<str>);
 

@@ -33,7 +33,7 @@ macro_rules! sql_store {
             pending: std::collections::BTreeMap<(String, String), (i64, std::sync::Arc<str>)>,
             /// Works this transaction read as absent (under the index lock, which every
             /// writer of works holds) and sent nothing for since: their held-back upserts
-            /// may be plain inserts. A key leaves it when a statement for it is sent (and
+            /// may be plain inserts (Postgres's batch makes them so). A key leaves it when a statement for it is sent (and
             /// does not come back, even when its savepoint is rolled back: an upsert is
             /// always right, a plain insert only for a row surely absent).
             absent: std::collections::HashSet<(String, String)>,
