@@ -250,20 +250,20 @@ async fn batch_reads_look_works_up_by_key_after_the_table_grew() {
     assert_eq!(hub.count_works().await.unwrap(), 20_022);
 }
 
+/// One number the database reports, read on a session of our own.
+async fn number(url: &str, sql: &'static str) -> i64 {
+    let mut conn = session(url).await;
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap();
+    n
+}
+
 /// Transactions of the database that rolled back (a failed write batch is one).
 async fn rollbacks(url: &str) -> i64 {
-    let mut conn = session(url).await;
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (n,): (i64,) = sqlx::query_as(
+    number(
+        url,
         "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()",
     )
-    .fetch_one(&mut conn)
     .await
-    .unwrap();
-    n
 }
 
 /// Holds the index lock from a session of our own until the returned sender is dropped
@@ -427,13 +427,11 @@ async fn a_work_inserted_past_the_lock_fails_the_batch_instead_of_being_overwrit
 /// `VACUUM`s of `works` run by a session (the hub's), not by autovacuum, so far; statistics
 /// settle as sessions report.
 async fn works_vacuums(url: &str) -> i64 {
-    let mut conn = session(url).await;
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'works'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    n
+    number(
+        url,
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'works'",
+    )
+    .await
 }
 
 /// The works' replaced versions are reclaimed once 200 status writes add up, however many
