@@ -172,6 +172,8 @@ pub(crate) struct Ledger {
     /// (when the write started, its latency).
     latencies: Vec<(Instant, Duration)>,
     reported: usize,
+    /// Agents whose first list has returned: they are following their works.
+    listed: usize,
     /// When the agent's `Applied` status of each (cluster, work)'s latest generation was
     /// acknowledged, whoever wrote the work (`bench placement`: the hub's set controller).
     pub(crate) applied: HashMap<(String, String), Instant>,
@@ -303,7 +305,21 @@ pub async fn run_fleet(
         load.rate,
         load.duration
     );
-    // Let every follower's first blocking list settle before timing anything.
+    // Let every follower's first list return and its blocking list settle before timing
+    // anything: 10,000 first lists take the hub longer than the 2 s this used to wait, and
+    // the writes of the first seconds timed the fleet's start, not its steady state.
+    let following = Instant::now();
+    while ledger.lock().await.listed < clusters.len()
+        && following.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "fleet: {} of {} agents following {:.1} s after the last join",
+        ledger.lock().await.listed,
+        clusters.len(),
+        following.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The write phase.
@@ -559,6 +575,9 @@ pub(crate) async fn follow(
                 continue;
             }
         };
+        if index.is_none() {
+            ledger.lock().await.listed += 1;
+        }
         for w in &list.value.items {
             if reported(w) {
                 continue;

@@ -388,8 +388,39 @@ impl PatroniCluster {
         let haproxy = HaProxy::start(&listen, Some(&haproxy_dir))?;
         cluster.register(haproxy.pid())?;
         cluster.haproxy = Some(haproxy);
-        cluster.wait_healthy(START_TIMEOUT).await?;
+        cluster.wait_started(START_TIMEOUT).await?;
         Ok(cluster)
+    }
+
+    /// Waits until the new cluster is healthy ([`PatroniCluster::wait_healthy`]), starting
+    /// again, as a supervisor would, a node whose Patroni exited meanwhile. A node whose
+    /// bootstrap fails (its `post_bootstrap` did not finish on a machine busy compiling:
+    /// seen in CI, `PatroniFatalException: Failed to bootstrap cluster`) removes its data
+    /// and exits, as Patroni does; started again, it joins the other node's cluster as a
+    /// replica. Otherwise the cluster never got its synchronous standby.
+    async fn wait_started(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        const MAX_RESTARTS: usize = 3;
+        let deadline = Instant::now() + timeout;
+        let mut restarts = 0;
+        loop {
+            for i in 0..self.nodes.len() {
+                let exited = (self.nodes[i].patroni.as_mut())
+                    .is_some_and(|d| matches!(d.child.try_wait(), Ok(Some(_))));
+                if exited && restarts < MAX_RESTARTS {
+                    eprintln!(
+                        "patroni: node{i} exited while the cluster started (see its log); starting it again"
+                    );
+                    self.nodes[i].patroni = None;
+                    self.spawn_patroni(i)?;
+                    restarts += 1;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let healthy = self.wait_healthy(left.min(Duration::from_secs(5))).await;
+            if healthy.is_ok() || left.is_zero() {
+                return healthy;
+            }
+        }
     }
 
     fn register(&mut self, pid: u32) -> anyhow::Result<()> {
@@ -722,10 +753,20 @@ postgresql:
 
     /// The last lines of every node's Patroni log and of HAProxy's, for failure messages.
     pub fn logs(&self) -> String {
+        // The last 30 lines, and the 30 before a node's first traceback: a Patroni that
+        // failed prints its traceback last, and what failed is logged before it.
         let tail = |p: &Path| {
             let text = fs::read_to_string(p).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
+            let last = lines.len().saturating_sub(30);
+            match lines.iter().position(|l| l.starts_with("Traceback")) {
+                Some(t) if t < last => format!(
+                    "{}\n[...]\n{}",
+                    lines[t.saturating_sub(30)..t].join("\n"),
+                    lines[last..].join("\n")
+                ),
+                _ => lines[last..].join("\n"),
+            }
         };
         let mut out = String::new();
         for n in &self.nodes {

@@ -56,6 +56,17 @@ pub struct Indexed<T> {
     pub index: u64,
 }
 
+/// How long a blocking query waits for `wait`: a random part of its last sixteenth less
+/// (as Consul spreads its own, though Consul adds the part). Agents that began their
+/// queries together, as a fleet does after the hub restarts, would otherwise all be answered
+/// at the same instant every `wait` for as long as nothing changes for them, and all list
+/// again at once: with 10,000 agents, a status write then waited up to 1.2 s
+/// (docs/benchmarks.md). Never longer than asked, so a client's timeout for `wait` holds.
+fn spread(wait: Duration) -> Duration {
+    let part = wait / 16;
+    wait - part.mul_f64(rand::random::<f64>())
+}
+
 /// Runs a read: with `block`, first waits until a change `watch` cares about comes past
 /// the caller's index (or the wait runs out); then reads. `watch` is built only when the
 /// query blocks.
@@ -71,11 +82,34 @@ where
 {
     if let Some(b) = block {
         let Watch { filter, cluster } = watch();
-        feed.wait(b.index, cluster.as_deref(), filter, b.wait).await;
+        feed.wait(b.index, cluster.as_deref(), filter, spread(b.wait))
+            .await;
     }
     // Taken before the read: a change racing the read is then past the index reported,
     // and the caller's next blocking query sees it.
     let index = feed.latest();
     let data = read().await?;
     Ok(Indexed { data, index })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_spread_over_its_last_sixteenth_and_never_longer() {
+        let wait = Duration::from_secs(32);
+        let waits: Vec<Duration> = (0..200).map(|_| spread(wait)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w <= wait && *w >= Duration::from_secs(30))
+        );
+        let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(
+            *max - *min > Duration::from_secs(1),
+            "200 waits spread over 2 s, not {min:?}..{max:?}"
+        );
+        assert_eq!(spread(Duration::ZERO), Duration::ZERO);
+    }
 }
