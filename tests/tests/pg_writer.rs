@@ -494,3 +494,115 @@ async fn status_writes_add_up_across_checks_to_a_reclaim() {
     );
     assert_eq!(count, StatusWrites::after(hub.index()), "counting afresh");
 }
+
+/// The timeline the server writes on, as the writer records it.
+async fn server_timeline(url: &str) -> String {
+    let (t,): (String,) = sqlx::query_as("SELECT left(pg_walfile_name(pg_current_wal_lsn()), 8)")
+        .fetch_one(&mut session(url).await)
+        .await
+        .unwrap();
+    t
+}
+
+async fn recorded_timeline(url: &str) -> Option<String> {
+    sqlx::query_as::<_, (String,)>("SELECT value FROM settings WHERE key = 'wal_timeline'")
+        .fetch_optional(&mut session(url).await)
+        .await
+        .unwrap()
+        .map(|(t,)| t)
+}
+
+/// A promotion (failover, switchover) starts a new timeline, and a commit the old primary
+/// showed but never replicated may have been seen by a hub. The first write on the new
+/// timeline moves the index past the gap, so no index a hub saw on the old one is given to
+/// another write; every hub's waiters wake and read again. (The promotion itself is
+/// `postgres_ha`'s; here the recorded timeline is made an old one, which is what a
+/// promotion leaves behind.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_write_after_a_promotion_moves_the_index_past_the_gap() {
+    const GAP: u64 = 1_000_000;
+    let url = fresh_url().await;
+    let writer = hub_with_c1(&url).await;
+    let other = hub(&url).await;
+    let before = writer
+        .put_work("c1", "before", work("before", "1"), None, None)
+        .await
+        .unwrap()
+        .index;
+    let timeline = server_timeline(&url).await;
+    assert_eq!(
+        recorded_timeline(&url).await.as_deref(),
+        Some(timeline.as_str()),
+        "the first write records the timeline"
+    );
+    let index_before: i64 = number(&url, "SELECT value FROM hub_index WHERE id = 1").await;
+    assert_eq!(index_before as u64, before, "no gap without a promotion");
+
+    sqlx::query("UPDATE settings SET value = '000000FF' WHERE key = 'wal_timeline'")
+        .execute(&mut session(&url).await)
+        .await
+        .unwrap();
+    // The other hub waits for what comes after the write it saw.
+    let waiting = {
+        let other = other.clone();
+        tokio::spawn(async move {
+            other
+                .list_works(hub::service::work_lists::WorkQuery {
+                    cluster: Some("c1".into()),
+                    block: Some(hub::service::query::Block {
+                        index: before,
+                        wait: std::time::Duration::from_secs(30),
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        })
+    };
+    let after = writer
+        .put_work("c1", "after", work("after", "2"), None, None)
+        .await
+        .unwrap();
+    assert!(
+        after.index > before + GAP,
+        "the write after the promotion is past the gap: {before} then {}",
+        after.index
+    );
+    assert_eq!(
+        after.value.work.metadata.resource_version,
+        Some(after.index.to_string())
+    );
+    assert_eq!(
+        recorded_timeline(&url).await,
+        Some(timeline),
+        "recorded again"
+    );
+    let next = writer
+        .put_work("c1", "next", work("next", "3"), None, None)
+        .await
+        .unwrap()
+        .index;
+    assert_eq!(next, after.index + 1, "one gap per promotion");
+
+    let list = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the other hub's waiter woke")
+        .unwrap();
+    assert!(list.metadata.index >= after.index, "{:?}", list.metadata);
+    assert!(
+        list.items.iter().any(|w| w.metadata.name == "after"),
+        "the other hub's answer past the gap holds the write"
+    );
+    // Both hubs answer past the gap from now on.
+    for hub in [&writer, &other] {
+        let l = hub
+            .list_works(hub::service::work_lists::WorkQuery {
+                cluster: Some("c1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(l.metadata.index >= after.index);
+        assert_eq!(l.items.len(), 3);
+    }
+}

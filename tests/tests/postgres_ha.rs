@@ -37,6 +37,8 @@ const AGENTS: usize = 100;
 /// Writers, each starting a write every `PACE`.
 const WRITERS: usize = 4;
 const PACE: Duration = Duration::from_millis(250);
+/// How far the hub moves its index on a new timeline (`hub/src/store/pg_batch.rs`).
+const TIMELINE_GAP: u64 = 1_000_000;
 /// Generous bounds: Patroni's TTL is 20 s, HAProxy needs about 1.5 s to mark a server
 /// down and 0.5 s to mark one up (`testkit::patroni::HAPROXY_CHECKS`), and CI shares two
 /// cores among several test processes.
@@ -236,6 +238,25 @@ async fn the_hub_survives_postgres_failovers_and_agents_survive_a_hub_kill() {
         let writes_back = writers.back_after(at).unwrap_or(writes_back);
         eprintln!("postgres_ha: {fault:?}: {}", writers.timeline(at));
         let writes = writers.stop().await;
+        if leader_moves {
+            // The promoted standby starts a new timeline, and the first write on it moves
+            // the index past anything the old primary may have shown a hub (docs/operations.md,
+            // "High availability"): the acknowledged indexes jump once by the gap.
+            let mut indexes: Vec<u64> = writes.acks.iter().map(|a| a.index).collect();
+            indexes.sort_unstable();
+            let jumps = indexes
+                .windows(2)
+                .filter(|w| w[1] - w[0] > TIMELINE_GAP)
+                .count();
+            assert_eq!(
+                jumps,
+                1,
+                "{fault:?}: the index jumps past the gap once ({} acks, {:?}..{:?})",
+                indexes.len(),
+                indexes.first(),
+                indexes.last()
+            );
+        }
         let verdict = Verdict::check(&admin, writes, reader).await.unwrap();
         eprintln!(
             "postgres_ha: {fault:?}: leader back {leader_back:?} s, writes back {writes_back:.1} s, \

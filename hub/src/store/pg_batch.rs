@@ -184,8 +184,9 @@ fn text_array<'a>(
 /// The batch's lock and reads, prepared on each of the writer's connections as it opens
 /// (its pool's `after_connect`): the lock of the index row; then the index, the works named
 /// by the first two arrays (clusters and names, pairwise) and the clusters named by the
-/// third, as rows of four text columns: `0` and the index, `1`, cluster, name and the
-/// work, or `2`, the name and the cluster.
+/// third, as rows of four text columns: `0`, the server's timeline and the one the index
+/// last moved on ([`Timeline`]) and the index; `1`, cluster, name and the work; or `2`, the
+/// name and the cluster.
 ///
 /// Written out in every batch's text, the reads were parsed, analyzed and planned again
 /// each time: 27 % of Postgres's CPU under a stream of creates (docs/benchmarks.md).
@@ -198,7 +199,9 @@ fn text_array<'a>(
 pub(super) const PREPARE: &str = "PREPARE fleethub_index_lock AS \
          SELECT 1 FROM hub_index WHERE id = 1 FOR UPDATE; \
      PREPARE fleethub_batch_reads (text[], text[], text[]) AS \
-     SELECT '0'::text, ''::text, ''::text, value::text FROM hub_index WHERE id = 1 \
+     SELECT '0'::text, left(pg_walfile_name(pg_current_wal_lsn()), 8), \
+         COALESCE((SELECT value FROM settings WHERE key = 'wal_timeline'), ''), value::text \
+         FROM hub_index WHERE id = 1 \
      UNION ALL SELECT '1', k.cluster, k.name, w.object \
          FROM UNNEST($1, $2) AS k (cluster, name), LATERAL (SELECT object FROM works \
              WHERE cluster = k.cluster AND name = k.name LIMIT 1) AS w \
@@ -227,6 +230,61 @@ pub(super) fn begin_sql(works: &[(&str, &str)], clusters: &[&str]) -> Result<Str
     sql.push_str("); SET LOCAL plan_cache_mode TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT");
     Ok(sql)
 }
+
+/// How far the index moves when the database's timeline changed: past any index a hub may
+/// have seen on the old timeline and that the new one does not hold.
+///
+/// When a primary dies, a transaction that committed on it but had not reached the
+/// synchronous standby yet can be visible there for a moment: Postgres makes a commit
+/// visible when the commit's wait for the standby ends, and a backend ends that wait when
+/// its postmaster dies (or when its query is cancelled). A hub that read it then (its
+/// poll of the index, its catch-up of another hub's writes) published an index that the
+/// promoted standby never had. The new primary would hand the same numbers out again to
+/// other writes, and that hub would answer "current to index N" without the write that
+/// now bears N (`postgres_ha`'s reader caught it once). Such a tail is at most one batch
+/// per hub (256 writes each) with synchronous replication, and Patroni's default
+/// `maximum_lag_on_failover` (1 MiB of WAL, a few hundred writes) without it.
+pub(super) const TIMELINE_GAP: u64 = 1_000_000;
+
+/// The timeline part of the server's WAL position against the one the index last moved on.
+///
+/// A promotion (failover, switchover, point-in-time recovery) starts a new timeline, and
+/// `pg_walfile_name` names the current one from the promotion on. The first batch that
+/// sees a timeline other than the recorded one moves the index by [`TIMELINE_GAP`] and
+/// records the new one, in its own transaction: both commit or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Timeline {
+    /// The index last moved on this timeline.
+    Same,
+    /// Nothing recorded (a new database, or one written by an older hub): record it.
+    Unrecorded(String),
+    /// A promotion since the index last moved: move it past the gap and record this one.
+    Changed(String),
+}
+
+impl Timeline {
+    /// From the `0` row's two timeline columns: the server's and the recorded one.
+    pub(super) fn of(current: String, recorded: &str) -> Self {
+        if recorded.is_empty() {
+            Timeline::Unrecorded(current)
+        } else if current == recorded {
+            Timeline::Same
+        } else {
+            Timeline::Changed(current)
+        }
+    }
+}
+
+/// Moves the index by `$1` (0 or [`TIMELINE_GAP`]) and records the timeline `$2`; the new
+/// index. Run inside the batch, after [`begin_sql`]'s query, only when the timeline is not
+/// [`Timeline::Same`].
+pub(super) const MOVE_TO_TIMELINE: &str = "WITH moved AS ( \
+         UPDATE hub_index SET value = value + $1 WHERE id = 1 RETURNING value \
+     ), recorded AS ( \
+         INSERT INTO settings (key, value) VALUES ('wal_timeline', $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value \
+     ) \
+     SELECT value FROM moved";
 
 /// The rows of [`begin_sql`]'s query as (kind, a, b, text); the lock's row left out.
 pub(super) fn begin_rows(
@@ -257,6 +315,19 @@ mod tests {
         assert_eq!(quoted("a$f"), "$f1$a$f$f1$");
         assert_eq!(quoted("a$"), "$f$a$$f$");
         assert_eq!(quoted(""), "$f$$f$");
+    }
+
+    #[test]
+    fn only_another_recorded_timeline_moves_the_index() {
+        assert_eq!(Timeline::of("00000002".into(), "00000002"), Timeline::Same);
+        assert_eq!(
+            Timeline::of("00000002".into(), "00000001"),
+            Timeline::Changed("00000002".into())
+        );
+        assert_eq!(
+            Timeline::of("00000001".into(), ""),
+            Timeline::Unrecorded("00000001".into())
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sha2::Digest;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
-use super::pg_batch::{self, BatchConn};
+use super::pg_batch::{self, BatchConn, Timeline};
 use super::{Change, IndexStream, Leadership, NewAuditEntry, StoreError, sql::sql_store};
 
 /// A pool of at most `max` connections, set for a database that fails over.
@@ -135,13 +135,15 @@ impl PgStore {
         for c in clusters {
             tx.clusters.insert(c.to_string(), None);
         }
+        let mut timeline = Timeline::Same;
         for (kind, a, b, object) in rows {
             match kind.as_str() {
                 "0" => {
                     tx.base = object.parse().map_err(|_| StoreError::Corrupt {
                         what: "hub_index".into(),
                         source: serde::de::Error::custom(format!("index {object:?}")),
-                    })?
+                    })?;
+                    timeline = Timeline::of(a, &b);
                 }
                 "1" => {
                     let w = super::decode(&format!("work {a}/{b}"), &object)?;
@@ -158,6 +160,24 @@ impl PgStore {
             .filter(|(_, w)| w.is_none())
             .map(|(k, _)| k.clone())
             .collect();
+        let (gap, current) = match timeline {
+            Timeline::Same => return Ok(tx),
+            Timeline::Unrecorded(t) => (0, t),
+            Timeline::Changed(t) => {
+                tracing::warn!(
+                    timeline = %t,
+                    gap = pg_batch::TIMELINE_GAP,
+                    "the database was promoted since the last write; the index moves past what the old primary may have shown"
+                );
+                (pg_batch::TIMELINE_GAP, t)
+            }
+        };
+        let (moved,): (i64,) = sqlx::query_as(pg_batch::MOVE_TO_TIMELINE)
+            .bind(gap as i64)
+            .bind(current)
+            .fetch_one(&mut *tx.tx)
+            .await?;
+        tx.base = u64::try_from(moved).unwrap_or_default();
         Ok(tx)
     }
 
