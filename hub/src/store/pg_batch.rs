@@ -241,9 +241,10 @@ pub(super) fn begin_sql(works: &[(&str, &str)], clusters: &[&str]) -> Result<Str
 /// poll of the index, its catch-up of another hub's writes) published an index that the
 /// promoted standby never had. The new primary would hand the same numbers out again to
 /// other writes, and that hub would answer "current to index N" without the write that
-/// now bears N (`postgres_ha`'s reader caught it once). Such a tail is at most one batch
-/// per hub (256 writes each) with synchronous replication, and Patroni's default
-/// `maximum_lag_on_failover` (1 MiB of WAL, a few hundred writes) without it.
+/// now bears N (`postgres_ha`'s reader caught it once). With synchronous replication such
+/// a tail is at most the batch each hub had committing (up to 256 writes; a cluster's
+/// deletion adds a change per work it marks), and without it Patroni's default
+/// `maximum_lag_on_failover` (1 MiB of WAL, a few hundred writes).
 pub(super) const TIMELINE_GAP: u64 = 1_000_000;
 
 /// The timeline part of the server's WAL position against the one the index last moved on.
